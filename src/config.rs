@@ -1,0 +1,221 @@
+//! `custom.env`-style configuration: `KEY=value` files (XiVO CC's /etc/docker/xivo/custom.env,
+//! the file docker compose passes as `env_file`) merged with the process environment, which
+//! wins, and deserialised with envy into each component's typed settings. Errors name the
+//! variable and, when it came from the file, the file and line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}:{line}: {reason}: write `NAME=value` (a `#` starts a comment)", path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{variable}{origin}: {reason}")]
+    Variable {
+        variable: String,
+        /// `" (custom.env line 3)"` or empty when it came from the environment.
+        origin: String,
+        reason: String,
+    },
+}
+
+/// One `KEY=value` entry and the line it stands on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvEntry {
+    pub value: String,
+    pub line: usize,
+}
+
+/// A parsed `KEY=value` file. Later entries override earlier ones, as with docker compose.
+#[derive(Clone, Debug, Default)]
+pub struct EnvFile {
+    pub path: PathBuf,
+    pub entries: BTreeMap<String, EnvEntry>,
+}
+
+impl EnvFile {
+    /// Reads and parses `path`; a missing file is an empty one.
+    pub fn load(path: &Path) -> Result<EnvFile, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => EnvFile::parse(path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(EnvFile {
+                path: path.to_owned(),
+                entries: BTreeMap::new(),
+            }),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses docker compose's env-file syntax: `KEY=value`, optional `export `, blank lines and
+    /// `#` comments, values optionally in single or double quotes.
+    pub fn parse(path: &Path, text: &str) -> Result<EnvFile, ConfigError> {
+        let mut entries = BTreeMap::new();
+        for (index, raw) in text.lines().enumerate() {
+            let line = index + 1;
+            let syntax = |reason: String| ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                reason,
+            };
+            let trimmed = raw.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let trimmed = trimmed.strip_prefix("export ").unwrap_or(trimmed);
+            let Some((key, value)) = trimmed.split_once('=') else {
+                return Err(syntax(format!("`{trimmed}` has no `=`")));
+            };
+            let key = key.trim();
+            let valid_key = !key.is_empty()
+                && !key.starts_with(|c: char| c.is_ascii_digit())
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid_key {
+                return Err(syntax(format!("`{key}` is not a variable name")));
+            }
+            let value = unquote(value.trim()).map_err(syntax)?;
+            entries.insert(key.to_owned(), EnvEntry { value, line });
+        }
+        Ok(EnvFile {
+            path: path.to_owned(),
+            entries,
+        })
+    }
+
+    fn origin_of(&self, variable: &str) -> String {
+        match self.entries.get(variable) {
+            Some(entry) if std::env::var_os(variable).is_none() => {
+                format!(" ({} line {})", self.path.display(), entry.line)
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+fn unquote(value: &str) -> Result<String, String> {
+    for quote in ['"', '\''] {
+        if let Some(rest) = value.strip_prefix(quote) {
+            return match rest.strip_suffix(quote) {
+                Some(inner) => Ok(inner.to_owned()),
+                None => Err(format!("the value {value} has no closing {quote}")),
+            };
+        }
+    }
+    // An unquoted value ends at ` #` (an inline comment).
+    Ok(match value.find(" #") {
+        Some(at) => value[..at].trim_end().to_owned(),
+        None => value.to_owned(),
+    })
+}
+
+/// Deserialises `T` from the variables named `<prefix><FIELD>`: those of `file`, overridden by
+/// the process environment. Field names map to variables in upper case (`poll_ms` with prefix
+/// `XIVO_HA_` reads `XIVO_HA_POLL_MS`). Use `#[serde(default)]` for optional settings.
+pub fn from_env<T: DeserializeOwned>(prefix: &str, file: &EnvFile) -> Result<T, ConfigError> {
+    let mut merged: BTreeMap<String, String> = file
+        .entries
+        .iter()
+        .map(|(k, e)| (k.clone(), e.value.clone()))
+        .collect();
+    merged.extend(std::env::vars());
+    envy::prefixed(prefix)
+        .from_iter::<_, T>(merged)
+        .map_err(|e| describe_envy_error(prefix, file, e))
+}
+
+fn describe_envy_error(prefix: &str, file: &EnvFile, error: envy::Error) -> ConfigError {
+    match error {
+        envy::Error::MissingValue(field) => {
+            let variable = format!("{prefix}{}", field.to_uppercase());
+            ConfigError::Variable {
+                origin: String::new(),
+                reason: format!("not set: add `{variable}=...` to {}", file.path.display()),
+                variable,
+            }
+        }
+        envy::Error::Custom(message) => {
+            // envy says "... provided by NAME" for values that do not parse.
+            let (reason, variable) = match message.rsplit_once(" provided by ") {
+                Some((reason, name)) if name.trim().starts_with(prefix) => {
+                    (reason.to_owned(), name.trim().to_owned())
+                }
+                Some((reason, name)) => (reason.to_owned(), format!("{prefix}{}", name.trim())),
+                None => (message.clone(), prefix.trim_end_matches('_').to_owned()),
+            };
+            ConfigError::Variable {
+                origin: file.origin_of(&variable),
+                reason,
+                variable,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    struct Sample {
+        host: String,
+        #[serde(default)]
+        enabled: bool,
+        port: Option<u16>,
+    }
+
+    fn file(text: &str) -> EnvFile {
+        EnvFile::parse(Path::new("/etc/docker/xivo/custom.env"), text).unwrap()
+    }
+
+    #[test]
+    fn parses_compose_env_syntax() {
+        let env = file(
+            "# comment\n\nexport XT_HOST=db.example\nXT_ENABLED='true'\nXT_PORT=5433 # inline\n",
+        );
+        let sample: Sample = from_env("XT_", &env).unwrap();
+        assert_eq!(sample.host, "db.example");
+        assert!(sample.enabled);
+        assert_eq!(sample.port, Some(5433));
+        assert_eq!(env.entries["XT_PORT"].line, 5);
+    }
+
+    #[test]
+    fn syntax_errors_name_file_and_line() {
+        let error = EnvFile::parse(Path::new("/x/custom.env"), "A=1\nnot a line\n").unwrap_err();
+        assert!(error.to_string().starts_with("/x/custom.env:2:"), "{error}");
+        let error = EnvFile::parse(Path::new("/x/custom.env"), "A=\"open\n").unwrap_err();
+        assert!(error.to_string().contains("closing"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_line() {
+        let env = file("XU_HOST=h\nXU_ENABLED=yes-please\n");
+        let error = from_env::<Sample>("XU_", &env).unwrap_err().to_string();
+        assert!(
+            error.starts_with("XU_ENABLED (/etc/docker/xivo/custom.env line 2)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn missing_values_name_the_variable() {
+        let error = from_env::<Sample>("XV_", &file(""))
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("XV_HOST: not set"), "{error}");
+    }
+}

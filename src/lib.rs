@@ -1,0 +1,27 @@
+//! xivo-ha: high availability for a pair of XiVO telephony servers, as one binary.
+//!
+//! Map of the modules:
+//! - [`cli`]: the command line (clap), XiVO's classic command names as entry points, dispatch.
+//! - [`context`]: what every command receives: the `--root` paths, the configuration database URL,
+//!   the `custom.env` file.
+//! - [`paths`]: every filesystem path the program touches, under one `--root` prefix.
+//! - [`config`]: `custom.env`-style files and environment variables, read with envy.
+//! - [`db`]: connections to PostgreSQL (tokio-postgres, TLS with rustls when asked for).
+//! - [`fsutil`]: atomic file writes and file errors a user can act on.
+//! - [`state`]: the JSON state files that components leave for `status`.
+//! - [`settings`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
+//! - [`status`]: the HA dashboard (`xivo-ha status`).
+//! - [`error`]: the crate's error type and its exit codes.
+
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod db;
+pub mod error;
+pub mod fsutil;
+pub mod paths;
+pub mod settings;
+pub mod state;
+pub mod status;
+
+pub use error::{Error, Result};

@@ -1,0 +1,174 @@
+//! `/etc/xivo/ha.conf`, XiVO's HA settings file, and the sentinel files that follow it
+//! (`/var/lib/xivo/is-primary` on a master, `/var/lib/xivo/is-secondary` on a slave).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::SettingsError;
+use crate::fsutil;
+use crate::paths::Paths;
+
+/// The role of this node in the pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeType {
+    Disabled,
+    Master,
+    Slave,
+}
+
+impl fmt::Display for NodeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeType::Disabled => "disabled",
+            NodeType::Master => "master",
+            NodeType::Slave => "slave",
+        })
+    }
+}
+
+/// The content of ha.conf, field for field as XiVO writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaConfig {
+    pub node_type: NodeType,
+    /// The peer: the slave's address on a master, the master's on a slave, `""` when disabled.
+    #[serde(default)]
+    pub remote_address: String,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            node_type: NodeType::Disabled,
+            remote_address: String::new(),
+        }
+    }
+}
+
+impl HaConfig {
+    /// The peer's address, when HA is on and the file holds a valid one.
+    pub fn remote_ip(&self) -> Option<IpAddr> {
+        match self.node_type {
+            NodeType::Disabled => None,
+            _ => self.remote_address.parse().ok(),
+        }
+    }
+
+    /// Reads ha.conf; a missing file means disabled. A corrupt file is an error naming the file,
+    /// line and column.
+    pub fn load(paths: &Paths) -> Result<HaConfig, SettingsError> {
+        let path = paths.ha_conf();
+        let Some(bytes) = fsutil::read_optional(&path)? else {
+            return Ok(HaConfig::default());
+        };
+        let config: HaConfig =
+            serde_json::from_slice(&bytes).map_err(|e| SettingsError::CorruptHaConf {
+                path: path.clone(),
+                line: e.line(),
+                column: e.column(),
+                reason: strip_position(&e.to_string()),
+            })?;
+        if config.node_type != NodeType::Disabled
+            && config.remote_address.parse::<IpAddr>().is_err()
+        {
+            return Err(SettingsError::CorruptHaConf {
+                path,
+                line: 1,
+                column: 1,
+                reason: format!(
+                    "remote_address `{}` is not an IP address for a {} node",
+                    config.remote_address, config.node_type
+                ),
+            });
+        }
+        Ok(config)
+    }
+
+    /// The bytes XiVO's tools expect in ha.conf.
+    pub fn to_file_contents(&self) -> Vec<u8> {
+        let mut json = serde_json::to_vec_pretty(self).expect("ha.conf serialises");
+        json.push(b'\n');
+        json
+    }
+
+    /// Writes ha.conf atomically (when it differs) and sets the sentinel files. Returns whether
+    /// anything changed on disk.
+    pub fn save(&self, paths: &Paths) -> Result<bool, SettingsError> {
+        let path = paths.ha_conf();
+        let contents = self.to_file_contents();
+        let mut changed = false;
+        let current = fsutil::read_optional(&path)?;
+        if current.as_deref() != Some(contents.as_slice()) {
+            fsutil::write_atomic(&path, &contents, Some(0o644))?;
+            changed = true;
+        }
+        changed |= fsutil::set_flag_file(&paths.is_primary(), self.node_type == NodeType::Master)?;
+        changed |= fsutil::set_flag_file(&paths.is_secondary(), self.node_type == NodeType::Slave)?;
+        Ok(changed)
+    }
+}
+
+/// serde_json appends " at line L column C"; the error already says where.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_means_disabled() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            HaConfig::load(&Paths::new(dir.path())).unwrap(),
+            HaConfig::default()
+        );
+    }
+
+    #[test]
+    fn reads_what_xivo_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        std::fs::create_dir_all(paths.ha_conf().parent().unwrap()).unwrap();
+        std::fs::write(
+            paths.ha_conf(),
+            r#"{"node_type": "slave", "remote_address": "10.0.0.1"}"#,
+        )
+        .unwrap();
+        let config = HaConfig::load(&paths).unwrap();
+        assert_eq!(config.node_type, NodeType::Slave);
+        assert_eq!(config.remote_ip(), Some("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn corrupt_file_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        std::fs::create_dir_all(paths.ha_conf().parent().unwrap()).unwrap();
+        std::fs::write(paths.ha_conf(), "{\n  \"node_type\": \"primary\",\n}").unwrap();
+        let message = HaConfig::load(&paths).unwrap_err().to_string();
+        assert!(message.contains("ha.conf:2:"), "{message}");
+        assert!(message.contains("primary"), "{message}");
+    }
+
+    #[test]
+    fn save_sets_sentinels_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let master = HaConfig {
+            node_type: NodeType::Master,
+            remote_address: "192.0.2.20".into(),
+        };
+        assert!(master.save(&paths).unwrap());
+        assert!(!master.save(&paths).unwrap());
+        assert!(paths.is_primary().exists() && !paths.is_secondary().exists());
+        assert!(HaConfig::default().save(&paths).unwrap());
+        assert!(!paths.is_primary().exists() && !paths.is_secondary().exists());
+    }
+}

@@ -1,0 +1,80 @@
+//! The provisioning side of HA: the backup registrar and proxy that devices get from provd's
+//! `default` registrar configuration (`/var/lib/xivo-provd/jsondb/configs/default`), where XiVO
+//! keeps them. On a master they point at the slave; disabled blanks them; a slave leaves them.
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use super::SettingsError;
+use crate::fsutil;
+use crate::paths::Paths;
+
+const BACKUP_KEYS: [&str; 2] = ["registrar_backup", "proxy_backup"];
+
+/// provd's `default` configuration document, as read from disk.
+#[derive(Clone, Debug)]
+pub struct DefaultRegistrar {
+    pub path: PathBuf,
+    original: Vec<u8>,
+    document: Map<String, Value>,
+}
+
+impl DefaultRegistrar {
+    /// Reads the document; `None` when provd has none (provd not installed).
+    pub fn load(paths: &Paths) -> Result<Option<DefaultRegistrar>, SettingsError> {
+        let path = paths.provd_config("default");
+        let Some(original) = fsutil::read_optional(&path)? else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| SettingsError::CorruptProvdConfig {
+            path: path.clone(),
+            reason,
+        };
+        let document = match serde_json::from_slice::<Value>(&original) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(corrupt("not a JSON object".into())),
+            Err(e) => return Err(corrupt(e.to_string())),
+        };
+        Ok(Some(DefaultRegistrar {
+            path,
+            original,
+            document,
+        }))
+    }
+
+    /// The backup registrar currently handed to devices (`""` when none).
+    pub fn backup_registrar(&self) -> &str {
+        self.document
+            .get("registrar_backup")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// Sets both backup keys to `address`; returns whether the document changed.
+    pub fn set_backup(&mut self, address: &str) -> bool {
+        let mut changed = false;
+        for key in BACKUP_KEYS {
+            if self.document.get(key).and_then(Value::as_str) != Some(address) {
+                self.document
+                    .insert(key.to_owned(), Value::String(address.to_owned()));
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Replaces the file with the current document.
+    pub fn write(&self) -> Result<(), SettingsError> {
+        let json =
+            serde_json::to_vec(&Value::Object(self.document.clone())).expect("JSON serialises");
+        fsutil::write_atomic(&self.path, &json, None)?;
+        Ok(())
+    }
+
+    /// Puts the file back as it was when loaded.
+    pub fn restore(&self) -> Result<(), SettingsError> {
+        fsutil::write_atomic(&self.path, &self.original, None)?;
+        Ok(())
+    }
+}
