@@ -54,6 +54,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Set the HA settings: disabled, master <slave_ip> or slave <master_ip>.
     Configure(ConfigureArgs),
+    /// Mirror the master's files to the slave over SSH (`-i`: set up the key; `--back`: bring
+    /// back voicemail and recordings after a failback).
+    Sync(crate::sync::SyncArgs),
     /// Create XiVO's classic command names as links to this binary in DIR.
     InstallLinks(InstallLinksArgs),
 }
@@ -165,6 +168,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status(args) => status(&ctx, args),
         Command::Configure(args) => configure(&ctx, args).await,
         Command::InstallLinks(args) => install_links(&args),
+        Command::Sync(args) => crate::sync::run_command(&ctx, args).await,
     }
 }
 

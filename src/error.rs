@@ -13,6 +13,8 @@ pub enum Error {
     File(#[from] crate::fsutil::FileError),
     #[error(transparent)]
     Settings(#[from] crate::settings::SettingsError),
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
     /// The command line asks for something this node cannot do.
     #[error("{0}")]
     Usage(String),

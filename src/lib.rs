@@ -10,6 +10,7 @@
 //! - [`fsutil`]: atomic file writes and file errors a user can act on.
 //! - [`state`]: the JSON state files that components leave for `status`.
 //! - [`settings`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
+//! - [`sync`]: file sync master → slave over SSH (`sync`, `sync -i`, `sync --back`).
 //! - [`status`]: the HA dashboard (`xivo-ha status`).
 //! - [`error`]: the crate's error type and its exit codes.
 
@@ -23,5 +24,6 @@ pub mod paths;
 pub mod settings;
 pub mod state;
 pub mod status;
+pub mod sync;
 
 pub use error::{Error, Result};

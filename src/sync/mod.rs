@@ -1,0 +1,594 @@
+//! File sync from the master to the slave over SSH (XiVO's `xivo-sync`): the settings, the
+//! commands `sync`, `sync -i` and `sync --back`, the hourly run the monitor calls, the lock
+//! that keeps two runs from overlapping, and the state each run leaves for `status`.
+//!
+//! - [`dirs`]: the directory lists and their checks.
+//! - [`ssh`]: ssh options, host key policy, error explanations.
+//! - [`rsync`]: running rsync and parsing what it did.
+//! - [`keys`]: `sync -i`, the dedicated key.
+
+pub mod dirs;
+pub mod keys;
+pub mod rsync;
+pub mod ssh;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+use crate::context::Context;
+use crate::fsutil::FileError;
+use crate::settings::{HaConfig, NodeType};
+use ssh::SshTarget;
+
+/// The master's dedicated key, XiVO's path (the name says RSA; xivo-ha makes an ed25519 key).
+pub const KEY_PATH: &str = "/root/.ssh/xivo_id_rsa";
+/// Where the slave's host key is recorded on first contact.
+pub const KNOWN_HOSTS_PATH: &str = "/root/.ssh/known_hosts";
+/// The state component of the master → slave sync (and `sync-back` for `--back`).
+pub const STATE_COMPONENT: &str = "sync";
+pub const BACK_STATE_COMPONENT: &str = "sync-back";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{variable}: {reason}")]
+    BadSetting {
+        variable: &'static str,
+        reason: String,
+    },
+    #[error(
+        "this node is {node_type}, not a master: the master creates the sync key and pushes its files (`xivo-ha configure master <slave_ip>` first)"
+    )]
+    NotMaster { node_type: NodeType },
+    #[error("no sync key at {}: create it and install it on the slave with `xivo-ha sync -i`", path.display())]
+    NoKey { path: PathBuf },
+    #[error(
+        "the sync key {} already exists: test it with `{test}`; to make a new one, remove it and its .pub first",
+        path.display()
+    )]
+    KeyExists { path: PathBuf, test: String },
+    #[error("cannot run {program}: {source} (install the openssh-client and rsync packages)")]
+    Spawn {
+        program: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ssh-keygen failed: {0}")]
+    Keygen(String),
+    #[error(
+        "the slave {host}'s SSH host key is not the one recorded in {}: if the slave was reinstalled, forget the old key with `ssh-keygen -R '{entry}' -f {}` and run again; otherwise someone may be answering in its place",
+        known_hosts.display(), known_hosts.display()
+    )]
+    HostKeyChanged {
+        host: String,
+        entry: String,
+        known_hosts: PathBuf,
+    },
+    #[error("{what} {target} failed: {reason}: {hint}")]
+    Remote {
+        what: String,
+        target: String,
+        reason: String,
+        hint: String,
+    },
+    #[error(
+        "cannot install the sync key on {target}: {reason}: run `xivo-ha sync -i` on a terminal to type the slave's password, or load a key it trusts in ssh-agent (the new key was removed)"
+    )]
+    Install { target: String, reason: String },
+    #[error(
+        "the key was appended to {authorized_keys} on {target} but the slave does not accept it ({reason}): check sshd's AuthorizedKeysFile there and XIVO_HA_SSH_AUTHORIZED_KEYS (the new key was removed)"
+    )]
+    NotAccepted {
+        target: String,
+        authorized_keys: String,
+        reason: String,
+    },
+    #[error(
+        "`{0}` holds both kinds of quotes: rsync cannot pass it to ssh; use a path without quotes"
+    )]
+    UnquotablePath(String),
+    #[error("another sync is running (lock {} held): wait for it, the next run tries again", path.display())]
+    Busy { path: PathBuf },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+}
+
+/// `xivo-ha sync [-i | --back]` (and XiVO's `xivo-sync [-i]`).
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// Create the master's sync key and install it on the slave (asks the slave's password once
+    /// on a terminal when no agent key is accepted).
+    #[arg(short = 'i', long = "init", conflicts_with = "back")]
+    pub init: bool,
+    /// After a failback: bring back from the slave the voicemail and recordings made while it
+    /// stood in, never deleting and never overwriting a newer file here.
+    #[arg(long)]
+    pub back: bool,
+}
+
+/// The settings, from custom.env and the environment (prefix `XIVO_HA_`).
+#[derive(Debug, Deserialize)]
+struct RawSettings {
+    sync_dirs: Option<String>,
+    sync_back_dirs: Option<String>,
+    #[serde(default = "default_port")]
+    ssh_port: u16,
+    #[serde(default = "default_user")]
+    ssh_user: String,
+    #[serde(default = "default_remote_root")]
+    sync_remote_root: String,
+    #[serde(default = "default_authorized_keys")]
+    ssh_authorized_keys: String,
+    #[serde(default = "default_ssh_config")]
+    ssh_config: String,
+    #[serde(default = "default_connect_timeout")]
+    ssh_connect_timeout: u32,
+    #[serde(default = "default_io_timeout")]
+    sync_io_timeout: u32,
+}
+
+fn default_port() -> u16 {
+    22
+}
+fn default_user() -> String {
+    "root".into()
+}
+fn default_remote_root() -> String {
+    "/".into()
+}
+fn default_authorized_keys() -> String {
+    ".ssh/authorized_keys".into()
+}
+fn default_ssh_config() -> String {
+    "none".into()
+}
+fn default_connect_timeout() -> u32 {
+    10
+}
+fn default_io_timeout() -> u32 {
+    300
+}
+
+/// The checked settings of the file sync.
+#[derive(Clone, Debug)]
+pub struct SyncSettings {
+    /// `XIVO_HA_SYNC_DIRS`: what the master mirrors to the slave.
+    pub dirs: Vec<String>,
+    /// `XIVO_HA_SYNC_BACK_DIRS`: what `--back` brings back.
+    pub back_dirs: Vec<String>,
+    /// `XIVO_HA_SSH_PORT` (22).
+    pub port: u16,
+    /// `XIVO_HA_SSH_USER` (root).
+    pub user: String,
+    /// `XIVO_HA_SYNC_REMOTE_ROOT` (/): the slave's tree the directories are copied into.
+    pub remote_root: String,
+    /// `XIVO_HA_SSH_AUTHORIZED_KEYS` (.ssh/authorized_keys, under the remote user's home).
+    pub authorized_keys: String,
+    /// `XIVO_HA_SSH_CONFIG` (none): ssh's `-F`.
+    pub ssh_config: String,
+    /// `XIVO_HA_SSH_CONNECT_TIMEOUT` (10 s).
+    pub connect_timeout: u32,
+    /// `XIVO_HA_SYNC_IO_TIMEOUT` (300 s): rsync gives up when no data moves for that long.
+    pub io_timeout: u32,
+}
+
+impl SyncSettings {
+    pub fn load(ctx: &Context) -> Result<SyncSettings, SyncError> {
+        let raw: RawSettings = crate::config::from_env("XIVO_HA_", &ctx.env()?)?;
+        let list = |variable: &'static str, value: Option<String>, default: &[&str]| match value {
+            None => Ok(dirs::defaults(default)),
+            Some(text) => {
+                dirs::parse_list(&text).map_err(|reason| SyncError::BadSetting { variable, reason })
+            }
+        };
+        let bad = |variable, reason: &str| SyncError::BadSetting {
+            variable,
+            reason: reason.to_owned(),
+        };
+        if !raw.sync_remote_root.starts_with('/') {
+            return Err(bad(
+                "XIVO_HA_SYNC_REMOTE_ROOT",
+                "must be an absolute path on the slave (default /)",
+            ));
+        }
+        let user_ok = !raw.ssh_user.is_empty()
+            && !raw.ssh_user.starts_with('-')
+            && !raw
+                .ssh_user
+                .contains(|c: char| c == '@' || c == ':' || c.is_whitespace());
+        if !user_ok {
+            return Err(bad(
+                "XIVO_HA_SSH_USER",
+                "must be a plain user name (default root)",
+            ));
+        }
+        if raw.ssh_port == 0 {
+            return Err(bad(
+                "XIVO_HA_SSH_PORT",
+                "must be a TCP port, 1-65535 (default 22)",
+            ));
+        }
+        if raw.ssh_authorized_keys.trim().is_empty() {
+            return Err(bad(
+                "XIVO_HA_SSH_AUTHORIZED_KEYS",
+                "must name a file (default .ssh/authorized_keys)",
+            ));
+        }
+        Ok(SyncSettings {
+            dirs: list("XIVO_HA_SYNC_DIRS", raw.sync_dirs, dirs::SYNC_DIRS)?,
+            back_dirs: list(
+                "XIVO_HA_SYNC_BACK_DIRS",
+                raw.sync_back_dirs,
+                dirs::BACK_DIRS,
+            )?,
+            port: raw.ssh_port,
+            user: raw.ssh_user,
+            remote_root: raw.sync_remote_root,
+            authorized_keys: raw.ssh_authorized_keys,
+            ssh_config: raw.ssh_config,
+            connect_timeout: raw.ssh_connect_timeout.max(1),
+            io_timeout: raw.sync_io_timeout,
+        })
+    }
+
+    fn target(&self, ctx: &Context, host: std::net::IpAddr) -> SshTarget {
+        SshTarget {
+            host,
+            port: self.port,
+            user: self.user.clone(),
+            config: self.ssh_config.clone(),
+            known_hosts: ctx.paths.under(KNOWN_HOSTS_PATH),
+            connect_timeout: self.connect_timeout,
+        }
+    }
+
+    /// `<remote_root>/./` : rsync's `/./` marks where the path recreated by `-R` starts.
+    fn remote_base(&self) -> String {
+        format!("{}/./", self.remote_root.trim_end_matches('/'))
+    }
+}
+
+/// What one run did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyncReport {
+    /// `user@host`.
+    pub remote: String,
+    /// Files whose data was copied, as XiVO paths (`/etc/asterisk/...`).
+    pub transferred: Vec<String>,
+    /// Files and directories deleted on the slave (always empty for `--back`).
+    pub deleted: Vec<String>,
+    pub files_transferred: u64,
+    pub bytes_transferred: u64,
+    pub bytes_on_wire: u64,
+    /// Listed directories missing on the master, skipped.
+    pub skipped: Vec<String>,
+}
+
+/// The state document (`/var/lib/xivo-ha/sync.json`, `sync-back.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SyncState {
+    pub summary: String,
+    pub at: DateTime<Utc>,
+    pub ok: bool,
+    pub remote: String,
+    pub error: Option<String>,
+    pub files_transferred: u64,
+    pub bytes_transferred: u64,
+    pub files_deleted: u64,
+    pub skipped: Vec<String>,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    ToSlave,
+    Back,
+}
+
+impl Direction {
+    fn component(self) -> &'static str {
+        match self {
+            Direction::ToSlave => STATE_COMPONENT,
+            Direction::Back => BACK_STATE_COMPONENT,
+        }
+    }
+}
+
+/// The hourly run of the monitor (at :00, right after the database replication): on a master,
+/// mirrors the directories to the slave and records the outcome for `status`; on any other
+/// node does nothing and returns `Ok(None)`. A failure is recorded and returned; the next hour
+/// tries again.
+pub async fn run_hourly(ctx: &Context) -> crate::Result<Option<SyncReport>> {
+    let ha = HaConfig::load(&ctx.paths).map_err(SyncError::from)?;
+    if ha.node_type != NodeType::Master {
+        return Ok(None);
+    }
+    Ok(Some(run_recorded(ctx, &ha, Direction::ToSlave).await?))
+}
+
+/// `xivo-ha sync [-i | --back]`.
+pub async fn run_command(ctx: &Context, args: SyncArgs) -> crate::Result<ExitCode> {
+    let ha = HaConfig::load(&ctx.paths).map_err(SyncError::from)?;
+    if args.init {
+        if ha.node_type != NodeType::Master {
+            return Err(SyncError::NotMaster {
+                node_type: ha.node_type,
+            }
+            .into());
+        }
+        let settings = SyncSettings::load(ctx)?;
+        let target = settings.target(ctx, master_remote(&ha)?);
+        let key = ctx.paths.under(KEY_PATH);
+        let installed = keys::set_up(&target, &key, &settings.authorized_keys).await?;
+        println!(
+            "created {} ({}) and installed it on {} with {}",
+            installed.private.display(),
+            installed.public_line,
+            target.destination(),
+            installed.installed_with
+        );
+        println!("test it with: {}", keys::test_command(&target, &key));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if ha.node_type != NodeType::Master {
+        // As XiVO's xivo-sync: not an error, the slave simply has nothing to push.
+        println!(
+            "this node is {}, not a master: nothing to sync (the master pushes its files to the slave)",
+            ha.node_type
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let direction = if args.back {
+        Direction::Back
+    } else {
+        Direction::ToSlave
+    };
+    let report = run_recorded(ctx, &ha, direction).await?;
+    match direction {
+        Direction::ToSlave => println!(
+            "synced to {}: {} files ({} bytes) transferred, {} deleted{}",
+            report.remote,
+            report.files_transferred,
+            report.bytes_transferred,
+            report.deleted.len(),
+            skipped_note(&report.skipped)
+        ),
+        Direction::Back => {
+            for file in &report.transferred {
+                println!("brought back {file}");
+            }
+            println!(
+                "{} files ({} bytes) brought back from {}; newer files on this master were kept, nothing was deleted",
+                report.files_transferred, report.bytes_transferred, report.remote
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn skipped_note(skipped: &[String]) -> String {
+    if skipped.is_empty() {
+        String::new()
+    } else {
+        format!(", skipped (missing here): {}", skipped.join(", "))
+    }
+}
+
+fn master_remote(ha: &HaConfig) -> Result<std::net::IpAddr, SyncError> {
+    // HaConfig::load already refuses a master without a valid address.
+    ha.remote_ip().ok_or(SyncError::NotMaster {
+        node_type: ha.node_type,
+    })
+}
+
+/// One run under the lock, its outcome saved as the component's state.
+async fn run_recorded(
+    ctx: &Context,
+    ha: &HaConfig,
+    direction: Direction,
+) -> Result<SyncReport, SyncError> {
+    let started = Instant::now();
+    let at = Utc::now();
+    let remote = ha.remote_address.clone();
+    let result = match lock(ctx) {
+        Ok(_guard) => run_locked(ctx, ha, direction).await,
+        // Another run holds the lock: its own outcome will be recorded, not this refusal.
+        Err(busy) => return Err(busy),
+    };
+    let when = at.format("%Y-%m-%d %H:%M:%S UTC");
+    let verb = match direction {
+        Direction::ToSlave => "to",
+        Direction::Back => "back from",
+    };
+    let state = match &result {
+        Ok(report) => SyncState {
+            summary: format!(
+                "{when} {verb} {remote}: ok, {} files ({} bytes) transferred, {} deleted{}",
+                report.files_transferred,
+                report.bytes_transferred,
+                report.deleted.len(),
+                skipped_note(&report.skipped)
+            ),
+            at,
+            ok: true,
+            remote: report.remote.clone(),
+            error: None,
+            files_transferred: report.files_transferred,
+            bytes_transferred: report.bytes_transferred,
+            files_deleted: report.deleted.len() as u64,
+            skipped: report.skipped.clone(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        },
+        Err(error) => SyncState {
+            summary: format!("{when} {verb} {remote}: failed: {error}"),
+            at,
+            ok: false,
+            remote,
+            error: Some(error.to_string()),
+            files_transferred: 0,
+            bytes_transferred: 0,
+            files_deleted: 0,
+            skipped: Vec::new(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        },
+    };
+    if let Err(e) = crate::state::save(&ctx.paths, direction.component(), &state) {
+        // The sync's own outcome matters more than its record: report both.
+        tracing::warn!("cannot record the sync's state: {e}");
+    }
+    result
+}
+
+/// Takes the sync lock (flock, released when the guard drops or the process dies).
+fn lock(ctx: &Context) -> Result<nix::fcntl::Flock<std::fs::File>, SyncError> {
+    let dir = ctx.paths.state_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| FileError::new("create directory", &dir, e))?;
+    let path = dir.join("sync.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| FileError::new("open", &path, e))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, errno)| match errno {
+            nix::errno::Errno::EWOULDBLOCK => SyncError::Busy { path: path.clone() },
+            other => FileError::new("lock", &path, other.into()).into(),
+        },
+    )
+}
+
+/// `--root` without its trailing slashes (`/` gives ``), to append `/./etc/...` or `/`.
+fn root_prefix(ctx: &Context) -> OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut bytes = ctx.paths.root().as_os_str().as_bytes().to_vec();
+    while bytes.last() == Some(&b'/') {
+        bytes.pop();
+    }
+    OsString::from_vec(bytes)
+}
+
+async fn run_locked(
+    ctx: &Context,
+    ha: &HaConfig,
+    direction: Direction,
+) -> Result<SyncReport, SyncError> {
+    let settings = SyncSettings::load(ctx)?;
+    let target = settings.target(ctx, master_remote(ha)?);
+    let key = ctx.paths.under(KEY_PATH);
+    if !key.exists() {
+        return Err(SyncError::NoKey { path: key });
+    }
+    let mut args = rsync::common_args(settings.io_timeout);
+    args.push("-e".into());
+    args.push(target.rsync_shell(&key)?.into());
+    let mut report = SyncReport {
+        remote: target.destination(),
+        ..SyncReport::default()
+    };
+    let what = match direction {
+        Direction::ToSlave => {
+            args.push("--delete-after".into());
+            let root = root_prefix(ctx);
+            let mut sources = Vec::new();
+            for dir in &settings.dirs {
+                let local = ctx.paths.under(dir);
+                if local.is_dir() {
+                    // `<root>/./etc/...`: -R recreates the path from the `/./` on.
+                    let mut source = root.clone();
+                    source.push(format!("/.{dir}"));
+                    sources.push(source);
+                } else {
+                    tracing::warn!(
+                        "{} is missing on this master: skipped (the slave's copy is left as is)",
+                        local.display()
+                    );
+                    report.skipped.push(dir.clone());
+                }
+            }
+            if sources.is_empty() {
+                tracing::warn!("none of the directories to sync exists here: nothing to do");
+                return Ok(report);
+            }
+            args.extend(sources);
+            args.push(target.rsync_spec(&settings.remote_root).into());
+            "sync to"
+        }
+        Direction::Back => {
+            // Never delete, never replace a file that is newer here; a directory the slave
+            // does not have is simply nothing to bring back.
+            args.extend(["--update", "--ignore-missing-args"].map(OsString::from));
+            for dir in &settings.back_dirs {
+                args.push(
+                    target
+                        .rsync_spec(&format!("{}{}", settings.remote_base(), &dir[1..]))
+                        .into(),
+                );
+            }
+            let mut destination = root_prefix(ctx);
+            destination.push("/");
+            args.push(destination);
+            "copy back from"
+        }
+    };
+    let transfer = match rsync::run(args).await? {
+        Ok(transfer) => transfer,
+        Err(failure) => {
+            return Err(target.explain(what, failure.code, &failure.stderr));
+        }
+    };
+    let as_xivo_path = |name: &String| format!("/{}", name.trim_start_matches('/'));
+    report.transferred = transfer.transferred.iter().map(as_xivo_path).collect();
+    report.deleted = transfer.deleted.iter().map(as_xivo_path).collect();
+    report.files_transferred = transfer.files_transferred;
+    report.bytes_transferred = transfer.bytes_transferred;
+    report.bytes_on_wire = transfer.bytes_on_wire;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_from(text: &str) -> Result<SyncSettings, SyncError> {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join("custom.env");
+        std::fs::write(&env, text).unwrap();
+        let ctx = Context::new(dir.path(), "", Some(env));
+        SyncSettings::load(&ctx)
+    }
+
+    #[test]
+    fn defaults_are_xivos() {
+        let settings = settings_from("").unwrap();
+        assert_eq!(settings.dirs, dirs::defaults(dirs::SYNC_DIRS));
+        assert_eq!(settings.port, 22);
+        assert_eq!(settings.user, "root");
+        assert_eq!(settings.remote_base(), "/./");
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable() {
+        let error = settings_from("XIVO_HA_SYNC_DIRS=/\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("XIVO_HA_SYNC_DIRS:"), "{error}");
+        let error = settings_from("XIVO_HA_SSH_PORT=ssh\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("XIVO_HA_SSH_PORT"), "{error}");
+        let error = settings_from("XIVO_HA_SYNC_REMOTE_ROOT=srv\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("XIVO_HA_SYNC_REMOTE_ROOT"), "{error}");
+    }
+}
