@@ -1,0 +1,612 @@
+//! File sync against a real OpenSSH server and rsync on loopback: a "master" tree (`--root`)
+//! pushes to a "slave" tree (the remote root) through a private sshd with its own host key and
+//! authorized_keys, all under temporary directories.
+
+mod common;
+
+use std::fs;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{assert_success, stderr, stdout, xivo_ha_bin};
+
+/// A private sshd on 127.0.0.1, killed on drop.
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+/// Starts sshd with a fresh host key, accepting the keys listed in `authorized_keys`.
+fn start_sshd(authorized_keys: &Path) -> Sshd {
+    // sshd's privilege separation directory must exist.
+    fs::create_dir_all("/run/sshd").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "ListenAddress 127.0.0.1\nPort {port}\nHostKey {host_key}\nAuthorizedKeysFile {keys}\n\
+         PermitRootLogin prohibit-password\nStrictModes no\nPidFile {pid}\nUsePAM no\n\
+         PasswordAuthentication no\nKbdInteractiveAuthentication no\n",
+        host_key = dir.path().join("host_key").display(),
+        keys = authorized_keys.display(),
+        pid = dir.path().join("sshd.pid").display(),
+    );
+    fs::write(dir.path().join("sshd_config"), config).unwrap();
+    let mut sshd = Sshd {
+        dir,
+        port,
+        child: None,
+    };
+    sshd.new_host_key();
+    sshd.start();
+    sshd
+}
+
+impl Sshd {
+    fn new_host_key(&self) {
+        let key = self.dir.path().join("host_key");
+        let _ = fs::remove_file(&key);
+        let _ = fs::remove_file(key.with_extension("pub"));
+        keygen(&key, "test host");
+    }
+
+    fn start(&mut self) {
+        let log = fs::File::create(self.dir.path().join("sshd.log")).unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(self.dir.path().join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("sshd starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen: {}",
+                fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The slave "reinstalled": same address and port, another host key.
+    fn restart_with_new_host_key(&mut self) {
+        self.stop();
+        self.new_host_key();
+        self.start();
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn keygen(path: &Path, comment: &str) {
+    let output = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert_success(&output);
+}
+
+/// A master and a slave tree, the slave served by its own sshd.
+struct Pair {
+    master: tempfile::TempDir,
+    slave: tempfile::TempDir,
+    /// authorized_keys of the slave's sshd.
+    authorized_keys: PathBuf,
+    sshd: Sshd,
+}
+
+impl Pair {
+    /// `node_type` in the master's ha.conf (the slave at 127.0.0.1), custom.env pointing the
+    /// sync at the test sshd and the slave tree.
+    fn new(node_type: &str) -> Pair {
+        let master = tempfile::tempdir().unwrap();
+        let slave = tempfile::tempdir().unwrap();
+        let authorized_keys = slave.path().join("root/.ssh/authorized_keys");
+        fs::create_dir_all(authorized_keys.parent().unwrap()).unwrap();
+        let sshd = start_sshd(&authorized_keys);
+        // Written directly: `configure` rightly refuses a loopback peer.
+        write(
+            &master.path().join("etc/xivo/ha.conf"),
+            &format!(r#"{{"node_type": "{node_type}", "remote_address": "127.0.0.1"}}"#),
+        );
+        write(
+            &master.path().join("etc/docker/xivo/custom.env"),
+            &format!(
+                "XIVO_HA_SSH_PORT={}\nXIVO_HA_SYNC_REMOTE_ROOT={}\nXIVO_HA_SSH_AUTHORIZED_KEYS={}\nXIVO_HA_SSH_CONNECT_TIMEOUT=5\n",
+                sshd.port,
+                slave.path().display(),
+                authorized_keys.display()
+            ),
+        );
+        Pair {
+            master,
+            slave,
+            authorized_keys,
+            sshd,
+        }
+    }
+
+    /// A master whose sync key the slave already trusts (as after `sync -i`).
+    fn with_key() -> Pair {
+        let pair = Pair::new("master");
+        let key = pair.key();
+        fs::create_dir_all(key.parent().unwrap()).unwrap();
+        keygen(&key, "XiVO HA");
+        fs::copy(pub_of(&key), &pair.authorized_keys).unwrap();
+        pair
+    }
+
+    fn key(&self) -> PathBuf {
+        self.master.path().join("root/.ssh/xivo_id_rsa")
+    }
+
+    fn m(&self, path: &str) -> PathBuf {
+        self.master.path().join(path)
+    }
+
+    fn s(&self, path: &str) -> PathBuf {
+        self.slave.path().join(path)
+    }
+
+    /// `xivo-ha --root <master> <args>`, no agent, no terminal.
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, &[])
+    }
+
+    fn run_with(&self, args: &[&str], env: &[(&str, &Path)]) -> Output {
+        let mut command = Command::new(xivo_ha_bin());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("XIVO_HA_") || key == "SSH_AUTH_SOCK" {
+                command.env_remove(key);
+            }
+        }
+        command
+            .arg("--root")
+            .arg(self.master.path())
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v.as_os_str())))
+            .stdin(Stdio::null());
+        command.output().expect("xivo-ha runs")
+    }
+}
+
+fn pub_of(key: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.pub", key.display()))
+}
+
+fn write(path: &Path, contents: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, contents).unwrap();
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every file under `dir` with its contents, to compare whole trees.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(current) = stack.pop() {
+        for entry in fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push((path.clone(), fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn set_mtime(path: &Path, seconds_ago: u64) {
+    let file = fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() - Duration::from_secs(seconds_ago))
+        .unwrap();
+}
+
+fn error_lines(output: &Output) -> Vec<String> {
+    stderr(output)
+        .lines()
+        .filter(|l| l.starts_with("xivo-ha: error:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn sync_mirrors_deletes_and_leaves_the_rest_alone() {
+    let pair = Pair::with_key();
+    write(&pair.m("etc/asterisk/extensions_extra.d/a.conf"), "[a]\n");
+    write(&pair.m("var/lib/asterisk/moh/default/x.wav"), "RIFF");
+    write(&pair.m("var/lib/xivo/sounds/playback/hello.wav"), "hello");
+    // On the slave: a stale file in a synced directory, files outside the list, and a copy of a
+    // directory that is missing on the master (certificates).
+    write(&pair.s("etc/asterisk/extensions_extra.d/old.conf"), "old");
+    write(&pair.s("etc/asterisk/sip.conf"), "slave's own");
+    write(&pair.s("var/lib/xivo/sounds/recordings/r.wav"), "keep");
+    write(&pair.s("var/lib/xivo/certificates/keep.pem"), "pem");
+
+    let output = pair.run(&["sync"]);
+    assert_success(&output);
+    assert_eq!(
+        read(&pair.s("etc/asterisk/extensions_extra.d/a.conf")),
+        "[a]\n"
+    );
+    assert_eq!(read(&pair.s("var/lib/asterisk/moh/default/x.wav")), "RIFF");
+    assert_eq!(
+        read(&pair.s("var/lib/xivo/sounds/playback/hello.wav")),
+        "hello"
+    );
+    assert!(!pair.s("etc/asterisk/extensions_extra.d/old.conf").exists());
+    assert_eq!(read(&pair.s("etc/asterisk/sip.conf")), "slave's own");
+    assert_eq!(
+        read(&pair.s("var/lib/xivo/sounds/recordings/r.wav")),
+        "keep"
+    );
+    assert_eq!(read(&pair.s("var/lib/xivo/certificates/keep.pem")), "pem");
+    assert!(
+        stderr(&output).contains("var/lib/xivo/certificates is missing on this master: skipped"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("3 files (13 bytes) transferred, 1 deleted"),
+        "{}",
+        stdout(&output)
+    );
+    // First contact recorded the slave's host key.
+    let known_hosts = read(&pair.m("root/.ssh/known_hosts"));
+    assert!(
+        known_hosts.starts_with(&format!("[127.0.0.1]:{} ", pair.sshd.port)),
+        "{known_hosts}"
+    );
+
+    // Again through XiVO's name: nothing left to transfer; status shows the last run.
+    let links = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(xivo_ha_bin(), links.path().join("xivo-sync")).unwrap();
+    let output = Command::new(links.path().join("xivo-sync"))
+        .env_remove("SSH_AUTH_SOCK")
+        .env("XIVO_HA_ROOT", pair.master.path())
+        .output()
+        .unwrap();
+    assert_success(&output);
+    assert!(
+        stdout(&output).contains("0 files (0 bytes) transferred, 0 deleted"),
+        "{}",
+        stdout(&output)
+    );
+    let status = pair.run(&["status"]);
+    assert_success(&status);
+    let line = stdout(&status)
+        .lines()
+        .find(|l| l.starts_with("sync: "))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no sync line in:\n{}", stdout(&status)));
+    assert!(
+        line.contains("UTC to 127.0.0.1: ok, 0 files (0 bytes)"),
+        "{line}"
+    );
+}
+
+/// An ssh-agent on a socket of its own, killed on drop.
+struct Agent {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path, keys: &[&Path]) -> Agent {
+        let socket = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let agent = Agent { child, socket };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !agent.socket.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for key in keys {
+            assert_success(
+                &Command::new("ssh-add")
+                    .arg(key)
+                    .env("SSH_AUTH_SOCK", &agent.socket)
+                    .output()
+                    .unwrap(),
+            );
+        }
+        agent
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn key_set_up_creates_installs_and_refuses_a_second_time() {
+    let pair = Pair::new("master");
+    // Without an accepted key and without a terminal, nothing is installed and no key is left.
+    let output = pair.run(&["sync", "-i"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{}", stderr(&output));
+    assert!(errors[0].contains("Permission denied"), "{}", errors[0]);
+    assert!(errors[0].contains("new key was removed"), "{}", errors[0]);
+    assert!(!pair.key().exists() && !pub_of(&pair.key()).exists());
+    assert_eq!(
+        fs::metadata(&pair.authorized_keys)
+            .map(|m| m.len())
+            .unwrap_or(0),
+        0
+    );
+
+    // The administrator's own key, trusted by the slave and loaded in an agent.
+    let admin = tempfile::tempdir().unwrap();
+    let admin_key = admin.path().join("id_admin");
+    keygen(&admin_key, "admin");
+    let admin_pub = read(&pub_of(&admin_key));
+    // No final newline: the installed key must still start on a line of its own.
+    fs::write(&pair.authorized_keys, admin_pub.trim_end()).unwrap();
+    let agent = Agent::start(admin.path(), &[&admin_key]);
+
+    let output = pair.run_with(&["sync", "-i"], &[("SSH_AUTH_SOCK", &agent.socket)]);
+    assert_success(&output);
+    let key = pair.key();
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let public = read(&pub_of(&key));
+    assert!(public.trim_end().ends_with(" XiVO HA"), "{public}");
+    let authorized = read(&pair.authorized_keys);
+    assert_eq!(
+        authorized,
+        format!("{}\n{}", admin_pub.trim_end(), public),
+        "the admin's key kept, the new one on a line of its own"
+    );
+    let printed = stdout(&output);
+    assert!(
+        printed.contains(&format!(
+            "ssh -i {} -p {} root@127.0.0.1",
+            key.display(),
+            pair.sshd.port
+        )),
+        "{printed}"
+    );
+
+    // The installed key alone is enough for the sync (no agent).
+    write(&pair.m("etc/xivo/asterisk/x.conf"), "x");
+    assert_success(&pair.run(&["sync"]));
+    assert_eq!(read(&pair.s("etc/xivo/asterisk/x.conf")), "x");
+
+    // A second -i refuses and changes nothing.
+    let before = fs::read(&key).unwrap();
+    let output = pair.run_with(&["sync", "-i"], &[("SSH_AUTH_SOCK", &agent.socket)]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("already exists"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(fs::read(&key).unwrap(), before);
+    assert_eq!(read(&pair.authorized_keys), authorized);
+}
+
+#[test]
+fn a_node_that_is_not_master_does_nothing() {
+    let pair = Pair::new("slave");
+    let key = pair.key();
+    fs::create_dir_all(key.parent().unwrap()).unwrap();
+    keygen(&key, "XiVO HA");
+    fs::copy(pub_of(&key), &pair.authorized_keys).unwrap();
+    write(&pair.m("etc/asterisk/extensions_extra.d/a.conf"), "[a]\n");
+    write(&pair.s("etc/asterisk/extensions_extra.d/old.conf"), "old");
+    let slave_before = snapshot(pair.slave.path());
+
+    let output = pair.run(&["sync"]);
+    assert_success(&output);
+    assert!(
+        stdout(&output).contains("not a master: nothing to sync"),
+        "{}",
+        stdout(&output)
+    );
+    let output = pair.run(&["sync", "--back"]);
+    assert_success(&output);
+    assert!(
+        stdout(&output).contains("not a master"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(snapshot(pair.slave.path()), slave_before);
+    assert!(!pair.m("var/lib/xivo-ha/sync.json").exists());
+    assert!(
+        !pair.m("root/.ssh/known_hosts").exists(),
+        "the slave was contacted"
+    );
+
+    // -i refuses on a slave.
+    fs::remove_file(&key).unwrap();
+    let output = pair.run(&["sync", "-i"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("not a master"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!key.exists());
+}
+
+#[test]
+fn a_changed_host_key_is_refused() {
+    let mut pair = Pair::with_key();
+    write(&pair.m("var/lib/asterisk/agi-bin/a.agi"), "one");
+    assert_success(&pair.run(&["sync"]));
+    let known_hosts = read(&pair.m("root/.ssh/known_hosts"));
+
+    pair.sshd.restart_with_new_host_key();
+    write(&pair.m("var/lib/asterisk/agi-bin/a.agi"), "two");
+    let output = pair.run(&["sync"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{}", stderr(&output));
+    assert!(
+        errors[0].contains("SSH host key is not the one recorded"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].contains(&format!("ssh-keygen -R '[127.0.0.1]:{}'", pair.sshd.port)),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(read(&pair.s("var/lib/asterisk/agi-bin/a.agi")), "one");
+    assert_eq!(read(&pair.m("root/.ssh/known_hosts")), known_hosts);
+    let status = stdout(&pair.run(&["status"]));
+    assert!(
+        status.contains("to 127.0.0.1: failed: the slave 127.0.0.1's SSH host key"),
+        "{status}"
+    );
+}
+
+#[test]
+fn back_brings_voicemail_home_without_touching_newer_files() {
+    let pair = Pair::with_key();
+    let inbox = "var/spool/asterisk/voicemail/default/1000/INBOX";
+    // Left on the slave while it stood in for the master.
+    write(&pair.s(&format!("{inbox}/msg0000.txt")), "new message");
+    write(&pair.s(&format!("{inbox}/msg0000.wav")), "new audio");
+    write(
+        &pair.s("var/spool/asterisk/monitor/call-1.wav"),
+        "recording",
+    );
+    // Changed on both sides, newer on the master: must stay.
+    write(
+        &pair.s(&format!("{inbox}/msg0001.txt")),
+        "slave's older copy",
+    );
+    set_mtime(&pair.s(&format!("{inbox}/msg0001.txt")), 3600);
+    write(
+        &pair.m(&format!("{inbox}/msg0001.txt")),
+        "master's newer copy",
+    );
+    // Only on the master: never deleted.
+    write(&pair.m(&format!("{inbox}/msg0002.txt")), "master only");
+    // Outside the lists: not copied back.
+    write(&pair.s("etc/asterisk/sip.conf"), "slave's own");
+    let slave_before = snapshot(pair.slave.path());
+
+    let output = pair.run(&["sync", "--back"]);
+    assert_success(&output);
+    assert_eq!(
+        read(&pair.m(&format!("{inbox}/msg0000.txt"))),
+        "new message"
+    );
+    assert_eq!(read(&pair.m(&format!("{inbox}/msg0000.wav"))), "new audio");
+    assert_eq!(
+        read(&pair.m("var/spool/asterisk/monitor/call-1.wav")),
+        "recording"
+    );
+    assert_eq!(
+        read(&pair.m(&format!("{inbox}/msg0001.txt"))),
+        "master's newer copy"
+    );
+    assert_eq!(
+        read(&pair.m(&format!("{inbox}/msg0002.txt"))),
+        "master only"
+    );
+    assert!(!pair.m("etc/asterisk/sip.conf").exists());
+    assert_eq!(snapshot(pair.slave.path()), slave_before);
+    let printed = stdout(&output);
+    for file in [
+        format!("brought back /{inbox}/msg0000.txt"),
+        format!("brought back /{inbox}/msg0000.wav"),
+        "brought back /var/spool/asterisk/monitor/call-1.wav".to_owned(),
+    ] {
+        assert!(printed.contains(&file), "{file} missing from:\n{printed}");
+    }
+    assert!(!printed.contains("msg0001"), "{printed}");
+    assert!(
+        printed.contains("3 files (29 bytes) brought back"),
+        "{printed}"
+    );
+    let status = stdout(&pair.run(&["status"]));
+    assert!(status.contains("sync-back: "), "{status}");
+}
+
+#[test]
+fn a_slave_that_is_down_gives_one_clear_error_and_changes_nothing() {
+    let mut pair = Pair::with_key();
+    write(&pair.m("etc/asterisk/extensions_extra.d/a.conf"), "[a]\n");
+    write(&pair.s("etc/asterisk/extensions_extra.d/old.conf"), "old");
+    pair.sshd.stop();
+    let master_before = snapshot(&pair.m("etc"));
+    let slave_before = snapshot(pair.slave.path());
+
+    let output = pair.run(&["sync"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{}", stderr(&output));
+    assert!(
+        errors[0].contains("sync to root@127.0.0.1 failed"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[0].contains("Connection refused"), "{}", errors[0]);
+    assert!(
+        errors[0].contains(&format!("port {}", pair.sshd.port)),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(snapshot(&pair.m("etc")), master_before);
+    assert_eq!(snapshot(pair.slave.path()), slave_before);
+    assert!(!pair.m("root/.ssh/known_hosts").exists());
+    let status = stdout(&pair.run(&["status"]));
+    assert!(
+        status.contains("failed: sync to root@127.0.0.1 failed"),
+        "{status}"
+    );
+
+    // The slave back: the next run catches up.
+    pair.sshd.start();
+    assert_success(&pair.run(&["sync"]));
+    assert!(!pair.s("etc/asterisk/extensions_extra.d/old.conf").exists());
+}
