@@ -610,3 +610,42 @@ fn a_slave_that_is_down_gives_one_clear_error_and_changes_nothing() {
     assert_success(&pair.run(&["sync"]));
     assert!(!pair.s("etc/asterisk/extensions_extra.d/old.conf").exists());
 }
+
+#[tokio::test]
+async fn the_hourly_run_syncs_only_on_a_master_and_never_twice_at_once() {
+    let pair = Pair::with_key();
+    write(&pair.m("var/lib/xivo/sounds/acd/welcome.wav"), "hi");
+    let ctx = xivo_ha::context::Context::new(pair.master.path(), "", None);
+    let report = xivo_ha::sync::run_hourly(&ctx)
+        .await
+        .unwrap()
+        .expect("a master syncs");
+    assert_eq!(
+        report.transferred,
+        vec!["/var/lib/xivo/sounds/acd/welcome.wav"]
+    );
+    assert_eq!(report.files_transferred, 1);
+    assert_eq!(read(&pair.s("var/lib/xivo/sounds/acd/welcome.wav")), "hi");
+    let state: serde_json::Value =
+        serde_json::from_str(&read(&pair.m("var/lib/xivo-ha/sync.json"))).unwrap();
+    assert_eq!(state["ok"], true);
+    assert_eq!(state["files_transferred"], 1);
+
+    // A run in progress (its lock held) makes the next one step aside.
+    let lock_file = fs::File::open(pair.m("var/lib/xivo-ha/sync.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let error = xivo_ha::sync::run_hourly(&ctx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("another sync is running"), "{error}");
+    drop(held);
+
+    write(
+        &pair.m("etc/xivo/ha.conf"),
+        r#"{"node_type": "slave", "remote_address": "127.0.0.1"}"#,
+    );
+    write(&pair.m("var/lib/xivo/sounds/acd/other.wav"), "no");
+    assert!(xivo_ha::sync::run_hourly(&ctx).await.unwrap().is_none());
+    assert!(!pair.s("var/lib/xivo/sounds/acd/other.wav").exists());
+}

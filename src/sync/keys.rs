@@ -160,6 +160,7 @@ async fn install(
             SyncError::Remote { reason, .. } if auth_refused => SyncError::Install {
                 target: target.destination(),
                 reason,
+                hint: "run `xivo-ha sync -i` on a terminal to type the slave's password, or load a key the slave trusts in ssh-agent",
             },
             other => other,
         });
@@ -182,6 +183,7 @@ async fn install(
                 SyncError::Remote { reason, .. } => SyncError::Install {
                     target: target.destination(),
                     reason,
+                    hint: "check the password, and that the slave's sshd accepts password logins for this user (PermitRootLogin yes for root)",
                 },
                 other => other,
             },

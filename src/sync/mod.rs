@@ -76,10 +76,12 @@ pub enum SyncError {
         reason: String,
         hint: String,
     },
-    #[error(
-        "cannot install the sync key on {target}: {reason}: run `xivo-ha sync -i` on a terminal to type the slave's password, or load a key it trusts in ssh-agent (the new key was removed)"
-    )]
-    Install { target: String, reason: String },
+    #[error("cannot install the sync key on {target}: {reason}: {hint} (the new key was removed)")]
+    Install {
+        target: String,
+        reason: String,
+        hint: &'static str,
+    },
     #[error(
         "the key was appended to {authorized_keys} on {target} but the slave does not accept it ({reason}): check sshd's AuthorizedKeysFile there and XIVO_HA_SSH_AUTHORIZED_KEYS (the new key was removed)"
     )]

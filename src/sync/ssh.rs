@@ -174,7 +174,8 @@ fn main_reason(stderr: &str) -> Option<String> {
         .iter()
         .find(|line| !noise(line))
         .or_else(|| lines.first())
-        .map(|line| line.to_string())
+        // ssh ends some messages with a period; the error line goes on after it.
+        .map(|line| line.trim_end_matches('.').to_string())
 }
 
 /// rsync's summary of the failure: "rsync error: <what> (code N) at ..." → "rsync: <what>, code N".
