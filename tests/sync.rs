@@ -528,6 +528,13 @@ fn back_brings_voicemail_home_without_touching_newer_files() {
         &pair.m(&format!("{inbox}/msg0001.txt")),
         "master's newer copy",
     );
+    // Older on the master, another message of the same name: replaced, but kept aside.
+    write(
+        &pair.m(&format!("{inbox}/msg0003.txt")),
+        "master's old message",
+    );
+    set_mtime(&pair.m(&format!("{inbox}/msg0003.txt")), 7200);
+    write(&pair.s(&format!("{inbox}/msg0003.txt")), "slave's message");
     // Only on the master: never deleted.
     write(&pair.m(&format!("{inbox}/msg0002.txt")), "master only");
     // Outside the lists: not copied back.
@@ -565,8 +572,32 @@ fn back_brings_voicemail_home_without_touching_newer_files() {
     }
     assert!(!printed.contains("msg0001"), "{printed}");
     assert!(
-        printed.contains("3 files (29 bytes) brought back"),
+        printed.contains("4 files (44 bytes) brought back"),
         "{printed}"
+    );
+    assert_eq!(
+        read(&pair.m(&format!("{inbox}/msg0003.txt"))),
+        "slave's message"
+    );
+    let kept: Vec<_> = fs::read_dir(pair.m("var/lib/xivo-ha"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("sync-back-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        read(&kept[0].join(format!("{inbox}/msg0003.txt"))),
+        "master's old message"
+    );
+    assert!(
+        stderr(&output).contains("msg0003.txt was older here and was replaced"),
+        "{}",
+        stderr(&output)
     );
     let status = stdout(&pair.run(&["status"]));
     assert!(status.contains("sync-back: "), "{status}");

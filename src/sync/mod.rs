@@ -273,6 +273,10 @@ pub struct SyncReport {
     pub bytes_on_wire: u64,
     /// Listed directories missing on the master, skipped.
     pub skipped: Vec<String>,
+    /// `--back`: files of the master that an newer copy from the slave replaced, each kept
+    /// under `backup_dir` (e.g. a voicemail `msg0000` recorded on both nodes).
+    pub replaced: Vec<String>,
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// The state document (`/var/lib/xivo-ha/sync.json`, `sync-back.json`).
@@ -368,6 +372,14 @@ pub async fn run_command(ctx: &Context, args: SyncArgs) -> crate::Result<ExitCod
             for file in &report.transferred {
                 println!("brought back {file}");
             }
+            if let Some(backup_dir) = &report.backup_dir {
+                for file in &report.replaced {
+                    tracing::warn!(
+                        "{file} was older here and was replaced by the slave's copy; the master's copy is kept in {}{file}",
+                        backup_dir.display()
+                    );
+                }
+            }
             println!(
                 "{} files ({} bytes) brought back from {}; newer files on this master were kept, nothing was deleted",
                 report.files_transferred, report.bytes_transferred, report.remote
@@ -414,11 +426,19 @@ async fn run_recorded(
     let state = match &result {
         Ok(report) => SyncState {
             summary: format!(
-                "{when} {verb} {remote}: ok, {} files ({} bytes) transferred, {} deleted{}",
+                "{when} {verb} {remote}: ok, {} files ({} bytes) transferred, {} deleted{}{}",
                 report.files_transferred,
                 report.bytes_transferred,
                 report.deleted.len(),
-                skipped_note(&report.skipped)
+                skipped_note(&report.skipped),
+                match &report.backup_dir {
+                    Some(dir) => format!(
+                        ", {} older files replaced (kept in {})",
+                        report.replaced.len(),
+                        dir.display()
+                    ),
+                    None => String::new(),
+                }
             ),
             at,
             ok: true,
@@ -527,8 +547,18 @@ async fn run_locked(
         }
         Direction::Back => {
             // Never delete, never replace a file that is newer here; a directory the slave
-            // does not have is simply nothing to bring back.
-            args.extend(["--update", "--ignore-missing-args"].map(OsString::from));
+            // does not have is simply nothing to bring back. An older file that the slave's copy
+            // replaces may be another message of the same name (Asterisk numbers voicemail per
+            // folder on each node), so it is moved aside, out of Asterisk's spool.
+            let backup_dir = ctx
+                .paths
+                .state_dir()
+                .join(format!("sync-back-{}", Utc::now().format("%Y%m%dT%H%M%SZ")));
+            args.extend(["--update", "--ignore-missing-args", "--backup"].map(OsString::from));
+            let mut backup_arg = OsString::from("--backup-dir=");
+            backup_arg.push(&backup_dir);
+            args.push(backup_arg);
+            report.backup_dir = Some(backup_dir);
             for dir in &settings.back_dirs {
                 args.push(
                     target
@@ -551,6 +581,10 @@ async fn run_locked(
     let as_xivo_path = |name: &String| format!("/{}", name.trim_start_matches('/'));
     report.transferred = transfer.transferred.iter().map(as_xivo_path).collect();
     report.deleted = transfer.deleted.iter().map(as_xivo_path).collect();
+    report.replaced = transfer.replaced.iter().map(as_xivo_path).collect();
+    if report.replaced.is_empty() || direction == Direction::ToSlave {
+        report.backup_dir = None;
+    }
     report.files_transferred = transfer.files_transferred;
     report.bytes_transferred = transfer.bytes_transferred;
     report.bytes_on_wire = transfer.bytes_on_wire;

@@ -14,6 +14,8 @@ pub struct Transfer {
     pub transferred: Vec<String>,
     /// Files and directories deleted on the receiving side.
     pub deleted: Vec<String>,
+    /// Transferred files that replaced an existing file (not `+++++++++`: not new).
+    pub replaced: Vec<String>,
     /// "Number of regular files transferred".
     pub files_transferred: u64,
     /// "Total transferred file size": the size of the files sent, before rsync's delta
@@ -108,7 +110,11 @@ pub fn parse(stdout: &str) -> Transfer {
             && matches!(bytes[0], b'<' | b'>')
             && bytes[1] == b'f'
         {
-            transfer.transferred.push(line[12..].to_owned());
+            let name = line[12..].to_owned();
+            if &line[2..11] != "+++++++++" {
+                transfer.replaced.push(name.clone());
+            }
+            transfer.transferred.push(name);
         }
     }
     transfer.bytes_on_wire = sent + received;
@@ -166,6 +172,10 @@ sent 1,161 bytes  received 47 bytes  416.00 bytes/sec
         assert_eq!(
             transfer.deleted,
             vec!["etc/asterisk/extensions_extra.d/old.conf"]
+        );
+        assert_eq!(
+            transfer.replaced,
+            vec!["var/lib/asterisk/moh/default/x.wav"]
         );
         assert_eq!(transfer.files_transferred, 2);
         assert_eq!(transfer.bytes_transferred, 12340);
