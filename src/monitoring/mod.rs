@@ -78,7 +78,7 @@ pub enum MonitoringError {
 }
 
 /// The settings, from `XIVO_HA_MONITORING_*` in custom.env or the environment.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct MonitoringSettings {
     /// monit's include directory, as a path on the node (under `--root`).
     #[serde(default = "default_conf_dir")]
