@@ -326,7 +326,11 @@ fn scan(files: &[SourceFile]) -> Reads {
             let type_name = type_name.or_else(|| annotated_type(code, at));
             match (prefix, type_name) {
                 (Some(prefix), Some(type_name)) => {
-                    match struct_fields(files, &type_name, &mut BTreeSet::new()) {
+                    // Several modules may each have a `Settings`: the one beside the call first.
+                    let ordered: Vec<&SourceFile> = std::iter::once(file)
+                        .chain(files.iter().filter(|f| f.path != file.path))
+                        .collect();
+                    match struct_fields(&ordered, &type_name, &mut BTreeSet::new()) {
                         Some(fields) => {
                             for field in fields {
                                 read(&format!("{prefix}{}", field.to_uppercase()));
@@ -393,14 +397,14 @@ fn annotated_type(code: &str, at: usize) -> Option<String> {
 
 /// The variable-name fields of `struct name { ... }` (serde's rename, skip and flatten).
 fn struct_fields(
-    files: &[SourceFile],
+    files: &[&SourceFile],
     name: &str,
     seen: &mut BTreeSet<String>,
 ) -> Option<Vec<String>> {
     if !seen.insert(name.to_owned()) {
         return Some(Vec::new());
     }
-    for file in files {
+    for file in files.iter().copied() {
         let code = &file.lexed.code;
         for at in find_calls(code, &format!("struct {name}")) {
             let after = at + "struct ".len() + name.len();
@@ -517,7 +521,9 @@ fn the_scan_finds_each_way_of_reading_a_variable() {
         }
         "##,
     );
-    let reads = scan(&[settings]);
+    // Another module's struct of the same name must not be taken for this file's.
+    let other = source("other.rs", "struct Bar { unrelated: u8 }");
+    let reads = scan(&[other, settings]);
     assert!(reads.problems.is_empty(), "{:?}", reads.problems);
     let names: Vec<&str> = reads.names.keys().map(String::as_str).collect();
     assert_eq!(
