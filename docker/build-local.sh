@@ -41,7 +41,9 @@ for tool in /usr/bin/rsync /usr/bin/ssh /usr/bin/ssh-keygen; do
     exit 1
   fi
 done
-executables=("$binary=/usr/local/bin/xivo-ha" /usr/bin/rsync /usr/bin/ssh /usr/bin/ssh-keygen)
+# The tools at the paths Debian's packages give them, as in the real-world image.
+executables=("$binary=/usr/local/bin/xivo-ha" /usr/bin/rsync=/usr/bin/rsync /usr/bin/ssh=/usr/bin/ssh
+  /usr/bin/ssh-keygen=/usr/bin/ssh-keygen)
 # The project's SIP stand-in for Asterisk (tests and demo), when it is built.
 if [ -x target/release/xivo-ha-sip-standin ]; then
   executables+=(target/release/xivo-ha-sip-standin)

@@ -929,8 +929,8 @@ fn the_local_image_runs_the_binary_its_classic_names_rsync_and_ssh() {
             &["xivo-monitoring-update", "--help"],
             "Regenerate monit's checks",
         ),
-        (&["rsync", "--version"], "rsync  version"),
-        (&["ssh", "-V"], "OpenSSH"),
+        (&["/usr/bin/rsync", "--version"], "rsync  version"),
+        (&["/usr/bin/ssh", "-V"], "OpenSSH"),
         (
             &[
                 "ssh-keygen",
