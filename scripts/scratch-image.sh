@@ -4,14 +4,16 @@
 # (docker/build-local.sh) and by the tests that need small images of their own.
 #
 # usage: scripts/scratch-image.sh TAG EXECUTABLE[=/path/in/image] ... [-- EXTRA_FILE ...]
+#                                  [--links /path/in/image=TARGET ...]
 #   An EXECUTABLE lands in /usr/local/bin/<name> unless a path in the image is given.
 #   EXTRA_FILEs (data files, e.g. /etc/ssl/certs/ca-certificates.crt) are copied at the same path.
+#   --links: symbolic links made in the image (e.g. busybox-style command names of one binary).
 # The image also gets /etc/passwd and /etc/group with root (ssh refuses to run without them),
 # /tmp, and the labels org.opencontainers.image.{title,version} when XIVO_HA_VERSION is set.
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
-  sed -n '2,12p' "$0" >&2
+  sed -n '2,14p' "$0" >&2
   exit 2
 fi
 tag=$1
@@ -36,9 +38,24 @@ copy_libraries() {
 }
 
 extras=false
+links=false
 for item in "$@"; do
   if [ "$item" = "--" ]; then
     extras=true
+    continue
+  fi
+  if [ "$item" = "--links" ]; then
+    links=true
+    continue
+  fi
+  if $links; then
+    link=${item%%=*}
+    if [ "$link" = "$item" ] || [ "${link#/}" = "$link" ]; then
+      echo "scratch-image: --links takes /path/in/image=TARGET, not $item" >&2
+      exit 1
+    fi
+    mkdir -p "$context$(dirname "$link")"
+    ln -sfn "${item#*=}" "$context$link"
     continue
   fi
   if $extras; then

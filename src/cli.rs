@@ -59,6 +59,8 @@ pub enum Command {
     Sync(crate::sync::SyncArgs),
     /// Create XiVO's classic command names as links to this binary in DIR.
     InstallLinks(InstallLinksArgs),
+    /// Regenerate monit's checks for what runs on this node, then reload monit.
+    MonitoringUpdate(MonitoringUpdateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +86,16 @@ pub struct InstallLinksArgs {
     /// Replace files of the same name that are not already links to this binary.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitoringUpdateArgs {
+    /// monit's include directory, under --root [default: XIVO_HA_MONITORING_CONF_DIR or /etc/monit/conf.d].
+    #[arg(long)]
+    pub conf_dir: Option<PathBuf>,
+    /// Write the checks but do not ask monit to reload.
+    #[arg(long)]
+    pub no_reload: bool,
 }
 
 /// XiVO's command names and the subcommand each one runs, with XiVO's own arguments.
@@ -169,7 +181,27 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Configure(args) => configure(&ctx, args).await,
         Command::InstallLinks(args) => install_links(&args),
         Command::Sync(args) => crate::sync::run_command(&ctx, args).await,
+        Command::MonitoringUpdate(args) => monitoring_update(&ctx, &args),
     }
+}
+
+fn monitoring_update(ctx: &Context, args: &MonitoringUpdateArgs) -> Result<ExitCode> {
+    let outcome = crate::monitoring::update(ctx, args.conf_dir.as_deref(), !args.no_reload)?;
+    if outcome.changes.is_empty() {
+        println!(
+            "monit checks in {} already up to date: nothing changed",
+            outcome.dir.display()
+        );
+    }
+    for change in &outcome.changes {
+        println!("{change}");
+    }
+    if let Some(reload) = &outcome.reload {
+        println!("{reload}");
+    } else if args.no_reload && !outcome.changes.is_empty() {
+        println!("monit not reloaded (--no-reload): run `monit reload`");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn status(ctx: &Context, args: StatusArgs) -> Result<ExitCode> {

@@ -12,6 +12,8 @@ pub enum Error {
     #[error(transparent)]
     File(#[from] crate::fsutil::FileError),
     #[error(transparent)]
+    Monitoring(#[from] crate::monitoring::MonitoringError),
+    #[error(transparent)]
     Settings(#[from] crate::settings::SettingsError),
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),

@@ -12,6 +12,7 @@
 //! - [`settings`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
 //! - [`sync`]: file sync master → slave over SSH (`sync`, `sync -i`, `sync --back`).
 //! - [`status`]: the HA dashboard (`xivo-ha status`).
+//! - [`monitoring`]: monit's check files for what runs on this node (`xivo-monitoring-update`).
 //! - [`error`]: the crate's error type and its exit codes.
 
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod context;
 pub mod db;
 pub mod error;
 pub mod fsutil;
+pub mod monitoring;
 pub mod paths;
 pub mod settings;
 pub mod state;

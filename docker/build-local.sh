@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The image build that works on a machine without a registry: builds the binary on this host
+# (Debian bookworm, as the real image), then an image FROM scratch with the binary, the shared
+# libraries it loads, rsync and the ssh client (xivo-sync), and XiVO's classic command names as
+# links (xivo-sync, xivo-monitoring-update, ...). Tags xivo-ha:<version> and xivo-ha:latest.
+# docker/Dockerfile is the real-world build of the same image from Debian's images.
+#
+# usage: docker/build-local.sh [--binary PATH] [--repository NAME]
+#   --binary: package this xivo-ha executable instead of building the release one (tests)
+#   --repository: image name (default xivo-ha): tags NAME:<version> and NAME:latest
+# Prints the tag and the image size.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+binary=""
+repository=xivo-ha
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --binary) binary=$2; shift 2 ;;
+    --repository) repository=$2; shift 2 ;;
+    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+  esac
+done
+
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+if [ -z "$version" ]; then
+  echo "build-local: no version in Cargo.toml" >&2
+  exit 1
+fi
+tag=$repository:$version
+
+if [ -z "$binary" ]; then
+  cargo build --release --locked
+  binary=target/release/xivo-ha
+fi
+
+# The tools xivo-sync runs; the image has no package manager, so they come from this host.
+for tool in /usr/bin/rsync /usr/bin/ssh /usr/bin/ssh-keygen; do
+  if [ ! -x "$tool" ]; then
+    echo "build-local: $tool is missing: apt-get install rsync openssh-client" >&2
+    exit 1
+  fi
+done
+# The tools at the paths Debian's packages give them, as in the real-world image.
+executables=("$binary=/usr/local/bin/xivo-ha" /usr/bin/rsync=/usr/bin/rsync /usr/bin/ssh=/usr/bin/ssh
+  /usr/bin/ssh-keygen=/usr/bin/ssh-keygen)
+# The project's SIP stand-in for Asterisk (tests and demo), when it is built.
+if [ -x target/release/xivo-ha-sip-standin ]; then
+  executables+=(target/release/xivo-ha-sip-standin)
+fi
+
+# The classic names, as the binary itself lists them (cli::LINKS): same links as in the
+# real-world image, made by `install-links` in a scratch directory.
+names_dir=$(mktemp -d)
+trap 'rm -rf "$names_dir"' EXIT
+"$binary" install-links "$names_dir" >/dev/null
+links=()
+for link in "$names_dir"/*; do
+  links+=("/usr/local/bin/$(basename "$link")=xivo-ha")
+done
+
+XIVO_HA_VERSION=$version scripts/scratch-image.sh "$tag" "${executables[@]}" --links "${links[@]}" >/dev/null
+docker tag "$tag" "$repository:latest"
+size=$(docker image inspect "$tag" --format '{{.Size}}')
+echo "$tag (also $repository:latest): $((size / 1000000)) MB ($size bytes)"

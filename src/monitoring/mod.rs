@@ -1,0 +1,387 @@
+//! `xivo-ha monitoring-update` (XiVO's `xivo-monitoring-update`): regenerates the monit check
+//! files for what is enabled on this node, then asks monit to reload.
+//!
+//! What is enabled:
+//! - the HA monitor when HA is on (`ha.conf` says master or slave);
+//! - DB Replic when XiVO CC's flag `/var/lib/xivo/xc_enabled` exists;
+//! - the slave's telephony containers only while the slave is active, i.e. on a slave whose
+//!   flag `/var/lib/xivo/disabled` (XiVO's "services kept down") is absent. On a master they are
+//!   XiVO's own checks, which this command leaves alone.
+//!
+//! It only ever writes, and removes, files that start with its marker line (see [`checks`]), so
+//! XiVO's and the administrator's checks in the same directory are never touched. Writes are
+//! atomic; a second run with nothing new changes nothing and does not reload monit.
+//!
+//! Order matters for the slave's services: whoever stops them (the slave going back to
+//! standby) must set the `disabled` flag and run this command *before* stopping the
+//! containers, otherwise monit may start Asterisk again in between; on takeover, start the
+//! containers first, then run it.
+
+pub mod checks;
+pub mod reload;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::context::Context;
+use crate::fsutil::{self, FileError};
+use crate::settings::{HaConfig, NodeType, SettingsError};
+
+pub use checks::CheckFile;
+pub use reload::ReloadOutcome;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitoringError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(
+        "{} exists and was not written by xivo-ha (its first line is not xivo-ha's marker): move it out of {} so that xivo-ha can write its check there",
+        path.display(),
+        dir.display()
+    )]
+    Foreign { path: PathBuf, dir: PathBuf },
+    #[error(
+        "`{0}` in XIVO_HA_MONITORING_TELEPHONY_CONTAINERS is not a container name: use letters, digits, `_`, `.` and `-`, separated by commas"
+    )]
+    BadContainer(String),
+    #[error(
+        "XIVO_HA_MONITORING_TELEPHONY_CONTAINERS is empty: name the slave's telephony containers (e.g. asterisk)"
+    )]
+    NoContainers,
+    #[error(
+        "XIVO_HA_MONITORING_DOCKER `{0}` is not an absolute path: monit runs programs by their full path (e.g. /usr/bin/docker)"
+    )]
+    RelativeDocker(PathBuf),
+    #[error(
+        "XIVO_HA_MONITORING_RELOAD_COMMAND is empty: set it to the command that reloads monit (default `monit reload`)"
+    )]
+    EmptyReloadCommand,
+    #[error(
+        "`{command}` failed ({status}){detail}: check monit's configuration with `monit -t`, then run `monit reload`"
+    )]
+    ReloadFailed {
+        command: String,
+        status: String,
+        detail: String,
+    },
+    #[error("cannot run `{command}`: {source}: fix XIVO_HA_MONITORING_RELOAD_COMMAND")]
+    ReloadSpawn {
+        command: String,
+        source: std::io::Error,
+    },
+}
+
+/// The settings, from `XIVO_HA_MONITORING_*` in custom.env or the environment.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct MonitoringSettings {
+    /// monit's include directory, as a path on the node (under `--root`).
+    #[serde(default = "default_conf_dir")]
+    pub conf_dir: PathBuf,
+    /// The command that makes a running monit read its checks again.
+    #[serde(default = "default_reload_command")]
+    pub reload_command: String,
+    /// The docker CLI as monit on the host finds it.
+    #[serde(default = "default_docker")]
+    pub docker: PathBuf,
+    /// The containers a slave starts when it takes over (comma-separated).
+    #[serde(default = "default_telephony_containers")]
+    pub telephony_containers: Vec<String>,
+}
+
+fn default_conf_dir() -> PathBuf {
+    PathBuf::from("/etc/monit/conf.d")
+}
+
+fn default_reload_command() -> String {
+    "monit reload".to_owned()
+}
+
+fn default_docker() -> PathBuf {
+    PathBuf::from("/usr/bin/docker")
+}
+
+fn default_telephony_containers() -> Vec<String> {
+    vec!["asterisk".to_owned()]
+}
+
+impl Default for MonitoringSettings {
+    fn default() -> Self {
+        MonitoringSettings {
+            conf_dir: default_conf_dir(),
+            reload_command: default_reload_command(),
+            docker: default_docker(),
+            telephony_containers: default_telephony_containers(),
+        }
+    }
+}
+
+impl MonitoringSettings {
+    pub const PREFIX: &'static str = "XIVO_HA_MONITORING_";
+
+    /// Reads the settings from the context's custom.env and the environment, and checks them.
+    pub fn load(ctx: &Context) -> Result<MonitoringSettings, MonitoringError> {
+        let mut settings: MonitoringSettings = crate::config::from_env(Self::PREFIX, &ctx.env()?)?;
+        // envy splits on commas but keeps blanks: `asterisk, x` and a trailing comma are fine.
+        settings.telephony_containers = settings
+            .telephony_containers
+            .iter()
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .collect();
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), MonitoringError> {
+        if self.telephony_containers.is_empty() {
+            return Err(MonitoringError::NoContainers);
+        }
+        for container in &self.telephony_containers {
+            let valid = container.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && container
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            if !valid {
+                return Err(MonitoringError::BadContainer(container.clone()));
+            }
+        }
+        if !self.docker.is_absolute() {
+            return Err(MonitoringError::RelativeDocker(self.docker.clone()));
+        }
+        if self.reload_command.split_whitespace().next().is_none() {
+            return Err(MonitoringError::EmptyReloadCommand);
+        }
+        Ok(())
+    }
+}
+
+/// The check files this node should have, from its HA settings and XiVO's flag files.
+pub fn desired_checks(
+    ctx: &Context,
+    settings: &MonitoringSettings,
+) -> Result<Vec<CheckFile>, MonitoringError> {
+    let paths = &ctx.paths;
+    let ha = HaConfig::load(paths)?;
+    let docker = settings.docker.as_path();
+    let mut wanted = Vec::new();
+    if ha.node_type != NodeType::Disabled {
+        wanted.push(checks::monitor(docker, &ha.node_type.to_string()));
+    }
+    // Flags are named as XiVO knows them (without the --root prefix) in the generated text.
+    if paths.xc_enabled().exists() {
+        wanted.push(checks::db_replic(
+            docker,
+            Path::new("/var/lib/xivo/xc_enabled"),
+        ));
+    }
+    if ha.node_type == NodeType::Slave && !paths.services_disabled_flag().exists() {
+        wanted.push(checks::telephony(
+            docker,
+            &settings.telephony_containers,
+            Path::new("/var/lib/xivo/disabled"),
+        ));
+    }
+    Ok(wanted)
+}
+
+/// One change made to the conf.d directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Written { path: PathBuf, reason: String },
+    Removed { path: PathBuf },
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Written { path, reason } => write!(f, "wrote {} ({reason})", path.display()),
+            Change::Removed { path } => {
+                write!(f, "removed {} (no longer applies)", path.display())
+            }
+        }
+    }
+}
+
+/// Brings `dir` in line with `wanted`: writes what differs, removes xivo-ha's files that are no
+/// longer wanted. Checks every name first, so that a foreign file stops the run before any
+/// change.
+pub fn apply(dir: &Path, wanted: &[CheckFile]) -> Result<Vec<Change>, MonitoringError> {
+    let mut writes = Vec::new();
+    for check in wanted {
+        let path = dir.join(check.name);
+        let is_file = path.symlink_metadata().map(|m| m.is_file());
+        let current = match is_file {
+            Ok(true) => fsutil::read_optional(&path)?,
+            Ok(false) => {
+                return Err(MonitoringError::Foreign {
+                    path,
+                    dir: dir.to_owned(),
+                });
+            }
+            Err(_) => None,
+        };
+        match current {
+            Some(text) if text == check.contents.as_bytes() => {}
+            Some(text) if !checks::is_ours(&text) => {
+                return Err(MonitoringError::Foreign {
+                    path,
+                    dir: dir.to_owned(),
+                });
+            }
+            _ => writes.push((path, check)),
+        }
+    }
+    let mut changes = Vec::new();
+    for (path, check) in writes {
+        fsutil::write_atomic(&path, check.contents.as_bytes(), Some(0o644))?;
+        changes.push(Change::Written {
+            path,
+            reason: check.reason.clone(),
+        });
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(changes),
+        Err(e) => return Err(FileError::new("list", dir, e).into()),
+    };
+    let mut stale = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| FileError::new("list", dir, e))?;
+        let name = entry.file_name();
+        if wanted.iter().any(|c| name == c.name) {
+            continue;
+        }
+        // Regular files only: links and directories are never xivo-ha's.
+        if !entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            continue;
+        }
+        let path = entry.path();
+        if let Some(text) = fsutil::read_optional(&path)?
+            && checks::is_ours(&text)
+        {
+            stale.push(path);
+        }
+    }
+    stale.sort();
+    for path in stale {
+        match std::fs::remove_file(&path) {
+            Ok(()) => changes.push(Change::Removed { path }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(FileError::new("remove", &path, e).into()),
+        }
+    }
+    if changes.iter().any(|c| matches!(c, Change::Removed { .. })) {
+        fsutil::sync_dir(dir)?;
+    }
+    Ok(changes)
+}
+
+/// What `monitoring-update` did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub dir: PathBuf,
+    pub changes: Vec<Change>,
+    /// `None` when nothing changed or the reload was not asked for.
+    pub reload: Option<ReloadOutcome>,
+}
+
+/// The whole command. `conf_dir` overrides the setting (a path on the node, under `--root`).
+pub fn update(
+    ctx: &Context,
+    conf_dir: Option<&Path>,
+    reload: bool,
+) -> Result<Outcome, MonitoringError> {
+    let settings = MonitoringSettings::load(ctx)?;
+    let dir = ctx
+        .paths
+        .under(conf_dir.unwrap_or(settings.conf_dir.as_path()));
+    let wanted = desired_checks(ctx, &settings)?;
+    let changes = apply(&dir, &wanted)?;
+    let reload = if reload && !changes.is_empty() {
+        Some(reload::reload_monit(&settings.reload_command)?)
+    } else {
+        None
+    };
+    Ok(Outcome {
+        dir,
+        changes,
+        reload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &'static str, body: &str) -> CheckFile {
+        CheckFile {
+            name,
+            reason: "test".into(),
+            contents: format!("{}\n{body}\n", checks::MARKER),
+        }
+    }
+
+    #[test]
+    fn apply_writes_removes_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("asterisk"), "check process asterisk\n").unwrap();
+        let changes = apply(d, &[check("a", "one"), check("b", "two")]).unwrap();
+        assert_eq!(changes.len(), 2);
+        assert!(
+            apply(d, &[check("a", "one"), check("b", "two")])
+                .unwrap()
+                .is_empty()
+        );
+        let changes = apply(d, &[check("a", "uno")]).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Written {
+                    path: d.join("a"),
+                    reason: "test".into()
+                },
+                Change::Removed { path: d.join("b") }
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.join("asterisk")).unwrap(),
+            "check process asterisk\n"
+        );
+    }
+
+    #[test]
+    fn a_foreign_file_of_the_same_name_stops_before_any_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("b"), "# mine\n").unwrap();
+        let error = apply(d, &[check("a", "one"), check("b", "two")]).unwrap_err();
+        assert!(matches!(error, MonitoringError::Foreign { .. }), "{error}");
+        assert!(error.to_string().contains("move it out"), "{error}");
+        assert!(!d.join("a").exists(), "nothing written before the check");
+        assert_eq!(std::fs::read_to_string(d.join("b")).unwrap(), "# mine\n");
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let mut settings = MonitoringSettings::default();
+        assert!(settings.check().is_ok());
+        settings.telephony_containers = vec!["asterisk; rm -rf /".into()];
+        assert!(matches!(
+            settings.check(),
+            Err(MonitoringError::BadContainer(_))
+        ));
+        settings.telephony_containers = vec!["asterisk".into()];
+        settings.docker = PathBuf::from("docker");
+        assert!(matches!(
+            settings.check(),
+            Err(MonitoringError::RelativeDocker(_))
+        ));
+    }
+}
