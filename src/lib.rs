@@ -11,6 +11,7 @@
 //! - [`state`]: the JSON state files that components leave for `status`.
 //! - [`settings`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
 //! - [`status`]: the HA dashboard (`xivo-ha status`).
+//! - [`monitor`]: the slave monitor (probes, verdict, Docker actions) and the master's hourly jobs.
 //! - [`error`]: the crate's error type and its exit codes.
 
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod context;
 pub mod db;
 pub mod error;
 pub mod fsutil;
+pub mod monitor;
 pub mod paths;
 pub mod settings;
 pub mod state;
