@@ -142,7 +142,17 @@ async fn master_stopped_and_paused_fails_over_and_back() {
             .unwrap()
             .starts_with(&format!("master {master_ip} up since"))
     );
+
+    // HA disabled on this node: it no longer stands by, its services come back.
+    std::fs::write(
+        root.path().join("etc/xivo/ha.conf"),
+        r#"{"node_type": "disabled", "remote_address": ""}"#,
+    )
+    .unwrap();
+    wait_state(&lab, &services, "running", Duration::from_secs(15)).await;
+    assert!(!flag(root.path()));
     monitor.stop().await;
+    assert_eq!(state(root.path())["summary"], "HA disabled: idle");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

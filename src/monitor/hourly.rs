@@ -72,6 +72,21 @@ impl Clock for SystemClock {
     }
 }
 
+/// Local time that moves with tokio's clock from a chosen start: with paused time, tests run
+/// hours of schedule in milliseconds.
+#[cfg(test)]
+pub(crate) struct TokioClock {
+    pub start_wall: NaiveDateTime,
+    pub start: tokio::time::Instant,
+}
+
+#[cfg(test)]
+impl Clock for TokioClock {
+    fn now(&self) -> NaiveDateTime {
+        self.start_wall + chrono::Duration::from_std(self.start.elapsed()).expect("in range")
+    }
+}
+
 /// The next :00 strictly after `now`.
 pub fn next_hour(now: NaiveDateTime) -> NaiveDateTime {
     let hour_start = now
@@ -147,24 +162,14 @@ pub async fn run(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Mutex;
     use tokio::time::Instant;
 
-    /// Local time that moves with tokio's (paused) clock from a chosen start.
-    struct PausedClock {
-        start_wall: NaiveDateTime,
-        start: Instant,
-    }
+    type PausedClock = TokioClock;
 
-    impl Clock for PausedClock {
-        fn now(&self) -> NaiveDateTime {
-            self.start_wall + chrono::Duration::from_std(self.start.elapsed()).unwrap()
-        }
-    }
-
-    fn at(text: &str) -> NaiveDateTime {
+    pub(crate) fn at(text: &str) -> NaiveDateTime {
         NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").unwrap()
     }
 

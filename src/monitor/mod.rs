@@ -148,6 +148,12 @@ impl Monitor {
         self
     }
 
+    /// Replaces the wall clock of the hourly scheduler (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn hourly::Clock>) -> Monitor {
+        self.clock = clock;
+        self
+    }
+
     /// Runs until `shutdown` completes. Fails only at start-up (unreadable ha.conf, a service
     /// container that does not exist): once running, errors are logged, retried and shown.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), MonitorError> {
@@ -591,5 +597,82 @@ fn print_applied(desired: Desired, applied: &services::Applied) {
         println!("slave services already {desired}: {}", names.join(", "));
     } else {
         println!("slave services {desired}: {}", names.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn write_ha(root: &std::path::Path, text: &str) {
+        std::fs::create_dir_all(root.join("etc/xivo")).unwrap();
+        std::fs::write(root.join("etc/xivo/ha.conf"), text).unwrap();
+    }
+
+    fn summary_of(root: &std::path::Path) -> String {
+        let text = std::fs::read_to_string(root.join("var/lib/xivo-ha/monitor.json")).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        doc["summary"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_master_runs_its_hourly_jobs_and_follows_ha_conf_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // A master probes nothing: the documentation address is never contacted.
+        write_ha(
+            root,
+            r#"{"node_type": "master", "remote_address": "192.0.2.20"}"#,
+        );
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = runs.clone();
+        let job = hourly::Job::new("test-job", move |_ctx| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), String>(())
+            }
+        });
+        let clock = Arc::new(hourly::TokioClock {
+            start_wall: hourly::tests::at("2026-11-25 15:59:57"),
+            start: Instant::now(),
+        });
+        let monitor = Monitor::new(Context::new(root, "", None), MonitorSettings::default())
+            .with_jobs(vec![job])
+            .with_clock(clock);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(monitor.run(async move {
+            let _ = stopped.await;
+        }));
+
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "not before 16:00");
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        let summary = summary_of(root);
+        assert!(
+            summary.starts_with("master: hourly jobs at :00 (test-job); test-job ok at"),
+            "{summary}"
+        );
+
+        // HA disabled: the scheduler stops, the monitor idles.
+        write_ha(root, r#"{"node_type": "disabled", "remote_address": ""}"#);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(summary_of(root), "HA disabled: idle");
+        tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+        // A corrupt ha.conf keeps the previous role and says so.
+        write_ha(root, "{");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let summary = summary_of(root);
+        assert!(
+            summary.starts_with("HA disabled: idle; ha.conf unreadable"),
+            "{summary}"
+        );
+
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
     }
 }

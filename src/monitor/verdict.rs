@@ -377,9 +377,8 @@ mod tests {
         let t = replay(&mut machine, rounds).await;
         assert_eq!(t.len(), 1, "{t:?}");
         assert_eq!(t[0].1.to, Verdict::Down);
-        // 3 s dead, 6 s alive: each alive spell has the good streak but the whole cycle is
-        // shorter than... no: 6 good rounds after 10 s down would fail back; check it stays
-        // down while bad rounds keep breaking the streak within the hold-down.
+        // 3 s dead, 3 s alive: down at the first dead spell, then the good streak never
+        // reaches 5: it stays down instead of bouncing every 3 s.
         let mut machine = up_machine().await;
         let rounds = (0..90).map(|i| if i % 6 < 3 { HOST_DOWN } else { UP });
         let t = replay(&mut machine, rounds).await;

@@ -164,6 +164,13 @@ impl Lab {
         docker(&["inspect", "-f", "{{.State.Status}}", name])
     }
 
+    /// The states of several containers in one `docker inspect`.
+    pub fn states(&self, names: &[&str]) -> Vec<String> {
+        let mut args = vec!["inspect", "-f", "{{.State.Status}}"];
+        args.extend(names);
+        docker(&args).lines().map(str::to_owned).collect()
+    }
+
     pub fn health(&self, name: &str) -> String {
         docker(&[
             "inspect",
@@ -189,7 +196,7 @@ impl Lab {
     pub fn wait_state(&self, names: &[&str], state: &str, timeout: Duration) -> Duration {
         let started = Instant::now();
         loop {
-            let states: Vec<String> = names.iter().map(|n| self.state(n)).collect();
+            let states = self.states(names);
             if states.iter().all(|s| s == state) {
                 return started.elapsed();
             }
