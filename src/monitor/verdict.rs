@@ -108,6 +108,10 @@ pub struct Counters {
     pub good: u64,
     pub sip_dead: u64,
     pub host_down: u64,
+    /// Rounds where the ICMP path, or the TCP path, did not answer (whatever SIP did): a
+    /// broken path shows here before it matters.
+    pub icmp_silent: u64,
+    pub tcp_silent: u64,
     pub to_down: u64,
     pub to_up: u64,
 }
@@ -158,6 +162,8 @@ impl Machine {
     /// Takes one round's observation at `now`; returns the transition it caused, if any.
     pub fn observe(&mut self, now: Instant, observation: Observation) -> Option<Transition> {
         self.counters.rounds += 1;
+        self.counters.icmp_silent += u64::from(!observation.icmp);
+        self.counters.tcp_silent += u64::from(!observation.tcp);
         let class = observation.class();
         match class {
             RoundClass::Good => {
