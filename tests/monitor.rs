@@ -356,3 +356,64 @@ async fn bad_input_is_one_clear_line_and_touches_nothing() {
         stderr(&output)
     );
 }
+
+/// Docker unreachable: the monitor keeps probing, logs, retries with backoff and shows the
+/// error in `status`; it does not crash. (No Docker lab needed: the "master" is loopback with
+/// closed ports, so ICMP answers and SIP does not: the master is down and the monitor wants the
+/// services started.)
+#[test]
+fn an_unreachable_docker_engine_is_retried_and_shown_never_fatal() {
+    let root = tempfile::tempdir().unwrap();
+    let mut env = fast_env(&["asterisk", "monit"]);
+    env.push(("XIVO_HA_MONITOR_SIP_PORT", "9".into()));
+    env.push(("XIVO_HA_MONITOR_PG_PORT", "9".into()));
+    slave_node(root.path(), "127.0.0.1".parse().unwrap(), &env);
+    let mut child = std::process::Command::new(xivo_ha_bin())
+        .arg("--root")
+        .arg(root.path())
+        .arg("monitor")
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/no-docker.sock", root.path().display()),
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let doc = loop {
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(child.try_wait().unwrap().is_none(), "the monitor exited");
+        if let Ok(text) = std::fs::read_to_string(root.path().join("var/lib/xivo-ha/monitor.json"))
+        {
+            let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if doc["services"]["errors"].as_u64().unwrap_or(0) >= 2 {
+                break doc;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no Docker error recorded"
+        );
+    };
+    assert_eq!(doc["verdict"], "down", "{doc:#}");
+    assert_eq!(doc["services"]["desired"], "running", "{doc:#}");
+    assert_eq!(doc["services"]["settled"], false, "{doc:#}");
+    let summary = doc["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("docker errors") && summary.contains("cannot reach the Docker engine"),
+        "{summary}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("retrying"), "{log}");
+}
