@@ -89,8 +89,10 @@ fn main() {
     slave_node(root.path(), master_ip, &[]);
 
     // The defaults, except which containers to act on.
-    let mut settings = MonitorSettings::default();
-    settings.containers = vec![asterisk.clone(), monit.clone()];
+    let settings = MonitorSettings {
+        containers: vec![asterisk.clone(), monit.clone()],
+        ..MonitorSettings::default()
+    };
     let hold_down = settings.hold_down;
     println!(
         "settings: interval_s={} down_after={} up_after={} hold_down_s={} timeout_s={}",

@@ -638,7 +638,13 @@ mod tests {
             start_wall: hourly::tests::at("2026-11-25 15:59:57"),
             start: Instant::now(),
         });
-        let monitor = Monitor::new(Context::new(root, "", None), MonitorSettings::default())
+        // Rounds of 60 s: the test spans an hour of paused time, and each round reads ha.conf
+        // and writes the state file (with fsync, the slow part).
+        let settings = MonitorSettings {
+            interval: Duration::from_secs(60),
+            ..MonitorSettings::default()
+        };
+        let monitor = Monitor::new(Context::new(root, "", None), settings)
             .with_jobs(vec![job])
             .with_clock(clock);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -648,8 +654,9 @@ mod tests {
 
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 0, "not before 16:00");
-        tokio::time::sleep(Duration::from_secs(8)).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_secs(50)).await;
         let summary = summary_of(root);
         assert!(
             summary.starts_with("master: hourly jobs at :00 (test-job); test-job ok at"),
@@ -658,14 +665,14 @@ mod tests {
 
         // HA disabled: the scheduler stops, the monitor idles.
         write_ha(root, r#"{"node_type": "disabled", "remote_address": ""}"#);
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(61)).await;
         assert_eq!(summary_of(root), "HA disabled: idle");
-        tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+        tokio::time::sleep(Duration::from_secs(3700)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 1);
 
         // A corrupt ha.conf keeps the previous role and says so.
         write_ha(root, "{");
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(61)).await;
         let summary = summary_of(root);
         assert!(
             summary.starts_with("HA disabled: idle; ha.conf unreadable"),
