@@ -61,6 +61,13 @@ pub enum Command {
     InstallLinks(InstallLinksArgs),
     /// Regenerate monit's checks for what runs on this node, then reload monit.
     MonitoringUpdate(MonitoringUpdateArgs),
+    /// One probe round of the master (XiVO's cron job): stops the slave's services when it
+    /// answers, starts them when it does not. Only on a slave.
+    CheckMasterStatus(crate::monitor::CheckArgs),
+    /// Start or stop the slave's telephony containers.
+    ManageSlaveServices(crate::monitor::ManageArgs),
+    /// The sidecar: probes the master and fails over on a slave, runs the hourly jobs on a master.
+    Monitor(crate::monitor::MonitorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +189,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::InstallLinks(args) => install_links(&args),
         Command::Sync(args) => crate::sync::run_command(&ctx, args).await,
         Command::MonitoringUpdate(args) => monitoring_update(&ctx, &args),
+        Command::CheckMasterStatus(args) => crate::monitor::check_master_status(&ctx, args).await,
+        Command::ManageSlaveServices(args) => {
+            crate::monitor::manage_slave_services(&ctx, args).await
+        }
+        Command::Monitor(args) => crate::monitor::monitor_command(&ctx, args).await,
     }
 }
 

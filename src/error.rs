@@ -14,6 +14,8 @@ pub enum Error {
     #[error(transparent)]
     Monitoring(#[from] crate::monitoring::MonitoringError),
     #[error(transparent)]
+    Monitor(#[from] crate::monitor::MonitorError),
+    #[error(transparent)]
     Settings(#[from] crate::settings::SettingsError),
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),

@@ -13,6 +13,7 @@
 //! - [`sync`]: file sync master → slave over SSH (`sync`, `sync -i`, `sync --back`).
 //! - [`status`]: the HA dashboard (`xivo-ha status`).
 //! - [`monitoring`]: monit's check files for what runs on this node (`xivo-monitoring-update`).
+//! - [`monitor`]: the slave monitor (probes, verdict, Docker actions) and the master's hourly jobs.
 //! - [`error`]: the crate's error type and its exit codes.
 
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod context;
 pub mod db;
 pub mod error;
 pub mod fsutil;
+pub mod monitor;
 pub mod monitoring;
 pub mod paths;
 pub mod settings;

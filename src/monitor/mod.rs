@@ -1,0 +1,685 @@
+//! The slave monitor (`xivo-ha monitor`, `check-master-status`, `manage-slave-services`): the
+//! long-running loop that reads ha.conf (again whenever it changes) and, on a slave, probes the
+//! master every round, decides with the hysteresis of [`verdict`] and has the [`services`]
+//! keeper start or stop the slave's containers; on a master it hosts the [`hourly`] jobs; when
+//! HA is disabled it idles. Its state goes to `/var/lib/xivo-ha/monitor.json` for `status`.
+//!
+//! Files: [`settings`] (variables), [`probe`] (ICMP, TCP, SIP OPTIONS), [`verdict`] (the pure
+//! decision), [`docker`] (bollard), [`services`] (desired state, flag file, keeper), [`hourly`]
+//! (the master's :00 jobs).
+
+pub mod docker;
+pub mod hourly;
+pub mod probe;
+pub mod services;
+pub mod settings;
+pub mod verdict;
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+use serde::Serialize;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::context::Context;
+use crate::fsutil::{self, FileError};
+use crate::settings::{HaConfig, NodeType};
+use docker::{DockerError, Engine};
+use probe::{ProbeSettings, Prober, RoundReport};
+use services::{Desired, Keeper, KeeperStatus};
+use settings::MonitorSettings;
+use verdict::{Counters, Machine, Rules, Verdict};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error(transparent)]
+    Settings(#[from] settings::SettingsError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    HaConf(#[from] crate::settings::SettingsError),
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Manage(#[from] services::ManageError),
+}
+
+/// `check-master-status <master_ip>`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The master's address (XiVO's cron passes it).
+    pub master_ip: String,
+}
+
+/// `manage-slave-services start|stop`.
+#[derive(Debug, Args)]
+pub struct ManageArgs {
+    /// start: the slave takes the calls; stop: the master does.
+    #[arg(value_enum)]
+    pub action: Desired,
+}
+
+/// `monitor`.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {}
+
+/// The latest transition, as kept in the state file.
+#[derive(Clone, Debug, Serialize)]
+pub struct TransitionRecord {
+    pub from: Verdict,
+    pub to: Verdict,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+    /// What the probes saw in the round that decided.
+    pub evidence: String,
+}
+
+/// The monitor's state file (`status` prints `summary`).
+#[derive(Clone, Debug, Serialize)]
+pub struct MonitorState {
+    pub summary: String,
+    pub node_type: NodeType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_transition: Option<TransitionRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_round: Option<RoundReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counters: Option<Counters>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub services: Option<KeeperStatus>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hourly: Vec<hourly::JobRun>,
+    /// ha.conf could not be read again: the monitor keeps its previous role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Everything the monitor holds while this node is a slave.
+struct SlaveRun {
+    prober: Prober,
+    machine: Machine,
+    since: DateTime<Utc>,
+    last_transition: Option<TransitionRecord>,
+    last_round: Option<RoundReport>,
+}
+
+/// Everything it holds while this node is a master.
+struct MasterRun {
+    cancel: CancellationToken,
+    runs: Arc<Mutex<Vec<hourly::JobRun>>>,
+}
+
+/// The long-running monitor.
+pub struct Monitor {
+    ctx: Context,
+    settings: MonitorSettings,
+    jobs: Arc<Vec<hourly::Job>>,
+    clock: Arc<dyn hourly::Clock>,
+}
+
+impl Monitor {
+    /// A monitor with the master's standard hourly jobs.
+    pub fn new(ctx: Context, settings: MonitorSettings) -> Monitor {
+        Monitor {
+            ctx,
+            settings,
+            jobs: Arc::new(hourly::master_jobs()),
+            clock: Arc::new(hourly::SystemClock),
+        }
+    }
+
+    /// Replaces the hourly jobs (tests, or a node that runs other jobs).
+    pub fn with_jobs(mut self, jobs: Vec<hourly::Job>) -> Monitor {
+        self.jobs = Arc::new(jobs);
+        self
+    }
+
+    /// Replaces the wall clock of the hourly scheduler (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn hourly::Clock>) -> Monitor {
+        self.clock = clock;
+        self
+    }
+
+    /// Runs until `shutdown` completes. Fails only at start-up (unreadable ha.conf, a service
+    /// container that does not exist): once running, errors are logged, retried and shown.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), MonitorError> {
+        let paths = self.ctx.paths.clone();
+        let mut ha = HaConfig::load(&paths)?;
+        let mut ha_bytes = fsutil::read_optional(&paths.ha_conf())?;
+        if ha.node_type == NodeType::Slave {
+            check_containers_exist(&self.settings).await?;
+        }
+        tracing::info!(
+            "monitor started: {}{}",
+            ha.node_type,
+            match ha.remote_ip() {
+                Some(ip) => format!(", peer {ip}"),
+                None => String::new(),
+            }
+        );
+
+        let mut keeper: Option<Keeper> = None;
+        let mut slave: Option<SlaveRun> = None;
+        let mut master: Option<MasterRun> = None;
+        let mut config_error: Option<String> = None;
+        let mut last_saved: Option<(Instant, String)> = None;
+        self.enter_role(&ha, &mut keeper, &mut slave, &mut master);
+
+        tokio::pin!(shutdown);
+        let mut ticker = tokio::time::interval(self.settings.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = ticker.tick() => {}
+            }
+
+            // ha.conf changed? (read each round: a small file, and inotify would miss an
+            // atomic replace of a bind-mounted file)
+            match fsutil::read_optional(&paths.ha_conf()) {
+                Ok(bytes) if bytes != ha_bytes => match HaConfig::load(&paths) {
+                    Ok(new) => {
+                        ha_bytes = bytes;
+                        config_error = None;
+                        if new != ha {
+                            tracing::info!(
+                                "ha.conf changed: {} {} -> {} {}",
+                                ha.node_type,
+                                ha.remote_address,
+                                new.node_type,
+                                new.remote_address
+                            );
+                            self.leave_role(&ha, &new, &mut keeper, &mut slave, &mut master)
+                                .await;
+                            ha = new;
+                            self.enter_role(&ha, &mut keeper, &mut slave, &mut master);
+                        }
+                    }
+                    Err(e) => {
+                        if config_error.is_none() {
+                            tracing::warn!(
+                                "{e}; keeping the previous HA settings ({})",
+                                ha.node_type
+                            );
+                        }
+                        config_error = Some(e.to_string());
+                    }
+                },
+                Ok(_) => {}
+                Err(e) => {
+                    if config_error.is_none() {
+                        tracing::warn!("{e}; keeping the previous HA settings ({})", ha.node_type);
+                    }
+                    config_error = Some(e.to_string());
+                }
+            }
+
+            if let (Some(run), Some(keeper)) = (slave.as_mut(), keeper.as_ref()) {
+                let report = tokio::select! {
+                    _ = &mut shutdown => break,
+                    report = run.prober.round() => report,
+                };
+                if let Some(t) = run.machine.observe(Instant::now(), report.observation()) {
+                    let record = TransitionRecord {
+                        from: t.from,
+                        to: t.to,
+                        at: Utc::now(),
+                        reason: t.reason,
+                        evidence: report.evidence(),
+                    };
+                    tracing::warn!(
+                        master = %run.prober.master(),
+                        "master {} -> {}: {} [{}]",
+                        record.from, record.to, record.reason, record.evidence
+                    );
+                    run.since = record.at;
+                    let desired = match t.to {
+                        Verdict::Down => Some(Desired::Running),
+                        Verdict::Up => Some(Desired::Stopped),
+                        Verdict::Unknown => None,
+                    };
+                    if let Some(desired) = desired {
+                        // Recorded first: a restart mid-action finishes the job.
+                        if let Err(e) = services::record(&paths, desired) {
+                            tracing::error!("{e}");
+                        }
+                        keeper.set(desired);
+                    }
+                    run.last_transition = Some(record);
+                    last_saved = None;
+                }
+                run.last_round = Some(report);
+            }
+
+            let state = self.state(&ha, &slave, &master, keeper.as_ref(), &config_error);
+            let key = state_key(&state);
+            let due = match &last_saved {
+                None => true,
+                Some((at, last_key)) => *last_key != key || at.elapsed() >= Duration::from_secs(5),
+            };
+            if due {
+                match crate::state::save(&paths, "monitor", &state) {
+                    Ok(()) => last_saved = Some((Instant::now(), key)),
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
+        }
+
+        tracing::info!("monitor stopping");
+        if let Some(master) = master.take() {
+            master.cancel.cancel();
+        }
+        let state = self.state(&ha, &slave, &master, keeper.as_ref(), &config_error);
+        if let Some(keeper) = keeper.take() {
+            keeper.shutdown(Duration::from_secs(5)).await;
+        }
+        let _ = crate::state::save(&paths, "monitor", &state);
+        Ok(())
+    }
+
+    fn enter_role(
+        &self,
+        ha: &HaConfig,
+        keeper: &mut Option<Keeper>,
+        slave: &mut Option<SlaveRun>,
+        master: &mut Option<MasterRun>,
+    ) {
+        match (ha.node_type, ha.remote_ip()) {
+            (NodeType::Slave, Some(ip)) => {
+                let keeper = keeper.get_or_insert_with(|| Keeper::spawn(self.settings.clone()));
+                // Start-up reconciliation: services recorded as stopped are stopped now (a
+                // reboot, an upgrade or someone may have started them); services recorded as
+                // running wait for the first verdict, so that a monitor restarted while the
+                // master serves never starts a second Asterisk.
+                if services::recorded(&self.ctx.paths) == Desired::Stopped {
+                    keeper.set(Desired::Stopped);
+                }
+                *slave = Some(SlaveRun {
+                    prober: Prober::new(ip, ProbeSettings::from(&self.settings)),
+                    machine: Machine::new(
+                        Rules {
+                            down_after: self.settings.down_after,
+                            up_after: self.settings.up_after,
+                            hold_down: self.settings.hold_down,
+                        },
+                        Instant::now(),
+                    ),
+                    since: Utc::now(),
+                    last_transition: None,
+                    last_round: None,
+                });
+                tracing::info!("slave: probing the master {ip}");
+            }
+            (NodeType::Master, _) => {
+                let cancel = CancellationToken::new();
+                let runs: Arc<Mutex<Vec<hourly::JobRun>>> = Arc::default();
+                let sink = runs.clone();
+                tokio::spawn(hourly::run(
+                    self.ctx.clone(),
+                    self.jobs.clone(),
+                    self.clock.clone(),
+                    cancel.clone(),
+                    move |run| {
+                        let mut runs = sink.lock().expect("runs lock");
+                        runs.retain(|r| r.job != run.job);
+                        runs.push(run);
+                    },
+                ));
+                *master = Some(MasterRun { cancel, runs });
+            }
+            _ => tracing::info!("HA disabled: the monitor idles"),
+        }
+    }
+
+    /// Leaves the current role for `next`. A slave that stops being one gets its services
+    /// back (a master or a standalone node must serve calls) and its flag file removed.
+    async fn leave_role(
+        &self,
+        current: &HaConfig,
+        next: &HaConfig,
+        keeper: &mut Option<Keeper>,
+        slave: &mut Option<SlaveRun>,
+        master: &mut Option<MasterRun>,
+    ) {
+        if let Some(run) = master.take() {
+            run.cancel.cancel();
+        }
+        let still_slave = next.node_type == NodeType::Slave;
+        if current.node_type == NodeType::Slave {
+            *slave = None;
+            if !still_slave && let Some(keeper) = keeper.take() {
+                if services::recorded(&self.ctx.paths) == Desired::Stopped {
+                    tracing::info!("no longer a slave: starting the services kept down");
+                    if let Err(e) = services::record(&self.ctx.paths, Desired::Running) {
+                        tracing::error!("{e}");
+                    }
+                    keeper.set(Desired::Running);
+                }
+                keeper
+                    .shutdown(self.settings.start_timeout + Duration::from_secs(10))
+                    .await;
+            }
+        }
+    }
+
+    fn state(
+        &self,
+        ha: &HaConfig,
+        slave: &Option<SlaveRun>,
+        master: &Option<MasterRun>,
+        keeper: Option<&Keeper>,
+        config_error: &Option<String>,
+    ) -> MonitorState {
+        let services = keeper.map(Keeper::status);
+        let hourly = master
+            .as_ref()
+            .map(|m| m.runs.lock().expect("runs lock").clone())
+            .unwrap_or_default();
+        let mut state = MonitorState {
+            summary: String::new(),
+            node_type: ha.node_type,
+            master: slave.as_ref().map(|s| s.prober.master()),
+            verdict: slave.as_ref().map(|s| s.machine.verdict()),
+            since: slave.as_ref().map(|s| s.since),
+            last_transition: slave.as_ref().and_then(|s| s.last_transition.clone()),
+            last_round: slave.as_ref().and_then(|s| s.last_round.clone()),
+            counters: slave.as_ref().map(|s| s.machine.counters()),
+            services,
+            hourly,
+            config_error: config_error.clone(),
+            updated_at: Utc::now(),
+        };
+        state.summary = summary(&state, &self.jobs);
+        state
+    }
+}
+
+/// What changes the state file at once (anything but counters and timestamps, which are
+/// written every few seconds).
+fn state_key(state: &MonitorState) -> String {
+    format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        state.node_type,
+        state.verdict,
+        state.last_transition.as_ref().map(|t| t.at),
+        state
+            .services
+            .as_ref()
+            .map(|s| (s.desired, s.settled, s.errors, &s.last_action)),
+        state.hourly.len(),
+        state.config_error
+    )
+}
+
+/// The one line `status` prints.
+fn summary(state: &MonitorState, jobs: &[hourly::Job]) -> String {
+    let mut out = match state.node_type {
+        NodeType::Disabled => "HA disabled: idle".to_owned(),
+        NodeType::Master => {
+            let names: Vec<&str> = jobs.iter().map(|j| j.name).collect();
+            let mut out = if names.is_empty() {
+                "master: no hourly job configured".to_owned()
+            } else {
+                format!("master: hourly jobs at :00 ({})", names.join(", "))
+            };
+            for run in &state.hourly {
+                out.push_str(&format!(
+                    "; {} {} at {}",
+                    run.job,
+                    match &run.error {
+                        None => "ok".to_owned(),
+                        Some(e) => format!("FAILED ({e})"),
+                    },
+                    run.started_at.format("%Y-%m-%d %H:%M")
+                ));
+            }
+            out
+        }
+        NodeType::Slave => {
+            let mut out = format!(
+                "master {} {} since {}",
+                state.master.map(|m| m.to_string()).unwrap_or_default(),
+                state.verdict.unwrap_or(Verdict::Unknown),
+                state
+                    .since
+                    .map(|s| s.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    .unwrap_or_default()
+            );
+            if let Some(t) = &state.last_transition {
+                out.push_str(&format!(
+                    "; last {} -> {} at {}: {} [{}]",
+                    t.from,
+                    t.to,
+                    t.at.format("%H:%M:%S"),
+                    t.reason,
+                    t.evidence
+                ));
+            }
+            if let Some(c) = &state.counters {
+                out.push_str(&format!(
+                    "; rounds {} (good {}, sip dead {}, host down {}), failovers {}, failbacks {}",
+                    c.rounds, c.good, c.sip_dead, c.host_down, c.to_down, c.to_up
+                ));
+            }
+            if let Some(s) = &state.services {
+                match s.desired {
+                    Some(desired) => out.push_str(&format!(
+                        "; services {desired}{}",
+                        if s.settled { "" } else { " (in progress)" }
+                    )),
+                    None => out.push_str("; services untouched until the first verdict"),
+                }
+                if s.errors > 0 {
+                    out.push_str(&format!(
+                        ", docker errors {} (last: {})",
+                        s.errors,
+                        s.last_error.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+            out
+        }
+    };
+    if let Some(e) = &state.config_error {
+        out.push_str(&format!(
+            "; ha.conf unreadable, previous settings kept: {e}"
+        ));
+    }
+    out
+}
+
+/// Fails when a listed container does not exist; an unreachable engine is only logged (the
+/// keeper retries), as the engine may come up after the monitor.
+async fn check_containers_exist(settings: &MonitorSettings) -> Result<(), MonitorError> {
+    match Engine::connect().await {
+        Ok(engine) => {
+            for name in &settings.containers {
+                engine.inspect(name).await?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!("{e}; will retry");
+            Ok(())
+        }
+    }
+}
+
+/// `xivo-ha monitor`: runs until SIGTERM or SIGINT.
+pub async fn monitor_command(ctx: &Context, _args: MonitorArgs) -> crate::Result<ExitCode> {
+    let settings = MonitorSettings::load(&ctx.env()?).map_err(MonitorError::from)?;
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    Monitor::new(ctx.clone(), settings).run(shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `check-master-status <master_ip>`: one round, XiVO's semantics (master answers: slave's
+/// services stopped; it does not: started), only on a slave.
+pub async fn check_master_status(ctx: &Context, args: CheckArgs) -> crate::Result<ExitCode> {
+    let master: IpAddr = args.master_ip.trim().parse().map_err(|_| {
+        crate::Error::Usage(format!(
+            "`{}` is not an IP address: give the master's address, e.g. xivo-check-master-status 10.0.0.1",
+            args.master_ip
+        ))
+    })?;
+    let ha = HaConfig::load(&ctx.paths).map_err(MonitorError::from)?;
+    if ha.node_type != NodeType::Slave {
+        println!(
+            "this node is not a slave (ha.conf says {}): nothing to do",
+            ha.node_type
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let settings = MonitorSettings::load(&ctx.env()?).map_err(MonitorError::from)?;
+    if ha.remote_ip() != Some(master) {
+        println!(
+            "note: ha.conf names the master {}, probing {master} as asked",
+            ha.remote_address
+        );
+    }
+    // The containers are checked before the probe: a typo in their list acts on nothing.
+    let engine = Engine::connect().await.map_err(MonitorError::from)?;
+    for name in &settings.containers {
+        engine.inspect(name).await.map_err(MonitorError::from)?;
+    }
+    let mut prober = Prober::new(master, ProbeSettings::from(&settings));
+    let report = prober.round().await;
+    let (verdict, desired) = match report.observation().class() {
+        verdict::RoundClass::Good => ("up", Desired::Stopped),
+        verdict::RoundClass::SipDead => ("down (host answers, SIP does not)", Desired::Running),
+        verdict::RoundClass::HostDown => ("down (no answer)", Desired::Running),
+    };
+    println!("master {master} {verdict}: {}", report.evidence());
+    let applied = services::manage(&ctx.paths, &settings, desired)
+        .await
+        .map_err(MonitorError::from)?;
+    print_applied(desired, &applied);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `manage-slave-services start|stop`.
+pub async fn manage_slave_services(ctx: &Context, args: ManageArgs) -> crate::Result<ExitCode> {
+    let settings = MonitorSettings::load(&ctx.env()?).map_err(MonitorError::from)?;
+    let applied = services::manage(&ctx.paths, &settings, args.action)
+        .await
+        .map_err(MonitorError::from)?;
+    print_applied(args.action, &applied);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_applied(desired: Desired, applied: &services::Applied) {
+    for action in &applied.actions {
+        println!("{action}");
+    }
+    let names: Vec<&str> = applied.containers.iter().map(|c| c.name.as_str()).collect();
+    if applied.actions.is_empty() {
+        println!("slave services already {desired}: {}", names.join(", "));
+    } else {
+        println!("slave services {desired}: {}", names.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn write_ha(root: &std::path::Path, text: &str) {
+        std::fs::create_dir_all(root.join("etc/xivo")).unwrap();
+        std::fs::write(root.join("etc/xivo/ha.conf"), text).unwrap();
+    }
+
+    fn summary_of(root: &std::path::Path) -> String {
+        let text = std::fs::read_to_string(root.join("var/lib/xivo-ha/monitor.json")).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        doc["summary"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_master_runs_its_hourly_jobs_and_follows_ha_conf_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // A master probes nothing: the documentation address is never contacted.
+        write_ha(
+            root,
+            r#"{"node_type": "master", "remote_address": "192.0.2.20"}"#,
+        );
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = runs.clone();
+        let job = hourly::Job::new("test-job", move |_ctx| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), String>(())
+            }
+        });
+        let clock = Arc::new(hourly::TokioClock {
+            start_wall: hourly::tests::at("2026-11-25 15:59:57"),
+            start: Instant::now(),
+        });
+        // Rounds of 60 s: the test spans an hour of paused time, and each round reads ha.conf
+        // and writes the state file (with fsync, the slow part).
+        let settings = MonitorSettings {
+            interval: Duration::from_secs(60),
+            ..MonitorSettings::default()
+        };
+        let monitor = Monitor::new(Context::new(root, "", None), settings)
+            .with_jobs(vec![job])
+            .with_clock(clock);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(monitor.run(async move {
+            let _ = stopped.await;
+        }));
+
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "not before 16:00");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        let summary = summary_of(root);
+        assert!(
+            summary.starts_with("master: hourly jobs at :00 (test-job); test-job ok at"),
+            "{summary}"
+        );
+
+        // HA disabled: the scheduler stops, the monitor idles.
+        write_ha(root, r#"{"node_type": "disabled", "remote_address": ""}"#);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        assert_eq!(summary_of(root), "HA disabled: idle");
+        tokio::time::sleep(Duration::from_secs(3700)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+        // A corrupt ha.conf keeps the previous role and says so.
+        write_ha(root, "{");
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        let summary = summary_of(root);
+        assert!(
+            summary.starts_with("HA disabled: idle; ha.conf unreadable"),
+            "{summary}"
+        );
+
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+}

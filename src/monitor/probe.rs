@@ -1,0 +1,547 @@
+//! The probes of one round against the master, run side by side: an ICMP echo (surge-ping), a
+//! TCP connect to its PostgreSQL port, and a SIP `OPTIONS` request over UDP to its SIP port.
+//! Each path retries within the round's timeout, so that a lossy link loses a round only when
+//! every attempt is lost, while a dead master is still seen within one round.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use serde::Serialize;
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::time::Instant;
+
+use super::settings::MonitorSettings;
+use super::verdict::Observation;
+
+/// SIP OPTIONS transmissions per round (the first and its retransmissions, same transaction).
+pub const SIP_ATTEMPTS: u32 = 8;
+/// ICMP echo requests per round, staggered.
+pub const ICMP_ATTEMPTS: u32 = 3;
+/// TCP connection attempts per round, staggered (the kernel's own SYN retry comes after 1 s,
+/// too late for a round).
+pub const TCP_ATTEMPTS: u32 = 3;
+
+/// What one path saw.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PathReport {
+    pub answered: bool,
+    /// Time from the first attempt to the answer, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// The answer (`SIP/2.0 200 OK`, `connected`, `refused`) or why there was none.
+    pub detail: String,
+}
+
+impl PathReport {
+    fn answered(started: Instant, detail: impl Into<String>) -> PathReport {
+        PathReport {
+            answered: true,
+            rtt_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
+            detail: detail.into(),
+        }
+    }
+
+    fn silent(detail: impl Into<String>) -> PathReport {
+        PathReport {
+            answered: false,
+            rtt_ms: None,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// One round's evidence.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RoundReport {
+    pub icmp: PathReport,
+    pub tcp: PathReport,
+    pub sip: PathReport,
+}
+
+impl RoundReport {
+    pub fn observation(&self) -> Observation {
+        Observation {
+            icmp: self.icmp.answered,
+            tcp: self.tcp.answered,
+            sip: self.sip.answered,
+        }
+    }
+
+    /// One line for logs and the state file.
+    pub fn evidence(&self) -> String {
+        let path = |name: &str, report: &PathReport| match report.rtt_ms {
+            Some(ms) => format!("{name} {} in {ms:.0} ms", report.detail),
+            None => format!("{name} {}", report.detail),
+        };
+        format!(
+            "{}; {}; {}",
+            path("icmp", &self.icmp),
+            path("tcp", &self.tcp),
+            path("sip", &self.sip)
+        )
+    }
+}
+
+/// The probes' timeouts and ports.
+#[derive(Clone, Debug)]
+pub struct ProbeSettings {
+    pub icmp_timeout: Duration,
+    pub tcp_timeout: Duration,
+    pub sip_timeout: Duration,
+    pub pg_port: u16,
+    pub sip_port: u16,
+}
+
+impl From<&MonitorSettings> for ProbeSettings {
+    fn from(s: &MonitorSettings) -> Self {
+        ProbeSettings {
+            icmp_timeout: s.icmp_timeout,
+            tcp_timeout: s.tcp_timeout,
+            sip_timeout: s.sip_timeout,
+            pg_port: s.pg_port,
+            sip_port: s.sip_port,
+        }
+    }
+}
+
+/// Probes one master. Holds the ICMP socket for the master's address family.
+pub struct Prober {
+    master: IpAddr,
+    settings: ProbeSettings,
+    /// `Err` when no ICMP socket could be opened (no CAP_NET_RAW): that path then never answers
+    /// and the other two decide, which is logged once.
+    icmp: Result<surge_ping::Client, String>,
+    cseq: u32,
+}
+
+impl Prober {
+    /// Needs a tokio runtime (surge-ping runs a receiving task).
+    pub fn new(master: IpAddr, settings: ProbeSettings) -> Prober {
+        let kind = match master {
+            IpAddr::V4(_) => surge_ping::ICMP::V4,
+            IpAddr::V6(_) => surge_ping::ICMP::V6,
+        };
+        let config = surge_ping::Config::builder().kind(kind).build();
+        let icmp = surge_ping::Client::new(&config).map_err(|e| {
+            let reason = format!("cannot open an ICMP socket ({e}); give xivo-ha CAP_NET_RAW");
+            tracing::warn!("{reason}: the master is probed by TCP and SIP only");
+            reason
+        });
+        Prober {
+            master,
+            settings,
+            icmp,
+            cseq: 0,
+        }
+    }
+
+    pub fn master(&self) -> IpAddr {
+        self.master
+    }
+
+    /// Runs the three probes at once; returns when all have answered or timed out.
+    pub async fn round(&mut self) -> RoundReport {
+        self.cseq = self.cseq.wrapping_add(1);
+        let sip_target = SocketAddr::new(self.master, self.settings.sip_port);
+        let tcp_target = SocketAddr::new(self.master, self.settings.pg_port);
+        let (icmp, tcp, sip) = tokio::join!(
+            self.icmp_probe(),
+            tcp_probe(tcp_target, self.settings.tcp_timeout),
+            sip_options(sip_target, self.cseq, self.settings.sip_timeout),
+        );
+        RoundReport { icmp, tcp, sip }
+    }
+
+    async fn icmp_probe(&self) -> PathReport {
+        let client = match &self.icmp {
+            Ok(client) => client.clone(),
+            Err(reason) => return PathReport::silent(format!("not probed: {reason}")),
+        };
+        let master = self.master;
+        let ident = surge_ping::PingIdentifier(rand::random());
+        let started = Instant::now();
+        let outcome = staggered(ICMP_ATTEMPTS, self.settings.icmp_timeout, move |attempt| {
+            let client = client.clone();
+            async move {
+                let mut pinger = client.pinger(master, ident).await;
+                // The attempt may wait for the rest of the round: a late reply still counts.
+                pinger.timeout(Duration::from_secs(30));
+                pinger
+                    .ping(surge_ping::PingSequence(attempt as u16), &[0x58; 16])
+                    .await
+                    .map(|_| "echo reply".to_owned())
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        match outcome {
+            Ok(detail) => PathReport::answered(started, detail),
+            Err(reason) => PathReport::silent(reason),
+        }
+    }
+}
+
+/// Starts up to `attempts` tries of `attempt` spread over `timeout`, the first at once; returns
+/// the first success, or the last failure when none succeeds within `timeout`.
+async fn staggered<F, Fut>(attempts: u32, timeout: Duration, attempt: F) -> Result<String, String>
+where
+    F: Fn(u32) -> Fut,
+    Fut: Future<Output = Result<String, String>>,
+{
+    let spacing = timeout / attempts.max(1);
+    let deadline = Instant::now() + timeout;
+    let mut running = FuturesUnordered::new();
+    let mut started = 0;
+    let mut last_error = "no answer".to_owned();
+    let mut next_start = Instant::now();
+    loop {
+        if started < attempts && Instant::now() >= next_start {
+            running.push(attempt(started));
+            started += 1;
+            next_start += spacing;
+        }
+        let wake = if started < attempts {
+            next_start.min(deadline)
+        } else {
+            deadline
+        };
+        tokio::select! {
+            Some(result) = running.next(), if !running.is_empty() => match result {
+                Ok(detail) => return Ok(detail),
+                Err(e) => last_error = e,
+            },
+            _ = tokio::time::sleep_until(wake) => {
+                if Instant::now() >= deadline {
+                    return Err(format!("no answer within {} ms ({last_error})", timeout.as_millis()));
+                }
+            }
+        }
+    }
+}
+
+/// A TCP connection to the PostgreSQL port: accepted or refused, the host is there.
+async fn tcp_probe(target: SocketAddr, timeout: Duration) -> PathReport {
+    let started = Instant::now();
+    let outcome = staggered(TCP_ATTEMPTS, timeout, |_| async move {
+        match TcpStream::connect(target).await {
+            Ok(_) => Ok("connected".to_owned()),
+            // A reset is an answer from the host's kernel: the host is up.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Ok("refused (host up)".to_owned())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    match outcome {
+        Ok(detail) => PathReport::answered(started, detail),
+        Err(reason) => PathReport::silent(reason),
+    }
+}
+
+/// A SIP OPTIONS request to `target` over UDP, retransmitted within `timeout`; any SIP response
+/// to it, whatever its status, means a SIP stack is alive there.
+pub async fn sip_options(target: SocketAddr, cseq: u32, timeout: Duration) -> PathReport {
+    let started = Instant::now();
+    let bind: SocketAddr = match target {
+        SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("valid"),
+        SocketAddr::V6(_) => "[::]:0".parse().expect("valid"),
+    };
+    let socket = match UdpSocket::bind(bind).await {
+        Ok(socket) => socket,
+        Err(e) => return PathReport::silent(format!("cannot open a UDP socket: {e}")),
+    };
+    // Connected: the kernel picks the source address and only the master's replies arrive.
+    if let Err(e) = socket.connect(target).await {
+        return PathReport::silent(format!("cannot reach {target}: {e}"));
+    }
+    let local = match socket.local_addr() {
+        Ok(local) => local,
+        Err(e) => return PathReport::silent(format!("no local address: {e}")),
+    };
+    let request = SipRequest::options(target, local, cseq);
+    let bytes = request.to_string();
+    let deadline = started + timeout;
+    let spacing = timeout / SIP_ATTEMPTS;
+    let mut buf = vec![0u8; 4096];
+    let mut last_error = String::from("no SIP response");
+    for attempt in 0..SIP_ATTEMPTS {
+        if let Err(e) = socket.send(bytes.as_bytes()).await {
+            last_error = format!("send failed: {e}");
+        }
+        let resend_at = (started + spacing * (attempt + 1)).min(deadline);
+        let resend_at = if attempt + 1 == SIP_ATTEMPTS {
+            deadline
+        } else {
+            resend_at
+        };
+        loop {
+            match tokio::time::timeout_at(resend_at, socket.recv(&mut buf)).await {
+                Err(_) => break,
+                Ok(Ok(n)) => match parse_response(&buf[..n], &request.call_id) {
+                    Some(status) => return PathReport::answered(started, status),
+                    None => {
+                        last_error = "an answer that is not a SIP response to our OPTIONS".into()
+                    }
+                },
+                // ICMP port unreachable: the host is up but nothing listens on SIP.
+                Ok(Err(e)) => {
+                    last_error = e.to_string();
+                    tokio::time::sleep_until(resend_at).await;
+                    break;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    PathReport::silent(format!(
+        "no answer within {} ms ({last_error})",
+        timeout.as_millis()
+    ))
+}
+
+/// A well-formed RFC 3261 OPTIONS request (section 11): one transaction, retransmitted as is.
+#[derive(Clone, Debug)]
+pub struct SipRequest {
+    pub target: SocketAddr,
+    pub local: SocketAddr,
+    pub cseq: u32,
+    pub branch: String,
+    pub tag: String,
+    pub call_id: String,
+}
+
+impl SipRequest {
+    pub fn options(target: SocketAddr, local: SocketAddr, cseq: u32) -> SipRequest {
+        let random = || format!("{:016x}", rand::random::<u64>());
+        SipRequest {
+            target,
+            local,
+            cseq,
+            // The magic cookie marks an RFC 3261 branch.
+            branch: format!("z9hG4bK{}", random()),
+            tag: random(),
+            call_id: format!("{}@xivo-ha", random()),
+        }
+    }
+}
+
+/// `host:port`, with IPv6 hosts in brackets as SIP URIs want them.
+fn host_port(address: SocketAddr) -> String {
+    match address {
+        SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+impl std::fmt::Display for SipRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let target = host_port(self.target);
+        let local = host_port(self.local);
+        write!(
+            f,
+            "OPTIONS sip:{target} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:xivo-ha@{local}>;tag={tag}\r\n\
+             To: <sip:{target}>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} OPTIONS\r\n\
+             Contact: <sip:xivo-ha@{local}>\r\n\
+             Accept: application/sdp\r\n\
+             User-Agent: xivo-ha/{version}\r\n\
+             Content-Length: 0\r\n\r\n",
+            branch = self.branch,
+            tag = self.tag,
+            call_id = self.call_id,
+            cseq = self.cseq,
+            version = env!("CARGO_PKG_VERSION"),
+        )
+    }
+}
+
+/// The status line of a SIP response to the request with `call_id`, or `None` for anything
+/// else (garbage, a request, a stray answer to another transaction).
+pub fn parse_response(datagram: &[u8], call_id: &str) -> Option<String> {
+    let text = std::str::from_utf8(datagram).ok()?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next()?;
+    let rest = status_line.strip_prefix("SIP/2.0 ")?;
+    let code = rest.get(..3)?;
+    if !code.bytes().all(|b| b.is_ascii_digit()) || !(100..700).contains(&code.parse::<u16>().ok()?)
+    {
+        return None;
+    }
+    let matches_call = lines.take_while(|l| !l.is_empty()).any(|line| {
+        let Some((name, value)) = line.split_once(':') else {
+            return false;
+        };
+        let name = name.trim();
+        (name.eq_ignore_ascii_case("call-id") || name == "i") && value.trim() == call_id
+    });
+    matches_call.then(|| status_line.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> SipRequest {
+        SipRequest::options(
+            "10.1.2.3:5060".parse().unwrap(),
+            "10.1.2.4:40000".parse().unwrap(),
+            7,
+        )
+    }
+
+    #[test]
+    fn options_request_is_well_formed() {
+        let r = request();
+        let text = r.to_string();
+        assert!(
+            text.starts_with("OPTIONS sip:10.1.2.3:5060 SIP/2.0\r\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
+        for header in [
+            "Via: SIP/2.0/UDP 10.1.2.4:40000;branch=z9hG4bK",
+            "Max-Forwards: 70",
+            "CSeq: 7 OPTIONS",
+            "Call-ID: ",
+            "From: <sip:xivo-ha@10.1.2.4:40000>;tag=",
+            "To: <sip:10.1.2.3:5060>",
+        ] {
+            assert!(text.contains(header), "{header} missing in {text}");
+        }
+        // Every line ends with CRLF, no bare LF.
+        assert!(!text.replace("\r\n", "").contains('\n'));
+        let v6 = SipRequest::options(
+            "[fd00::1]:5060".parse().unwrap(),
+            "[fd00::2]:4000".parse().unwrap(),
+            1,
+        );
+        assert!(
+            v6.to_string()
+                .starts_with("OPTIONS sip:[fd00::1]:5060 SIP/2.0\r\n")
+        );
+    }
+
+    #[test]
+    fn any_sip_response_to_our_call_counts_nothing_else_does() {
+        let r = request();
+        let response = |status: &str, call_id: &str| {
+            format!("SIP/2.0 {status}\r\nVia: x\r\nCall-ID: {call_id}\r\nCSeq: 7 OPTIONS\r\n\r\n")
+        };
+        assert_eq!(
+            parse_response(response("200 OK", &r.call_id).as_bytes(), &r.call_id).as_deref(),
+            Some("SIP/2.0 200 OK")
+        );
+        assert!(
+            parse_response(response("404 Not Found", &r.call_id).as_bytes(), &r.call_id).is_some()
+        );
+        let compact = format!("SIP/2.0 503 Busy\r\ni: {}\r\n\r\n", r.call_id);
+        assert!(parse_response(compact.as_bytes(), &r.call_id).is_some());
+        assert!(parse_response(response("200 OK", "other@x").as_bytes(), &r.call_id).is_none());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n\r\n", &r.call_id).is_none());
+        assert!(parse_response(r.to_string().as_bytes(), &r.call_id).is_none());
+        assert!(parse_response(&[0xff, 0xfe], &r.call_id).is_none());
+    }
+
+    /// A UDP responder on loopback that answers only every third datagram: the retransmissions
+    /// within the round get through.
+    #[tokio::test]
+    async fn retransmissions_get_through_a_lossy_responder() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let target = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut seen = 0;
+            loop {
+                let (n, from) = server.recv_from(&mut buf).await.unwrap();
+                seen += 1;
+                if seen % 3 != 0 {
+                    continue;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let call_id = text
+                    .lines()
+                    .find(|l| l.starts_with("Call-ID:"))
+                    .unwrap()
+                    .to_owned();
+                let answer = format!("SIP/2.0 200 OK\r\n{call_id}\r\n\r\n");
+                server.send_to(answer.as_bytes(), from).await.unwrap();
+            }
+        });
+        let report = sip_options(target, 1, Duration::from_millis(800)).await;
+        assert!(report.answered, "{report:?}");
+        assert_eq!(report.detail, "SIP/2.0 200 OK");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_and_a_silent_one_are_no_answer() {
+        // Nothing listens: ICMP port unreachable.
+        let closed = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap()
+        };
+        let report = sip_options(closed, 1, Duration::from_millis(200)).await;
+        assert!(!report.answered);
+        // Listening but never answering.
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let started = Instant::now();
+        let report = sip_options(silent.local_addr().unwrap(), 1, Duration::from_millis(200)).await;
+        assert!(!report.answered);
+        assert!(
+            report.detail.contains("no answer within 200 ms"),
+            "{}",
+            report.detail
+        );
+        assert!(started.elapsed() < Duration::from_millis(400));
+    }
+
+    #[tokio::test]
+    async fn tcp_refused_means_the_host_is_there() {
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let report = tcp_probe(closed, Duration::from_millis(300)).await;
+        assert!(
+            report.answered && report.detail.contains("refused"),
+            "{report:?}"
+        );
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let report = tcp_probe(open.local_addr().unwrap(), Duration::from_millis(300)).await;
+        assert_eq!(
+            (report.answered, report.detail.as_str()),
+            (true, "connected")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_round_against_loopback_sees_icmp_and_tcp() {
+        let mut prober = Prober::new(
+            "127.0.0.1".parse().unwrap(),
+            ProbeSettings {
+                icmp_timeout: Duration::from_millis(300),
+                tcp_timeout: Duration::from_millis(300),
+                sip_timeout: Duration::from_millis(100),
+                // Ports nobody uses here: refused / unreachable.
+                pg_port: 9,
+                sip_port: 9,
+            },
+        );
+        let report = prober.round().await;
+        assert!(report.icmp.answered, "{report:?}");
+        assert!(report.tcp.answered, "{report:?}");
+        assert!(!report.sip.answered, "{report:?}");
+        assert_eq!(
+            report.observation().class(),
+            super::super::verdict::RoundClass::SipDead
+        );
+    }
+}

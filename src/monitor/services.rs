@@ -1,0 +1,359 @@
+//! The slave's telephony services (`manage-slave-services start|stop`): their desired state,
+//! recorded in XiVO's flag file `/var/lib/xivo/disabled` (present = kept down) so that it
+//! survives a restart of the monitor, and the keeper that brings the containers to that state
+//! with the hooks around it, retrying with backoff when Docker fails, never giving up or
+//! crashing, and reporting what it did for `status`.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::docker::{ContainerStatus, DockerError, Engine};
+use super::settings::MonitorSettings;
+use crate::fsutil::{self, FileError};
+use crate::paths::Paths;
+
+/// What the slave's services should be doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    /// Started: the master is down (or HA no longer makes this node a slave).
+    #[value(name = "start")]
+    Running,
+    /// Stopped: the master serves.
+    #[value(name = "stop")]
+    Stopped,
+}
+
+impl fmt::Display for Desired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Desired::Running => "running",
+            Desired::Stopped => "stopped",
+        })
+    }
+}
+
+/// The desired state recorded in XiVO's flag file.
+pub fn recorded(paths: &Paths) -> Desired {
+    if paths.services_disabled_flag().exists() {
+        Desired::Stopped
+    } else {
+        Desired::Running
+    }
+}
+
+/// Records `desired` in the flag file, before acting, so that a crash mid-way is finished at
+/// the next start-up. Returns whether the file changed.
+pub fn record(paths: &Paths, desired: Desired) -> Result<bool, FileError> {
+    fsutil::set_flag_file(&paths.services_disabled_flag(), desired == Desired::Stopped)
+}
+
+/// What one pass of [`apply`] did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Applied {
+    /// `started asterisk`, `restart policy of monit set to no`, ...
+    pub actions: Vec<String>,
+    pub containers: Vec<ContainerStatus>,
+}
+
+/// Brings every container to `desired`: restart policy `no` on all (a slave's services must
+/// stay down after a reboot or a dockerd restart), then start in list order or stop in reverse
+/// order, with the hooks around the action when there is one. Every container is inspected
+/// first, so that a missing one fails the pass before anything is started or stopped.
+pub async fn apply(
+    engine: &Engine,
+    settings: &MonitorSettings,
+    desired: Desired,
+) -> Result<Applied, DockerError> {
+    let mut applied = Applied::default();
+    let mut statuses = Vec::new();
+    for name in &settings.containers {
+        statuses.push(engine.inspect(name).await?);
+    }
+    for status in &statuses {
+        if engine.disable_restart(status).await? {
+            let action = format!(
+                "restart policy of {} changed from {} to no",
+                status.name, status.restart_policy
+            );
+            tracing::info!("{action}");
+            applied.actions.push(action);
+        }
+    }
+    let to_act: Vec<&ContainerStatus> = match desired {
+        Desired::Running => statuses.iter().filter(|s| !s.is_ready()).collect(),
+        Desired::Stopped => statuses.iter().rev().filter(|s| s.is_up()).collect(),
+    };
+    if !to_act.is_empty() {
+        let (pre, post) = match desired {
+            Desired::Running => (&settings.hooks.pre_start, &settings.hooks.post_start),
+            Desired::Stopped => (&settings.hooks.pre_stop, &settings.hooks.post_stop),
+        };
+        run_hook(pre, "before", desired, settings.start_timeout).await;
+        for status in to_act {
+            match desired {
+                Desired::Running => {
+                    engine.start(&status.name, settings.start_timeout).await?;
+                    applied.actions.push(format!("started {}", status.name));
+                }
+                Desired::Stopped => {
+                    engine.stop(&status.name, settings.stop_grace).await?;
+                    applied.actions.push(format!("stopped {}", status.name));
+                }
+            }
+            tracing::info!("{}", applied.actions.last().expect("just pushed"));
+        }
+        run_hook(post, "after", desired, settings.start_timeout).await;
+    }
+    for name in &settings.containers {
+        applied.containers.push(engine.inspect(name).await?);
+    }
+    Ok(applied)
+}
+
+/// Runs a hook with `/bin/sh -c`; a failure is logged, not fatal: the services matter more.
+async fn run_hook(command: &Option<String>, when: &str, desired: Desired, timeout: Duration) {
+    let Some(command) = command else { return };
+    let verb = if desired == Desired::Running {
+        "start"
+    } else {
+        "stop"
+    };
+    let child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(timeout, child).await {
+        Ok(Ok(output)) if output.status.success() => {
+            tracing::info!("hook {when} {verb} `{command}` succeeded");
+        }
+        Ok(Ok(output)) => tracing::warn!(
+            "hook {when} {verb} `{command}` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Ok(Err(e)) => tracing::warn!("hook {when} {verb} `{command}` could not run: {e}"),
+        Err(_) => tracing::warn!(
+            "hook {when} {verb} `{command}` killed after {} s",
+            timeout.as_secs()
+        ),
+    }
+}
+
+/// What the keeper reports for `status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct KeeperStatus {
+    /// The state the keeper works towards (`None` until told).
+    pub desired: Option<Desired>,
+    /// The desired state has been reached.
+    pub settled: bool,
+    pub containers: Vec<ContainerStatus>,
+    /// Docker failures since the start of the monitor.
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_action_at: Option<DateTime<Utc>>,
+}
+
+/// The handle on a running keeper task.
+pub struct Keeper {
+    desired: watch::Sender<Option<Desired>>,
+    status: Arc<Mutex<KeeperStatus>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Backoff between failed passes: 0.5 s doubling to 30 s, with up to 20 % jitter so that two
+/// nodes restarted together do not hammer their engines in step.
+fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_millis(500) * 2u32.saturating_pow(failures.min(6));
+    let base = base.min(Duration::from_secs(30));
+    base.mul_f64(1.0 + rand::random::<f64>() * 0.2)
+}
+
+/// How often a settled keeper checks the containers again (someone may start one by hand).
+const RECHECK: Duration = Duration::from_secs(10);
+
+impl Keeper {
+    /// Starts the keeper task. It does nothing until [`Keeper::set`] gives it a state.
+    pub fn spawn(settings: MonitorSettings) -> Keeper {
+        let (desired, mut rx) = watch::channel(None::<Desired>);
+        let status = Arc::new(Mutex::new(KeeperStatus::default()));
+        let shared = status.clone();
+        let task = tokio::spawn(async move {
+            let mut engine: Option<Engine> = None;
+            let mut failures = 0u32;
+            loop {
+                let want = *rx.borrow_and_update();
+                let Some(want) = want else {
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
+                };
+                shared.lock().expect("status lock").desired = Some(want);
+                let outcome = match &engine {
+                    Some(engine) => apply(engine, &settings, want).await,
+                    None => match Engine::connect().await {
+                        Ok(connected) => {
+                            let outcome = apply(&connected, &settings, want).await;
+                            engine = Some(connected);
+                            outcome
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
+                let wait = {
+                    let mut status = shared.lock().expect("status lock");
+                    match outcome {
+                        Ok(applied) => {
+                            failures = 0;
+                            status.settled = true;
+                            status.containers = applied.containers;
+                            if !applied.actions.is_empty() {
+                                status.last_action = Some(applied.actions.join(", "));
+                                status.last_action_at = Some(Utc::now());
+                            }
+                            RECHECK
+                        }
+                        Err(e) => {
+                            if matches!(e, DockerError::Engine { .. }) {
+                                engine = None;
+                            }
+                            tracing::warn!("slave services ({want}): {e}; retrying");
+                            status.settled = false;
+                            status.errors += 1;
+                            status.last_error = Some(e.to_string());
+                            status.last_error_at = Some(Utc::now());
+                            failures += 1;
+                            backoff(failures - 1)
+                        }
+                    }
+                };
+                let deadline = Instant::now() + wait;
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+        });
+        Keeper {
+            desired,
+            status,
+            task,
+        }
+    }
+
+    /// Asks for `desired`; the keeper acts at once (a pass under way finishes first).
+    pub fn set(&self, desired: Desired) {
+        self.desired.send_if_modified(|current| {
+            let changed = *current != Some(desired);
+            *current = Some(desired);
+            if changed && let Ok(mut status) = self.status.lock() {
+                status.settled = false;
+                status.desired = Some(desired);
+            }
+            changed
+        });
+    }
+
+    pub fn status(&self) -> KeeperStatus {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    /// Lets the pass under way finish (for at most `patience`), then ends the task.
+    pub async fn shutdown(self, patience: Duration) {
+        let Keeper { desired, task, .. } = self;
+        drop(desired);
+        let abort = task.abort_handle();
+        if tokio::time::timeout(patience, task).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
+/// `manage-slave-services start|stop`: one pass, recorded in the flag file first. Checks the
+/// containers exist before touching any.
+pub async fn manage(
+    paths: &Paths,
+    settings: &MonitorSettings,
+    desired: Desired,
+) -> Result<Applied, ManageError> {
+    let engine = Engine::connect().await?;
+    for name in &settings.containers {
+        engine.inspect(name).await?;
+    }
+    record(paths, desired)?;
+    Ok(apply(&engine, settings, desired).await?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_file_records_the_desired_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        assert_eq!(recorded(&paths), Desired::Running);
+        assert!(record(&paths, Desired::Stopped).unwrap());
+        assert!(paths.services_disabled_flag().exists());
+        assert_eq!(recorded(&paths), Desired::Stopped);
+        assert!(!record(&paths, Desired::Stopped).unwrap());
+        assert!(record(&paths, Desired::Running).unwrap());
+        assert_eq!(recorded(&paths), Desired::Running);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(
+            backoff(0) >= Duration::from_millis(500) && backoff(0) <= Duration::from_millis(600)
+        );
+        assert!(backoff(3) >= Duration::from_secs(4));
+        assert!(backoff(30) <= Duration::from_secs(36));
+    }
+
+    #[tokio::test]
+    async fn hooks_run_and_failures_do_not_stop_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let hook = Some(format!("echo started > {}", marker.display()));
+        run_hook(&hook, "before", Desired::Running, Duration::from_secs(5)).await;
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "started\n");
+        run_hook(
+            &Some("exit 3".into()),
+            "after",
+            Desired::Stopped,
+            Duration::from_secs(5),
+        )
+        .await;
+        let started = std::time::Instant::now();
+        run_hook(
+            &Some("sleep 5".into()),
+            "after",
+            Desired::Stopped,
+            Duration::from_millis(100),
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}

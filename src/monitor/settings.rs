@@ -1,0 +1,296 @@
+//! The monitor's settings: `XIVO_HA_MONITOR_*` variables from custom.env or the environment,
+//! each with a default, checked once at start-up so that a bad value stops the monitor before
+//! it touches anything.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{self, EnvFile};
+
+/// The prefix of every monitor variable (`XIVO_HA_MONITOR_INTERVAL_MS`, ...).
+pub const PREFIX: &str = "XIVO_HA_MONITOR_";
+
+/// Settings as read from the variables; see [`MonitorSettings`] for the checked form.
+#[derive(Clone, Debug, Deserialize)]
+struct Raw {
+    #[serde(default = "d_interval_ms")]
+    interval_ms: u64,
+    #[serde(default = "d_down_after")]
+    down_after: u32,
+    #[serde(default = "d_up_after")]
+    up_after: u32,
+    #[serde(default = "d_hold_down_ms")]
+    hold_down_ms: u64,
+    #[serde(default = "d_timeout_ms")]
+    icmp_timeout_ms: u64,
+    #[serde(default = "d_timeout_ms")]
+    tcp_timeout_ms: u64,
+    #[serde(default = "d_timeout_ms")]
+    sip_timeout_ms: u64,
+    #[serde(default = "d_pg_port")]
+    pg_port: u16,
+    #[serde(default = "d_sip_port")]
+    sip_port: u16,
+    #[serde(default = "d_containers")]
+    containers: String,
+    #[serde(default = "d_stop_grace_s")]
+    stop_grace_s: u32,
+    #[serde(default = "d_start_timeout_s")]
+    start_timeout_s: u64,
+    #[serde(default)]
+    hook_pre_start: Option<String>,
+    #[serde(default)]
+    hook_post_start: Option<String>,
+    #[serde(default)]
+    hook_pre_stop: Option<String>,
+    #[serde(default)]
+    hook_post_stop: Option<String>,
+}
+
+fn d_interval_ms() -> u64 {
+    1000
+}
+fn d_down_after() -> u32 {
+    3
+}
+fn d_up_after() -> u32 {
+    5
+}
+fn d_hold_down_ms() -> u64 {
+    10_000
+}
+fn d_timeout_ms() -> u64 {
+    900
+}
+fn d_pg_port() -> u16 {
+    5432
+}
+fn d_sip_port() -> u16 {
+    5060
+}
+fn d_containers() -> String {
+    "asterisk,monit".into()
+}
+fn d_stop_grace_s() -> u32 {
+    10
+}
+fn d_start_timeout_s() -> u64 {
+    60
+}
+
+/// Shell commands run around the start and stop of the slave's services (XiVO regenerates its
+/// configuration and updates DHCP there). Run with `/bin/sh -c`; a failing hook is logged and
+/// does not stop the action, as the services matter more than the hook.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hooks {
+    pub pre_start: Option<String>,
+    pub post_start: Option<String>,
+    pub pre_stop: Option<String>,
+    pub post_stop: Option<String>,
+}
+
+/// The monitor's checked settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MonitorSettings {
+    /// Time between the starts of two probe rounds.
+    pub interval: Duration,
+    /// Consecutive bad rounds before the master is declared down.
+    pub down_after: u32,
+    /// Consecutive good rounds before the master is declared up again.
+    pub up_after: u32,
+    /// Minimum time in the down state before the master may be declared up again.
+    pub hold_down: Duration,
+    pub icmp_timeout: Duration,
+    pub tcp_timeout: Duration,
+    pub sip_timeout: Duration,
+    /// The master's PostgreSQL port: the TCP path.
+    pub pg_port: u16,
+    /// The master's SIP port (UDP).
+    pub sip_port: u16,
+    /// The slave's service containers, in start order (stopped in reverse order).
+    pub containers: Vec<String>,
+    /// `docker stop` grace time before SIGKILL.
+    pub stop_grace: Duration,
+    /// How long a started container may take to be running (and healthy, with a health check).
+    pub start_timeout: Duration,
+    pub hooks: Hooks,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("{variable}: {reason}")]
+    Invalid { variable: String, reason: String },
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        let raw: Raw = serde_json::from_str("{}").expect("defaults deserialise");
+        MonitorSettings::check(raw).expect("defaults are valid")
+    }
+}
+
+impl MonitorSettings {
+    /// Reads the `XIVO_HA_MONITOR_*` variables (environment over custom.env) and checks them.
+    pub fn load(env: &EnvFile) -> Result<MonitorSettings, SettingsError> {
+        let raw: Raw = config::from_env(PREFIX, env)?;
+        MonitorSettings::check(raw)
+    }
+
+    fn check(raw: Raw) -> Result<MonitorSettings, SettingsError> {
+        let invalid = |name: &str, reason: &str| SettingsError::Invalid {
+            variable: format!("{PREFIX}{name}"),
+            reason: reason.to_owned(),
+        };
+        if raw.interval_ms < 50 {
+            return Err(invalid(
+                "INTERVAL_MS",
+                "must be at least 50 (milliseconds between probe rounds)",
+            ));
+        }
+        for (name, value) in [("DOWN_AFTER", raw.down_after), ("UP_AFTER", raw.up_after)] {
+            if value == 0 {
+                return Err(invalid(name, "must be at least 1 round"));
+            }
+        }
+        for (name, value) in [
+            ("ICMP_TIMEOUT_MS", raw.icmp_timeout_ms),
+            ("TCP_TIMEOUT_MS", raw.tcp_timeout_ms),
+            ("SIP_TIMEOUT_MS", raw.sip_timeout_ms),
+        ] {
+            if value < 10 {
+                return Err(invalid(name, "must be at least 10 milliseconds"));
+            }
+        }
+        if raw.pg_port == 0 || raw.sip_port == 0 {
+            let name = if raw.pg_port == 0 {
+                "PG_PORT"
+            } else {
+                "SIP_PORT"
+            };
+            return Err(invalid(name, "must be a port number from 1 to 65535"));
+        }
+        if raw.start_timeout_s == 0 {
+            return Err(invalid("START_TIMEOUT_S", "must be at least 1 second"));
+        }
+        let containers =
+            parse_containers(&raw.containers).map_err(|reason| invalid("CONTAINERS", &reason))?;
+        let hook = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+        Ok(MonitorSettings {
+            interval: Duration::from_millis(raw.interval_ms),
+            down_after: raw.down_after,
+            up_after: raw.up_after,
+            hold_down: Duration::from_millis(raw.hold_down_ms),
+            icmp_timeout: Duration::from_millis(raw.icmp_timeout_ms),
+            tcp_timeout: Duration::from_millis(raw.tcp_timeout_ms),
+            sip_timeout: Duration::from_millis(raw.sip_timeout_ms),
+            pg_port: raw.pg_port,
+            sip_port: raw.sip_port,
+            containers,
+            stop_grace: Duration::from_secs(raw.stop_grace_s.into()),
+            start_timeout: Duration::from_secs(raw.start_timeout_s),
+            hooks: Hooks {
+                pre_start: hook(raw.hook_pre_start),
+                post_start: hook(raw.hook_post_start),
+                pre_stop: hook(raw.hook_pre_stop),
+                post_stop: hook(raw.hook_post_stop),
+            },
+        })
+    }
+
+    /// How long one probe round may take at most: the slowest path's timeout.
+    pub fn round_timeout(&self) -> Duration {
+        self.icmp_timeout
+            .max(self.tcp_timeout)
+            .max(self.sip_timeout)
+    }
+}
+
+/// `asterisk,monit` → the names, checked against Docker's container name syntax
+/// (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`) so that a typo is caught before anything is started.
+pub fn parse_containers(list: &str) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let name = name.strip_prefix('/').unwrap_or(name);
+        let valid = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !valid {
+            return Err(format!(
+                "`{name}` is not a Docker container name (letters, digits, `_`, `.`, `-`)"
+            ));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    if names.is_empty() {
+        return Err(
+            "lists no container: give the slave's service containers, e.g. `asterisk,monit`".into(),
+        );
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn load(text: &str) -> Result<MonitorSettings, SettingsError> {
+        MonitorSettings::load(&EnvFile::parse(Path::new("/x/custom.env"), text).unwrap())
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let settings = load("").unwrap();
+        assert_eq!(settings, MonitorSettings::default());
+        assert_eq!(settings.interval, Duration::from_secs(1));
+        assert_eq!((settings.down_after, settings.up_after), (3, 5));
+        assert_eq!(settings.hold_down, Duration::from_secs(10));
+        assert_eq!((settings.pg_port, settings.sip_port), (5432, 5060));
+        assert_eq!(settings.containers, vec!["asterisk", "monit"]);
+        assert_eq!(settings.hooks, Hooks::default());
+    }
+
+    #[test]
+    fn variables_override_defaults() {
+        let settings = load(
+            "XIVO_HA_MONITOR_INTERVAL_MS=250\nXIVO_HA_MONITOR_CONTAINERS=asterisk, monit ,xivo-ctid\n\
+             XIVO_HA_MONITOR_HOOK_PRE_START=xivo-create-config\n",
+        )
+        .unwrap();
+        assert_eq!(settings.interval, Duration::from_millis(250));
+        assert_eq!(settings.containers, vec!["asterisk", "monit", "xivo-ctid"]);
+        assert_eq!(
+            settings.hooks.pre_start.as_deref(),
+            Some("xivo-create-config")
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let error = load("XIVO_HA_MONITOR_DOWN_AFTER=0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("XIVO_HA_MONITOR_DOWN_AFTER:"), "{error}");
+        let error = load("XIVO_HA_MONITOR_CONTAINERS=aster isk\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("XIVO_HA_MONITOR_CONTAINERS") && error.contains("aster isk"),
+            "{error}"
+        );
+        let error = load("XIVO_HA_MONITOR_CONTAINERS=,\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("lists no container"), "{error}");
+        let error = load("XIVO_HA_MONITOR_SIP_PORT=sip\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("XIVO_HA_MONITOR_SIP_PORT"), "{error}");
+    }
+}

@@ -1,0 +1,419 @@
+//! The slave monitor against the real Docker engine: a stand-in master on a private network,
+//! the slave's service containers, the monitor running in this process. The master is stopped,
+//! paused, disconnected, and made SIP-silent while its container stays up; the slave's
+//! containers must start and stop accordingly, with their restart policy set to `no`.
+
+mod common;
+mod docker_lab;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use docker_lab::*;
+use xivo_ha::context::Context;
+use xivo_ha::monitor::Monitor;
+use xivo_ha::monitor::settings::MonitorSettings;
+
+fn standin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_xivo-ha-sip-standin"))
+}
+
+/// Short rounds so that the suite stays fast: down after 3 × 200 ms, up after 3 good rounds
+/// and 1 s down.
+fn fast_env(containers: &[&str]) -> Vec<(&'static str, String)> {
+    vec![
+        ("XIVO_HA_MONITOR_INTERVAL_MS", "200".into()),
+        ("XIVO_HA_MONITOR_ICMP_TIMEOUT_MS", "150".into()),
+        ("XIVO_HA_MONITOR_TCP_TIMEOUT_MS", "150".into()),
+        ("XIVO_HA_MONITOR_SIP_TIMEOUT_MS", "150".into()),
+        ("XIVO_HA_MONITOR_DOWN_AFTER", "3".into()),
+        ("XIVO_HA_MONITOR_UP_AFTER", "3".into()),
+        ("XIVO_HA_MONITOR_HOLD_DOWN_MS", "1000".into()),
+        ("XIVO_HA_MONITOR_STOP_GRACE_S", "1".into()),
+        ("XIVO_HA_MONITOR_START_TIMEOUT_S", "15".into()),
+        ("XIVO_HA_MONITOR_CONTAINERS", containers.join(",")),
+    ]
+}
+
+/// The monitor running in a task of this test, stopped (and awaited) on drop of the handle.
+struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), xivo_ha::monitor::MonitorError>>>,
+}
+
+impl Running {
+    fn start(root: &Path) -> Running {
+        let ctx = Context::new(root, "", None);
+        let settings = MonitorSettings::load(&ctx.env().unwrap()).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(Monitor::new(ctx, settings).run(async move {
+            let _ = stopped.await;
+        }));
+        Running {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+fn state(root: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(root.join("var/lib/xivo-ha/monitor.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Blocking waits run on a blocking thread so that the monitor's task keeps running.
+async fn wait_state(lab: &Lab, names: &[&str], wanted: &str, timeout: Duration) -> Duration {
+    tokio::task::block_in_place(|| lab.wait_state(names, wanted, timeout))
+}
+
+fn flag(root: &Path) -> bool {
+    root.join("var/lib/xivo/disabled").exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_stopped_and_paused_fails_over_and_back() {
+    let mut lab = Lab::new(standin());
+    let (master, master_ip) = lab.master();
+    let asterisk = lab.service("asterisk", true);
+    let monit = lab.service("monit", false);
+    let root = tempfile::tempdir().unwrap();
+    slave_node(root.path(), master_ip, &fast_env(&[&asterisk, &monit]));
+    let services = [asterisk.as_str(), monit.as_str()];
+
+    let monitor = Running::start(root.path());
+    // The master answers: the slave's services go down, for good (restart policy no).
+    wait_state(&lab, &services, "exited", Duration::from_secs(10)).await;
+    assert!(
+        flag(root.path()),
+        "the flag file records the services as kept down"
+    );
+    for name in services {
+        assert_eq!(lab.restart_policy(name), "no", "{name}");
+    }
+
+    // Master stopped: failover.
+    docker(&["stop", "-t", "0", &master]);
+    let took = wait_state(&lab, &services, "running", Duration::from_secs(15)).await;
+    assert!(took < Duration::from_secs(8), "failover took {took:?}");
+    assert_eq!(
+        lab.health(&asterisk),
+        "healthy",
+        "start waits for the health check"
+    );
+    assert!(!flag(root.path()));
+    let doc = state(root.path());
+    assert_eq!(doc["verdict"], "down", "{doc:#}");
+    let reason = doc["last_transition"]["reason"].as_str().unwrap();
+    assert!(reason.contains("host down"), "{reason}");
+
+    // Master back: failback after the hold-down.
+    docker(&["start", &master]);
+    wait_state(&lab, &services, "exited", Duration::from_secs(15)).await;
+    assert_eq!(state(root.path())["verdict"], "up");
+    assert!(flag(root.path()));
+
+    // Master frozen (paused): no answer on any path.
+    docker(&["pause", &master]);
+    wait_state(&lab, &services, "running", Duration::from_secs(15)).await;
+    docker(&["unpause", &master]);
+    wait_state(&lab, &services, "exited", Duration::from_secs(15)).await;
+
+    let doc = state(root.path());
+    assert_eq!(doc["counters"]["to_down"], 2, "{doc:#}");
+    assert_eq!(doc["counters"]["to_up"], 3, "{doc:#}");
+    assert_eq!(doc["services"]["errors"], 0, "{doc:#}");
+    assert!(
+        doc["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("master {master_ip} up since"))
+    );
+
+    // HA disabled on this node: it no longer stands by, its services come back.
+    std::fs::write(
+        root.path().join("etc/xivo/ha.conf"),
+        r#"{"node_type": "disabled", "remote_address": ""}"#,
+    )
+    .unwrap();
+    wait_state(&lab, &services, "running", Duration::from_secs(15)).await;
+    assert!(!flag(root.path()));
+    monitor.stop().await;
+    assert_eq!(state(root.path())["summary"], "HA disabled: idle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_dead_on_a_live_master_and_a_disconnected_master_fail_over() {
+    let mut lab = Lab::new(standin());
+    let (master, master_ip) = lab.master();
+    let asterisk = lab.service("asterisk", false);
+    let monit = lab.service("monit", false);
+    let root = tempfile::tempdir().unwrap();
+    slave_node(root.path(), master_ip, &fast_env(&[&asterisk, &monit]));
+    let services = [asterisk.as_str(), monit.as_str()];
+
+    let monitor = Running::start(root.path());
+    wait_state(&lab, &services, "exited", Duration::from_secs(10)).await;
+
+    // Only SIP goes silent; the container, ICMP and TCP stay up: XiVO's blind spot.
+    docker(&["kill", "-s", "USR1", &master]);
+    wait_state(&lab, &services, "running", Duration::from_secs(15)).await;
+    assert_eq!(lab.state(&master), "running");
+    let doc = state(root.path());
+    let transition = &doc["last_transition"];
+    assert!(
+        transition["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Asterisk dead"),
+        "{doc:#}"
+    );
+    let evidence = transition["evidence"].as_str().unwrap();
+    assert!(
+        evidence.contains("icmp echo reply") && evidence.contains("tcp connected"),
+        "{evidence}"
+    );
+
+    docker(&["kill", "-s", "USR1", &master]);
+    wait_state(&lab, &services, "exited", Duration::from_secs(15)).await;
+
+    // Cut from the network.
+    docker(&["network", "disconnect", &lab.network, &master]);
+    wait_state(&lab, &services, "running", Duration::from_secs(15)).await;
+    monitor.stop().await;
+
+    // The monitor is gone; the containers stay as they were left, and the state file says why.
+    assert_eq!(lab.state(&asterisk), "running");
+    assert_eq!(state(root.path())["verdict"], "down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_classic_commands_act_once() {
+    let mut lab = Lab::new(standin());
+    let (master, master_ip) = lab.master();
+    let asterisk = lab.service("asterisk", false);
+    let monit = lab.service("monit", false);
+    let root = tempfile::tempdir().unwrap();
+    slave_node(root.path(), master_ip, &fast_env(&[&asterisk, &monit]));
+    let services = [asterisk.as_str(), monit.as_str()];
+    let ip = master_ip.to_string();
+
+    let run = |args: &[&str]| xivo_ha(root.path(), "", args);
+    let output = run(&["check-master-status", &ip]);
+    assert_success(&output);
+    assert!(
+        stdout(&output).contains(&format!("master {ip} up")),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(lab.state(&asterisk), "exited");
+    assert_eq!(lab.state(&monit), "exited");
+    assert_eq!(lab.restart_policy(&asterisk), "no");
+    assert!(flag(root.path()));
+
+    docker(&["stop", "-t", "0", &master]);
+    let output = run(&["check-master-status", &ip]);
+    assert_success(&output);
+    assert!(
+        stdout(&output).contains("down (no answer)"),
+        "{}",
+        stdout(&output)
+    );
+    lab.wait_state(&services, "running", Duration::from_secs(1));
+    assert!(!flag(root.path()));
+
+    let output = run(&["manage-slave-services", "stop"]);
+    assert_success(&output);
+    lab.wait_state(&services, "exited", Duration::from_secs(1));
+    assert!(flag(root.path()));
+    let output = run(&["manage-slave-services", "stop"]);
+    assert!(
+        stdout(&output).contains("already stopped"),
+        "{}",
+        stdout(&output)
+    );
+
+    // The busybox name works the same.
+    let links = tempfile::tempdir().unwrap();
+    let link = links.path().join("xivo-manage-slave-services");
+    std::os::unix::fs::symlink(xivo_ha_bin(), &link).unwrap();
+    let output = std::process::Command::new(&link)
+        .args(["--root", root.path().to_str().unwrap(), "start"])
+        .output()
+        .unwrap();
+    assert_success(&output);
+    lab.wait_state(&services, "running", Duration::from_secs(1));
+
+    // A master or a disabled node: check-master-status does nothing.
+    std::fs::write(
+        root.path().join("etc/xivo/ha.conf"),
+        format!(r#"{{"node_type": "master", "remote_address": "{ip}"}}"#),
+    )
+    .unwrap();
+    let output = run(&["check-master-status", &ip]);
+    assert_success(&output);
+    assert!(
+        stdout(&output).contains("not a slave"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(lab.state(&asterisk), "running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_one_clear_line_and_touches_nothing() {
+    let mut lab = Lab::new(standin());
+    let (_master, master_ip) = lab.master();
+    let asterisk = lab.service("asterisk", false);
+    let root = tempfile::tempdir().unwrap();
+    let missing = lab.name("no-such-container");
+    slave_node(root.path(), master_ip, &fast_env(&[&asterisk, &missing]));
+    let ip = master_ip.to_string();
+
+    // An unknown container: named, nothing stopped (the master answers, so `asterisk` would go).
+    for args in [
+        vec!["check-master-status", ip.as_str()],
+        vec!["manage-slave-services", "stop"],
+        vec!["monitor"],
+    ] {
+        let output = xivo_ha(root.path(), "", &args);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let err = stderr(&output);
+        assert!(
+            err.contains(&format!("container `{missing}` does not exist")),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert_eq!(lab.state(&asterisk), "running", "{args:?}");
+        assert_eq!(lab.restart_policy(&asterisk), "always", "{args:?}");
+    }
+    assert!(!flag(root.path()));
+
+    // The same through the library: the monitor refuses to start.
+    let ctx = Context::new(root.path(), "", None);
+    let settings = MonitorSettings::load(&ctx.env().unwrap()).unwrap();
+    let error = Monitor::new(ctx, settings)
+        .run(std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("does not exist"), "{error}");
+
+    // A master address that is not an IP: usage error, exit 2.
+    slave_node(root.path(), master_ip, &fast_env(&[&asterisk]));
+    let output = xivo_ha(root.path(), "", &["check-master-status", "master.example"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("`master.example` is not an IP address"),
+        "{}",
+        stderr(&output)
+    );
+
+    // An unreadable ha.conf: exit 1 naming the file, nothing touched.
+    std::fs::write(
+        root.path().join("etc/xivo/ha.conf"),
+        "{\"node_type\": \"slave\",",
+    )
+    .unwrap();
+    for args in [vec!["check-master-status", ip.as_str()], vec!["monitor"]] {
+        let output = xivo_ha(root.path(), "", &args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let err = stderr(&output);
+        assert!(err.contains("ha.conf:"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    assert_eq!(lab.state(&asterisk), "running");
+    assert_eq!(lab.restart_policy(&asterisk), "always");
+
+    // A bad setting: named with its file and line.
+    std::fs::write(
+        root.path().join("etc/docker/xivo/custom.env"),
+        "XIVO_HA_MONITOR_INTERVAL_MS=soon\n",
+    )
+    .unwrap();
+    let output = xivo_ha(root.path(), "", &["monitor"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("XIVO_HA_MONITOR_INTERVAL_MS"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// Docker unreachable: the monitor keeps probing, logs, retries with backoff and shows the
+/// error in `status`; it does not crash. (No Docker lab needed: the "master" is loopback with
+/// closed ports, so ICMP answers and SIP does not: the master is down and the monitor wants the
+/// services started.)
+#[test]
+fn an_unreachable_docker_engine_is_retried_and_shown_never_fatal() {
+    let root = tempfile::tempdir().unwrap();
+    let mut env = fast_env(&["asterisk", "monit"]);
+    env.push(("XIVO_HA_MONITOR_SIP_PORT", "9".into()));
+    env.push(("XIVO_HA_MONITOR_PG_PORT", "9".into()));
+    slave_node(root.path(), "127.0.0.1".parse().unwrap(), &env);
+    let mut child = std::process::Command::new(xivo_ha_bin())
+        .arg("--root")
+        .arg(root.path())
+        .arg("monitor")
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/no-docker.sock", root.path().display()),
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let doc = loop {
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(child.try_wait().unwrap().is_none(), "the monitor exited");
+        if let Ok(text) = std::fs::read_to_string(root.path().join("var/lib/xivo-ha/monitor.json"))
+        {
+            let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if doc["services"]["errors"].as_u64().unwrap_or(0) >= 2 {
+                break doc;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no Docker error recorded"
+        );
+    };
+    assert_eq!(doc["verdict"], "down", "{doc:#}");
+    assert_eq!(doc["services"]["desired"], "running", "{doc:#}");
+    assert_eq!(doc["services"]["settled"], false, "{doc:#}");
+    let summary = doc["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("docker errors") && summary.contains("cannot reach the Docker engine"),
+        "{summary}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("retrying"), "{log}");
+}
