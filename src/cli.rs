@@ -56,6 +56,8 @@ pub enum Command {
     Configure(ConfigureArgs),
     /// Create XiVO's classic command names as links to this binary in DIR.
     InstallLinks(InstallLinksArgs),
+    /// Copy the configuration database to the slave (XiVO's xivo-master-slave-db-replication).
+    DbReplication(crate::replication::DbReplicationArgs),
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +167,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status(args) => status(&ctx, args),
         Command::Configure(args) => configure(&ctx, args).await,
         Command::InstallLinks(args) => install_links(&args),
+        Command::DbReplication(args) => crate::replication::run_cli(&ctx, args).await,
     }
 }
 

@@ -12,6 +12,8 @@ pub enum Error {
     #[error(transparent)]
     File(#[from] crate::fsutil::FileError),
     #[error(transparent)]
+    Replication(#[from] crate::replication::ReplicationError),
+    #[error(transparent)]
     Settings(#[from] crate::settings::SettingsError),
     /// The command line asks for something this node cannot do.
     #[error("{0}")]

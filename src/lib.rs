@@ -11,6 +11,7 @@
 //! - [`state`]: the JSON state files that components leave for `status`.
 //! - [`settings`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
 //! - [`status`]: the HA dashboard (`xivo-ha status`).
+//! - [`replication`]: configuration database replication master → slave (`db-replication`).
 //! - [`error`]: the crate's error type and its exit codes.
 
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod db;
 pub mod error;
 pub mod fsutil;
 pub mod paths;
+pub mod replication;
 pub mod settings;
 pub mod state;
 pub mod status;
