@@ -86,6 +86,10 @@ pub enum ReplicationError {
     )]
     ReplicaRole { target: String, reason: String },
     #[error(
+        "the slave database {target} failed: {reason}; the slave keeps its previous configuration (nothing was committed)"
+    )]
+    Slave { target: String, reason: String },
+    #[error(
         "copying table `{table}` failed on the {side} ({target}): {reason}; the slave keeps its previous configuration"
     )]
     Copy {
@@ -314,8 +318,10 @@ pub async fn replicate(
     let clock = Instant::now();
     let on_master =
         |e: tokio_postgres::Error| ReplicationError::Db(source.query_error(error_reason(&e)));
-    let on_slave =
-        |e: tokio_postgres::Error| ReplicationError::Db(target.query_error(error_reason(&e)));
+    let on_slave = |e: tokio_postgres::Error| ReplicationError::Slave {
+        target: target.describe(),
+        reason: error_reason(&e),
+    };
 
     // The master lock lives as long as this connection: a killed run frees it.
     let mut master = source.connect().await?;
