@@ -811,3 +811,16 @@ async fn the_hourly_run_replicates_only_on_a_master() {
     let again = replication::run_hourly(&ctx).await.unwrap().unwrap();
     assert!(again.tables_copied.is_empty());
 }
+
+#[tokio::test]
+async fn replicating_a_database_into_itself_is_refused() {
+    let master = TestDb::create().await;
+    let before = dump(&master);
+    let root = tempfile::tempdir().unwrap();
+    let line = one_error_line(&db_replication(root.path(), &master, &master.socket_url()));
+    assert!(
+        line.contains("the source and the target are the same database"),
+        "{line}"
+    );
+    assert_same_dump(&dump(&master), &before);
+}

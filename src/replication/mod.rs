@@ -367,6 +367,11 @@ pub async fn replicate(
     tx.batch_execute("SET LOCAL lock_timeout = '60s'; SET LOCAL client_min_messages = warning")
         .await
         .map_err(on_slave)?;
+    // Guards, before anything is written. The same-database check comes before the slave lock,
+    // which the master's own lock would otherwise hold in that case.
+    let master_id = guards::Identity::read(&snapshot).await.map_err(on_master)?;
+    let slave_id = guards::Identity::read(&tx).await.map_err(on_slave)?;
+    guards::check_distinct(&master_id, &slave_id)?;
     let locked: bool = tx
         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_KEY])
         .await
@@ -379,10 +384,6 @@ pub async fn replicate(
         });
     }
 
-    // Guards, before anything is written.
-    let master_id = guards::Identity::read(&snapshot).await.map_err(on_master)?;
-    let slave_id = guards::Identity::read(&tx).await.map_err(on_slave)?;
-    guards::check_distinct(&master_id, &slave_id)?;
     guards::check_encoding("master", &source.describe(), &master_id)?;
     guards::check_encoding("slave", &target.describe(), &slave_id)?;
     let master_catalog = tables::Catalog::read(&snapshot).await.map_err(on_master)?;
