@@ -3,7 +3,8 @@
 //! the fixture schema on the test PostgreSQL, then, on the same data, a full replication, a
 //! replication with no change, and XiVO's way (`pg_dump --data-only` of the same tables piped
 //! into `psql` inside XiVO's `SET session_replication_role = replica; BEGIN; TRUNCATE …; COMMIT`).
-//! Each is timed three times and the median kept; the last line holds the figures.
+//! Five rounds of the three, interleaved; the median of each is kept; the last line holds the
+//! figures.
 //!
 //! Needs the test PostgreSQL (`scripts/start-test-postgres.sh`), `pg_dump` and `psql`;
 //! `XIVO_HA_TEST_PG` overrides the server as for the tests.
@@ -16,7 +17,7 @@ use xivo_ha::replication::{self, EXCLUDED_TABLES, Options, target};
 const SCHEMA_SQL: &str = include_str!("../tests/fixtures/asterisk-schema.sql");
 const DATA_SQL: &str = include_str!("../tests/fixtures/asterisk-data.sql");
 const USERS: i64 = 10_000;
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 fn pg_base() -> String {
     std::env::var("XIVO_HA_TEST_PG")
@@ -97,12 +98,13 @@ FROM generate_series(1, {agents} / 2) a;
 }
 
 async fn create_db(admin: &tokio_postgres::Client, name: &str, generated: Option<&str>) {
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0"
-        ))
-        .await
-        .unwrap();
+    // One statement per call: DROP/CREATE DATABASE refuse to run in an implicit transaction.
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0"),
+    ] {
+        admin.batch_execute(&statement).await.unwrap();
+    }
     let client = connect(&format!("{} dbname={name}", pg_base())).await;
     client.batch_execute(SCHEMA_SQL).await.unwrap();
     client.batch_execute(DATA_SQL).await.unwrap();
@@ -152,6 +154,13 @@ fn pgdump_restore(master: &str, slave: &str, tables: &[String]) {
 
 #[tokio::main]
 async fn main() {
+    // XIVO_HA_LOG=xivo_ha::replication=debug shows where the time goes.
+    if std::env::var_os("XIVO_HA_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("XIVO_HA_LOG"))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let admin = connect(&pg_base()).await;
     let master_name = "xivoha_bench_master";
     let slave_name = "xivoha_bench_slave";
@@ -167,20 +176,19 @@ async fn main() {
     let source = target::explicit("master", &master_url).unwrap();
     let target = target::explicit("slave", &slave_url).unwrap();
 
-    let mut full = Vec::new();
+    // Rounds of (full, no change, XiVO's way), so that the load of a shared machine weighs
+    // on the three alike; the median of each is kept.
+    let (mut full, mut nochange, mut pgdump) = (Vec::new(), Vec::new(), Vec::new());
     let mut rows = 0;
     let mut tables = Vec::new();
     for _ in 0..RUNS {
-        let report = replication::replicate(
-            &source,
-            &target,
-            Options {
-                full: true,
-                progress: false,
-            },
-        )
-        .await
-        .expect("full replication");
+        let everything = Options {
+            full: true,
+            progress: false,
+        };
+        let report = replication::replicate(&source, &target, everything)
+            .await
+            .expect("full replication");
         rows = report.rows_copied();
         tables = report
             .tables_copied
@@ -188,10 +196,7 @@ async fn main() {
             .map(|t| t.table.clone())
             .collect();
         full.push(report.seconds);
-    }
-    println!("tables={} rows={rows}", tables.len());
-    let mut nochange = Vec::new();
-    for _ in 0..RUNS {
+
         let report = replication::replicate(&source, &target, Options::default())
             .await
             .expect("no-change replication");
@@ -200,13 +205,12 @@ async fn main() {
             "nothing changed, nothing copied"
         );
         nochange.push(report.seconds);
-    }
-    let mut pgdump = Vec::new();
-    for _ in 0..RUNS {
+
         let clock = Instant::now();
         pgdump_restore(master_name, slave_name, &tables);
         pgdump.push(clock.elapsed().as_secs_f64());
     }
+    println!("tables={} rows={rows} runs={RUNS}", tables.len());
     // The XiVO way left the same data: the next replication finds it rewritten (new row
     // versions) and copies it all again, which proves the slave check, not the data, decided.
     let after = replication::replicate(&source, &target, Options::default())
@@ -214,12 +218,14 @@ async fn main() {
         .expect("replication after pg_dump");
     assert_eq!(after.tables_copied.len(), tables.len());
 
-    admin
-        .batch_execute(&format!(
-            "DROP DATABASE {master_name} WITH (FORCE); DROP DATABASE {slave_name} WITH (FORCE)"
-        ))
-        .await
-        .unwrap();
+    // XIVO_HA_BENCH_KEEP=1 leaves both databases for a look with psql.
+    let keep = std::env::var_os("XIVO_HA_BENCH_KEEP").is_some();
+    for name in [master_name, slave_name].into_iter().filter(|_| !keep) {
+        admin
+            .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .await
+            .unwrap();
+    }
 
     let (full, nochange, pgdump) = (median(full), median(nochange), median(pgdump));
     println!(

@@ -117,7 +117,11 @@ pub async fn copy_table(
     mut progress: impl FnMut(u64),
 ) -> Result<TableCopy, CopyFailure> {
     let started = std::time::Instant::now();
-    let columns = column_list(&catalog.tables[table]);
+    // A table whose columns were all dropped still has rows: COPY it without a column list.
+    let columns = match catalog.tables[table].as_slice() {
+        [] => String::new(),
+        columns => column_list(columns),
+    };
     let source = master
         .copy_out(&format!(
             "COPY {} {columns} TO STDOUT (FORMAT binary)",
@@ -193,31 +197,35 @@ pub async fn sequence_values(
             )
         })
         .collect();
-    let rows = client.query(&parts.join(" UNION ALL "), &[]).await?;
+    let rows = client.query_typed(&parts.join(" UNION ALL "), &[]).await?;
     Ok(rows
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect())
 }
 
-/// Sets a slave sequence to the master's state. `setval` alone is not transactional (a rollback
-/// would keep the new value); `ALTER SEQUENCE … RESTART` first gives the sequence new storage
-/// inside this transaction, so the `setval` that follows is undone with it on failure.
-pub async fn set_sequence(
+/// Sets slave sequences to the master's state, in one round trip. `setval` alone is not
+/// transactional (a rollback would keep the new value); `ALTER SEQUENCE … RESTART` first gives
+/// each sequence new storage inside this transaction, so the `setval` that follows is undone
+/// with it on failure.
+pub async fn set_sequences(
     slave: &Transaction<'_>,
-    sequence: &str,
-    (last_value, is_called): (i64, bool),
+    values: &[(&str, (i64, bool))],
 ) -> Result<(), tokio_postgres::Error> {
-    slave
-        .batch_execute(&format!("ALTER SEQUENCE {} RESTART", qualified(sequence)))
-        .await?;
-    slave
-        .execute(
-            "SELECT setval($1::text::regclass, $2, $3)",
-            &[&qualified(sequence), &last_value, &is_called],
-        )
-        .await?;
-    Ok(())
+    if values.is_empty() {
+        return Ok(());
+    }
+    let script: String = values
+        .iter()
+        .map(|(sequence, (last_value, is_called))| {
+            format!(
+                "ALTER SEQUENCE {name} RESTART; SELECT setval({literal}, {last_value}, {is_called});\n",
+                name = qualified(sequence),
+                literal = super::tables::quote_literal(&qualified(sequence)),
+            )
+        })
+        .collect();
+    slave.batch_execute(&script).await
 }
 
 #[cfg(test)]

@@ -21,21 +21,25 @@ pub struct Identity {
 impl Identity {
     pub async fn read(client: &impl GenericClient) -> Result<Identity, tokio_postgres::Error> {
         let row = client
-            .query_one(
+            .query_typed(
                 "SELECT pg_encoding_to_char(d.encoding)::text, d.oid, pg_postmaster_start_time()::text,
                         to_regclass('public.alembic_version') IS NOT NULL
                  FROM pg_database d WHERE d.datname = current_database()",
                 &[],
             )
-            .await?;
+            .await?
+            .into_iter()
+            .next()
+            .expect("the current database is in pg_database");
         let has_alembic: bool = row.get(3);
         let schema_version = if has_alembic {
             client
-                .query_opt(
+                .query_typed(
                     "SELECT version_num::text FROM public.alembic_version ORDER BY 1 LIMIT 1",
                     &[],
                 )
                 .await?
+                .first()
                 .map(|r| r.get(0))
         } else {
             None

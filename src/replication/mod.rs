@@ -323,8 +323,13 @@ pub async fn replicate(
         reason: error_reason(&e),
     };
 
-    // The master lock lives as long as this connection: a killed run frees it.
-    let mut master = source.connect().await?;
+    // Phase timings, for `XIVO_HA_LOG=xivo_ha::replication=debug`.
+    let phase = |name: &str| tracing::debug!(phase = name, ms = clock.elapsed().as_millis() as u64);
+
+    // Both connections open at once. The master lock lives as long as its connection: a killed
+    // run frees it.
+    let (master, slave) = tokio::join!(source.connect(), target.connect());
+    let mut master = master?;
     let locked: bool = master
         .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
         .await
@@ -336,17 +341,13 @@ pub async fn replicate(
             target: source.describe(),
         });
     }
-    let mut slave = target.connect().await.map_err(|e| match e {
+    let mut slave = slave.map_err(|e| match e {
         DbError::Connect { target, reason, .. } => {
             ReplicationError::SlaveUnreachable { target, reason }
         }
         other => other.into(),
     })?;
-
-    master
-        .batch_execute(fingerprint::DETERMINISTIC_OUTPUT)
-        .await
-        .map_err(on_master)?;
+    phase("connected");
     // One snapshot for fingerprints and data: the slave receives a consistent configuration.
     let snapshot = master
         .build_transaction()
@@ -363,14 +364,23 @@ pub async fn replicate(
             reason: error_reason(&e),
         })?;
     // A slave whose tables stay locked by a long transaction fails the run instead of hanging
-    // it; the bookkeeping's "already exists" notices are not worth a log line.
-    tx.batch_execute("SET LOCAL lock_timeout = '60s'; SET LOCAL client_min_messages = warning")
-        .await
-        .map_err(on_slave)?;
+    // it; the bookkeeping's "already exists" notices are not worth a log line. The commit need
+    // not wait for the slave's disk: a slave crashing right after it loses the whole
+    // transaction, bookkeeping included, so the next run simply copies again.
+    tx.batch_execute(
+        "SET LOCAL lock_timeout = '60s'; SET LOCAL client_min_messages = warning;
+         SET LOCAL synchronous_commit = off",
+    )
+    .await
+    .map_err(on_slave)?;
     // Guards, before anything is written. The same-database check comes before the slave lock,
     // which the master's own lock would otherwise hold in that case.
-    let master_id = guards::Identity::read(&snapshot).await.map_err(on_master)?;
-    let slave_id = guards::Identity::read(&tx).await.map_err(on_slave)?;
+    // The two servers work at the same time wherever both sides are asked the same thing.
+    let (master_id, slave_id) = tokio::join!(
+        guards::Identity::read(&snapshot),
+        guards::Identity::read(&tx)
+    );
+    let (master_id, slave_id) = (master_id.map_err(on_master)?, slave_id.map_err(on_slave)?);
     guards::check_distinct(&master_id, &slave_id)?;
     let locked: bool = tx
         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_KEY])
@@ -386,45 +396,179 @@ pub async fn replicate(
 
     guards::check_encoding("master", &source.describe(), &master_id)?;
     guards::check_encoding("slave", &target.describe(), &slave_id)?;
-    let master_catalog = tables::Catalog::read(&snapshot).await.map_err(on_master)?;
-    let slave_catalog = tables::Catalog::read(&tx).await.map_err(on_slave)?;
+    let (master_catalog, slave_catalog) =
+        tokio::join!(tables::Catalog::read(&snapshot), tables::Catalog::read(&tx));
+    let master_catalog = master_catalog.map_err(on_master)?;
+    let slave_catalog = slave_catalog.map_err(on_slave)?;
     guards::compare_schemas(&master_id, &slave_id, &master_catalog, &slave_catalog)?;
+    phase("guards");
 
     // What changed.
     let replicated = master_catalog.copied_tables();
-    let fingerprints = fingerprint::master_fingerprints(&snapshot, &replicated)
-        .await
-        .map_err(on_master)?;
-    let mut unchanged: BTreeSet<String> = BTreeSet::new();
-    if !options.full {
-        let recorded = fingerprint::recorded(&tx).await.map_err(on_slave)?;
-        let candidates: Vec<(&str, &fingerprint::Recorded)> = replicated
+    let recorded = if options.full {
+        Default::default()
+    } else {
+        fingerprint::recorded(&tx).await.map_err(on_slave)?
+    };
+    let mut progress = Progress::new(options.progress);
+    let (fingerprints, plan, copied) = if recorded.is_empty() {
+        // Everything is copied (first run, or --full): the fingerprints to record are computed
+        // on a second master connection sharing the snapshot, while the data streams.
+        let all: BTreeSet<String> = replicated.iter().map(|t| t.to_string()).collect();
+        let plan = Plan::new(&master_catalog, &all);
+        progress.plan(plan.copy.len(), 0);
+        let mut helper = source.connect().await?;
+        let shared = snapshot_twin(&snapshot, &mut helper)
+            .await
+            .map_err(on_master)?;
+        let (fingerprints, copied) = tokio::join!(
+            fingerprint::master_fingerprints(&shared, &replicated),
+            copy_plan(
+                &snapshot,
+                &tx,
+                &master_catalog,
+                &plan,
+                &mut progress,
+                source,
+                target
+            )
+        );
+        (fingerprints.map_err(on_master)?, plan, copied?)
+    } else {
+        // The slave check runs on every recorded table while the master fingerprints: a table
+        // whose master side changed is copied anyway, and the overlap saves a round of waiting.
+        let recorded_tables: Vec<(&str, &fingerprint::Recorded)> = replicated
             .iter()
-            .filter_map(|t| {
-                let rec = recorded.get(*t)?;
-                (fingerprints.get(*t) == Some(&rec.fingerprint)).then_some((*t, rec))
+            .filter_map(|t| Some((*t, recorded.get(*t)?)))
+            .collect();
+        let (fingerprints, untouched) = tokio::join!(
+            fingerprint::master_fingerprints(&snapshot, &replicated),
+            fingerprint::untouched_on_slave(&tx, &recorded_tables)
+        );
+        let fingerprints = fingerprints.map_err(on_master)?;
+        let untouched = untouched.map_err(on_slave)?;
+        let unchanged: BTreeSet<&str> = untouched
+            .iter()
+            .map(String::as_str)
+            .filter(|t| fingerprints.get(*t) == recorded.get(*t).map(|r| &r.fingerprint))
+            .collect();
+        let changed: BTreeSet<String> = replicated
+            .iter()
+            .filter(|t| !unchanged.contains(**t))
+            .map(|t| t.to_string())
+            .collect();
+        phase("fingerprints");
+        let plan = Plan::new(&master_catalog, &changed);
+        progress.plan(plan.copy.len(), replicated.len() - plan.copy.len());
+        let copied = copy_plan(
+            &snapshot,
+            &tx,
+            &master_catalog,
+            &plan,
+            &mut progress,
+            source,
+            target,
+        )
+        .await?;
+        (fingerprints, plan, copied)
+    };
+    debug_assert_eq!(plan.copy.len(), copied.len());
+
+    phase("copied");
+    // Sequences: only those that differ are rewritten, so an unchanged run writes nothing.
+    let sequences = master_catalog.copied_sequences();
+    let (master_values, slave_values) = tokio::join!(
+        copy::sequence_values(&snapshot, &sequences),
+        copy::sequence_values(&tx, &sequences)
+    );
+    let (master_values, slave_values) = (
+        master_values.map_err(on_master)?,
+        slave_values.map_err(on_slave)?,
+    );
+    let differing: Vec<(&str, (i64, bool))> = master_values
+        .iter()
+        .filter(|(sequence, value)| slave_values.get(*sequence) != Some(*value))
+        .map(|(sequence, value)| (sequence.as_str(), *value))
+        .collect();
+    copy::set_sequences(&tx, &differing)
+        .await
+        .map_err(on_slave)?;
+    let sequences_set = differing.len();
+
+    if !copied.is_empty() {
+        let records: Vec<(String, String, i64)> = copied
+            .iter()
+            .map(|c| {
+                (
+                    c.table.clone(),
+                    fingerprints[&c.table].clone(),
+                    c.rows as i64,
+                )
             })
             .collect();
-        unchanged.extend(
-            fingerprint::untouched_on_slave(&tx, &candidates)
-                .await
-                .map_err(on_slave)?,
-        );
+        fingerprint::record(&tx, &records, &replicated)
+            .await
+            .map_err(on_slave)?;
     }
-    let changed: BTreeSet<String> = replicated
-        .iter()
-        .filter(|t| !unchanged.contains(**t))
-        .map(|t| t.to_string())
-        .collect();
-    let plan = Plan::new(&master_catalog, &changed);
-    let mut progress = Progress::new(options.progress);
-    progress.plan(plan.copy.len(), replicated.len() - plan.copy.len());
+    phase("sequences");
+    tx.commit().await.map_err(on_slave)?;
+    phase("committed");
+    // The snapshot only read: ending it cannot lose anything, and a failure here is harmless.
+    let _ = snapshot.rollback().await;
 
-    // The copy.
-    plan.empty(&tx).await.map_err(on_slave)?;
+    Ok(Report {
+        slave: target.describe(),
+        started_at,
+        seconds: clock.elapsed().as_secs_f64(),
+        tables_total: replicated.len(),
+        tables_unchanged: replicated.len() - copied.len(),
+        tables_copied: copied,
+        sequences_set,
+    })
+}
+
+/// A second transaction on `helper` that sees exactly the snapshot of `snapshot`
+/// (`pg_export_snapshot` / `SET TRANSACTION SNAPSHOT`), so that two queries of the same
+/// consistent master state run at once.
+async fn snapshot_twin<'a>(
+    snapshot: &tokio_postgres::Transaction<'_>,
+    helper: &'a mut tokio_postgres::Client,
+) -> Result<tokio_postgres::Transaction<'a>, tokio_postgres::Error> {
+    let id: String = snapshot
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await?
+        .get(0);
+    let twin = helper
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    twin.batch_execute(&format!(
+        "SET TRANSACTION SNAPSHOT {}",
+        tables::quote_literal(&id)
+    ))
+    .await?;
+    Ok(twin)
+}
+
+/// Empties the tables of `plan` on the slave and streams each one from the master.
+async fn copy_plan(
+    snapshot: &tokio_postgres::Transaction<'_>,
+    tx: &tokio_postgres::Transaction<'_>,
+    catalog: &tables::Catalog,
+    plan: &Plan,
+    progress: &mut Progress,
+    source: &DbTarget,
+    target: &DbTarget,
+) -> Result<Vec<TableCopy>, ReplicationError> {
+    plan.empty(tx).await.map_err(|e| ReplicationError::Slave {
+        target: target.describe(),
+        reason: error_reason(&e),
+    })?;
     let mut copied = Vec::new();
     for table in &plan.copy {
-        let copy = copy::copy_table(&snapshot, &tx, &master_catalog, table, |bytes| {
+        let copy = copy::copy_table(snapshot, tx, catalog, table, |bytes| {
             progress.tick(table, bytes)
         })
         .await
@@ -443,51 +587,5 @@ pub async fn replicate(
         progress.table_done(&copy);
         copied.push(copy);
     }
-
-    // Sequences: only those that differ are rewritten, so an unchanged run writes nothing.
-    let sequences = master_catalog.copied_sequences();
-    let master_values = copy::sequence_values(&snapshot, &sequences)
-        .await
-        .map_err(on_master)?;
-    let slave_values = copy::sequence_values(&tx, &sequences)
-        .await
-        .map_err(on_slave)?;
-    let mut sequences_set = 0;
-    for (sequence, value) in &master_values {
-        if slave_values.get(sequence) != Some(value) {
-            copy::set_sequence(&tx, sequence, *value)
-                .await
-                .map_err(on_slave)?;
-            sequences_set += 1;
-        }
-    }
-
-    if !copied.is_empty() {
-        let records: Vec<(String, String, i64)> = copied
-            .iter()
-            .map(|c| {
-                (
-                    c.table.clone(),
-                    fingerprints[&c.table].clone(),
-                    c.rows as i64,
-                )
-            })
-            .collect();
-        fingerprint::record(&tx, &records, &replicated)
-            .await
-            .map_err(on_slave)?;
-    }
-    tx.commit().await.map_err(on_slave)?;
-    // The snapshot only read: ending it cannot lose anything, and a failure here is harmless.
-    let _ = snapshot.rollback().await;
-
-    Ok(Report {
-        slave: target.describe(),
-        started_at,
-        seconds: clock.elapsed().as_secs_f64(),
-        tables_total: replicated.len(),
-        tables_unchanged: replicated.len() - copied.len(),
-        tables_copied: copied,
-        sequences_set,
-    })
+    Ok(copied)
 }
