@@ -442,6 +442,26 @@ async fn an_unchanged_configuration_is_not_copied_again() {
         sequence(&master, "extensions_id_seq").await,
         sequence(&slave, "extensions_id_seq").await
     );
+
+    // --full ignores the fingerprints.
+    let root = tempfile::tempdir().unwrap();
+    let output = xivo_ha(
+        root.path(),
+        &master.url(),
+        &[
+            "db-replication",
+            "127.0.0.1",
+            "--full",
+            "--target-db",
+            &slave.url(),
+        ],
+    );
+    assert_success(&output);
+    assert!(
+        stdout(&output).contains("ok, 16 of 16 tables copied"),
+        "{}",
+        stdout(&output)
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! [`run_hourly`]): the orchestration of one run, its errors, its report and the state it leaves
 //! for `status`.
 //!
-//! One run: lock on the master (advisory, session) → connect to the slave → one slave
+//! One run: connect to both sides at once → lock on the master (advisory, session) → one slave
 //! transaction with `session_replication_role = replica` and an advisory lock → guards
 //! (encoding, same database, schema) → fingerprints decide which tables changed → TRUNCATE and
 //! binary COPY of those tables from one REPEATABLE READ snapshot of the master → sequences →
@@ -374,8 +374,8 @@ pub async fn replicate(
     .await
     .map_err(on_slave)?;
     // Guards, before anything is written. The same-database check comes before the slave lock,
-    // which the master's own lock would otherwise hold in that case.
-    // The two servers work at the same time wherever both sides are asked the same thing.
+    // which the master's own lock would otherwise hold in that case. The two servers work at
+    // the same time wherever both sides are asked the same thing.
     let (master_id, slave_id) = tokio::join!(
         guards::Identity::read(&snapshot),
         guards::Identity::read(&tx)
