@@ -134,7 +134,7 @@ fn pgdump_restore(master: &str, slave: &str, tables: &[String]) {
     for table in EXCLUDED_TABLES {
         dump.args(["-T", table, "-T", &format!("{table}_id_seq")]);
     }
-    let dump = dump
+    let mut dump = dump
         .arg(master)
         .stdout(Stdio::piped())
         .spawn()
@@ -146,9 +146,13 @@ fn pgdump_restore(master: &str, slave: &str, tables: &[String]) {
     );
     let restore = Command::new("sh")
         .args(["-c", &script])
-        .stdin(dump.stdout.unwrap())
+        .stdin(dump.stdout.take().expect("pg_dump's stdout is piped"))
         .status()
         .expect("psql runs");
+    assert!(
+        dump.wait().expect("pg_dump ends").success(),
+        "pg_dump failed"
+    );
     assert!(restore.success(), "pg_dump | psql failed");
 }
 

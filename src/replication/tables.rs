@@ -133,9 +133,7 @@ impl Catalog {
             .iter()
             .filter(|(name, owner)| {
                 let owned_by_excluded = owner.as_deref().is_some_and(is_excluded);
-                let named_after_excluded = name
-                    .strip_suffix("_id_seq")
-                    .is_some_and(|table| is_excluded(table));
+                let named_after_excluded = name.strip_suffix("_id_seq").is_some_and(is_excluded);
                 !owned_by_excluded && !named_after_excluded
             })
             .map(|(name, _)| name.as_str())
