@@ -68,6 +68,8 @@ pub enum Command {
     ManageSlaveServices(crate::monitor::ManageArgs),
     /// The sidecar: probes the master and fails over on a slave, runs the hourly jobs on a master.
     Monitor(crate::monitor::MonitorArgs),
+    /// Copy the configuration database to the slave (XiVO's xivo-master-slave-db-replication).
+    DbReplication(crate::replication::DbReplicationArgs),
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +196,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             crate::monitor::manage_slave_services(&ctx, args).await
         }
         Command::Monitor(args) => crate::monitor::monitor_command(&ctx, args).await,
+        Command::DbReplication(args) => crate::replication::run_cli(&ctx, args).await,
     }
 }
 

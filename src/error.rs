@@ -16,6 +16,8 @@ pub enum Error {
     #[error(transparent)]
     Monitor(#[from] crate::monitor::MonitorError),
     #[error(transparent)]
+    Replication(#[from] crate::replication::ReplicationError),
+    #[error(transparent)]
     Settings(#[from] crate::settings::SettingsError),
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),

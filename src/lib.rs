@@ -14,6 +14,7 @@
 //! - [`status`]: the HA dashboard (`xivo-ha status`).
 //! - [`monitoring`]: monit's check files for what runs on this node (`xivo-monitoring-update`).
 //! - [`monitor`]: the slave monitor (probes, verdict, Docker actions) and the master's hourly jobs.
+//! - [`replication`]: configuration database replication master → slave (`db-replication`).
 //! - [`error`]: the crate's error type and its exit codes.
 
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod fsutil;
 pub mod monitor;
 pub mod monitoring;
 pub mod paths;
+pub mod replication;
 pub mod settings;
 pub mod state;
 pub mod status;

@@ -41,10 +41,18 @@ impl Job {
     }
 }
 
-/// The jobs a master runs every hour, in order. Issues 4 and 5 add the configuration database
-/// replication and the file sync here.
+/// The jobs a master runs every hour, in order, as XiVO's cron did at :00: the configuration
+/// database first, then the files (a failed replication does not hold back the sync).
 pub fn master_jobs() -> Vec<Job> {
-    Vec::new()
+    vec![
+        Job::new("replication", |ctx| async move {
+            crate::replication::run_hourly(&ctx).await
+        }),
+        Job::new(
+            "sync",
+            |ctx| async move { crate::sync::run_hourly(&ctx).await },
+        ),
+    ]
 }
 
 /// The result of one job's latest run, for `status`.

@@ -1,0 +1,591 @@
+//! Configuration database replication, master → slave (`xivo-ha db-replication <slave_ip>`, the
+//! link `xivo-master-slave-db-replication`, and the monitor's hourly run through
+//! [`run_hourly`]): the orchestration of one run, its errors, its report and the state it leaves
+//! for `status`.
+//!
+//! One run: connect to both sides at once → lock on the master (advisory, session) → one slave
+//! transaction with `session_replication_role = replica` and an advisory lock → guards
+//! (encoding, same database, schema) → fingerprints decide which tables changed → TRUNCATE and
+//! binary COPY of those tables from one REPEATABLE READ snapshot of the master → sequences →
+//! bookkeeping → COMMIT. Any failure before the COMMIT leaves the slave as it was.
+//!
+//! - [`tables`]: the excluded-table constant and the catalog of each side.
+//! - [`guards`]: encoding, same-database and schema checks.
+//! - [`fingerprint`]: which tables need copying (master fingerprint, slave bookkeeping).
+//! - [`copy`]: emptying, streaming COPY, sequences.
+//! - [`target`]: the source and target databases (`XIVO_HA_SLAVE_DB_*`).
+//! - [`progress`]: terminal output.
+
+pub mod copy;
+pub mod fingerprint;
+pub mod guards;
+pub mod progress;
+pub mod tables;
+pub mod target;
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::IsolationLevel;
+
+use crate::config::ConfigError;
+use crate::context::Context;
+use crate::db::{DbError, DbTarget, error_reason};
+use crate::settings::{HaConfig, NodeType, SettingsError};
+use copy::{CopyFailure, Plan, TableCopy};
+use progress::{Progress, human_bytes};
+pub use tables::EXCLUDED_TABLES;
+pub use target::SlaveDbSettings;
+
+/// The advisory lock key that serialises replications, taken on both the master and the slave
+/// database ("xivohaRp" in ASCII).
+pub const LOCK_KEY: i64 = 0x7869_766f_6861_5270;
+
+/// The component name of the state file (`status` shows its summary).
+pub const STATE_COMPONENT: &str = "replication";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(
+        "cannot connect to the slave database {target}: {reason}: check that the slave's PostgreSQL listens on that address (listen_addresses) and that its pg_hba.conf admits this master (see the README, Configuration database replication)"
+    )]
+    SlaveUnreachable { target: String, reason: String },
+    #[error(
+        "another replication is running (it holds the replication lock on the {side} database {target}): this run changed nothing; try again once it has finished"
+    )]
+    Busy { side: String, target: String },
+    #[error(
+        "the {side} database {target} is encoded {encoding}, not UTF8: recreate it in UTF-8 (dump it, `dropdb asterisk`, `createdb -E UTF8 -T template0 asterisk`, restore); nothing was changed on the slave"
+    )]
+    Encoding {
+        side: String,
+        target: String,
+        encoding: String,
+    },
+    #[error(
+        "the source and the target are the same database: give the slave's address (or --target-db); nothing was changed"
+    )]
+    SameDatabase,
+    #[error(
+        "schemas differ between master and slave: {detail}: upgrade both nodes to the same XiVO version; nothing was changed on the slave"
+    )]
+    SchemaMismatch { detail: String },
+    #[error(
+        "the slave role cannot set session_replication_role on {target} ({reason}): make it superuser, or on PostgreSQL 15+ `GRANT SET ON PARAMETER session_replication_role TO <role>`; nothing was changed"
+    )]
+    ReplicaRole { target: String, reason: String },
+    #[error(
+        "the slave database {target} failed: {reason}; the slave keeps its previous configuration (nothing was committed)"
+    )]
+    Slave { target: String, reason: String },
+    #[error(
+        "copying table `{table}` failed on the {side} ({target}): {reason}; the slave keeps its previous configuration"
+    )]
+    Copy {
+        table: String,
+        side: String,
+        target: String,
+        reason: String,
+    },
+}
+
+/// `xivo-ha db-replication <slave_ip>` (XiVO's `xivo-master-slave-db-replication <slave_ip>`).
+#[derive(Debug, clap::Args)]
+pub struct DbReplicationArgs {
+    /// The slave's address: its database `asterisk` on port 5432 receives the configuration.
+    pub slave_ip: String,
+    /// The master database to read [default: the global --db].
+    #[arg(long, value_name = "URL")]
+    pub source_db: Option<String>,
+    /// The slave database to write [default: `asterisk` on <slave_ip>:5432, user and password
+    /// from XIVO_HA_SLAVE_DB_*].
+    #[arg(long, value_name = "URL")]
+    pub target_db: Option<String>,
+    /// Copy every table, even those unchanged since the last replication.
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// How one run behaves.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Ignore the fingerprints: copy every replicated table.
+    pub full: bool,
+    /// Per-table lines on stdout.
+    pub progress: bool,
+}
+
+/// What a successful run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The slave, without password.
+    pub slave: String,
+    pub started_at: DateTime<Utc>,
+    pub seconds: f64,
+    /// Replicated tables (copied or not).
+    pub tables_total: usize,
+    pub tables_copied: Vec<TableCopy>,
+    pub tables_unchanged: usize,
+    pub sequences_set: usize,
+}
+
+impl Report {
+    pub fn rows_copied(&self) -> u64 {
+        self.tables_copied.iter().map(|t| t.rows).sum()
+    }
+
+    pub fn bytes_copied(&self) -> u64 {
+        self.tables_copied.iter().map(|t| t.bytes).sum()
+    }
+
+    /// The one line printed at the end and shown by `status`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} to {}: ok, {} of {} tables copied ({} rows, {}), {} unchanged, {} sequences set, {:.2} s",
+            self.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            self.slave,
+            self.tables_copied.len(),
+            self.tables_total,
+            self.rows_copied(),
+            human_bytes(self.bytes_copied()),
+            self.tables_unchanged,
+            self.sequences_set,
+            self.seconds
+        )
+    }
+}
+
+/// The state document of the last run (`/var/lib/xivo-ha/replication.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReplicationState {
+    pub summary: String,
+    /// `ok` or `failed`.
+    pub result: String,
+    pub started_at: DateTime<Utc>,
+    pub seconds: f64,
+    pub slave: String,
+    pub tables_copied: usize,
+    pub tables_unchanged: usize,
+    pub rows_copied: u64,
+    pub bytes_copied: u64,
+    /// Names of the tables copied.
+    pub copied: Vec<String>,
+    pub error: Option<String>,
+}
+
+impl ReplicationState {
+    pub fn success(report: &Report) -> ReplicationState {
+        ReplicationState {
+            summary: report.summary(),
+            result: "ok".into(),
+            started_at: report.started_at,
+            seconds: report.seconds,
+            slave: report.slave.clone(),
+            tables_copied: report.tables_copied.len(),
+            tables_unchanged: report.tables_unchanged,
+            rows_copied: report.rows_copied(),
+            bytes_copied: report.bytes_copied(),
+            copied: report
+                .tables_copied
+                .iter()
+                .map(|t| t.table.clone())
+                .collect(),
+            error: None,
+        }
+    }
+
+    pub fn failure(
+        slave: &str,
+        started_at: DateTime<Utc>,
+        seconds: f64,
+        error: &ReplicationError,
+    ) -> ReplicationState {
+        ReplicationState {
+            summary: format!(
+                "{} to {slave}: FAILED after {seconds:.2} s: {error}",
+                started_at.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            result: "failed".into(),
+            started_at,
+            seconds,
+            slave: slave.to_owned(),
+            tables_copied: 0,
+            tables_unchanged: 0,
+            rows_copied: 0,
+            bytes_copied: 0,
+            copied: Vec::new(),
+            error: Some(error.to_string()),
+        }
+    }
+}
+
+/// The command: replicate to the slave, record the state, print the summary.
+pub async fn run_cli(ctx: &Context, args: DbReplicationArgs) -> crate::Result<ExitCode> {
+    let target = match &args.target_db {
+        Some(url) => {
+            args.slave_ip
+                .trim()
+                .parse::<IpAddr>()
+                .map_err(|_| SettingsError::BadAddress(args.slave_ip.clone()))
+                .map_err(ReplicationError::from)?;
+            target::explicit("slave", url).map_err(ReplicationError::from)?
+        }
+        None => {
+            let ip = crate::settings::parse_peer(&args.slave_ip, "slave")
+                .map_err(ReplicationError::from)?;
+            SlaveDbSettings::load(ctx)
+                .map_err(ReplicationError::from)?
+                .target(ip)
+        }
+    };
+    let source = target::explicit("master", args.source_db.as_deref().unwrap_or(&ctx.db_url))
+        .map_err(ReplicationError::from)?;
+    let options = Options {
+        full: args.full,
+        progress: std::io::stdout().is_terminal(),
+    };
+    let report = run_and_record(ctx, &source, &target, options).await?;
+    println!("{}", report.summary());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The monitor's hourly job on a master: replicate to the slave named in ha.conf with the
+/// `XIVO_HA_SLAVE_DB_*` settings, and record the state. `Ok(None)` when this node is not a
+/// master (nothing is done). Errors are recorded in the state too before being returned.
+pub async fn run_hourly(ctx: &Context) -> crate::Result<Option<Report>> {
+    let ha = HaConfig::load(&ctx.paths).map_err(ReplicationError::from)?;
+    if ha.node_type != NodeType::Master {
+        return Ok(None);
+    }
+    let Some(ip) = ha.remote_ip() else {
+        return Ok(None);
+    };
+    let target = SlaveDbSettings::load(ctx)
+        .map_err(ReplicationError::from)?
+        .target(ip);
+    let source = target::explicit("master", &ctx.db_url).map_err(ReplicationError::from)?;
+    let report = run_and_record(ctx, &source, &target, Options::default()).await?;
+    tracing::info!("replication: {}", report.summary());
+    Ok(Some(report))
+}
+
+/// One run, its state recorded for `status` (except when another run holds the lock: that
+/// run's own result is the one to show).
+pub async fn run_and_record(
+    ctx: &Context,
+    source: &DbTarget,
+    target: &DbTarget,
+    options: Options,
+) -> Result<Report, ReplicationError> {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let result = replicate(source, target, options).await;
+    let state = match &result {
+        Ok(report) => ReplicationState::success(report),
+        Err(ReplicationError::Busy { .. }) => return result,
+        Err(error) => ReplicationState::failure(
+            &target.describe(),
+            started_at,
+            clock.elapsed().as_secs_f64(),
+            error,
+        ),
+    };
+    if let Err(e) = crate::state::save(&ctx.paths, STATE_COMPONENT, &state) {
+        tracing::warn!("replication state not recorded: {e}");
+    }
+    result
+}
+
+/// Replicates `source` (the master) into `target` (the slave). Nothing is changed on the slave
+/// unless the whole run succeeds.
+pub async fn replicate(
+    source: &DbTarget,
+    target: &DbTarget,
+    options: Options,
+) -> Result<Report, ReplicationError> {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let on_master =
+        |e: tokio_postgres::Error| ReplicationError::Db(source.query_error(error_reason(&e)));
+    let on_slave = |e: tokio_postgres::Error| ReplicationError::Slave {
+        target: target.describe(),
+        reason: error_reason(&e),
+    };
+
+    // Phase timings, for `XIVO_HA_LOG=xivo_ha::replication=debug`.
+    let phase = |name: &str| tracing::debug!(phase = name, ms = clock.elapsed().as_millis() as u64);
+
+    // Both connections open at once. The master lock lives as long as its connection: a killed
+    // run frees it.
+    let (master, slave) = tokio::join!(source.connect(), target.connect());
+    let mut master = master?;
+    let locked: bool = master
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+        .await
+        .map_err(on_master)?
+        .get(0);
+    if !locked {
+        return Err(ReplicationError::Busy {
+            side: "master".into(),
+            target: source.describe(),
+        });
+    }
+    let mut slave = slave.map_err(|e| match e {
+        DbError::Connect { target, reason, .. } => {
+            ReplicationError::SlaveUnreachable { target, reason }
+        }
+        other => other.into(),
+    })?;
+    phase("connected");
+    // One snapshot for fingerprints and data: the slave receives a consistent configuration.
+    let snapshot = master
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(on_master)?;
+    let tx = slave.transaction().await.map_err(on_slave)?;
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .await
+        .map_err(|e| ReplicationError::ReplicaRole {
+            target: target.describe(),
+            reason: error_reason(&e),
+        })?;
+    // A slave whose tables stay locked by a long transaction fails the run instead of hanging
+    // it; the bookkeeping's "already exists" notices are not worth a log line. The commit need
+    // not wait for the slave's disk: a slave crashing right after it loses the whole
+    // transaction, bookkeeping included, so the next run simply copies again.
+    tx.batch_execute(
+        "SET LOCAL lock_timeout = '60s'; SET LOCAL client_min_messages = warning;
+         SET LOCAL synchronous_commit = off",
+    )
+    .await
+    .map_err(on_slave)?;
+    // Guards, before anything is written. The same-database check comes before the slave lock,
+    // which the master's own lock would otherwise hold in that case. The two servers work at
+    // the same time wherever both sides are asked the same thing.
+    let (master_id, slave_id) = tokio::join!(
+        guards::Identity::read(&snapshot),
+        guards::Identity::read(&tx)
+    );
+    let (master_id, slave_id) = (master_id.map_err(on_master)?, slave_id.map_err(on_slave)?);
+    guards::check_distinct(&master_id, &slave_id)?;
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_KEY])
+        .await
+        .map_err(on_slave)?
+        .get(0);
+    if !locked {
+        return Err(ReplicationError::Busy {
+            side: "slave".into(),
+            target: target.describe(),
+        });
+    }
+
+    guards::check_encoding("master", &source.describe(), &master_id)?;
+    guards::check_encoding("slave", &target.describe(), &slave_id)?;
+    let (master_catalog, slave_catalog) =
+        tokio::join!(tables::Catalog::read(&snapshot), tables::Catalog::read(&tx));
+    let master_catalog = master_catalog.map_err(on_master)?;
+    let slave_catalog = slave_catalog.map_err(on_slave)?;
+    guards::compare_schemas(&master_id, &slave_id, &master_catalog, &slave_catalog)?;
+    phase("guards");
+
+    // What changed.
+    let replicated = master_catalog.copied_tables();
+    let recorded = if options.full {
+        Default::default()
+    } else {
+        fingerprint::recorded(&tx).await.map_err(on_slave)?
+    };
+    let mut progress = Progress::new(options.progress);
+    let (fingerprints, plan, copied) = if recorded.is_empty() {
+        // Everything is copied (first run, or --full): the fingerprints to record are computed
+        // on a second master connection sharing the snapshot, while the data streams.
+        let all: BTreeSet<String> = replicated.iter().map(|t| t.to_string()).collect();
+        let plan = Plan::new(&master_catalog, &all);
+        progress.plan(plan.copy.len(), 0);
+        let mut helper = source.connect().await?;
+        let shared = snapshot_twin(&snapshot, &mut helper)
+            .await
+            .map_err(on_master)?;
+        let (fingerprints, copied) = tokio::join!(
+            fingerprint::master_fingerprints(&shared, &replicated),
+            copy_plan(
+                &snapshot,
+                &tx,
+                &master_catalog,
+                &plan,
+                &mut progress,
+                source,
+                target
+            )
+        );
+        (fingerprints.map_err(on_master)?, plan, copied?)
+    } else {
+        // The slave check runs on every recorded table while the master fingerprints: a table
+        // whose master side changed is copied anyway, and the overlap saves a round of waiting.
+        let recorded_tables: Vec<(&str, &fingerprint::Recorded)> = replicated
+            .iter()
+            .filter_map(|t| Some((*t, recorded.get(*t)?)))
+            .collect();
+        let (fingerprints, untouched) = tokio::join!(
+            fingerprint::master_fingerprints(&snapshot, &replicated),
+            fingerprint::untouched_on_slave(&tx, &recorded_tables)
+        );
+        let fingerprints = fingerprints.map_err(on_master)?;
+        let untouched = untouched.map_err(on_slave)?;
+        let unchanged: BTreeSet<&str> = untouched
+            .iter()
+            .map(String::as_str)
+            .filter(|t| fingerprints.get(*t) == recorded.get(*t).map(|r| &r.fingerprint))
+            .collect();
+        let changed: BTreeSet<String> = replicated
+            .iter()
+            .filter(|t| !unchanged.contains(**t))
+            .map(|t| t.to_string())
+            .collect();
+        phase("fingerprints");
+        let plan = Plan::new(&master_catalog, &changed);
+        progress.plan(plan.copy.len(), replicated.len() - plan.copy.len());
+        let copied = copy_plan(
+            &snapshot,
+            &tx,
+            &master_catalog,
+            &plan,
+            &mut progress,
+            source,
+            target,
+        )
+        .await?;
+        (fingerprints, plan, copied)
+    };
+    debug_assert_eq!(plan.copy.len(), copied.len());
+
+    phase("copied");
+    // Sequences: only those that differ are rewritten, so an unchanged run writes nothing.
+    let sequences = master_catalog.copied_sequences();
+    let (master_values, slave_values) = tokio::join!(
+        copy::sequence_values(&snapshot, &sequences),
+        copy::sequence_values(&tx, &sequences)
+    );
+    let (master_values, slave_values) = (
+        master_values.map_err(on_master)?,
+        slave_values.map_err(on_slave)?,
+    );
+    let differing: Vec<(&str, (i64, bool))> = master_values
+        .iter()
+        .filter(|(sequence, value)| slave_values.get(*sequence) != Some(*value))
+        .map(|(sequence, value)| (sequence.as_str(), *value))
+        .collect();
+    copy::set_sequences(&tx, &differing)
+        .await
+        .map_err(on_slave)?;
+    let sequences_set = differing.len();
+
+    if !copied.is_empty() {
+        let records: Vec<(String, String, i64)> = copied
+            .iter()
+            .map(|c| {
+                (
+                    c.table.clone(),
+                    fingerprints[&c.table].clone(),
+                    c.rows as i64,
+                )
+            })
+            .collect();
+        fingerprint::record(&tx, &records, &replicated)
+            .await
+            .map_err(on_slave)?;
+    }
+    phase("sequences");
+    tx.commit().await.map_err(on_slave)?;
+    phase("committed");
+    // The snapshot only read: ending it cannot lose anything, and a failure here is harmless.
+    let _ = snapshot.rollback().await;
+
+    Ok(Report {
+        slave: target.describe(),
+        started_at,
+        seconds: clock.elapsed().as_secs_f64(),
+        tables_total: replicated.len(),
+        tables_unchanged: replicated.len() - copied.len(),
+        tables_copied: copied,
+        sequences_set,
+    })
+}
+
+/// A second transaction on `helper` that sees exactly the snapshot of `snapshot`
+/// (`pg_export_snapshot` / `SET TRANSACTION SNAPSHOT`), so that two queries of the same
+/// consistent master state run at once.
+async fn snapshot_twin<'a>(
+    snapshot: &tokio_postgres::Transaction<'_>,
+    helper: &'a mut tokio_postgres::Client,
+) -> Result<tokio_postgres::Transaction<'a>, tokio_postgres::Error> {
+    let id: String = snapshot
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await?
+        .get(0);
+    let twin = helper
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    twin.batch_execute(&format!(
+        "SET TRANSACTION SNAPSHOT {}",
+        tables::quote_literal(&id)
+    ))
+    .await?;
+    Ok(twin)
+}
+
+/// Empties the tables of `plan` on the slave and streams each one from the master.
+async fn copy_plan(
+    snapshot: &tokio_postgres::Transaction<'_>,
+    tx: &tokio_postgres::Transaction<'_>,
+    catalog: &tables::Catalog,
+    plan: &Plan,
+    progress: &mut Progress,
+    source: &DbTarget,
+    target: &DbTarget,
+) -> Result<Vec<TableCopy>, ReplicationError> {
+    plan.empty(tx).await.map_err(|e| ReplicationError::Slave {
+        target: target.describe(),
+        reason: error_reason(&e),
+    })?;
+    let mut copied = Vec::new();
+    for table in &plan.copy {
+        let copy = copy::copy_table(snapshot, tx, catalog, table, |bytes| {
+            progress.tick(table, bytes)
+        })
+        .await
+        .map_err(|failure| {
+            let (side, target, e) = match failure {
+                CopyFailure::Master(e) => ("master", source.describe(), e),
+                CopyFailure::Slave(e) => ("slave", target.describe(), e),
+            };
+            ReplicationError::Copy {
+                table: table.clone(),
+                side: side.into(),
+                target,
+                reason: error_reason(&e),
+            }
+        })?;
+        progress.table_done(&copy);
+        copied.push(copy);
+    }
+    Ok(copied)
+}
