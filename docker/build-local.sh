@@ -5,20 +5,23 @@
 # links (xivo-sync, xivo-monitoring-update, ...). Tags xivo-ha:<version> and xivo-ha:latest.
 # docker/Dockerfile is the real-world build of the same image from Debian's images.
 #
-# usage: docker/build-local.sh [--binary PATH] [--repository NAME]
+# usage: docker/build-local.sh [--binary PATH] [--standin PATH] [--repository NAME]
 #   --binary: package this xivo-ha executable instead of building the release one (tests)
+#   --standin: package this SIP stand-in (default: target/release/xivo-ha-sip-standin when built)
 #   --repository: image name (default xivo-ha): tags NAME:<version> and NAME:latest
 # Prints the tag and the image size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 binary=""
+standin=target/release/xivo-ha-sip-standin
 repository=xivo-ha
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) binary=$2; shift 2 ;;
+    --standin) standin=$2; shift 2 ;;
     --repository) repository=$2; shift 2 ;;
-    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,12p' "$0" >&2; exit 2 ;;
   esac
 done
 
@@ -45,8 +48,8 @@ done
 executables=("$binary=/usr/local/bin/xivo-ha" /usr/bin/rsync=/usr/bin/rsync /usr/bin/ssh=/usr/bin/ssh
   /usr/bin/ssh-keygen=/usr/bin/ssh-keygen)
 # The project's SIP stand-in for Asterisk (tests and demo), when it is built.
-if [ -x target/release/xivo-ha-sip-standin ]; then
-  executables+=(target/release/xivo-ha-sip-standin)
+if [ -x "$standin" ]; then
+  executables+=("$standin=/usr/local/bin/xivo-ha-sip-standin")
 fi
 
 # The classic names, as the binary itself lists them (cli::LINKS): same links as in the

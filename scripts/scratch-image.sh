@@ -4,10 +4,12 @@
 # (docker/build-local.sh) and by the tests that need small images of their own.
 #
 # usage: scripts/scratch-image.sh TAG EXECUTABLE[=/path/in/image] ... [-- EXTRA_FILE ...]
-#                                  [--links /path/in/image=TARGET ...]
+#                                  [--links /path/in/image=TARGET ...] [--users NAME=UID ...]
 #   An EXECUTABLE lands in /usr/local/bin/<name> unless a path in the image is given.
 #   EXTRA_FILEs (data files, e.g. /etc/ssl/certs/ca-certificates.crt) are copied at the same path.
 #   --links: symbolic links made in the image (e.g. busybox-style command names of one binary).
+#   --users: unprivileged users (and their groups, same id) added to /etc/passwd and /etc/group,
+#   for programs that refuse to run as root (PostgreSQL); run them with `docker run --user UID`.
 # The image also gets /etc/passwd and /etc/group with root (ssh refuses to run without them),
 # /tmp, and the labels org.opencontainers.image.{title,version} when XIVO_HA_VERSION is set.
 set -euo pipefail
@@ -39,13 +41,35 @@ copy_libraries() {
 
 extras=false
 links=false
+users=false
+passwd='root:x:0:0:root:/root:/bin/sh\n'
+group='root:x:0:\n'
 for item in "$@"; do
   if [ "$item" = "--" ]; then
     extras=true
+    links=false
+    users=false
     continue
   fi
   if [ "$item" = "--links" ]; then
     links=true
+    users=false
+    continue
+  fi
+  if [ "$item" = "--users" ]; then
+    users=true
+    links=false
+    continue
+  fi
+  if $users; then
+    user=${item%%=*}
+    uid=${item#*=}
+    if [ "$user" = "$item" ] || ! [[ "$uid" =~ ^[1-9][0-9]*$ ]] || ! [[ "$user" =~ ^[a-z_][a-z0-9_-]*$ ]]; then
+      echo "scratch-image: --users takes NAME=UID (UID > 0), not $item" >&2
+      exit 1
+    fi
+    passwd+="$user:x:$uid:$uid:$user:/tmp:/bin/sh\n"
+    group+="$user:x:$uid:\n"
     continue
   fi
   if $links; then
@@ -76,8 +100,8 @@ done
 
 mkdir -p "$context/etc" "$context/tmp"
 chmod 1777 "$context/tmp"
-printf 'root:x:0:0:root:/root:/bin/sh\n' >"$context/etc/passwd"
-printf 'root:x:0:\n' >"$context/etc/group"
+printf "$passwd" >"$context/etc/passwd"
+printf "$group" >"$context/etc/group"
 
 cat >"$context/Dockerfile" <<DOCKERFILE
 FROM scratch
