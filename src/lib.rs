@@ -7,6 +7,7 @@
 //! - [`paths`]: every filesystem path the program touches, under one `--root` prefix.
 //! - [`config`]: `custom.env`-style files and environment variables, read with envy.
 //! - [`db`]: connections to PostgreSQL (tokio-postgres, TLS with rustls when asked for).
+//! - [`net`]: this host's interfaces and subnets, TCP reachability checks.
 //! - [`fsutil`]: atomic file writes and file errors a user can act on.
 //! - [`state`]: the JSON state files that components leave for `status`.
 //! - [`settings`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod fsutil;
 pub mod monitor;
 pub mod monitoring;
+pub mod net;
 pub mod paths;
 pub mod replication;
 pub mod settings;
