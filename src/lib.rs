@@ -16,12 +16,14 @@
 //! - [`monitoring`]: monit's check files for what runs on this node (`xivo-monitoring-update`).
 //! - [`monitor`]: the slave monitor (probes, verdict, Docker actions) and the master's hourly jobs.
 //! - [`replication`]: configuration database replication master → slave (`db-replication`).
+//! - [`doctor`]: the preflight checks of an HA pair (`xivo-ha doctor`).
 //! - [`error`]: the crate's error type and its exit codes.
 
 pub mod cli;
 pub mod config;
 pub mod context;
 pub mod db;
+pub mod doctor;
 pub mod error;
 pub mod fsutil;
 pub mod monitor;

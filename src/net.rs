@@ -18,11 +18,15 @@ impl InterfaceAddress {
     pub fn contains(&self, other: IpAddr) -> bool {
         match (self.address, other) {
             (IpAddr::V4(mine), IpAddr::V4(other)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
                 u32::from(mine) & mask == u32::from(other) & mask
             }
             (IpAddr::V6(mine), IpAddr::V6(other)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix_len)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
                 u128::from(mine) & mask == u128::from(other) & mask
             }
             _ => false,
@@ -46,12 +50,24 @@ pub fn interface_addresses() -> Vec<InterfaceAddress> {
             let address = interface.address?;
             let netmask = interface.netmask;
             let (address, prefix_len) = if let Some(v4) = address.as_sockaddr_in() {
-                let mask = netmask.as_ref().and_then(|m| m.as_sockaddr_in()).map(|m| m.ip());
-                (IpAddr::V4(v4.ip()), mask.map_or(32, |m| u32::from(m).count_ones() as u8))
+                let mask = netmask
+                    .as_ref()
+                    .and_then(|m| m.as_sockaddr_in())
+                    .map(|m| m.ip());
+                (
+                    IpAddr::V4(v4.ip()),
+                    mask.map_or(32, |m| u32::from(m).count_ones() as u8),
+                )
             } else {
                 let v6 = address.as_sockaddr_in6()?;
-                let mask = netmask.as_ref().and_then(|m| m.as_sockaddr_in6()).map(|m| m.ip());
-                (IpAddr::V6(v6.ip()), mask.map_or(128, |m| u128::from(m).count_ones() as u8))
+                let mask = netmask
+                    .as_ref()
+                    .and_then(|m| m.as_sockaddr_in6())
+                    .map(|m| m.ip());
+                (
+                    IpAddr::V6(v6.ip()),
+                    mask.map_or(128, |m| u128::from(m).count_ones() as u8),
+                )
             };
             Some(InterfaceAddress {
                 interface: interface.interface_name,
@@ -99,7 +115,10 @@ mod tests {
             ..mine.clone()
         };
         assert!(!host_route.contains("10.20.0.2".parse().unwrap()));
-        let everything = InterfaceAddress { prefix_len: 0, ..mine };
+        let everything = InterfaceAddress {
+            prefix_len: 0,
+            ..mine
+        };
         assert!(everything.contains("192.0.2.1".parse().unwrap()));
     }
 
@@ -107,7 +126,12 @@ mod tests {
     fn loopback_is_listed_as_own() {
         assert!(is_own_address("127.0.0.1".parse().unwrap()));
         let addresses = interface_addresses();
-        assert!(addresses.iter().any(|a| a.address.is_loopback() && a.prefix_len == 8), "{addresses:?}");
+        assert!(
+            addresses
+                .iter()
+                .any(|a| a.address.is_loopback() && a.prefix_len == 8),
+            "{addresses:?}"
+        );
     }
 
     #[tokio::test]

@@ -147,7 +147,9 @@ pub fn parse_register(value: &str) -> (String, Option<u32>) {
 }
 
 /// Every active trunk registration, with the trunk's name.
-pub async fn trunk_registrations(db: &impl GenericClient) -> Result<Vec<TrunkRegistration>, tokio_postgres::Error> {
+pub async fn trunk_registrations(
+    db: &impl GenericClient,
+) -> Result<Vec<TrunkRegistration>, tokio_postgres::Error> {
     let rows = db
         .query(
             "SELECT s.var_val, t.description

@@ -1,0 +1,258 @@
+//! The doctor's checks, one function each, grouped by the role they apply to.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use super::Finding;
+use crate::context::Context;
+use crate::net::{self, InterfaceAddress};
+use crate::settings::sip_expiry::{self, HA_EXPIRY};
+use crate::settings::{HaConfig, NodeType};
+
+/// How long a peer's port may take to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Every check for this node's role, in the order an administrator would fix them.
+pub async fn all(ctx: &Context, ha: &HaConfig) -> Vec<Finding> {
+    let mut findings = vec![ha_configured(ha)];
+    let Some(peer) = ha.remote_ip() else {
+        return findings;
+    };
+    findings.push(peer_is_not_self(peer));
+    findings.push(same_subnet(peer, &net::interface_addresses()));
+    findings.extend(configuration_db(ctx).await);
+    match ha.node_type {
+        NodeType::Master => {
+            findings.push(peer_port("slave-ssh", peer, 22, "the sync runs rsync over SSH").await);
+            findings.push(
+                peer_port(
+                    "slave-postgresql",
+                    peer,
+                    5432,
+                    "the replication writes the slave's database",
+                )
+                .await,
+            );
+        }
+        NodeType::Slave => {
+            findings.push(no_provisioning_plugins(ctx));
+        }
+        NodeType::Disabled => {}
+    }
+    findings
+}
+
+pub fn ha_configured(ha: &HaConfig) -> Finding {
+    match ha.node_type {
+        NodeType::Disabled => Finding::failed(
+            "ha-configured",
+            "HA is disabled on this node",
+            "xivo-ha configure master <slave_ip> (or slave <master_ip>), then xivo-service restart",
+        ),
+        NodeType::Master => Finding::ok(
+            "ha-configured",
+            format!("master, slave at {}", ha.remote_address),
+        ),
+        NodeType::Slave => Finding::ok(
+            "ha-configured",
+            format!("slave, master at {}", ha.remote_address),
+        ),
+    }
+}
+
+pub fn peer_is_not_self(peer: IpAddr) -> Finding {
+    if net::is_own_address(peer) {
+        Finding::failed(
+            "peer-address",
+            format!("the peer address {peer} is this node's own"),
+            "configure the other node's address: xivo-ha configure <role> <peer_ip>",
+        )
+    } else {
+        Finding::ok("peer-address", format!("the peer {peer} is another host"))
+    }
+}
+
+/// DHCP settings are replicated, so both nodes must serve the same VoIP network.
+pub fn same_subnet(peer: IpAddr, interfaces: &[InterfaceAddress]) -> Finding {
+    match interfaces
+        .iter()
+        .find(|a| !a.address.is_loopback() && a.contains(peer))
+    {
+        Some(interface) => Finding::ok("same-subnet", format!("the peer {peer} is on {interface}")),
+        None => {
+            let mine: Vec<String> = interfaces
+                .iter()
+                .filter(|a| !a.address.is_loopback())
+                .map(|a| a.to_string())
+                .collect();
+            Finding::failed(
+                "same-subnet",
+                format!(
+                    "the peer {peer} is in none of this node's subnets ({})",
+                    mine.join(", ")
+                ),
+                "put both nodes on the same VoIP network: the DHCP settings are replicated",
+            )
+        }
+    }
+}
+
+/// The SIP expiry values and the trunk registrations, from the configuration database.
+pub async fn configuration_db(ctx: &Context) -> Vec<Finding> {
+    let target = match ctx.config_db() {
+        Ok(target) => target,
+        Err(e) => {
+            return vec![Finding::failed(
+                "configuration-db",
+                e.to_string(),
+                "fix --db / XIVO_HA_DB",
+            )];
+        }
+    };
+    let client = match target.connect().await {
+        Ok(client) => client,
+        Err(e) => {
+            return vec![Finding::failed(
+                "configuration-db",
+                e.to_string(),
+                "start PostgreSQL or fix --db / XIVO_HA_DB",
+            )];
+        }
+    };
+    let values = match sip_expiry::read(&client).await {
+        Ok(values) => values,
+        Err(e) => {
+            return vec![Finding::failed(
+                "sip-expiry",
+                target.query_error(crate::db::error_reason(&e)).to_string(),
+                "point --db at XiVO's asterisk database",
+            )];
+        }
+    };
+    let mut findings = vec![sip_expiry_values(&values)];
+    let default_expiry = values[2].1.as_deref().and_then(|v| v.parse().ok());
+    findings.push(match sip_expiry::trunk_registrations(&client).await {
+        Ok(trunks) => trunk_expiry(&trunks, default_expiry),
+        Err(e) => Finding::failed(
+            "trunk-expiry",
+            target.query_error(crate::db::error_reason(&e)).to_string(),
+            "point --db at XiVO's asterisk database",
+        ),
+    });
+    findings
+}
+
+pub fn sip_expiry_values(values: &[(String, Option<String>); 3]) -> Finding {
+    let wanted = [HA_EXPIRY.min, HA_EXPIRY.max, HA_EXPIRY.default];
+    let wrong: Vec<String> = values
+        .iter()
+        .zip(wanted)
+        .filter(|((_, value), wanted)| value.as_deref() != Some(wanted.to_string().as_str()))
+        .map(|((name, value), wanted)| {
+            format!(
+                "{name} is {} (HA needs {wanted})",
+                value.as_deref().unwrap_or("unset")
+            )
+        })
+        .collect();
+    if wrong.is_empty() {
+        Finding::ok(
+            "sip-expiry",
+            format!(
+                "min {} s, max {} s, default {} s",
+                HA_EXPIRY.min, HA_EXPIRY.max, HA_EXPIRY.default
+            ),
+        )
+    } else {
+        Finding::failed(
+            "sip-expiry",
+            wrong.join(", "),
+            "run xivo-ha configure again with this node's role to set the HA values",
+        )
+    }
+}
+
+/// XiVO's five-minute guarantee needs every trunk to re-register in less than 300 s.
+pub fn trunk_expiry(
+    trunks: &[sip_expiry::TrunkRegistration],
+    default_expiry: Option<u32>,
+) -> Finding {
+    const LIMIT: u32 = 300;
+    let slow: Vec<String> = trunks
+        .iter()
+        .filter_map(|t| {
+            let expiry = t.expiry.or(default_expiry)?;
+            (expiry >= LIMIT).then(|| format!("{} ({expiry} s)", t.trunk))
+        })
+        .collect();
+    if slow.is_empty() {
+        Finding::ok(
+            "trunk-expiry",
+            format!(
+                "{} trunk registration(s), all under {LIMIT} s",
+                trunks.len()
+            ),
+        )
+    } else {
+        Finding::failed(
+            "trunk-expiry",
+            format!(
+                "trunk registrations of {LIMIT} s or more: {}",
+                slow.join(", ")
+            ),
+            format!(
+                "set each trunk's registration expiry (~seconds in the register line) under {LIMIT} s"
+            ),
+        )
+    }
+}
+
+pub async fn peer_port(check: &'static str, peer: IpAddr, port: u16, why: &str) -> Finding {
+    let address = SocketAddr::new(peer, port);
+    match net::tcp_answers(address, CONNECT_TIMEOUT).await {
+        Ok(took) => Finding::ok(
+            check,
+            format!("{address} answers ({} ms)", took.as_millis()),
+        ),
+        Err(e) => Finding::failed(
+            check,
+            format!("{address} does not answer: {e}"),
+            format!("open TCP port {port} on the peer to this node ({why})"),
+        ),
+    }
+}
+
+/// A slave must not provision devices: they would get the slave's configuration.
+pub fn no_provisioning_plugins(ctx: &Context) -> Finding {
+    let dir = ctx.paths.provd_plugins_dir();
+    let plugins: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Finding::warning(
+                "provd-plugins",
+                format!("cannot list {}: {e}", dir.display()),
+                "check the directory's permissions",
+            );
+        }
+    };
+    if plugins.is_empty() {
+        Finding::ok(
+            "provd-plugins",
+            "no provisioning plugin installed on the slave",
+        )
+    } else {
+        Finding::failed(
+            "provd-plugins",
+            format!(
+                "provisioning plugins installed on the slave: {}",
+                plugins.join(", ")
+            ),
+            "uninstall them (web interface, Configuration > Provisioning > Plugins): the slave must not provision devices",
+        )
+    }
+}

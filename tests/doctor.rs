@@ -1,0 +1,156 @@
+//! `xivo-ha doctor` against the real PostgreSQL, temporary node roots and this host's real
+//! interfaces. Peer addresses that are only data run under `unshare -n`.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+use xivo_ha::doctor::{Level, checks};
+
+fn write_ha_conf(root: &Path, node_type: &str, peer: &str) {
+    std::fs::create_dir_all(root.join("etc/xivo")).unwrap();
+    std::fs::write(
+        root.join("etc/xivo/ha.conf"),
+        format!(r#"{{"node_type": "{node_type}", "remote_address": "{peer}"}}"#),
+    )
+    .unwrap();
+}
+
+fn finding<'a>(report: &'a Value, check: &str) -> &'a Value {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == check)
+        .unwrap_or_else(|| panic!("no {check} in {report:#}"))
+}
+
+fn doctor_json(root: &Path, db: &str) -> (Value, Option<i32>) {
+    let output = xivo_ha_isolated(root, db, &["doctor", "--json"]);
+    let report = serde_json::from_str(&stdout(&output))
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&output), stderr(&output)));
+    (report, output.status.code())
+}
+
+#[tokio::test]
+async fn a_node_without_ha_fails_the_first_check() {
+    let db = TestDb::create().await;
+    let root = tempfile::tempdir().unwrap();
+    let output = xivo_ha(root.path(), &db.url(), &["doctor"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(text.starts_with("failed   ha-configured"), "{text}");
+    assert!(text.contains("fix: xivo-ha configure"), "{text}");
+}
+
+#[tokio::test]
+async fn a_slave_with_xivo_defaults_is_told_what_to_fix() {
+    let db = TestDb::create().await;
+    let root = tempfile::tempdir().unwrap();
+    write_ha_conf(root.path(), "slave", "192.0.2.10");
+    let plugin = root
+        .path()
+        .join("var/lib/xivo-provd/plugins/xivo-aastra-4.3");
+    std::fs::create_dir_all(&plugin).unwrap();
+
+    let (report, code) = doctor_json(root.path(), &db.socket_url());
+    assert_eq!(code, Some(1));
+    assert_eq!(finding(&report, "ha-configured")["level"], "ok");
+    assert_eq!(finding(&report, "peer-address")["level"], "ok");
+    let expiry = finding(&report, "sip-expiry");
+    assert_eq!(expiry["level"], "failed");
+    assert!(
+        expiry["found"]
+            .as_str()
+            .unwrap()
+            .contains("maxexpiry is 3600 (HA needs 300)"),
+        "{expiry}"
+    );
+    let trunks = finding(&report, "trunk-expiry");
+    assert_eq!(trunks["level"], "failed");
+    let found = trunks["found"].as_str().unwrap();
+    assert!(found.contains("Provider 2 (3600 s)"), "{found}");
+    assert!(
+        !found.contains("Provider 1"),
+        "Provider 1 uses the default expiry (120 s): {found}"
+    );
+    let plugins = finding(&report, "provd-plugins");
+    assert_eq!(plugins["level"], "failed");
+    assert!(
+        plugins["found"]
+            .as_str()
+            .unwrap()
+            .contains("xivo-aastra-4.3")
+    );
+
+    // Fix what the doctor said: HA expiry, short trunk registration, no plugin.
+    db.client()
+        .await
+        .batch_execute(
+            "UPDATE staticsip SET var_val = '180' WHERE var_name = 'minexpiry';
+             UPDATE staticsip SET var_val = '300' WHERE var_name = 'maxexpiry';
+             UPDATE staticsip SET var_val = '240' WHERE var_name = 'defaultexpiry';
+             UPDATE staticsip SET var_val = replace(var_val, '~3600', '~120') WHERE var_name = 'register';",
+        )
+        .await
+        .unwrap();
+    std::fs::remove_dir(&plugin).unwrap();
+    let (report, _) = doctor_json(root.path(), &db.socket_url());
+    for check in ["sip-expiry", "trunk-expiry", "provd-plugins"] {
+        assert_eq!(
+            finding(&report, check)["level"],
+            "ok",
+            "{check}: {report:#}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_configuration_database_is_a_failed_check() {
+    let root = tempfile::tempdir().unwrap();
+    write_ha_conf(root.path(), "slave", "192.0.2.10");
+    let (report, code) = doctor_json(
+        root.path(),
+        "host=/nonexistent user=postgres dbname=asterisk",
+    );
+    assert_eq!(code, Some(1));
+    let db = finding(&report, "configuration-db");
+    assert_eq!(db["level"], "failed");
+    assert!(
+        db["found"].as_str().unwrap().contains("cannot connect"),
+        "{db}"
+    );
+}
+
+#[test]
+fn the_peer_must_share_a_subnet_of_this_host() {
+    let interfaces = xivo_ha::net::interface_addresses();
+    let neighbour_net = interfaces
+        .iter()
+        .find(|a| a.address.is_ipv4() && !a.address.is_loopback() && a.prefix_len <= 30)
+        .expect("this host has a non-loopback IPv4 interface (docker0 at least)");
+    let std::net::IpAddr::V4(mine) = neighbour_net.address else {
+        unreachable!()
+    };
+    // Another host address of the same subnet: data only, never contacted.
+    let neighbour = std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from(mine) ^ 1));
+    let finding = checks::same_subnet(neighbour, &interfaces);
+    assert_eq!(finding.level, Level::Ok, "{finding:?}");
+    assert!(
+        finding.found.contains(&neighbour_net.interface),
+        "{finding:?}"
+    );
+
+    // A documentation address on none of this host's subnets (the machine's own network may
+    // itself be a documentation range).
+    let far = ["198.51.100.20", "203.0.113.20", "192.0.2.20"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .find(|far| !interfaces.iter().any(|a| a.contains(*far)))
+        .expect("one documentation range is not local");
+    let finding = checks::same_subnet(far, &interfaces);
+    assert_eq!(finding.level, Level::Failed);
+    assert!(finding.fix.unwrap().contains("DHCP"));
+}
