@@ -23,7 +23,10 @@ pub async fn all(ctx: &Context, ha: &HaConfig) -> Vec<Finding> {
     findings.extend(configuration_db(ctx).await);
     match ha.node_type {
         NodeType::Master => {
-            findings.push(peer_port("slave-ssh", peer, 22, "the sync runs rsync over SSH").await);
+            let sync = crate::sync::SyncSettings::load(ctx);
+            let ssh_port = sync.as_ref().map_or(22, |s| s.port);
+            findings
+                .push(peer_port("slave-ssh", peer, ssh_port, "the sync runs rsync over SSH").await);
             findings.push(
                 peer_port(
                     "slave-postgresql",
@@ -33,6 +36,7 @@ pub async fn all(ctx: &Context, ha: &HaConfig) -> Vec<Finding> {
                 )
                 .await,
             );
+            findings.push(sync_key(ctx, peer, sync).await);
         }
         NodeType::Slave => {
             findings.push(no_provisioning_plugins(ctx));
@@ -254,5 +258,58 @@ pub fn no_provisioning_plugins(ctx: &Context) -> Finding {
             ),
             "uninstall them (web interface, Configuration > Provisioning > Plugins): the slave must not provision devices",
         )
+    }
+}
+
+/// The master's dedicated sync key: present, private (0600), and accepted by the slave.
+pub async fn sync_key(
+    ctx: &Context,
+    peer: IpAddr,
+    settings: Result<crate::sync::SyncSettings, crate::sync::SyncError>,
+) -> Finding {
+    use std::os::unix::fs::PermissionsExt;
+    const CHECK: &str = "sync-key";
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(e) => {
+            return Finding::failed(CHECK, e.to_string(), "fix the sync settings in custom.env");
+        }
+    };
+    let key = ctx.paths.under(crate::sync::KEY_PATH);
+    let mode = match std::fs::metadata(&key) {
+        Ok(metadata) => metadata.permissions().mode() & 0o777,
+        Err(_) => {
+            return Finding::failed(
+                CHECK,
+                format!("no sync key at {}", key.display()),
+                "create it and install it on the slave: xivo-ha sync -i",
+            );
+        }
+    };
+    if mode & 0o077 != 0 {
+        return Finding::failed(
+            CHECK,
+            format!(
+                "{} has mode {mode:04o}: other users can read it",
+                key.display()
+            ),
+            format!("chmod 600 {}", key.display()),
+        );
+    }
+    let target = settings.target(ctx, peer);
+    match crate::sync::keys::check(&target, &key, &settings.authorized_keys).await {
+        Ok(()) => Finding::ok(
+            CHECK,
+            format!(
+                "{} (mode 0600) logs in to {}",
+                key.display(),
+                target.destination()
+            ),
+        ),
+        Err(e) => Finding::failed(
+            CHECK,
+            e.to_string(),
+            "install the key again: remove it and its .pub, then xivo-ha sync -i",
+        ),
     }
 }

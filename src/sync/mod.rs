@@ -242,7 +242,7 @@ impl SyncSettings {
         })
     }
 
-    fn target(&self, ctx: &Context, host: std::net::IpAddr) -> SshTarget {
+    pub fn target(&self, ctx: &Context, host: std::net::IpAddr) -> SshTarget {
         SshTarget {
             host,
             port: self.port,
