@@ -154,3 +154,84 @@ fn the_peer_must_share_a_subnet_of_this_host() {
     assert_eq!(finding.level, Level::Failed);
     assert!(finding.fix.unwrap().contains("DHCP"));
 }
+
+/// A master whose slave is a test host in its own network namespace, with a real sshd.
+#[tokio::test]
+async fn a_master_checks_its_slaves_ports_and_the_sync_key() {
+    use common::sshd::{keygen, start_sshd_on};
+    use common::testhost::TestHost;
+    use std::os::unix::fs::PermissionsExt;
+
+    let db = TestDb::create().await;
+    let mut slave = TestHost::create();
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    write_ha_conf(r, "master", &slave.ip.to_string());
+    let ssh_dir = r.join("root/.ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    let key = ssh_dir.join("xivo_id_rsa");
+    keygen(&key, "XiVO HA");
+    let authorized = tempfile::tempdir().unwrap();
+    let authorized_keys = authorized.path().join("authorized_keys");
+    std::fs::copy(ssh_dir.join("xivo_id_rsa.pub"), &authorized_keys).unwrap();
+    let sshd = start_sshd_on(&slave, 22, &authorized_keys);
+
+    let run = || {
+        let output = xivo_ha(r, &db.url(), &["doctor", "--json"]);
+        let report: Value = serde_json::from_str(&stdout(&output)).unwrap();
+        (report, output.status.code())
+    };
+    let (report, code) = run();
+    assert_eq!(code, Some(1), "nothing answers on the slave's 5432");
+    assert_eq!(finding(&report, "same-subnet")["level"], "ok", "{report:#}");
+    assert_eq!(finding(&report, "slave-ssh")["level"], "ok", "{report:#}");
+    assert_eq!(finding(&report, "sync-key")["level"], "ok", "{report:#}");
+    let postgresql = finding(&report, "slave-postgresql");
+    assert_eq!(postgresql["level"], "failed");
+    assert!(
+        postgresql["fix"].as_str().unwrap().contains("5432"),
+        "{postgresql}"
+    );
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (report, _) = run();
+    let sync_key = finding(&report, "sync-key");
+    assert_eq!(sync_key["level"], "failed");
+    assert!(
+        sync_key["fix"].as_str().unwrap().starts_with("chmod 600"),
+        "{sync_key}"
+    );
+
+    // A key the slave does not know.
+    std::fs::remove_file(&key).unwrap();
+    std::fs::remove_file(ssh_dir.join("xivo_id_rsa.pub")).unwrap();
+    keygen(&key, "XiVO HA");
+    let (report, _) = run();
+    let sync_key = finding(&report, "sync-key");
+    assert_eq!(sync_key["level"], "failed", "{report:#}");
+    assert!(
+        sync_key["fix"].as_str().unwrap().contains("sync -i"),
+        "{sync_key}"
+    );
+
+    std::fs::remove_file(&key).unwrap();
+    let (report, _) = run();
+    assert!(
+        finding(&report, "sync-key")["found"]
+            .as_str()
+            .unwrap()
+            .starts_with("no sync key")
+    );
+
+    // The slave gone from the network.
+    slave.unplug();
+    let (report, _) = run();
+    assert_eq!(
+        finding(&report, "slave-ssh")["level"],
+        "failed",
+        "{report:#}"
+    );
+    drop(sshd);
+    slave.plug();
+    let _ = &mut slave;
+}
