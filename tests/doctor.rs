@@ -2,6 +2,7 @@
 //! interfaces. Peer addresses that are only data run under `unshare -n`.
 
 mod common;
+mod docker_lab;
 
 use std::path::Path;
 
@@ -234,4 +235,71 @@ async fn a_master_checks_its_slaves_ports_and_the_sync_key() {
     drop(sshd);
     slave.plug();
     let _ = &mut slave;
+}
+
+/// A slave whose master is a stand-in container on a private Docker network.
+#[test]
+fn a_slave_checks_its_master_and_its_telephony_containers() {
+    use docker_lab::{Lab, docker};
+    let mut lab = Lab::new(std::path::Path::new(env!(
+        "CARGO_BIN_EXE_xivo-ha-sip-standin"
+    )));
+    let (master, master_ip) = lab.master();
+    let asterisk = lab.service("asterisk", false);
+    let missing = lab.name("never-created");
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    write_ha_conf(r, "slave", &master_ip.to_string());
+    std::fs::create_dir_all(r.join("etc/docker/xivo")).unwrap();
+    std::fs::write(
+        r.join("etc/docker/xivo/custom.env"),
+        format!("XIVO_HA_MONITOR_CONTAINERS={asterisk},{missing}\n"),
+    )
+    .unwrap();
+    let run = || {
+        let output = xivo_ha(
+            r,
+            "host=/nonexistent dbname=asterisk",
+            &["doctor", "--json"],
+        );
+        let report: Value = serde_json::from_str(&stdout(&output)).unwrap();
+        report
+    };
+    let containers = |report: &Value| -> Vec<(String, String)> {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["check"] == "telephony-containers")
+            .map(|f| {
+                (
+                    f["level"].as_str().unwrap().to_owned(),
+                    f["found"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+
+    let report = run();
+    assert_eq!(finding(&report, "master-icmp")["level"], "ok", "{report:#}");
+    let found = containers(&report);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].0, "failed");
+    assert!(found[0].1.contains("restart policy `always`"), "{found:?}");
+    assert_eq!(found[1].0, "failed");
+    assert!(found[1].1.contains(&missing), "{found:?}");
+
+    docker(&["update", "--restart", "no", &asterisk]);
+    let report = run();
+    let found = containers(&report);
+    assert_eq!(found[0].0, "ok", "{found:?}");
+
+    // The master goes away: no echo any more (its bridge stays, so nothing leaves the machine).
+    docker(&["stop", "-t", "1", &master]);
+    let report = run();
+    assert_eq!(
+        finding(&report, "master-icmp")["level"],
+        "failed",
+        "{report:#}"
+    );
 }

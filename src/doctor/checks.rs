@@ -39,6 +39,19 @@ pub async fn all(ctx: &Context, ha: &HaConfig) -> Vec<Finding> {
             findings.push(sync_key(ctx, peer, sync).await);
         }
         NodeType::Slave => {
+            match ctx.env().map_err(|e| e.to_string()).and_then(|env| {
+                crate::monitor::settings::MonitorSettings::load(&env).map_err(|e| e.to_string())
+            }) {
+                Ok(settings) => {
+                    findings.push(master_answers(peer, &settings).await);
+                    findings.extend(telephony_containers(&settings.containers).await);
+                }
+                Err(e) => findings.push(Finding::failed(
+                    "monitor-settings",
+                    e,
+                    "fix the XIVO_HA_MONITOR_* variables in custom.env",
+                )),
+            }
             findings.push(no_provisioning_plugins(ctx));
         }
         NodeType::Disabled => {}
@@ -312,4 +325,68 @@ pub async fn sync_key(
             "install the key again: remove it and its .pub, then xivo-ha sync -i",
         ),
     }
+}
+
+/// The slave's view of the master: one probe round, as the monitor makes them.
+pub async fn master_answers(
+    master: IpAddr,
+    settings: &crate::monitor::settings::MonitorSettings,
+) -> Finding {
+    const CHECK: &str = "master-icmp";
+    let mut prober = crate::monitor::probe::Prober::new(master, settings.into());
+    let round = prober.round().await;
+    if round.icmp.answered {
+        Finding::ok(
+            CHECK,
+            format!("the master {master} answers: {}", round.evidence()),
+        )
+    } else {
+        Finding::failed(
+            CHECK,
+            format!(
+                "the master {master} does not answer ICMP echo: {}",
+                round.evidence()
+            ),
+            "let ICMP echo through between the nodes (and give xivo-ha CAP_NET_RAW): it is the monitor's first path",
+        )
+    }
+}
+
+/// The containers the monitor starts on failover exist, and will not start by themselves.
+pub async fn telephony_containers(names: &[String]) -> Vec<Finding> {
+    const CHECK: &str = "telephony-containers";
+    let engine = match crate::monitor::docker::Engine::connect().await {
+        Ok(engine) => engine,
+        Err(e) => {
+            return vec![Finding::failed(
+                CHECK,
+                e.to_string(),
+                "start the Docker engine and give xivo-ha its socket (/var/run/docker.sock)",
+            )];
+        }
+    };
+    let mut findings = Vec::new();
+    for name in names {
+        findings.push(match engine.inspect(name).await {
+            Ok(status) => match status.restart_policy.as_str() {
+                "always" | "unless-stopped" => Finding::failed(
+                    CHECK,
+                    format!("container {name} has restart policy `{}`: it would start by itself after a reboot", status.restart_policy),
+                    format!("docker update --restart no {name} (the monitor also does it when it runs)"),
+                ),
+                "on-failure" => Finding::warning(
+                    CHECK,
+                    format!("container {name} has restart policy `on-failure`"),
+                    format!("docker update --restart no {name}"),
+                ),
+                policy => Finding::ok(CHECK, format!("container {name} exists ({}, restart policy `{policy}`)", status.state)),
+            },
+            Err(e) => Finding::failed(
+                CHECK,
+                e.to_string(),
+                "create the container or fix XIVO_HA_MONITOR_CONTAINERS",
+            ),
+        });
+    }
+    findings
 }
