@@ -27,15 +27,25 @@ pub async fn all(ctx: &Context, ha: &HaConfig) -> Vec<Finding> {
             let ssh_port = sync.as_ref().map_or(22, |s| s.port);
             findings
                 .push(peer_port("slave-ssh", peer, ssh_port, "the sync runs rsync over SSH").await);
-            findings.push(
-                peer_port(
-                    "slave-postgresql",
-                    peer,
-                    5432,
-                    "the replication writes the slave's database",
-                )
-                .await,
-            );
+            match crate::replication::target::SlaveDbSettings::load(ctx) {
+                Ok(slave_db) => {
+                    findings.push(
+                        peer_port(
+                            "slave-postgresql",
+                            peer,
+                            slave_db.port,
+                            "the replication writes the slave's database",
+                        )
+                        .await,
+                    );
+                    findings.push(slave_database(ctx, peer, &slave_db).await);
+                }
+                Err(e) => findings.push(Finding::failed(
+                    "slave-database",
+                    e.to_string(),
+                    "fix the XIVO_HA_SLAVE_DB_* variables in custom.env",
+                )),
+            }
             findings.push(sync_key(ctx, peer, sync).await);
         }
         NodeType::Slave => {
@@ -389,4 +399,89 @@ pub async fn telephony_containers(names: &[String]) -> Vec<Finding> {
         });
     }
     findings
+}
+
+/// The slave's configuration database: reachable with the replication's settings, UTF-8, and
+/// at this node's schema version (XiVO replicates only between nodes of the same version).
+pub async fn slave_database(
+    ctx: &Context,
+    peer: IpAddr,
+    settings: &crate::replication::target::SlaveDbSettings,
+) -> Finding {
+    use crate::replication::guards::Identity;
+    const CHECK: &str = "slave-database";
+    let slave_target = settings.target(peer);
+    let slave = match slave_target.connect().await {
+        Ok(client) => client,
+        Err(e) => {
+            return Finding::failed(
+                CHECK,
+                e.to_string(),
+                "allow the master in the slave's pg_hba.conf (see README) and check XIVO_HA_SLAVE_DB_USER / _PASSWORD",
+            );
+        }
+    };
+    let slave_id = match Identity::read(&slave).await {
+        Ok(id) => id,
+        Err(e) => {
+            return Finding::failed(
+                CHECK,
+                slave_target
+                    .query_error(crate::db::error_reason(&e))
+                    .to_string(),
+                "check the slave's database",
+            );
+        }
+    };
+    if slave_id.encoding != "UTF8" {
+        return Finding::failed(
+            CHECK,
+            format!(
+                "the slave's database {} is in {}, not UTF-8",
+                slave_target.describe(),
+                slave_id.encoding
+            ),
+            "recreate it in UTF-8 (createdb -E UTF8 -T template0 asterisk), then replicate again",
+        );
+    }
+    let local_version = match ctx.config_db() {
+        Ok(local) => match local.connect().await {
+            Ok(client) => Identity::read(&client)
+                .await
+                .ok()
+                .map(|id| id.schema_version),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".to_owned());
+    match local_version {
+        Some(version) if version == slave_id.schema_version => Finding::ok(
+            CHECK,
+            format!(
+                "{}: UTF-8, schema version {} as on this node",
+                slave_target.describe(),
+                show(&version)
+            ),
+        ),
+        Some(version) => Finding::failed(
+            CHECK,
+            format!(
+                "schema version {} on this node, {} on the slave {}",
+                show(&version),
+                show(&slave_id.schema_version),
+                slave_target.describe()
+            ),
+            "upgrade both nodes to the same XiVO version before replicating",
+        ),
+        None => Finding::warning(
+            CHECK,
+            format!(
+                "{}: UTF-8, schema version {}; this node's own version could not be read",
+                slave_target.describe(),
+                show(&slave_id.schema_version)
+            ),
+            "fix --db / XIVO_HA_DB so that both versions can be compared",
+        ),
+    }
 }
