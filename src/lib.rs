@@ -17,6 +17,7 @@
 //! - [`monitor`]: the slave monitor (probes, verdict, Docker actions) and the master's hourly jobs.
 //! - [`replication`]: configuration database replication master → slave (`db-replication`).
 //! - [`doctor`]: the preflight checks of an HA pair (`xivo-ha doctor`).
+//! - [`http`]: the monitor's HTTP endpoint: `/status`, `/metrics` (Prometheus), `/healthz`.
 //! - [`error`]: the crate's error type and its exit codes.
 
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod db;
 pub mod doctor;
 pub mod error;
 pub mod fsutil;
+pub mod http;
 pub mod monitor;
 pub mod monitoring;
 pub mod net;

@@ -102,9 +102,86 @@ pub async fn serve(
         .await
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(
+        "XIVO_HA_HTTP_LISTEN: `{0}` is not an address:port (e.g. 127.0.0.1:9660), nor empty to turn the endpoint off"
+    )]
+    BadAddress(String),
+    #[error(
+        "cannot listen on {address} (XIVO_HA_HTTP_LISTEN): {source}: pick a free port or leave it empty"
+    )]
+    Bind {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The running endpoint.
+pub struct Running {
+    pub address: std::net::SocketAddr,
+    cancel: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        if let Ok(Err(e)) = self.task.await {
+            tracing::warn!("HTTP endpoint: {e}");
+        }
+    }
+}
+
+/// Starts the endpoint where `XIVO_HA_HTTP_LISTEN` says (default loopback); `None` when empty
+/// or when the address cannot be bound (logged).
+pub async fn start(
+    ctx: &crate::context::Context,
+    heartbeat: Heartbeat,
+) -> crate::Result<Option<Running>> {
+    let settings: HttpSettings = crate::config::from_env("XIVO_HA_", &ctx.env()?)?;
+    let listen = settings.http_listen.trim();
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let address: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|_| HttpError::BadAddress(listen.to_owned()))?;
+    // A busy port must not keep the monitor from protecting the telephony: say it, go on.
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(source) => {
+            tracing::error!(
+                "{}; the monitor runs without it",
+                HttpError::Bind { address, source }
+            );
+            return Ok(None);
+        }
+    };
+    let address = listener.local_addr().unwrap_or(address);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stopped = cancel.clone();
+    let paths = ctx.paths.clone();
+    let task = tokio::spawn(async move {
+        serve(listener, paths, heartbeat, async move {
+            stopped.cancelled().await
+        })
+        .await
+    });
+    tracing::info!("HTTP status and metrics on http://{address}/ (/status, /metrics, /healthz)");
+    Ok(Some(Running {
+        address,
+        cancel,
+        task,
+    }))
+}
+
 async fn status(State(state): State<AppState>) -> impl IntoResponse {
     match Status::gather(&state.paths) {
-        Ok(status) => (StatusCode::OK, axum::Json(serde_json::to_value(status).expect("status serialises"))),
+        Ok(status) => (
+            StatusCode::OK,
+            axum::Json(serde_json::to_value(status).expect("status serialises")),
+        ),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             axum::Json(serde_json::json!({ "error": e.to_string() })),
@@ -115,7 +192,10 @@ async fn status(State(state): State<AppState>) -> impl IntoResponse {
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = metrics::render(&state.paths, &state.heartbeat);
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         body,
     )
 }
@@ -126,7 +206,10 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("the monitor loop has not run for {} ms\n", state.heartbeat.silence_ms()),
+            format!(
+                "the monitor loop has not run for {} ms\n",
+                state.heartbeat.silence_ms()
+            ),
         )
     }
 }
