@@ -70,6 +70,8 @@ pub enum Command {
     Monitor(crate::monitor::MonitorArgs),
     /// Copy the configuration database to the slave (XiVO's xivo-master-slave-db-replication).
     DbReplication(crate::replication::DbReplicationArgs),
+    /// Check every condition HA needs on this node's role; exit 1 when one fails.
+    Doctor(crate::doctor::DoctorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -197,6 +199,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Monitor(args) => crate::monitor::monitor_command(&ctx, args).await,
         Command::DbReplication(args) => crate::replication::run_cli(&ctx, args).await,
+        Command::Doctor(args) => Ok(crate::doctor::command(&ctx, args).await),
     }
 }
 

@@ -12,6 +12,8 @@ pub enum Error {
     #[error(transparent)]
     File(#[from] crate::fsutil::FileError),
     #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
+    #[error(transparent)]
     Monitoring(#[from] crate::monitoring::MonitoringError),
     #[error(transparent)]
     Monitor(#[from] crate::monitor::MonitorError),

@@ -7,6 +7,7 @@
 //! - [`paths`]: every filesystem path the program touches, under one `--root` prefix.
 //! - [`config`]: `custom.env`-style files and environment variables, read with envy.
 //! - [`db`]: connections to PostgreSQL (tokio-postgres, TLS with rustls when asked for).
+//! - [`net`]: this host's interfaces and subnets, TCP reachability checks.
 //! - [`fsutil`]: atomic file writes and file errors a user can act on.
 //! - [`state`]: the JSON state files that components leave for `status`.
 //! - [`settings`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
@@ -15,16 +16,21 @@
 //! - [`monitoring`]: monit's check files for what runs on this node (`xivo-monitoring-update`).
 //! - [`monitor`]: the slave monitor (probes, verdict, Docker actions) and the master's hourly jobs.
 //! - [`replication`]: configuration database replication master → slave (`db-replication`).
+//! - [`doctor`]: the preflight checks of an HA pair (`xivo-ha doctor`).
+//! - [`http`]: the monitor's HTTP endpoint: `/status`, `/metrics` (Prometheus), `/healthz`.
 //! - [`error`]: the crate's error type and its exit codes.
 
 pub mod cli;
 pub mod config;
 pub mod context;
 pub mod db;
+pub mod doctor;
 pub mod error;
 pub mod fsutil;
+pub mod http;
 pub mod monitor;
 pub mod monitoring;
+pub mod net;
 pub mod paths;
 pub mod replication;
 pub mod settings;

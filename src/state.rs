@@ -42,6 +42,23 @@ pub fn load<T: DeserializeOwned>(paths: &Paths, component: &str) -> Option<T> {
     }
 }
 
+/// When `component` last succeeded: `this_run` when the run being recorded succeeded, else the
+/// `last_success_at` of its previous state document, so that a failed run does not erase when
+/// the last good one was (the metrics' "seconds since the last successful ...").
+pub fn last_success(
+    paths: &Paths,
+    component: &str,
+    this_run: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    this_run.or_else(|| {
+        load::<serde_json::Value>(paths, component)?
+            .get("last_success_at")?
+            .as_str()?
+            .parse()
+            .ok()
+    })
+}
+
 /// Every component's latest state, by component name.
 pub fn load_all(paths: &Paths) -> BTreeMap<String, serde_json::Value> {
     let Ok(entries) = std::fs::read_dir(paths.state_dir()) else {

@@ -5,115 +5,13 @@
 mod common;
 
 use std::fs;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::sshd::{Sshd, keygen, start_sshd};
 use common::{assert_success, stderr, stdout, xivo_ha_bin};
-
-/// A private sshd on 127.0.0.1, killed on drop.
-struct Sshd {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-/// Starts sshd with a fresh host key, accepting the keys listed in `authorized_keys`.
-fn start_sshd(authorized_keys: &Path) -> Sshd {
-    // sshd's privilege separation directory must exist.
-    fs::create_dir_all("/run/sshd").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = format!(
-        "ListenAddress 127.0.0.1\nPort {port}\nHostKey {host_key}\nAuthorizedKeysFile {keys}\n\
-         PermitRootLogin prohibit-password\nStrictModes no\nPidFile {pid}\nUsePAM no\n\
-         PasswordAuthentication no\nKbdInteractiveAuthentication no\n",
-        host_key = dir.path().join("host_key").display(),
-        keys = authorized_keys.display(),
-        pid = dir.path().join("sshd.pid").display(),
-    );
-    fs::write(dir.path().join("sshd_config"), config).unwrap();
-    let mut sshd = Sshd {
-        dir,
-        port,
-        child: None,
-    };
-    sshd.new_host_key();
-    sshd.start();
-    sshd
-}
-
-impl Sshd {
-    fn new_host_key(&self) {
-        let key = self.dir.path().join("host_key");
-        let _ = fs::remove_file(&key);
-        let _ = fs::remove_file(key.with_extension("pub"));
-        keygen(&key, "test host");
-    }
-
-    fn start(&mut self) {
-        let log = fs::File::create(self.dir.path().join("sshd.log")).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(self.dir.path().join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("sshd starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not listen: {}",
-                fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// The slave "reinstalled": same address and port, another host key.
-    fn restart_with_new_host_key(&mut self) {
-        self.stop();
-        self.new_host_key();
-        self.start();
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn keygen(path: &Path, comment: &str) {
-    let output = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert_success(&output);
-}
 
 /// A master and a slave tree, the slave served by its own sshd.
 struct Pair {

@@ -129,6 +129,7 @@ pub struct Monitor {
     settings: MonitorSettings,
     jobs: Arc<Vec<hourly::Job>>,
     clock: Arc<dyn hourly::Clock>,
+    heartbeat: Option<crate::http::Heartbeat>,
 }
 
 impl Monitor {
@@ -139,7 +140,14 @@ impl Monitor {
             settings,
             jobs: Arc::new(hourly::master_jobs()),
             clock: Arc::new(hourly::SystemClock),
+            heartbeat: None,
         }
+    }
+
+    /// Beats `heartbeat` on every round, for the HTTP endpoint's `/healthz`.
+    pub fn with_heartbeat(mut self, heartbeat: crate::http::Heartbeat) -> Monitor {
+        self.heartbeat = Some(heartbeat);
+        self
     }
 
     /// Replaces the hourly jobs (tests, or a node that runs other jobs).
@@ -156,13 +164,20 @@ impl Monitor {
 
     /// Runs until `shutdown` completes. Fails only at start-up (unreadable ha.conf, a service
     /// container that does not exist): once running, errors are logged, retried and shown.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), MonitorError> {
-        let paths = self.ctx.paths.clone();
-        let mut ha = HaConfig::load(&paths)?;
-        let mut ha_bytes = fsutil::read_optional(&paths.ha_conf())?;
+    /// The start-up checks of [`Monitor::run`]: a readable ha.conf and, on a slave, every listed
+    /// container present. Callers that start more around the monitor run them first.
+    pub async fn preflight(&self) -> Result<HaConfig, MonitorError> {
+        let ha = HaConfig::load(&self.ctx.paths)?;
         if ha.node_type == NodeType::Slave {
             check_containers_exist(&self.settings).await?;
         }
+        Ok(ha)
+    }
+
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), MonitorError> {
+        let paths = self.ctx.paths.clone();
+        let mut ha = self.preflight().await?;
+        let mut ha_bytes = fsutil::read_optional(&paths.ha_conf())?;
         tracing::info!(
             "monitor started: {}{}",
             ha.node_type,
@@ -186,6 +201,9 @@ impl Monitor {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = ticker.tick() => {}
+            }
+            if let Some(heartbeat) = &self.heartbeat {
+                heartbeat.beat();
             }
 
             // ha.conf changed? (read each round: a small file, and inotify would miss an
@@ -530,7 +548,17 @@ pub async fn monitor_command(ctx: &Context, _args: MonitorArgs) -> crate::Result
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    Monitor::new(ctx.clone(), settings).run(shutdown).await?;
+    // A round may take its interval plus the probes' timeouts; three missed rounds and ten
+    // seconds more mean the loop is stuck.
+    let heartbeat = crate::http::Heartbeat::new(settings.interval * 3 + Duration::from_secs(10));
+    let monitor = Monitor::new(ctx.clone(), settings).with_heartbeat(heartbeat.clone());
+    monitor.preflight().await?;
+    let http = crate::http::start(ctx, heartbeat).await?;
+    let result = monitor.run(shutdown).await;
+    if let Some(http) = http {
+        http.stop().await;
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

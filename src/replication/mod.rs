@@ -182,6 +182,9 @@ pub struct ReplicationState {
     /// Names of the tables copied.
     pub copied: Vec<String>,
     pub error: Option<String>,
+    /// When the last successful run started (this one or an earlier one).
+    #[serde(default)]
+    pub last_success_at: Option<DateTime<Utc>>,
 }
 
 impl ReplicationState {
@@ -202,6 +205,7 @@ impl ReplicationState {
                 .map(|t| t.table.clone())
                 .collect(),
             error: None,
+            last_success_at: Some(report.started_at),
         }
     }
 
@@ -226,6 +230,7 @@ impl ReplicationState {
             bytes_copied: 0,
             copied: Vec::new(),
             error: Some(error.to_string()),
+            last_success_at: None,
         }
     }
 }
@@ -291,7 +296,7 @@ pub async fn run_and_record(
     let started_at = Utc::now();
     let clock = Instant::now();
     let result = replicate(source, target, options).await;
-    let state = match &result {
+    let mut state = match &result {
         Ok(report) => ReplicationState::success(report),
         Err(ReplicationError::Busy { .. }) => return result,
         Err(error) => ReplicationState::failure(
@@ -301,6 +306,8 @@ pub async fn run_and_record(
             error,
         ),
     };
+    state.last_success_at =
+        crate::state::last_success(&ctx.paths, STATE_COMPONENT, state.last_success_at);
     if let Err(e) = crate::state::save(&ctx.paths, STATE_COMPONENT, &state) {
         tracing::warn!("replication state not recorded: {e}");
     }

@@ -72,29 +72,12 @@ pub fn parse_peer(address: &str, peer: &'static str) -> Result<IpAddr, SettingsE
     if ip.is_unspecified() || ip.is_multicast() {
         return Err(unusable("it is not a host address"));
     }
-    if ip.is_loopback() || own_addresses().contains(&ip) {
+    if crate::net::is_own_address(ip) {
         return Err(unusable(
             "it is this node's own address; give the other node's",
         ));
     }
     Ok(ip)
-}
-
-/// The addresses of this host's network interfaces.
-fn own_addresses() -> Vec<IpAddr> {
-    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    interfaces
-        .filter_map(|interface| {
-            let address = interface.address?;
-            if let Some(v4) = address.as_sockaddr_in() {
-                Some(IpAddr::V4(v4.ip()))
-            } else {
-                address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
-            }
-        })
-        .collect()
 }
 
 /// Applies the HA settings for `target` to this node. Idempotent.

@@ -114,3 +114,79 @@ pub async fn apply(
     }
     Ok(changed)
 }
+
+/// A SIP trunk registration (`staticsip` row with `var_name = 'register'`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TrunkRegistration {
+    /// The trunk's description when a trunk links the row, else `user@host`.
+    pub trunk: String,
+    /// The explicit `~expiry`, when the line has one.
+    pub expiry: Option<u32>,
+}
+
+/// Splits Asterisk's `transport://user:secret:authuser@host:port/contact~expiry` into the
+/// `user@host` that names it and its explicit expiry.
+pub fn parse_register(value: &str) -> (String, Option<u32>) {
+    let (line, expiry) = match value.rsplit_once('~') {
+        Some((line, expiry)) => match expiry.trim().parse() {
+            Ok(seconds) => (line, Some(seconds)),
+            Err(_) => (value, None),
+        },
+        None => (value, None),
+    };
+    let line = line.split_once("://").map_or(line, |(_, rest)| rest);
+    let name = match line.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            let host = host.split(['/', ':']).next().unwrap_or_default();
+            format!("{user}@{host}")
+        }
+        None => line.split('/').next().unwrap_or_default().to_owned(),
+    };
+    (name, expiry)
+}
+
+/// Every active trunk registration, with the trunk's name.
+pub async fn trunk_registrations(
+    db: &impl GenericClient,
+) -> Result<Vec<TrunkRegistration>, tokio_postgres::Error> {
+    let rows = db
+        .query(
+            "SELECT s.var_val, t.description
+             FROM staticsip s LEFT JOIN trunkfeatures t ON t.registerid = s.id AND t.protocol = 'sip'
+             WHERE s.var_name = 'register' AND s.commented = 0
+             ORDER BY s.id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let value: Option<String> = row.get(0);
+            let description: Option<String> = row.get(1);
+            let (name, expiry) = parse_register(value.as_deref().unwrap_or_default());
+            TrunkRegistration {
+                trunk: description.filter(|d| !d.is_empty()).unwrap_or(name),
+                expiry,
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_lines_give_their_name_and_expiry() {
+        assert_eq!(
+            parse_register("udp://trunk2:secret2:auth2@sip2.provider.example/1000~3600"),
+            ("trunk2@sip2.provider.example".into(), Some(3600))
+        );
+        assert_eq!(
+            parse_register("trunk1:secret1@sip.provider.example:5060"),
+            ("trunk1@sip.provider.example".into(), None)
+        );
+        assert_eq!(parse_register("u@h/contact~soon"), ("u@h".into(), None));
+    }
+}

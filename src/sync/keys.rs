@@ -231,7 +231,7 @@ async fn ssh_with_stdin(
 }
 
 /// Logs in with the new key alone, as the hourly sync will.
-async fn check(target: &SshTarget, key: &Path, authorized_keys: &str) -> Result<(), SyncError> {
+pub async fn check(target: &SshTarget, key: &Path, authorized_keys: &str) -> Result<(), SyncError> {
     let output = tokio::process::Command::new("ssh")
         .args(target.key_args(key))
         .arg(target.destination())

@@ -242,7 +242,7 @@ impl SyncSettings {
         })
     }
 
-    fn target(&self, ctx: &Context, host: std::net::IpAddr) -> SshTarget {
+    pub fn target(&self, ctx: &Context, host: std::net::IpAddr) -> SshTarget {
         SshTarget {
             host,
             port: self.port,
@@ -292,6 +292,9 @@ pub struct SyncState {
     pub files_deleted: u64,
     pub skipped: Vec<String>,
     pub duration_ms: u64,
+    /// When the last successful run was (this one or an earlier one).
+    #[serde(default)]
+    pub last_success_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -449,6 +452,7 @@ async fn run_recorded(
             files_deleted: report.deleted.len() as u64,
             skipped: report.skipped.clone(),
             duration_ms: started.elapsed().as_millis() as u64,
+            last_success_at: Some(at),
         },
         Err(error) => SyncState {
             summary: format!("{when} {verb} {remote}: failed: {error}"),
@@ -461,6 +465,7 @@ async fn run_recorded(
             files_deleted: 0,
             skipped: Vec::new(),
             duration_ms: started.elapsed().as_millis() as u64,
+            last_success_at: crate::state::last_success(&ctx.paths, direction.component(), None),
         },
     };
     if let Err(e) = crate::state::save(&ctx.paths, direction.component(), &state) {

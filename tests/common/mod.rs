@@ -7,6 +7,9 @@
 //! (the directory of its Unix socket).
 #![allow(dead_code)]
 
+pub mod sshd;
+pub mod testhost;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};

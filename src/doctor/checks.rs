@@ -1,0 +1,487 @@
+//! The doctor's checks, one function each, grouped by the role they apply to.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use super::Finding;
+use crate::context::Context;
+use crate::net::{self, InterfaceAddress};
+use crate::settings::sip_expiry::{self, HA_EXPIRY};
+use crate::settings::{HaConfig, NodeType};
+
+/// How long a peer's port may take to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Every check for this node's role, in the order an administrator would fix them.
+pub async fn all(ctx: &Context, ha: &HaConfig) -> Vec<Finding> {
+    let mut findings = vec![ha_configured(ha)];
+    let Some(peer) = ha.remote_ip() else {
+        return findings;
+    };
+    findings.push(peer_is_not_self(peer));
+    findings.push(same_subnet(peer, &net::interface_addresses()));
+    findings.extend(configuration_db(ctx).await);
+    match ha.node_type {
+        NodeType::Master => {
+            let sync = crate::sync::SyncSettings::load(ctx);
+            let ssh_port = sync.as_ref().map_or(22, |s| s.port);
+            findings
+                .push(peer_port("slave-ssh", peer, ssh_port, "the sync runs rsync over SSH").await);
+            match crate::replication::target::SlaveDbSettings::load(ctx) {
+                Ok(slave_db) => {
+                    findings.push(
+                        peer_port(
+                            "slave-postgresql",
+                            peer,
+                            slave_db.port,
+                            "the replication writes the slave's database",
+                        )
+                        .await,
+                    );
+                    findings.push(slave_database(ctx, peer, &slave_db).await);
+                }
+                Err(e) => findings.push(Finding::failed(
+                    "slave-database",
+                    e.to_string(),
+                    "fix the XIVO_HA_SLAVE_DB_* variables in custom.env",
+                )),
+            }
+            findings.push(sync_key(ctx, peer, sync).await);
+        }
+        NodeType::Slave => {
+            match ctx.env().map_err(|e| e.to_string()).and_then(|env| {
+                crate::monitor::settings::MonitorSettings::load(&env).map_err(|e| e.to_string())
+            }) {
+                Ok(settings) => {
+                    findings.push(master_answers(peer, &settings).await);
+                    findings.extend(telephony_containers(&settings.containers).await);
+                }
+                Err(e) => findings.push(Finding::failed(
+                    "monitor-settings",
+                    e,
+                    "fix the XIVO_HA_MONITOR_* variables in custom.env",
+                )),
+            }
+            findings.push(no_provisioning_plugins(ctx));
+        }
+        NodeType::Disabled => {}
+    }
+    findings
+}
+
+pub fn ha_configured(ha: &HaConfig) -> Finding {
+    match ha.node_type {
+        NodeType::Disabled => Finding::failed(
+            "ha-configured",
+            "HA is disabled on this node",
+            "xivo-ha configure master <slave_ip> (or slave <master_ip>), then xivo-service restart",
+        ),
+        NodeType::Master => Finding::ok(
+            "ha-configured",
+            format!("master, slave at {}", ha.remote_address),
+        ),
+        NodeType::Slave => Finding::ok(
+            "ha-configured",
+            format!("slave, master at {}", ha.remote_address),
+        ),
+    }
+}
+
+pub fn peer_is_not_self(peer: IpAddr) -> Finding {
+    if net::is_own_address(peer) {
+        Finding::failed(
+            "peer-address",
+            format!("the peer address {peer} is this node's own"),
+            "configure the other node's address: xivo-ha configure <role> <peer_ip>",
+        )
+    } else {
+        Finding::ok("peer-address", format!("the peer {peer} is another host"))
+    }
+}
+
+/// DHCP settings are replicated, so both nodes must serve the same VoIP network.
+pub fn same_subnet(peer: IpAddr, interfaces: &[InterfaceAddress]) -> Finding {
+    match interfaces
+        .iter()
+        .find(|a| !a.address.is_loopback() && a.contains(peer))
+    {
+        Some(interface) => Finding::ok("same-subnet", format!("the peer {peer} is on {interface}")),
+        None => {
+            let mine: Vec<String> = interfaces
+                .iter()
+                .filter(|a| !a.address.is_loopback())
+                .map(|a| a.to_string())
+                .collect();
+            Finding::failed(
+                "same-subnet",
+                format!(
+                    "the peer {peer} is in none of this node's subnets ({})",
+                    mine.join(", ")
+                ),
+                "put both nodes on the same VoIP network: the DHCP settings are replicated",
+            )
+        }
+    }
+}
+
+/// The SIP expiry values and the trunk registrations, from the configuration database.
+pub async fn configuration_db(ctx: &Context) -> Vec<Finding> {
+    let target = match ctx.config_db() {
+        Ok(target) => target,
+        Err(e) => {
+            return vec![Finding::failed(
+                "configuration-db",
+                e.to_string(),
+                "fix --db / XIVO_HA_DB",
+            )];
+        }
+    };
+    let client = match target.connect().await {
+        Ok(client) => client,
+        Err(e) => {
+            return vec![Finding::failed(
+                "configuration-db",
+                e.to_string(),
+                "start PostgreSQL or fix --db / XIVO_HA_DB",
+            )];
+        }
+    };
+    let values = match sip_expiry::read(&client).await {
+        Ok(values) => values,
+        Err(e) => {
+            return vec![Finding::failed(
+                "sip-expiry",
+                target.query_error(crate::db::error_reason(&e)).to_string(),
+                "point --db at XiVO's asterisk database",
+            )];
+        }
+    };
+    let mut findings = vec![sip_expiry_values(&values)];
+    let default_expiry = values[2].1.as_deref().and_then(|v| v.parse().ok());
+    findings.push(match sip_expiry::trunk_registrations(&client).await {
+        Ok(trunks) => trunk_expiry(&trunks, default_expiry),
+        Err(e) => Finding::failed(
+            "trunk-expiry",
+            target.query_error(crate::db::error_reason(&e)).to_string(),
+            "point --db at XiVO's asterisk database",
+        ),
+    });
+    findings
+}
+
+pub fn sip_expiry_values(values: &[(String, Option<String>); 3]) -> Finding {
+    let wanted = [HA_EXPIRY.min, HA_EXPIRY.max, HA_EXPIRY.default];
+    let wrong: Vec<String> = values
+        .iter()
+        .zip(wanted)
+        .filter(|((_, value), wanted)| value.as_deref() != Some(wanted.to_string().as_str()))
+        .map(|((name, value), wanted)| {
+            format!(
+                "{name} is {} (HA needs {wanted})",
+                value.as_deref().unwrap_or("unset")
+            )
+        })
+        .collect();
+    if wrong.is_empty() {
+        Finding::ok(
+            "sip-expiry",
+            format!(
+                "min {} s, max {} s, default {} s",
+                HA_EXPIRY.min, HA_EXPIRY.max, HA_EXPIRY.default
+            ),
+        )
+    } else {
+        Finding::failed(
+            "sip-expiry",
+            wrong.join(", "),
+            "run xivo-ha configure again with this node's role to set the HA values",
+        )
+    }
+}
+
+/// XiVO's five-minute guarantee needs every trunk to re-register in less than 300 s.
+pub fn trunk_expiry(
+    trunks: &[sip_expiry::TrunkRegistration],
+    default_expiry: Option<u32>,
+) -> Finding {
+    const LIMIT: u32 = 300;
+    let slow: Vec<String> = trunks
+        .iter()
+        .filter_map(|t| {
+            let expiry = t.expiry.or(default_expiry)?;
+            (expiry >= LIMIT).then(|| format!("{} ({expiry} s)", t.trunk))
+        })
+        .collect();
+    if slow.is_empty() {
+        Finding::ok(
+            "trunk-expiry",
+            format!(
+                "{} trunk registration(s), all under {LIMIT} s",
+                trunks.len()
+            ),
+        )
+    } else {
+        Finding::failed(
+            "trunk-expiry",
+            format!(
+                "trunk registrations of {LIMIT} s or more: {}",
+                slow.join(", ")
+            ),
+            format!(
+                "set each trunk's registration expiry (~seconds in the register line) under {LIMIT} s"
+            ),
+        )
+    }
+}
+
+pub async fn peer_port(check: &'static str, peer: IpAddr, port: u16, why: &str) -> Finding {
+    let address = SocketAddr::new(peer, port);
+    match net::tcp_answers(address, CONNECT_TIMEOUT).await {
+        Ok(took) => Finding::ok(
+            check,
+            format!("{address} answers ({} ms)", took.as_millis()),
+        ),
+        Err(e) => Finding::failed(
+            check,
+            format!("{address} does not answer: {e}"),
+            format!("open TCP port {port} on the peer to this node ({why})"),
+        ),
+    }
+}
+
+/// A slave must not provision devices: they would get the slave's configuration.
+pub fn no_provisioning_plugins(ctx: &Context) -> Finding {
+    let dir = ctx.paths.provd_plugins_dir();
+    let plugins: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Finding::warning(
+                "provd-plugins",
+                format!("cannot list {}: {e}", dir.display()),
+                "check the directory's permissions",
+            );
+        }
+    };
+    if plugins.is_empty() {
+        Finding::ok(
+            "provd-plugins",
+            "no provisioning plugin installed on the slave",
+        )
+    } else {
+        Finding::failed(
+            "provd-plugins",
+            format!(
+                "provisioning plugins installed on the slave: {}",
+                plugins.join(", ")
+            ),
+            "uninstall them (web interface, Configuration > Provisioning > Plugins): the slave must not provision devices",
+        )
+    }
+}
+
+/// The master's dedicated sync key: present, private (0600), and accepted by the slave.
+pub async fn sync_key(
+    ctx: &Context,
+    peer: IpAddr,
+    settings: Result<crate::sync::SyncSettings, crate::sync::SyncError>,
+) -> Finding {
+    use std::os::unix::fs::PermissionsExt;
+    const CHECK: &str = "sync-key";
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(e) => {
+            return Finding::failed(CHECK, e.to_string(), "fix the sync settings in custom.env");
+        }
+    };
+    let key = ctx.paths.under(crate::sync::KEY_PATH);
+    let mode = match std::fs::metadata(&key) {
+        Ok(metadata) => metadata.permissions().mode() & 0o777,
+        Err(_) => {
+            return Finding::failed(
+                CHECK,
+                format!("no sync key at {}", key.display()),
+                "create it and install it on the slave: xivo-ha sync -i",
+            );
+        }
+    };
+    if mode & 0o077 != 0 {
+        return Finding::failed(
+            CHECK,
+            format!(
+                "{} has mode {mode:04o}: other users can read it",
+                key.display()
+            ),
+            format!("chmod 600 {}", key.display()),
+        );
+    }
+    let target = settings.target(ctx, peer);
+    match crate::sync::keys::check(&target, &key, &settings.authorized_keys).await {
+        Ok(()) => Finding::ok(
+            CHECK,
+            format!(
+                "{} (mode 0600) logs in to {}",
+                key.display(),
+                target.destination()
+            ),
+        ),
+        Err(e) => Finding::failed(
+            CHECK,
+            e.to_string(),
+            "install the key again: remove it and its .pub, then xivo-ha sync -i",
+        ),
+    }
+}
+
+/// The slave's view of the master: one probe round, as the monitor makes them.
+pub async fn master_answers(
+    master: IpAddr,
+    settings: &crate::monitor::settings::MonitorSettings,
+) -> Finding {
+    const CHECK: &str = "master-icmp";
+    let mut prober = crate::monitor::probe::Prober::new(master, settings.into());
+    let round = prober.round().await;
+    if round.icmp.answered {
+        Finding::ok(
+            CHECK,
+            format!("the master {master} answers: {}", round.evidence()),
+        )
+    } else {
+        Finding::failed(
+            CHECK,
+            format!(
+                "the master {master} does not answer ICMP echo: {}",
+                round.evidence()
+            ),
+            "let ICMP echo through between the nodes (and give xivo-ha CAP_NET_RAW): it is the monitor's first path",
+        )
+    }
+}
+
+/// The containers the monitor starts on failover exist, and will not start by themselves.
+pub async fn telephony_containers(names: &[String]) -> Vec<Finding> {
+    const CHECK: &str = "telephony-containers";
+    let engine = match crate::monitor::docker::Engine::connect().await {
+        Ok(engine) => engine,
+        Err(e) => {
+            return vec![Finding::failed(
+                CHECK,
+                e.to_string(),
+                "start the Docker engine and give xivo-ha its socket (/var/run/docker.sock)",
+            )];
+        }
+    };
+    let mut findings = Vec::new();
+    for name in names {
+        findings.push(match engine.inspect(name).await {
+            Ok(status) => match status.restart_policy.as_str() {
+                "always" | "unless-stopped" => Finding::failed(
+                    CHECK,
+                    format!("container {name} has restart policy `{}`: it would start by itself after a reboot", status.restart_policy),
+                    format!("docker update --restart no {name} (the monitor also does it when it runs)"),
+                ),
+                "on-failure" => Finding::warning(
+                    CHECK,
+                    format!("container {name} has restart policy `on-failure`"),
+                    format!("docker update --restart no {name}"),
+                ),
+                policy => Finding::ok(CHECK, format!("container {name} exists ({}, restart policy `{policy}`)", status.state)),
+            },
+            Err(e) => Finding::failed(
+                CHECK,
+                e.to_string(),
+                "create the container or fix XIVO_HA_MONITOR_CONTAINERS",
+            ),
+        });
+    }
+    findings
+}
+
+/// The slave's configuration database: reachable with the replication's settings, UTF-8, and
+/// at this node's schema version (XiVO replicates only between nodes of the same version).
+pub async fn slave_database(
+    ctx: &Context,
+    peer: IpAddr,
+    settings: &crate::replication::target::SlaveDbSettings,
+) -> Finding {
+    use crate::replication::guards::Identity;
+    const CHECK: &str = "slave-database";
+    let slave_target = settings.target(peer);
+    let slave = match slave_target.connect().await {
+        Ok(client) => client,
+        Err(e) => {
+            return Finding::failed(
+                CHECK,
+                e.to_string(),
+                "allow the master in the slave's pg_hba.conf (see README) and check XIVO_HA_SLAVE_DB_USER / _PASSWORD",
+            );
+        }
+    };
+    let slave_id = match Identity::read(&slave).await {
+        Ok(id) => id,
+        Err(e) => {
+            return Finding::failed(
+                CHECK,
+                slave_target
+                    .query_error(crate::db::error_reason(&e))
+                    .to_string(),
+                "check the slave's database",
+            );
+        }
+    };
+    if slave_id.encoding != "UTF8" {
+        return Finding::failed(
+            CHECK,
+            format!(
+                "the slave's database {} is in {}, not UTF-8",
+                slave_target.describe(),
+                slave_id.encoding
+            ),
+            "recreate it in UTF-8 (createdb -E UTF8 -T template0 asterisk), then replicate again",
+        );
+    }
+    let local_version = match ctx.config_db() {
+        Ok(local) => match local.connect().await {
+            Ok(client) => Identity::read(&client)
+                .await
+                .ok()
+                .map(|id| id.schema_version),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".to_owned());
+    match local_version {
+        Some(version) if version == slave_id.schema_version => Finding::ok(
+            CHECK,
+            format!(
+                "{}: UTF-8, schema version {} as on this node",
+                slave_target.describe(),
+                show(&version)
+            ),
+        ),
+        Some(version) => Finding::failed(
+            CHECK,
+            format!(
+                "schema version {} on this node, {} on the slave {}",
+                show(&version),
+                show(&slave_id.schema_version),
+                slave_target.describe()
+            ),
+            "upgrade both nodes to the same XiVO version before replicating",
+        ),
+        None => Finding::warning(
+            CHECK,
+            format!(
+                "{}: UTF-8, schema version {}; this node's own version could not be read",
+                slave_target.describe(),
+                show(&slave_id.schema_version)
+            ),
+            "fix --db / XIVO_HA_DB so that both versions can be compared",
+        ),
+    }
+}

@@ -1,0 +1,147 @@
+//! `xivo-ha doctor`: the preflight of an HA pair. Each check looks at one condition XiVO's HA
+//! needs, on the role this node has, and reports ok / warning / failed with what it found and
+//! the fix. The command exits 1 when any check failed.
+
+pub mod checks;
+
+use serde::Serialize;
+
+use crate::context::Context;
+use crate::settings::{HaConfig, NodeType};
+
+/// How a check came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Warning,
+    Failed,
+}
+
+/// One line of the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    /// A short, stable name (`sip-expiry`, `slave-ssh`, ...).
+    pub check: &'static str,
+    pub level: Level,
+    /// What was found.
+    pub found: String,
+    /// What to do about it (absent when ok).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    pub fn ok(check: &'static str, found: impl Into<String>) -> Finding {
+        Finding {
+            check,
+            level: Level::Ok,
+            found: found.into(),
+            fix: None,
+        }
+    }
+
+    pub fn warning(
+        check: &'static str,
+        found: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            check,
+            level: Level::Warning,
+            found: found.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    pub fn failed(
+        check: &'static str,
+        found: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            check,
+            level: Level::Failed,
+            found: found.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    /// `failed   sip-expiry        maxexpiry is 3600 s: fix: xivo-ha configure ...`
+    pub fn render(&self) -> String {
+        let level = match self.level {
+            Level::Ok => "ok",
+            Level::Warning => "warning",
+            Level::Failed => "failed",
+        };
+        match &self.fix {
+            Some(fix) => format!("{level:<8} {:<20} {} — fix: {fix}", self.check, self.found),
+            None => format!("{level:<8} {:<20} {}", self.check, self.found),
+        }
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub node_type: NodeType,
+    pub remote_address: String,
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    pub fn failed(&self) -> bool {
+        self.findings.iter().any(|f| f.level == Level::Failed)
+    }
+}
+
+/// Runs every check that applies to this node's role.
+pub async fn run(ctx: &Context) -> Report {
+    let ha = match HaConfig::load(&ctx.paths) {
+        Ok(ha) => ha,
+        Err(e) => {
+            return Report {
+                node_type: NodeType::Disabled,
+                remote_address: String::new(),
+                findings: vec![Finding::failed(
+                    "ha-conf",
+                    e.to_string(),
+                    "fix ha.conf or set it again with xivo-ha configure",
+                )],
+            };
+        }
+    };
+    let findings = checks::all(ctx, &ha).await;
+    Report {
+        node_type: ha.node_type,
+        remote_address: ha.remote_address,
+        findings,
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `xivo-ha doctor`: prints the report; exit 1 when a check failed.
+pub async fn command(ctx: &Context, args: DoctorArgs) -> std::process::ExitCode {
+    let report = run(ctx).await;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
+    } else {
+        for finding in &report.findings {
+            println!("{}", finding.render());
+        }
+    }
+    if report.failed() {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,305 @@
+//! `xivo-ha doctor` against the real PostgreSQL, temporary node roots and this host's real
+//! interfaces. Peer addresses that are only data run under `unshare -n`.
+
+mod common;
+mod docker_lab;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+use xivo_ha::doctor::{Level, checks};
+
+fn write_ha_conf(root: &Path, node_type: &str, peer: &str) {
+    std::fs::create_dir_all(root.join("etc/xivo")).unwrap();
+    std::fs::write(
+        root.join("etc/xivo/ha.conf"),
+        format!(r#"{{"node_type": "{node_type}", "remote_address": "{peer}"}}"#),
+    )
+    .unwrap();
+}
+
+fn finding<'a>(report: &'a Value, check: &str) -> &'a Value {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == check)
+        .unwrap_or_else(|| panic!("no {check} in {report:#}"))
+}
+
+fn doctor_json(root: &Path, db: &str) -> (Value, Option<i32>) {
+    let output = xivo_ha_isolated(root, db, &["doctor", "--json"]);
+    let report = serde_json::from_str(&stdout(&output))
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&output), stderr(&output)));
+    (report, output.status.code())
+}
+
+#[tokio::test]
+async fn a_node_without_ha_fails_the_first_check() {
+    let db = TestDb::create().await;
+    let root = tempfile::tempdir().unwrap();
+    let output = xivo_ha(root.path(), &db.url(), &["doctor"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(text.starts_with("failed   ha-configured"), "{text}");
+    assert!(text.contains("fix: xivo-ha configure"), "{text}");
+}
+
+#[tokio::test]
+async fn a_slave_with_xivo_defaults_is_told_what_to_fix() {
+    let db = TestDb::create().await;
+    let root = tempfile::tempdir().unwrap();
+    write_ha_conf(root.path(), "slave", "192.0.2.10");
+    let plugin = root
+        .path()
+        .join("var/lib/xivo-provd/plugins/xivo-aastra-4.3");
+    std::fs::create_dir_all(&plugin).unwrap();
+
+    let (report, code) = doctor_json(root.path(), &db.socket_url());
+    assert_eq!(code, Some(1));
+    assert_eq!(finding(&report, "ha-configured")["level"], "ok");
+    assert_eq!(finding(&report, "peer-address")["level"], "ok");
+    let expiry = finding(&report, "sip-expiry");
+    assert_eq!(expiry["level"], "failed");
+    assert!(
+        expiry["found"]
+            .as_str()
+            .unwrap()
+            .contains("maxexpiry is 3600 (HA needs 300)"),
+        "{expiry}"
+    );
+    let trunks = finding(&report, "trunk-expiry");
+    assert_eq!(trunks["level"], "failed");
+    let found = trunks["found"].as_str().unwrap();
+    assert!(found.contains("Provider 2 (3600 s)"), "{found}");
+    assert!(
+        !found.contains("Provider 1"),
+        "Provider 1 uses the default expiry (120 s): {found}"
+    );
+    let plugins = finding(&report, "provd-plugins");
+    assert_eq!(plugins["level"], "failed");
+    assert!(
+        plugins["found"]
+            .as_str()
+            .unwrap()
+            .contains("xivo-aastra-4.3")
+    );
+
+    // Fix what the doctor said: HA expiry, short trunk registration, no plugin.
+    db.client()
+        .await
+        .batch_execute(
+            "UPDATE staticsip SET var_val = '180' WHERE var_name = 'minexpiry';
+             UPDATE staticsip SET var_val = '300' WHERE var_name = 'maxexpiry';
+             UPDATE staticsip SET var_val = '240' WHERE var_name = 'defaultexpiry';
+             UPDATE staticsip SET var_val = replace(var_val, '~3600', '~120') WHERE var_name = 'register';",
+        )
+        .await
+        .unwrap();
+    std::fs::remove_dir(&plugin).unwrap();
+    let (report, _) = doctor_json(root.path(), &db.socket_url());
+    for check in ["sip-expiry", "trunk-expiry", "provd-plugins"] {
+        assert_eq!(
+            finding(&report, check)["level"],
+            "ok",
+            "{check}: {report:#}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_configuration_database_is_a_failed_check() {
+    let root = tempfile::tempdir().unwrap();
+    write_ha_conf(root.path(), "slave", "192.0.2.10");
+    let (report, code) = doctor_json(
+        root.path(),
+        "host=/nonexistent user=postgres dbname=asterisk",
+    );
+    assert_eq!(code, Some(1));
+    let db = finding(&report, "configuration-db");
+    assert_eq!(db["level"], "failed");
+    assert!(
+        db["found"].as_str().unwrap().contains("cannot connect"),
+        "{db}"
+    );
+}
+
+#[test]
+fn the_peer_must_share_a_subnet_of_this_host() {
+    let interfaces = xivo_ha::net::interface_addresses();
+    let neighbour_net = interfaces
+        .iter()
+        .find(|a| a.address.is_ipv4() && !a.address.is_loopback() && a.prefix_len <= 30)
+        .expect("this host has a non-loopback IPv4 interface (docker0 at least)");
+    let std::net::IpAddr::V4(mine) = neighbour_net.address else {
+        unreachable!()
+    };
+    // Another host address of the same subnet: data only, never contacted.
+    let neighbour = std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from(mine) ^ 1));
+    let finding = checks::same_subnet(neighbour, &interfaces);
+    assert_eq!(finding.level, Level::Ok, "{finding:?}");
+    assert!(
+        finding.found.contains(&neighbour_net.interface),
+        "{finding:?}"
+    );
+
+    // A documentation address on none of this host's subnets (the machine's own network may
+    // itself be a documentation range).
+    let far = ["198.51.100.20", "203.0.113.20", "192.0.2.20"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .find(|far| !interfaces.iter().any(|a| a.contains(*far)))
+        .expect("one documentation range is not local");
+    let finding = checks::same_subnet(far, &interfaces);
+    assert_eq!(finding.level, Level::Failed);
+    assert!(finding.fix.unwrap().contains("DHCP"));
+}
+
+/// A master whose slave is a test host in its own network namespace, with a real sshd.
+#[tokio::test]
+async fn a_master_checks_its_slaves_ports_and_the_sync_key() {
+    use common::sshd::{keygen, start_sshd_on};
+    use common::testhost::TestHost;
+    use std::os::unix::fs::PermissionsExt;
+
+    let db = TestDb::create().await;
+    let mut slave = TestHost::create();
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    write_ha_conf(r, "master", &slave.ip.to_string());
+    let ssh_dir = r.join("root/.ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    let key = ssh_dir.join("xivo_id_rsa");
+    keygen(&key, "XiVO HA");
+    let authorized = tempfile::tempdir().unwrap();
+    let authorized_keys = authorized.path().join("authorized_keys");
+    std::fs::copy(ssh_dir.join("xivo_id_rsa.pub"), &authorized_keys).unwrap();
+    let sshd = start_sshd_on(&slave, 22, &authorized_keys);
+
+    let run = || {
+        let output = xivo_ha(r, &db.url(), &["doctor", "--json"]);
+        let report: Value = serde_json::from_str(&stdout(&output)).unwrap();
+        (report, output.status.code())
+    };
+    let (report, code) = run();
+    assert_eq!(code, Some(1), "nothing answers on the slave's 5432");
+    assert_eq!(finding(&report, "same-subnet")["level"], "ok", "{report:#}");
+    assert_eq!(finding(&report, "slave-ssh")["level"], "ok", "{report:#}");
+    assert_eq!(finding(&report, "sync-key")["level"], "ok", "{report:#}");
+    let postgresql = finding(&report, "slave-postgresql");
+    assert_eq!(postgresql["level"], "failed");
+    assert!(
+        postgresql["fix"].as_str().unwrap().contains("5432"),
+        "{postgresql}"
+    );
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (report, _) = run();
+    let sync_key = finding(&report, "sync-key");
+    assert_eq!(sync_key["level"], "failed");
+    assert!(
+        sync_key["fix"].as_str().unwrap().starts_with("chmod 600"),
+        "{sync_key}"
+    );
+
+    // A key the slave does not know.
+    std::fs::remove_file(&key).unwrap();
+    std::fs::remove_file(ssh_dir.join("xivo_id_rsa.pub")).unwrap();
+    keygen(&key, "XiVO HA");
+    let (report, _) = run();
+    let sync_key = finding(&report, "sync-key");
+    assert_eq!(sync_key["level"], "failed", "{report:#}");
+    assert!(
+        sync_key["fix"].as_str().unwrap().contains("sync -i"),
+        "{sync_key}"
+    );
+
+    std::fs::remove_file(&key).unwrap();
+    let (report, _) = run();
+    assert!(
+        finding(&report, "sync-key")["found"]
+            .as_str()
+            .unwrap()
+            .starts_with("no sync key")
+    );
+
+    // The slave gone from the network.
+    slave.unplug();
+    let (report, _) = run();
+    assert_eq!(
+        finding(&report, "slave-ssh")["level"],
+        "failed",
+        "{report:#}"
+    );
+    drop(sshd);
+    slave.plug();
+    let _ = &mut slave;
+}
+
+/// A slave whose master is a stand-in container on a private Docker network.
+#[test]
+fn a_slave_checks_its_master_and_its_telephony_containers() {
+    use docker_lab::{Lab, docker};
+    let mut lab = Lab::new(std::path::Path::new(env!(
+        "CARGO_BIN_EXE_xivo-ha-sip-standin"
+    )));
+    let (master, master_ip) = lab.master();
+    let asterisk = lab.service("asterisk", false);
+    let missing = lab.name("never-created");
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    write_ha_conf(r, "slave", &master_ip.to_string());
+    std::fs::create_dir_all(r.join("etc/docker/xivo")).unwrap();
+    std::fs::write(
+        r.join("etc/docker/xivo/custom.env"),
+        format!("XIVO_HA_MONITOR_CONTAINERS={asterisk},{missing}\n"),
+    )
+    .unwrap();
+    let run = || {
+        let output = xivo_ha(
+            r,
+            "host=/nonexistent dbname=asterisk",
+            &["doctor", "--json"],
+        );
+        let report: Value = serde_json::from_str(&stdout(&output)).unwrap();
+        report
+    };
+    let containers = |report: &Value| -> Vec<(String, String)> {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["check"] == "telephony-containers")
+            .map(|f| {
+                (
+                    f["level"].as_str().unwrap().to_owned(),
+                    f["found"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+
+    let report = run();
+    assert_eq!(finding(&report, "master-icmp")["level"], "ok", "{report:#}");
+    let found = containers(&report);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].0, "failed");
+    assert!(found[0].1.contains("restart policy `always`"), "{found:?}");
+    assert_eq!(found[1].0, "failed");
+    assert!(found[1].1.contains(&missing), "{found:?}");
+
+    docker(&["update", "--restart", "no", &asterisk]);
+    let report = run();
+    let found = containers(&report);
+    assert_eq!(found[0].0, "ok", "{found:?}");
+
+    // The master goes away: no echo any more (its bridge stays, so nothing leaves the machine).
+    docker(&["stop", "-t", "1", &master]);
+    let report = run();
+    assert_eq!(
+        finding(&report, "master-icmp")["level"],
+        "failed",
+        "{report:#}"
+    );
+}

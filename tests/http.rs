@@ -1,0 +1,279 @@
+//! The monitor's HTTP endpoint over real HTTP: `xivo-ha monitor` runs as a process, and the
+//! figures of `/metrics` and the JSON of `/status` follow a real failover (Docker lab) and a
+//! real replication (PostgreSQL).
+
+mod common;
+mod docker_lab;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use docker_lab::{Lab, docker, slave_node};
+
+/// `xivo-ha monitor` as a child process, killed on drop.
+struct MonitorProcess {
+    child: Child,
+    base: String,
+}
+
+impl MonitorProcess {
+    fn start(root: &Path, port: u16) -> MonitorProcess {
+        let mut command = Command::new(xivo_ha_bin());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("XIVO_HA_") {
+                command.env_remove(key);
+            }
+        }
+        let child = command
+            .arg("--root")
+            .arg(root)
+            .arg("monitor")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("xivo-ha monitor starts");
+        MonitorProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = reqwest::get(format!("{}{path}", self.base)).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// Waits until `/metrics` has a line equal to `line`.
+    async fn wait_metric(&self, line: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.metrics().await;
+            if text.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `{line}` within {timeout:?} in:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for MonitorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_status_follow_a_failover() {
+    let mut lab = Lab::new(Path::new(env!("CARGO_BIN_EXE_xivo-ha-sip-standin")));
+    let (master, master_ip) = lab.master();
+    let asterisk = lab.service("asterisk", false);
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    slave_node(
+        root.path(),
+        master_ip,
+        &[
+            ("XIVO_HA_MONITOR_INTERVAL_MS", "200".into()),
+            ("XIVO_HA_MONITOR_ICMP_TIMEOUT_MS", "150".into()),
+            ("XIVO_HA_MONITOR_TCP_TIMEOUT_MS", "150".into()),
+            ("XIVO_HA_MONITOR_SIP_TIMEOUT_MS", "150".into()),
+            ("XIVO_HA_MONITOR_UP_AFTER", "3".into()),
+            ("XIVO_HA_MONITOR_HOLD_DOWN_MS", "1000".into()),
+            ("XIVO_HA_MONITOR_STOP_GRACE_S", "1".into()),
+            ("XIVO_HA_MONITOR_CONTAINERS", asterisk.clone()),
+            ("XIVO_HA_HTTP_LISTEN", format!("127.0.0.1:{port}")),
+        ],
+    );
+    let monitor = MonitorProcess::start(root.path(), port);
+
+    // Alive, and the master seen up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while monitor.get("/healthz").await.map(|(status, _)| status) != Some(200) {
+        assert!(Instant::now() < deadline, "/healthz never answered 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    monitor
+        .wait_metric("xivo_ha_master_up 1", Duration::from_secs(10))
+        .await;
+    monitor
+        .wait_metric("xivo_ha_failovers_total 0", Duration::from_secs(1))
+        .await;
+
+    // /status is `status --json`.
+    let (code, body) = monitor.get("/status").await.unwrap();
+    assert_eq!(code, 200);
+    let served: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let output = xivo_ha(
+        root.path(),
+        "host=/nonexistent dbname=asterisk",
+        &["status", "--json"],
+    );
+    assert_success(&output);
+    let printed: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(served["node_type"], "slave");
+    assert_eq!(served["node_type"], printed["node_type"]);
+    assert_eq!(served["remote_address"], printed["remote_address"]);
+    assert_eq!(
+        served["components"]["monitor"]["verdict"],
+        printed["components"]["monitor"]["verdict"]
+    );
+
+    // Failover, then failback.
+    docker(&["stop", "-t", "0", &master]);
+    monitor
+        .wait_metric("xivo_ha_master_up 0", Duration::from_secs(10))
+        .await;
+    monitor
+        .wait_metric("xivo_ha_failovers_total 1", Duration::from_secs(2))
+        .await;
+    docker(&["start", &master]);
+    monitor
+        .wait_metric("xivo_ha_master_up 1", Duration::from_secs(15))
+        .await;
+    monitor
+        .wait_metric("xivo_ha_verdict_changes_total 3", Duration::from_secs(2))
+        .await;
+    let text = monitor.metrics().await;
+    assert!(text.contains("xivo_ha_docker_api_errors_total 0"), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_follow_a_replication_and_healthz_stays_up_while_idle() {
+    let master_db = TestDb::create().await;
+    let slave_db = TestDb::create().await;
+    slave_db
+        .client()
+        .await
+        .batch_execute("DELETE FROM dialaction")
+        .await
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::create_dir_all(root.path().join("etc/docker/xivo")).unwrap();
+    std::fs::write(
+        root.path().join("etc/docker/xivo/custom.env"),
+        format!("XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\n"),
+    )
+    .unwrap();
+    let monitor = MonitorProcess::start(root.path(), port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while monitor.get("/healthz").await.map(|(status, _)| status) != Some(200) {
+        assert!(Instant::now() < deadline, "/healthz never answered 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!monitor.metrics().await.contains("job=\"replication\""));
+
+    let output = xivo_ha(
+        root.path(),
+        &master_db.url(),
+        &[
+            "db-replication",
+            "127.0.0.2",
+            "--target-db",
+            &slave_db.url(),
+        ],
+    );
+    assert_success(&output);
+    let text = monitor.metrics().await;
+    let age: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("xivo_ha_last_success_age_seconds{job=\"replication\"} "))
+        .unwrap_or_else(|| panic!("no replication age in:\n{text}"))
+        .parse()
+        .unwrap();
+    assert!((0.0..60.0).contains(&age), "{age}");
+    assert!(
+        text.contains("xivo_ha_last_run_duration_seconds{job=\"replication\"}"),
+        "{text}"
+    );
+
+    // A failed run keeps the time of the last good one.
+    let output = xivo_ha(
+        root.path(),
+        &master_db.url(),
+        &[
+            "db-replication",
+            "127.0.0.2",
+            "--target-db",
+            "host=127.0.0.1 port=1 user=postgres dbname=x",
+        ],
+    );
+    assert!(!output.status.success());
+    let (_, status) = monitor.get("/status").await.unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["components"]["replication"]["result"], "failed");
+    assert!(
+        monitor
+            .metrics()
+            .await
+            .contains("xivo_ha_last_success_age_seconds{job=\"replication\"}")
+    );
+}
+
+#[tokio::test]
+async fn a_busy_port_does_not_stop_the_monitor() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("etc/docker/xivo")).unwrap();
+    std::fs::write(
+        root.path().join("etc/docker/xivo/custom.env"),
+        format!("XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\n"),
+    )
+    .unwrap();
+    let mut monitor = MonitorProcess::start(root.path(), port);
+    let state = root.path().join("var/lib/xivo-ha/monitor.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !state.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the monitor never recorded its state"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        monitor.child.try_wait().unwrap().is_none(),
+        "the monitor exited"
+    );
+
+    // A malformed address, by contrast, is a configuration error: nothing starts.
+    std::fs::write(
+        root.path().join("etc/docker/xivo/custom.env"),
+        "XIVO_HA_HTTP_LISTEN=localhost\n",
+    )
+    .unwrap();
+    let output = xivo_ha(
+        root.path(),
+        "host=/nonexistent dbname=asterisk",
+        &["monitor"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("XIVO_HA_HTTP_LISTEN: `localhost` is not an address:port"),
+        "{}",
+        stderr(&output)
+    );
+}
