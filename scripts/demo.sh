@@ -55,7 +55,8 @@ epoch_of() { date -d "$1" +%s.%N; }
 net=${prefix}net
 pg_a=${prefix}a-postgres       ast_a=${prefix}a-asterisk   ha_a=${prefix}a-xivo-ha
 pg_b=${prefix}b-postgres       ast_b=${prefix}b-asterisk   ha_b=${prefix}b-xivo-ha
-containers=("$ha_a" "$ha_b" "$ast_a" "$ast_b" "$pg_a" "$pg_b")
+dr_a=${prefix}a-db-replic      dr_b=${prefix}b-db-replic   pg_r=${prefix}reporting
+containers=("$ha_a" "$ha_b" "$dr_a" "$dr_b" "$ast_a" "$ast_b" "$pg_a" "$pg_b" "$pg_r")
 work=$(mktemp -d)
 
 teardown() {
@@ -112,6 +113,12 @@ docker image inspect "$image" >/dev/null 2>&1 || fail "no image $image"
 docker run --rm --network none "$image" xivo-ha-sip-standin --help >/dev/null 2>&1 ||
   [ $? -ne 127 ] || fail "$image has no xivo-ha-sip-standin: build it (cargo build --release) and rebuild the image"
 say "xivo-ha: $image ($(docker image inspect "$image" --format '{{.Size}}' | awk '{ printf "%d MB", $1 / 1e6 }'))"
+# DB Replic (xivo-ha db-replic) forwards each node's call events to XiVO CC's reporting database.
+dbreplic=no
+if docker run --rm --network none "$image" xivo-ha db-replic --help >/dev/null 2>&1; then
+  dbreplic=yes
+fi
+result dbreplic "$dbreplic"
 # PostgreSQL from the host's Debian binaries, run as an unprivileged user (it refuses root).
 pg_image=xivoha-demo-postgres:$pg_version
 pg_files=$( (find "/usr/share/postgresql/$pg_version" -type f -not -path '*/man/*'
@@ -135,8 +142,10 @@ docker network rm "$net" >/dev/null
 base=${BASH_REMATCH[1]}
 ip_a=$base.10
 ip_b=$base.20
+ip_r=$base.30
 docker network create --subnet "$subnet" "$net" >/dev/null
 say "private network $net, $subnet: node A (master) $ip_a, node B (slave) $ip_b"
+[ "$dbreplic" = no ] || say "XiVO CC's reporting PostgreSQL: $ip_r"
 
 # --- Nodes -----------------------------------------------------------------------------------
 pg_password=$(od -An -N9 -tx1 /dev/urandom | tr -d ' \n')
@@ -178,6 +187,15 @@ node_env() { # node_env NODE: the node's custom.env (XiVO CC's site file), given
     echo "XIVO_HA_ROOT=/node"
     echo "XIVO_HA_DB=host=127.0.0.1 user=postgres password=$pg_password dbname=asterisk"
     echo "XIVO_HA_SLAVE_DB_PASSWORD=$pg_password"
+    # DB Replic: the reporting database; no Elasticsearch in the demo (nothing listens on the
+    # node's loopback: that sink retries, the PostgreSQL one does not depend on it).
+    echo "REPORTING_DB_HOST=$ip_r"
+    echo "REPORTING_DB_PORT=5432"
+    echo "REPORTING_DB_USER=postgres"
+    echo "REPORTING_DB_PASSWORD=$pg_password"
+    echo "ELASTICSEARCH=http://127.0.0.1:9200"
+    echo "IS_HA_SLAVE=true"
+    echo "DB_REPLIC_ORIGIN=xivo-$1"
   } >"$file"
   echo "$file"
 }
@@ -196,6 +214,16 @@ start_sidecar() { # start_sidecar CONTAINER NODE NAMESPACE [docker run options..
     --env-file "$work/$node.env" "$@" "$image" xivo-ha monitor >/dev/null
   docker cp "$work/$node/." "$name:/node" >/dev/null
   docker start "$name" >/dev/null
+}
+
+start_db_replic() { # start_db_replic CONTAINER NODE NAMESPACE: XiVO CC enabled (xc_enabled)
+  [ "$dbreplic" = yes ] || return 0
+  mkdir -p "$work/$2-xc/var/lib/xivo"
+  : >"$work/$2-xc/var/lib/xivo/xc_enabled"
+  docker create --name "$1" --network "container:$3" --env-file "$work/$2.env" \
+    "$image" xivo-ha db-replic >/dev/null
+  docker cp "$work/$2-xc/." "$1:/node" >/dev/null
+  docker start "$1" >/dev/null
 }
 
 ha() { # ha CONTAINER ARGS...: a command in the node's sidecar, as an administrator types it
@@ -243,6 +271,7 @@ users_of() { psql_in "$1" -d asterisk -Atc "SELECT coalesce(string_agg(firstname
 step "Node A (the master-to-be): PostgreSQL with a XiVO configuration, Asterisk, xivo-ha"
 start_postgres "$pg_a" "$ip_a"
 start_postgres "$pg_b" "$ip_b"
+[ "$dbreplic" = no ] || start_postgres "$pg_r" "$ip_r"
 wait_postgres "$pg_a"
 psql_in "$pg_a" -c 'CREATE DATABASE asterisk'
 psql_in "$pg_a" -d asterisk <tests/fixtures/asterisk-schema.sql
@@ -253,6 +282,12 @@ say "$ast_a: stand-in Asterisk answering SIP on $ip_a:5060"
 node_env a >/dev/null
 start_sidecar "$ha_a" a "$pg_a"
 say "$ha_a: xivo-ha monitor (no ha.conf yet: HA disabled, idle)"
+if [ "$dbreplic" = yes ]; then
+  wait_postgres "$pg_r"
+  psql_in "$pg_r" -c 'CREATE DATABASE xivo_stats'
+  start_db_replic "$dr_a" a "$pg_a"
+  say "$dr_a: xivo-ha db-replic, origin xivo-a, to $pg_r (XiVO CC's xivo_stats)"
+fi
 
 step "Node B (the slave-to-be): a fresh XiVO, same schema, its own default configuration"
 wait_postgres "$pg_b"
@@ -282,6 +317,10 @@ fi
 # listed in XIVO_HA_MONITOR_CONTAINERS.
 start_sidecar "$ha_b" b "$pg_b" -v /var/run/docker.sock:/var/run/docker.sock
 say "$ha_b: xivo-ha monitor with the Docker socket, acting only on $ast_b"
+if [ "$dbreplic" = yes ]; then
+  start_db_replic "$dr_b" b "$pg_b"
+  say "$dr_b: xivo-ha db-replic, origin xivo-b, to $pg_r"
+fi
 
 step "1. Configure A as master (its slave: B)    [web interface on XiVO; here xivo-ha configure]"
 ha "$ha_a" xivo-ha configure master "$ip_b" | detail
@@ -325,7 +364,9 @@ result standby yes
 
 step "Failover: stop node A (its xivo-ha, Asterisk and PostgreSQL)"
 t_stop=$(date +%s.%N)
-docker stop -t 5 "$ha_a" "$ast_a" "$pg_a" >/dev/null
+a_containers=("$ha_a" "$ast_a")
+[ "$dbreplic" = no ] || a_containers+=("$dr_a")
+docker stop -t 5 "${a_containers[@]}" "$pg_a" >/dev/null
 say "node A stopped ($(seconds_between "$t_stop" "$(date +%s.%N)") s); waiting for B to take over"
 wait_for 60 "$ast_b running" is_state "$ast_b" running
 t_started=$(epoch_of "$(docker inspect -f '{{.State.StartedAt}}' "$ast_b")")
@@ -335,10 +376,33 @@ docker exec "$ast_b" xivo-ha-sip-standin --check >/dev/null && say "$ast_b answe
 say "B: $(ha "$ha_b" xivo-ha status | grep "^monitor:")"
 result failover_s "$failover"
 
+if [ "$dbreplic" = yes ]; then
+  step "A call on B while A is down: its CEL reaches the reporting database with B as origin"
+  uid="$(date +%s).42"
+  cel_id=$(psql_in "$pg_b" -d asterisk -At -c "INSERT INTO cel (eventtype, eventtime, userdeftype,
+      cid_name, cid_num, cid_ani, cid_rdnis, cid_dnid, exten, context, channame, appname, appdata,
+      amaflags, accountcode, peeraccount, uniqueid, linkedid, userfield, peer)
+    VALUES ('CHAN_START', now(), '', 'Bob Durand', '1002', '1002', '', '', '1001', 'default',
+      'SIP/ef34gh-00000001', '', '', 3, '', '', '$uid', '$uid', '', '') RETURNING id")
+  t_cel=$(date +%s.%N)
+  say "CEL id $cel_id (uniqueid $uid) written in B's database, as B's Asterisk would"
+  cel_origin() { psql_in "$pg_r" -d xivo_stats -At -c "SELECT origin FROM cel WHERE uniqueid = '$uid'" 2>/dev/null; }
+  cel_arrived() { [ -n "$(cel_origin)" ]; }
+  wait_for 30 "the CEL $uid in the reporting database" cel_arrived
+  origin=$(cel_origin)
+  cel_s=$(seconds_between "$t_cel" "$(date +%s.%N)")
+  say "in the reporting database after $cel_s s: origin $origin"
+  psql_in "$pg_r" -d xivo_stats -At -F ' ' -c "SELECT origin, string_agg(id::text || ' (' || cid_name || ')', ', ' ORDER BY id) FROM cel GROUP BY origin ORDER BY origin" |
+    sed 's/^\([^ ]*\) /\1: cel /' | detail
+  result cel_origin "$origin"
+  result cel_s "$cel_s"
+fi
+
 step "Failback: start node A again"
 t_back=$(date +%s.%N)
 docker start "$pg_a" >/dev/null
 docker start "$ast_a" "$ha_a" >/dev/null
+[ "$dbreplic" = no ] || docker start "$dr_a" >/dev/null
 wait_postgres "$pg_a"
 say "node A running again; B hands back once A has answered 5 rounds, and not before 10 s after the failover (hold-down)"
 wait_for 90 "$ast_b stopped again" is_state "$ast_b" exited
@@ -354,3 +418,4 @@ step "Summary"
 say "configuration replicated A -> B: $tables tables, $rows rows, identical"
 say "failover: ${failover} s from stopping A to B's Asterisk running"
 say "failback: ${failback} s from starting A to B's Asterisk stopped (B served ${held} s)"
+[ "$dbreplic" = no ] || say "DB Replic: a CEL written on B during the failover reached the reporting database in ${cel_s} s, origin $origin"

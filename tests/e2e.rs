@@ -3,14 +3,17 @@
 //! just built (the release build would take minutes). The scenario lives once, in the script:
 //! this test gives it its own name prefix and a results file, then checks the measurements:
 //! B's configuration equals A's after the replication, B stands by while A serves, fails over
-//! within 10 s of A being stopped, hands back after A returns (not before the hold-down), and
-//! nothing the run created is left, even when the test fails (the script's trap, then this
-//! test's Drop guard).
+//! within 10 s of A being stopped, hands back after A returns (not before the hold-down), a CEL
+//! written on B meanwhile reaches the reporting database with B as origin (DB Replic, when the
+//! binary has it), and nothing the run created is left, even when the test fails (the script's
+//! trap, then this test's Drop guard).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use clap::CommandFactory;
 
 /// The whole demo must end within this (it takes about 40 s here); then it is stopped.
 const DEADLINE: Duration = Duration::from_secs(150);
@@ -191,6 +194,24 @@ fn the_demo_pair_replicates_fails_over_and_back_and_leaves_nothing() {
     let served = number(&results, "standin_s", &log);
     assert!(failback > 0.0, "{log}");
     assert!(served >= 9.0, "B handed back after {served} s only:\n{log}");
+
+    // DB Replic, when the binary has it: a CEL written on B while A is down reaches the
+    // reporting database with B as its origin.
+    let has_db_replic = xivo_ha::cli::Cli::command()
+        .find_subcommand("db-replic")
+        .is_some();
+    assert_eq!(
+        results.get("dbreplic").map(String::as_str),
+        Some(if has_db_replic { "yes" } else { "no" }),
+        "{log}"
+    );
+    if has_db_replic {
+        assert_eq!(
+            results.get("cel_origin").map(String::as_str),
+            Some("xivo-b"),
+            "{log}"
+        );
+    }
 }
 
 /// The script's own copy of the tables replication leaves out (its equality check skips them)
