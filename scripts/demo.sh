@@ -315,7 +315,13 @@ else
 fi
 # The Docker socket: the monitor starts and stops B's Asterisk, and only the containers
 # listed in XIVO_HA_MONITOR_CONTAINERS.
-start_sidecar "$ha_b" b "$pg_b" -v /var/run/docker.sock:/var/run/docker.sock
+docker_socket=/var/run/docker.sock
+case "${DOCKER_HOST:-}" in
+  unix://*) docker_socket=${DOCKER_HOST#unix://} ;;
+  "") ;;
+  *) fail "DOCKER_HOST=$DOCKER_HOST: B's monitor needs the engine's Unix socket to mount" ;;
+esac
+start_sidecar "$ha_b" b "$pg_b" -v "$docker_socket:/var/run/docker.sock"
 say "$ha_b: xivo-ha monitor with the Docker socket, acting only on $ast_b"
 if [ "$dbreplic" = yes ]; then
   start_db_replic "$dr_b" b "$pg_b"

@@ -69,7 +69,9 @@ impl Drop for Guard {
             let _ = Command::new("docker").args(["rm", "-f", &name]).output();
         }
         for name in networks {
-            let _ = Command::new("docker").args(["network", "rm", &name]).output();
+            let _ = Command::new("docker")
+                .args(["network", "rm", &name])
+                .output();
         }
         for tag in ["latest", env!("CARGO_PKG_VERSION")] {
             let _ = Command::new("docker")
@@ -169,10 +171,14 @@ fn the_demo_pair_replicates_fails_over_and_back_and_leaves_nothing() {
         containers.is_empty() && networks.is_empty(),
         "left behind: containers {containers:?}, networks {networks:?}"
     );
-    assert_eq!(results.get("containers_left").map(String::as_str), Some("0"));
+    assert_eq!(
+        results.get("containers_left").map(String::as_str),
+        Some("0")
+    );
     assert_eq!(results.get("networks_left").map(String::as_str), Some("0"));
 
-    let status = status.unwrap_or_else(|| panic!("the demo did not end within {DEADLINE:?}:\n{log}"));
+    let status =
+        status.unwrap_or_else(|| panic!("the demo did not end within {DEADLINE:?}:\n{log}"));
     assert!(status.success(), "the demo failed ({status}):\n{log}");
 
     // The replication: every replicated table of B equals A's.
