@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The two-node demo: a XiVO HA pair on a private Docker network, set up in XiVO's order, then
-# a failover and a failback, measured. Needs only a Docker engine, a Rust toolchain and the
-# host's Debian PostgreSQL binaries (apt-get install postgresql); no registry: every image is
-# built FROM scratch out of this machine's files. Removes everything it started when it ends,
-# also on failure or Ctrl-C (images stay, to make the next run fast).
+# a failover and a failback, measured. Needs only a Docker engine, a Rust toolchain, rsync and
+# the ssh client (the image carries them) and the host's Debian PostgreSQL binaries (apt-get
+# install postgresql); no registry: every image is built FROM scratch out of this machine's
+# files. Removes everything it started when it ends, also on failure or Ctrl-C (images stay,
+# to make the next run fast).
 #
 # usage: scripts/demo.sh [--image TAG] [--prefix PREFIX] [--results FILE]
 #   --image: use this xivo-ha image (with xivo-ha-sip-standin) instead of building
@@ -18,7 +19,8 @@
 # node's network namespace (a fixed address on the demo network), and the node's stand-in
 # Asterisk (xivo-ha-sip-standin, answers SIP OPTIONS on 5060/udp) and its xivo-ha sidecar
 # (`xivo-ha monitor`, XIVO_HA_ROOT=/node inside the container) join that namespace, as
-# `network_mode: host` does on a real node.
+# `network_mode: host` does on a real node. When the image has `xivo-ha db-replic`, each node
+# also runs DB Replic towards a third PostgreSQL, XiVO CC's reporting database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +32,7 @@ while [ $# -gt 0 ]; do
     --image) image=$2; shift 2 ;;
     --prefix) prefix=$2; shift 2 ;;
     --results) results=$2; shift 2 ;;
-    *) sed -n '2,15p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,16p' "$0" >&2; exit 2 ;;
   esac
 done
 if ! [[ "$prefix" =~ ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ ]]; then
@@ -63,7 +65,7 @@ teardown() {
   local status=$?
   trap - EXIT INT TERM
   step "Teardown"
-  # The sidecars first (they probe), then the rest; the network only once nothing uses it.
+  # Every container first (the monitors probe addresses on the network), then the network.
   docker rm -f "${containers[@]}" >/dev/null 2>&1 || true
   local left
   left=$(docker ps -aq --filter "name=^/${prefix}" 2>/dev/null || true)
@@ -134,16 +136,20 @@ say "PostgreSQL: $pg_image ($(docker image inspect "$pg_image" --format '{{.Size
 step "Network"
 # A node keeps its address when it restarts (the slave probes that address): fixed addresses
 # need a subnet given at creation, so let Docker choose a free one, then create it with it.
-docker network create "$net" >/dev/null
-subnet=$(docker network inspect "$net" --format '{{range .IPAM.Config}}{{.Subnet}}{{end}}')
-docker network rm "$net" >/dev/null
-[[ "$subnet" =~ ^([0-9]+\.[0-9]+\.[0-9]+)\.0/([0-9]+)$ ]] && [ "${BASH_REMATCH[2]}" -le 24 ] ||
-  fail "unexpected subnet from Docker: $subnet"
-base=${BASH_REMATCH[1]}
+# (Another network may take that subnet in between, hence a few attempts.)
+for attempt in 1 2 3 4 5; do
+  docker network create "$net" >/dev/null
+  subnet=$(docker network inspect "$net" --format '{{range .IPAM.Config}}{{.Subnet}}{{end}}')
+  docker network rm "$net" >/dev/null
+  [[ "$subnet" =~ ^([0-9]+\.[0-9]+\.[0-9]+)\.0/([0-9]+)$ ]] && [ "${BASH_REMATCH[2]}" -le 24 ] ||
+    fail "unexpected subnet from Docker: $subnet"
+  base=${BASH_REMATCH[1]}
+  docker network create --subnet "$subnet" "$net" >/dev/null 2>&1 && break
+  [ "$attempt" -lt 5 ] || fail "cannot create the network $net"
+done
 ip_a=$base.10
 ip_b=$base.20
 ip_r=$base.30
-docker network create --subnet "$subnet" "$net" >/dev/null
 say "private network $net, $subnet: node A (master) $ip_a, node B (slave) $ip_b"
 [ "$dbreplic" = no ] || say "XiVO CC's reporting PostgreSQL: $ip_r"
 
