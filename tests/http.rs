@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use docker_lab::{Lab, docker, slave_node};
+use docker_lab::{Lab, docker, fast_env, slave_node};
 
 /// `xivo-ha monitor` as a child process, killed on drop.
 struct MonitorProcess {
@@ -44,6 +44,15 @@ impl MonitorProcess {
         let response = reqwest::get(format!("{}{path}", self.base)).await.ok()?;
         let status = response.status().as_u16();
         Some((status, response.text().await.ok()?))
+    }
+
+    /// Waits until `/healthz` answers 200.
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.get("/healthz").await.map(|(status, _)| status) != Some(200) {
+            assert!(Instant::now() < deadline, "/healthz never answered 200");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn metrics(&self) -> String {
@@ -96,25 +105,15 @@ async fn metrics_and_status_follow_a_failover() {
         root.path(),
         master_ip,
         &[
-            ("XIVO_HA_MONITOR_INTERVAL_MS", "200".into()),
-            ("XIVO_HA_MONITOR_ICMP_TIMEOUT_MS", "150".into()),
-            ("XIVO_HA_MONITOR_TCP_TIMEOUT_MS", "150".into()),
-            ("XIVO_HA_MONITOR_SIP_TIMEOUT_MS", "150".into()),
-            ("XIVO_HA_MONITOR_UP_AFTER", "3".into()),
-            ("XIVO_HA_MONITOR_HOLD_DOWN_MS", "1000".into()),
-            ("XIVO_HA_MONITOR_STOP_GRACE_S", "1".into()),
-            ("XIVO_HA_MONITOR_CONTAINERS", asterisk.clone()),
-            ("XIVO_HA_HTTP_LISTEN", format!("127.0.0.1:{port}")),
-        ],
+            fast_env(&[&asterisk]),
+            vec![("XIVO_HA_HTTP_LISTEN", format!("127.0.0.1:{port}"))],
+        ]
+        .concat(),
     );
     let monitor = MonitorProcess::start(root.path(), port);
 
     // Alive, and the master seen up.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while monitor.get("/healthz").await.map(|(status, _)| status) != Some(200) {
-        assert!(Instant::now() < deadline, "/healthz never answered 200");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    monitor.wait_healthy().await;
     monitor
         .wait_metric("xivo_ha_master_up 1", Duration::from_secs(10))
         .await;
@@ -179,11 +178,7 @@ async fn metrics_follow_a_replication_and_healthz_stays_up_while_idle() {
     )
     .unwrap();
     let monitor = MonitorProcess::start(root.path(), port);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while monitor.get("/healthz").await.map(|(status, _)| status) != Some(200) {
-        assert!(Instant::now() < deadline, "/healthz never answered 200");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    monitor.wait_healthy().await;
     assert!(!monitor.metrics().await.contains("job=\"replication\""));
 
     let output = xivo_ha(
