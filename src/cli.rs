@@ -56,6 +56,8 @@ pub enum Command {
     Configure(ConfigureArgs),
     /// Create XiVO's classic command names as links to this binary in DIR.
     InstallLinks(InstallLinksArgs),
+    /// DB Replic: forward cel and queue_log to XiVO CC's reporting database and Elasticsearch.
+    DbReplic(crate::dbreplic::DbReplicArgs),
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +167,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status(args) => status(&ctx, args),
         Command::Configure(args) => configure(&ctx, args).await,
         Command::InstallLinks(args) => install_links(&args),
+        Command::DbReplic(args) => crate::dbreplic::command(&ctx, args).await,
     }
 }
 

@@ -10,6 +10,8 @@
 //! - [`fsutil`]: atomic file writes and file errors a user can act on.
 //! - [`state`]: the JSON state files that components leave for `status`.
 //! - [`settings`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
+//! - [`dbreplic`]: DB Replic: cel and queue_log to XiVO CC's reporting PostgreSQL and
+//!   Elasticsearch, with its HA mode.
 //! - [`status`]: the HA dashboard (`xivo-ha status`).
 //! - [`error`]: the crate's error type and its exit codes.
 
@@ -17,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod db;
+pub mod dbreplic;
 pub mod error;
 pub mod fsutil;
 pub mod paths;
