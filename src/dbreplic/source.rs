@@ -108,7 +108,7 @@ impl EventTable {
             })
             .collect();
         format!(
-            "SELECT id::bigint, {} FROM {} WHERE id > $1 ORDER BY id LIMIT $2",
+            "SELECT id::bigint, {} FROM {} WHERE id > $1::bigint ORDER BY id LIMIT $2::bigint",
             columns.join(", "),
             self.name()
         )
