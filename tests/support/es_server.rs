@@ -87,7 +87,10 @@ impl EsServer {
             .route("/", axum::routing::get(info))
             .route("/_bulk", post(bulk).put(bulk))
             .route("/{index}/_bulk", post(bulk_in_index).put(bulk_in_index))
-            .route("/_index_template/{name}", put(put_template).post(put_template))
+            .route(
+                "/_index_template/{name}",
+                put(put_template).post(put_template),
+            )
             .layer(DefaultBodyLimit::max(200 * 1024 * 1024))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -95,7 +98,9 @@ impl EsServer {
             .expect("bind a loopback port");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("test ES server runs");
+            axum::serve(listener, app)
+                .await
+                .expect("test ES server runs");
         });
         EsServer { url, inner, task }
     }
@@ -189,7 +194,11 @@ async fn put_template(
         return error(400, "parse_exception", "request body is not JSON");
     };
     if value.get("index_patterns").is_none() {
-        return error(400, "action_request_validation_exception", "index patterns are missing");
+        return error(
+            400,
+            "action_request_validation_exception",
+            "index patterns are missing",
+        );
     }
     inner.templates.lock().unwrap().insert(name, value);
     axum::Json(json!({"acknowledged": true})).into_response()
@@ -215,7 +224,11 @@ async fn handle_bulk(inner: Arc<Inner>, default_index: Option<String>, body: Byt
         Some(Fault::Status(status)) => {
             inner.failed_requests.fetch_add(1, Ordering::SeqCst);
             return match status {
-                429 => error(429, "es_rejected_execution_exception", "rejected execution (queue capacity reached)"),
+                429 => error(
+                    429,
+                    "es_rejected_execution_exception",
+                    "rejected execution (queue capacity reached)",
+                ),
                 s => error(s, "test_fault", "injected failure"),
             };
         }
@@ -225,13 +238,21 @@ async fn handle_bulk(inner: Arc<Inner>, default_index: Option<String>, body: Byt
     }
     if inner.down.load(Ordering::SeqCst) {
         inner.failed_requests.fetch_add(1, Ordering::SeqCst);
-        return error(503, "cluster_block_exception", "blocked by: [SERVICE_UNAVAILABLE/1/state not recovered]");
+        return error(
+            503,
+            "cluster_block_exception",
+            "blocked by: [SERVICE_UNAVAILABLE/1/state not recovered]",
+        );
     }
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(400, "parse_exception", "body is not UTF-8");
     };
     if !text.is_empty() && !text.ends_with('\n') {
-        return error(400, "illegal_argument_exception", "The bulk request must be terminated by a newline [\\n]");
+        return error(
+            400,
+            "illegal_argument_exception",
+            "The bulk request must be terminated by a newline [\\n]",
+        );
     }
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let mut items = Vec::new();
@@ -246,10 +267,18 @@ async fn handle_bulk(inner: Arc<Inner>, default_index: Option<String>, body: Byt
             return error(400, "illegal_argument_exception", "empty action");
         };
         if op != "index" && op != "create" {
-            return error(400, "illegal_argument_exception", &format!("action [{op}] is not supported by the test server"));
+            return error(
+                400,
+                "illegal_argument_exception",
+                &format!("action [{op}] is not supported by the test server"),
+            );
         }
         let Some(source_line) = lines.next() else {
-            return error(400, "illegal_argument_exception", "the bulk request must end with a source line");
+            return error(
+                400,
+                "illegal_argument_exception",
+                "the bulk request must end with a source line",
+            );
         };
         let Ok(source) = serde_json::from_str::<Value>(source_line) else {
             return error(400, "x_content_parse_exception", "malformed source line");
@@ -260,7 +289,11 @@ async fn handle_bulk(inner: Arc<Inner>, default_index: Option<String>, body: Byt
             .map(str::to_owned)
             .or_else(|| default_index.clone());
         let (Some(index), Some(id)) = (index, meta.get("_id").and_then(Value::as_str)) else {
-            return error(400, "action_request_validation_exception", "index and _id are required by the test server");
+            return error(
+                400,
+                "action_request_validation_exception",
+                "index and _id are required by the test server",
+            );
         };
         let failing = item_fault.filter(|(_, every)| position % every == 0);
         position += 1;
