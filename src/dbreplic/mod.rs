@@ -266,6 +266,7 @@ async fn drive<S: Sink>(
     let mut attempt = 0u32;
     let mut started = false;
     let mut checkpoint: Option<i64> = None;
+    let mut prefetched: Option<(i64, source::Batch)> = None;
     loop {
         let step = async {
             if !started {
@@ -281,18 +282,33 @@ async fn drive<S: Sink>(
                     after
                 }
             };
-            let batch = source.read(table, after).await.map_err(|e| {
+            let source_error = |e: crate::db::DbError| {
                 SinkError::new(
                     ErrorKind::Source,
                     format!("{e} (the local XiVO database; is PostgreSQL up?)"),
                 )
-            })?;
+            };
+            // A batch read while the previous one was being written, valid only if it starts
+            // right after the checkpoint (it does unless that write failed).
+            let batch = match prefetched.take() {
+                Some((read_after, batch)) if read_after == after => batch,
+                _ => source.read(table, after).await.map_err(source_error)?,
+            };
             let Some(last) = batch.last_id() else {
                 return Ok(Step::Idle);
             };
             let full = batch.rows.len() >= knobs.batch_rows;
             let report = |e: &SinkError| board.error(key, e);
-            sink.write(&batch, &report).await?;
+            if full {
+                // A backlog: read the next batch while this one is written, so that the source
+                // query and the sink's work overlap.
+                let (written, next) =
+                    tokio::join!(sink.write(&batch, &report), source.read(table, last));
+                written?;
+                prefetched = next.ok().map(|next| (last, next));
+            } else {
+                sink.write(&batch, &report).await?;
+            }
             checkpoint = Some(last);
             board.delivered(key, last);
             Ok::<_, SinkError>(if full { Step::Full } else { Step::Some })

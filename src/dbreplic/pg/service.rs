@@ -53,6 +53,11 @@ impl PgService {
                 format!("{e} (check REPORTING_DB_HOST, REPORTING_DB_PORT and that XiVO CC's database is up)"),
             )
         })?;
+        // "relation already exists, skipping" on every start is noise, not news.
+        client
+            .batch_execute("SET client_min_messages = warning")
+            .await
+            .map_err(|e| self.error("set up the session", &e))?;
         let tx = client
             .transaction()
             .await
