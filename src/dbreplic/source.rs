@@ -104,11 +104,14 @@ impl EventTable {
                     Kind::Text | Kind::DateText => "text",
                     Kind::Timestamp => "timestamp",
                 };
-                format!("\"{name}\"::{cast}")
+                format!("t.\"{name}\"::{cast}")
             })
             .collect();
+        // `t.id`, not `id`: ORDER BY `id` would name the output column `id::bigint`, and
+        // sorting by that expression cannot walk the primary key (every row after the
+        // checkpoint would be read and sorted for each batch).
         format!(
-            "SELECT id::bigint, {} FROM {} WHERE id > $1::bigint ORDER BY id LIMIT $2::bigint",
+            "SELECT t.id::bigint, {} FROM {} t WHERE t.id > $1::bigint ORDER BY t.id LIMIT $2::bigint",
             columns.join(", "),
             self.name()
         )
