@@ -169,7 +169,7 @@ async fn main() {
     // done, every inserted id is matched with the first observation that covers it.
     let mut pg_seen: Vec<(i64, Instant)> = Vec::new();
     let mut es_seen: Vec<(i64, Instant)> = Vec::new();
-    let steady_end = Instant::now() + Duration::from_secs(STEADY_SECS + 5);
+    let steady_end = Instant::now() + Duration::from_secs(STEADY_SECS + 15);
     while Instant::now() < steady_end {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let now = Instant::now();
@@ -181,9 +181,15 @@ async fn main() {
         if es_seen.last().is_none_or(|(last, _)| e > *last) {
             es_seen.push((e, now));
         }
-        if inserter.is_finished() && p == e && Instant::now() + Duration::from_secs(5) > steady_end
-        {
-            break;
+        if inserter.is_finished() {
+            let last: i64 = src
+                .query_one("SELECT max(id)::bigint FROM cel", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if p >= last && e >= last {
+                break;
+            }
         }
     }
     let (sent, _source) = inserter.await.unwrap();
