@@ -132,6 +132,7 @@ pub async fn run(
 
     let mut tasks: JoinSet<Result<(), SinkError>> = JoinSet::new();
     let checkpoint_dir = options.paths.state_dir().join("dbreplic");
+    let mut savers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     for table in EventTable::ALL {
         let source = || {
             Source::new(
@@ -155,7 +156,7 @@ pub async fn run(
         };
         let service = es::service::EsService::new(&settings.elasticsearch)
             .map_err(|e| DbReplicError::SinkStopped(e.message))?;
-        let es = es::EsSink::new(
+        let mut es = es::EsSink::new(
             service,
             settings.origin.clone(),
             table,
@@ -163,6 +164,7 @@ pub async fn run(
             checkpoint_dir.clone(),
             settings.retry_initial,
         );
+        savers.extend(es.take_saver_task());
         tasks.spawn(drive(
             es,
             table,
@@ -201,6 +203,10 @@ pub async fn run(
         } => {}
     }
     tasks.shutdown().await;
+    // The sinks are gone: their checkpoint writers finish their last write and end.
+    for saver in savers {
+        let _ = tokio::time::timeout(Duration::from_secs(10), saver).await;
+    }
     reporter.abort();
     board
         .refresh_behind(&mut Source::new(

@@ -8,8 +8,14 @@
 //! does, and the sinks must be independent. The file names the origin, the index and the URL
 //! it is for: pointing DB Replic at a new cluster or index starts that one from the beginning.
 //! Losing the file only costs a replay, which overwrites the same documents.
+//!
+//! The file is written by a task of its own, fed the latest checkpoint through a watch channel:
+//! its fsyncs (slow on a busy disk) stay off the delivery path. The saved checkpoint may lag
+//! the delivered one by a write in flight, never lead it; a failed write stops the sink at its
+//! next batch, as delivering on without a checkpoint would only grow the replay.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,6 +45,36 @@ pub struct EsSink {
     checkpoint_path: PathBuf,
     retry_initial: Duration,
     templates_done: bool,
+    saver: tokio::sync::watch::Sender<Option<Vec<u8>>>,
+    save_error: Arc<Mutex<Option<String>>>,
+    saver_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Writes each new checkpoint (coalescing those that arrive during a write) until the sink is
+/// dropped, then the last one.
+async fn save_checkpoints(
+    path: PathBuf,
+    mut latest: tokio::sync::watch::Receiver<Option<Vec<u8>>>,
+    error: Arc<Mutex<Option<String>>>,
+) {
+    while latest.changed().await.is_ok() {
+        let Some(json) = latest.borrow_and_update().clone() else {
+            continue;
+        };
+        let target = path.clone();
+        let result =
+            tokio::task::spawn_blocking(move || fsutil::write_atomic(&target, &json, Some(0o644)))
+                .await;
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(format!("cannot save {}: {e}", path.display())),
+        };
+        if let Some(message) = &failure {
+            tracing::error!("{message}");
+        }
+        *error.lock().unwrap_or_else(|e| e.into_inner()) = failure;
+    }
 }
 
 impl EsSink {
@@ -50,15 +86,32 @@ impl EsSink {
         checkpoint_dir: PathBuf,
         retry_initial: Duration,
     ) -> Self {
+        let checkpoint_path = checkpoint_dir.join(format!("es-{}.json", table.name()));
+        let (saver, latest) = tokio::sync::watch::channel(None);
+        let save_error = Arc::new(Mutex::new(None));
+        let saver_task = tokio::spawn(save_checkpoints(
+            checkpoint_path.clone(),
+            latest,
+            save_error.clone(),
+        ));
         EsSink {
             service,
             origin,
-            checkpoint_path: checkpoint_dir.join(format!("es-{}.json", table.name())),
+            saver,
+            save_error,
+            saver_task: Some(saver_task),
+            checkpoint_path,
             table,
             index,
             retry_initial,
             templates_done: false,
         }
+    }
+
+    /// The task that writes the checkpoint file: it ends, after the last write, once the sink
+    /// is dropped. Await it for a clean stop.
+    pub fn take_saver_task(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        self.saver_task.take()
     }
 
     fn file_error(e: impl std::fmt::Display) -> SinkError {
@@ -177,11 +230,16 @@ impl Sink for EsSink {
             url: self.service.describe().to_owned(),
             last_id,
         };
-        let path = self.checkpoint_path.clone();
+        if let Some(message) = self
+            .save_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            return Err(Self::file_error(message));
+        }
         let json = serde_json::to_vec(&file).expect("checkpoints serialise");
-        tokio::task::spawn_blocking(move || fsutil::write_atomic(&path, &json, Some(0o644)))
-            .await
-            .map_err(Self::file_error)?
-            .map_err(Self::file_error)
+        self.saver.send_replace(Some(json));
+        Ok(())
     }
 }
