@@ -4,6 +4,8 @@
 
 mod common;
 mod docker_lab;
+#[path = "support/es_server.rs"]
+mod es_server;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -271,4 +273,77 @@ async fn a_busy_port_does_not_stop_the_monitor() {
         "{}",
         stderr(&output)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_db_replic_progress() {
+    let source = TestDb::create().await;
+    let reporting = TestDb::create_empty().await;
+    let es = es_server::EsServer::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let pg_port = common::pg_base()
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port=").map(str::to_owned))
+        .unwrap_or_else(|| "5432".into());
+    std::fs::create_dir_all(root.path().join("etc/docker/xivo")).unwrap();
+    std::fs::create_dir_all(root.path().join("var/lib/xivo")).unwrap();
+    std::fs::write(root.path().join("var/lib/xivo/xc_enabled"), "").unwrap();
+    std::fs::write(
+        root.path().join("etc/docker/xivo/custom.env"),
+        format!(
+            "XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\nREPORTING_DB_HOST=127.0.0.1\nREPORTING_DB_PORT={pg_port}\n\
+             REPORTING_DB_NAME={}\nREPORTING_DB_USER=postgres\nELASTICSEARCH={}\nIS_HA_SLAVE=true\n\
+             DB_REPLIC_ORIGIN=node-b\nDB_REPLIC_POLL_MS=100\n",
+            reporting.name, es.url
+        ),
+    )
+    .unwrap();
+    let monitor = MonitorProcess::start(root.path(), port);
+    monitor.wait_healthy().await;
+
+    // 200 CELs more than the fixture's one, then DB Replic until it has caught up.
+    source
+        .client()
+        .await
+        .batch_execute(
+            "INSERT INTO cel (eventtype, eventtime, userdeftype, cid_name, cid_num, cid_ani, cid_rdnis, cid_dnid,
+                              exten, context, channame, appname, appdata, amaflags, accountcode, peeraccount,
+                              uniqueid, linkedid, userfield, peer)
+             SELECT 'CHAN_START', now(), '', 'n', '1001', '', '', '', '1002', 'default', 'SIP/x', '', '', 3,
+                    '', '', i::text, i::text, '', ''
+             FROM generate_series(1, 200) i",
+        )
+        .await
+        .unwrap();
+    let max_id: i32 = source
+        .client()
+        .await
+        .query_one("SELECT max(id) FROM cel", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let root_path = root.path().to_owned();
+    let url = source.url();
+    let output = tokio::task::spawn_blocking(move || {
+        xivo_ha(&root_path, &url, &["db-replic", "--exit-when-idle"])
+    })
+    .await
+    .unwrap();
+    assert_success(&output);
+    for sink in ["postgresql", "elasticsearch"] {
+        let labels = format!("{{table=\"cel\",sink=\"{sink}\"}}");
+        monitor
+            .wait_metric(
+                &format!("xivo_ha_dbreplic_last_delivered_id{labels} {max_id}"),
+                Duration::from_secs(5),
+            )
+            .await;
+        monitor
+            .wait_metric(
+                &format!("xivo_ha_dbreplic_rows_behind{labels} 0"),
+                Duration::from_secs(5),
+            )
+            .await;
+    }
 }

@@ -103,6 +103,28 @@ impl EsService {
         )
     }
 
+    /// `GET /`: the cluster answers; returns its version.
+    pub async fn info(&self) -> Result<String, SinkError> {
+        let response = self
+            .client
+            .info()
+            .send()
+            .await
+            .map_err(|e| self.transport_error("GET /", e))?;
+        if !response.status_code().is_success() {
+            return Err(self.refused("GET /", response).await);
+        }
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| self.transport_error("GET /", e))?;
+        Ok(body
+            .pointer("/version/number")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_owned())
+    }
+
     pub async fn put_template(&self, name: &str, body: Value) -> Result<(), SinkError> {
         let what = format!("create index template {name}");
         let response = self
