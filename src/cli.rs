@@ -72,6 +72,8 @@ pub enum Command {
     DbReplication(crate::replication::DbReplicationArgs),
     /// Check every condition HA needs on this node's role; exit 1 when one fails.
     Doctor(crate::doctor::DoctorArgs),
+    /// DB Replic: forward cel and queue_log to XiVO CC's reporting database and Elasticsearch.
+    DbReplic(crate::dbreplic::DbReplicArgs),
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +202,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Monitor(args) => crate::monitor::monitor_command(&ctx, args).await,
         Command::DbReplication(args) => crate::replication::run_cli(&ctx, args).await,
         Command::Doctor(args) => Ok(crate::doctor::command(&ctx, args).await),
+        Command::DbReplic(args) => crate::dbreplic::command(&ctx, args).await,
     }
 }
 

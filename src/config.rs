@@ -95,6 +95,16 @@ impl EnvFile {
         })
     }
 
+    /// An error about `variable`'s value that the typed settings found after deserialising
+    /// (e.g. a URL that does not parse), naming the file line as envy's own errors do.
+    pub fn variable_error(&self, variable: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Variable {
+            variable: variable.to_owned(),
+            origin: self.origin_of(variable),
+            reason: reason.into(),
+        }
+    }
+
     fn origin_of(&self, variable: &str) -> String {
         match self.entries.get(variable) {
             Some(entry) if std::env::var_os(variable).is_none() => {

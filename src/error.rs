@@ -10,6 +10,8 @@ pub enum Error {
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
     #[error(transparent)]
+    DbReplic(#[from] crate::dbreplic::DbReplicError),
+    #[error(transparent)]
     File(#[from] crate::fsutil::FileError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),

@@ -12,6 +12,8 @@
 //! - [`state`]: the JSON state files that components leave for `status`.
 //! - [`settings`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
 //! - [`sync`]: file sync master → slave over SSH (`sync`, `sync -i`, `sync --back`).
+//! - [`dbreplic`]: DB Replic: cel and queue_log to XiVO CC's reporting PostgreSQL and
+//!   Elasticsearch, with its HA mode.
 //! - [`status`]: the HA dashboard (`xivo-ha status`).
 //! - [`monitoring`]: monit's check files for what runs on this node (`xivo-monitoring-update`).
 //! - [`monitor`]: the slave monitor (probes, verdict, Docker actions) and the master's hourly jobs.
@@ -24,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod db;
+pub mod dbreplic;
 pub mod doctor;
 pub mod error;
 pub mod fsutil;

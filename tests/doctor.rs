@@ -3,6 +3,8 @@
 
 mod common;
 mod docker_lab;
+#[path = "support/es_server.rs"]
+mod es_server;
 
 use std::path::Path;
 
@@ -301,5 +303,119 @@ fn a_slave_checks_its_master_and_its_telephony_containers() {
         finding(&report, "master-icmp")["level"],
         "failed",
         "{report:#}"
+    );
+}
+
+/// Where XiVO CC enabled DB Replic: its settings, both sinks and its log directory are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn db_replic_is_checked_where_it_is_enabled() {
+    let config = TestDb::create().await;
+    let reporting = TestDb::create_empty().await;
+    let es = es_server::EsServer::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_owned();
+    // HA disabled: the DB Replic checks apply anyway, and no peer is probed.
+    let env_path = r.join("etc/docker/xivo/custom.env");
+    std::fs::create_dir_all(env_path.parent().unwrap()).unwrap();
+    let port: u16 = common::pg_base()
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port="))
+        .unwrap_or("5432")
+        .parse()
+        .unwrap();
+    let good = format!(
+        "REPORTING_DB_HOST=127.0.0.1\nREPORTING_DB_PORT={port}\nREPORTING_DB_NAME={}\nREPORTING_DB_USER=postgres\n\
+         ELASTICSEARCH={}\nIS_HA_SLAVE=true\n",
+        reporting.name,
+        es.url.clone()
+    );
+    let run = |env: String| {
+        let r = r.clone();
+        let db = config.url();
+        let env_path = env_path.clone();
+        async move {
+            std::fs::write(&env_path, env).unwrap();
+            let output =
+                tokio::task::spawn_blocking(move || xivo_ha(&r, &db, &["doctor", "--json"]))
+                    .await
+                    .unwrap();
+            let report: Value = serde_json::from_str(&stdout(&output)).unwrap();
+            report
+        }
+    };
+
+    // Not enabled: not checked.
+    let report = run(good.clone()).await;
+    assert!(
+        !report.to_string().contains("db-replic-settings"),
+        "{report:#}"
+    );
+
+    std::fs::create_dir_all(r.join("var/lib/xivo")).unwrap();
+    std::fs::write(r.join("var/lib/xivo/xc_enabled"), "").unwrap();
+    let report = run(good.clone()).await;
+    for check in [
+        "db-replic-settings",
+        "reporting-db",
+        "elasticsearch",
+        "db-replic-log",
+    ] {
+        assert_eq!(
+            finding(&report, check)["level"],
+            "ok",
+            "{check}: {report:#}"
+        );
+    }
+    assert!(
+        finding(&report, "db-replic-settings")["found"]
+            .as_str()
+            .unwrap()
+            .contains("HA mode")
+    );
+
+    let report = run(good.replace("IS_HA_SLAVE=true", "IS_HA_SLAVE=yes")).await;
+    let settings = finding(&report, "db-replic-settings");
+    assert_eq!(settings["level"], "failed");
+    assert!(
+        settings["found"]
+            .as_str()
+            .unwrap()
+            .starts_with("IS_HA_SLAVE ("),
+        "{settings}"
+    );
+    assert!(
+        settings["found"].as_str().unwrap().contains("line 6"),
+        "{settings}"
+    );
+
+    let report =
+        run(good.replace(&format!("REPORTING_DB_PORT={port}"), "REPORTING_DB_PORT=1")).await;
+    assert_eq!(
+        finding(&report, "reporting-db")["level"],
+        "failed",
+        "{report:#}"
+    );
+    assert_eq!(finding(&report, "elasticsearch")["level"], "ok");
+
+    let url = es.url.clone();
+    drop(es);
+    let report = run(good.clone()).await;
+    let elasticsearch = finding(&report, "elasticsearch");
+    assert_eq!(elasticsearch["level"], "failed", "{report:#}");
+    assert!(
+        elasticsearch["found"].as_str().unwrap().contains(&url),
+        "{elasticsearch}"
+    );
+
+    // The log directory is a file: not writable as a directory.
+    let log_dir = r.join("var/log/xivo-db-replication");
+    std::fs::remove_dir_all(&log_dir).unwrap();
+    std::fs::write(&log_dir, "").unwrap();
+    let report = run(good).await;
+    let log = finding(&report, "db-replic-log");
+    assert_eq!(log["level"], "failed", "{report:#}");
+    assert!(
+        log["fix"].as_str().unwrap().contains("daemon:daemon"),
+        "{log}"
     );
 }

@@ -4,13 +4,15 @@
 
 mod common;
 mod docker_lab;
+#[path = "support/es_server.rs"]
+mod es_server;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use docker_lab::{Lab, docker, slave_node};
+use docker_lab::{Lab, docker, fast_env, slave_node};
 
 /// `xivo-ha monitor` as a child process, killed on drop.
 struct MonitorProcess {
@@ -44,6 +46,15 @@ impl MonitorProcess {
         let response = reqwest::get(format!("{}{path}", self.base)).await.ok()?;
         let status = response.status().as_u16();
         Some((status, response.text().await.ok()?))
+    }
+
+    /// Waits until `/healthz` answers 200.
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.get("/healthz").await.map(|(status, _)| status) != Some(200) {
+            assert!(Instant::now() < deadline, "/healthz never answered 200");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn metrics(&self) -> String {
@@ -96,25 +107,15 @@ async fn metrics_and_status_follow_a_failover() {
         root.path(),
         master_ip,
         &[
-            ("XIVO_HA_MONITOR_INTERVAL_MS", "200".into()),
-            ("XIVO_HA_MONITOR_ICMP_TIMEOUT_MS", "150".into()),
-            ("XIVO_HA_MONITOR_TCP_TIMEOUT_MS", "150".into()),
-            ("XIVO_HA_MONITOR_SIP_TIMEOUT_MS", "150".into()),
-            ("XIVO_HA_MONITOR_UP_AFTER", "3".into()),
-            ("XIVO_HA_MONITOR_HOLD_DOWN_MS", "1000".into()),
-            ("XIVO_HA_MONITOR_STOP_GRACE_S", "1".into()),
-            ("XIVO_HA_MONITOR_CONTAINERS", asterisk.clone()),
-            ("XIVO_HA_HTTP_LISTEN", format!("127.0.0.1:{port}")),
-        ],
+            fast_env(&[&asterisk]),
+            vec![("XIVO_HA_HTTP_LISTEN", format!("127.0.0.1:{port}"))],
+        ]
+        .concat(),
     );
     let monitor = MonitorProcess::start(root.path(), port);
 
     // Alive, and the master seen up.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while monitor.get("/healthz").await.map(|(status, _)| status) != Some(200) {
-        assert!(Instant::now() < deadline, "/healthz never answered 200");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    monitor.wait_healthy().await;
     monitor
         .wait_metric("xivo_ha_master_up 1", Duration::from_secs(10))
         .await;
@@ -179,11 +180,7 @@ async fn metrics_follow_a_replication_and_healthz_stays_up_while_idle() {
     )
     .unwrap();
     let monitor = MonitorProcess::start(root.path(), port);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while monitor.get("/healthz").await.map(|(status, _)| status) != Some(200) {
-        assert!(Instant::now() < deadline, "/healthz never answered 200");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    monitor.wait_healthy().await;
     assert!(!monitor.metrics().await.contains("job=\"replication\""));
 
     let output = xivo_ha(
@@ -276,4 +273,77 @@ async fn a_busy_port_does_not_stop_the_monitor() {
         "{}",
         stderr(&output)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_db_replic_progress() {
+    let source = TestDb::create().await;
+    let reporting = TestDb::create_empty().await;
+    let es = es_server::EsServer::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let pg_port = common::pg_base()
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port=").map(str::to_owned))
+        .unwrap_or_else(|| "5432".into());
+    std::fs::create_dir_all(root.path().join("etc/docker/xivo")).unwrap();
+    std::fs::create_dir_all(root.path().join("var/lib/xivo")).unwrap();
+    std::fs::write(root.path().join("var/lib/xivo/xc_enabled"), "").unwrap();
+    std::fs::write(
+        root.path().join("etc/docker/xivo/custom.env"),
+        format!(
+            "XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\nREPORTING_DB_HOST=127.0.0.1\nREPORTING_DB_PORT={pg_port}\n\
+             REPORTING_DB_NAME={}\nREPORTING_DB_USER=postgres\nELASTICSEARCH={}\nIS_HA_SLAVE=true\n\
+             DB_REPLIC_ORIGIN=node-b\nDB_REPLIC_POLL_MS=100\n",
+            reporting.name, es.url
+        ),
+    )
+    .unwrap();
+    let monitor = MonitorProcess::start(root.path(), port);
+    monitor.wait_healthy().await;
+
+    // 200 CELs more than the fixture's one, then DB Replic until it has caught up.
+    source
+        .client()
+        .await
+        .batch_execute(
+            "INSERT INTO cel (eventtype, eventtime, userdeftype, cid_name, cid_num, cid_ani, cid_rdnis, cid_dnid,
+                              exten, context, channame, appname, appdata, amaflags, accountcode, peeraccount,
+                              uniqueid, linkedid, userfield, peer)
+             SELECT 'CHAN_START', now(), '', 'n', '1001', '', '', '', '1002', 'default', 'SIP/x', '', '', 3,
+                    '', '', i::text, i::text, '', ''
+             FROM generate_series(1, 200) i",
+        )
+        .await
+        .unwrap();
+    let max_id: i32 = source
+        .client()
+        .await
+        .query_one("SELECT max(id) FROM cel", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let root_path = root.path().to_owned();
+    let url = source.url();
+    let output = tokio::task::spawn_blocking(move || {
+        xivo_ha(&root_path, &url, &["db-replic", "--exit-when-idle"])
+    })
+    .await
+    .unwrap();
+    assert_success(&output);
+    for sink in ["postgresql", "elasticsearch"] {
+        let labels = format!("{{table=\"cel\",sink=\"{sink}\"}}");
+        monitor
+            .wait_metric(
+                &format!("xivo_ha_dbreplic_last_delivered_id{labels} {max_id}"),
+                Duration::from_secs(5),
+            )
+            .await;
+        monitor
+            .wait_metric(
+                &format!("xivo_ha_dbreplic_rows_behind{labels} 0"),
+                Duration::from_secs(5),
+            )
+            .await;
+    }
 }

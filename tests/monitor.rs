@@ -19,23 +19,6 @@ fn standin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_xivo-ha-sip-standin"))
 }
 
-/// Short rounds so that the suite stays fast: down after 3 × 200 ms, up after 3 good rounds
-/// and 1 s down.
-fn fast_env(containers: &[&str]) -> Vec<(&'static str, String)> {
-    vec![
-        ("XIVO_HA_MONITOR_INTERVAL_MS", "200".into()),
-        ("XIVO_HA_MONITOR_ICMP_TIMEOUT_MS", "150".into()),
-        ("XIVO_HA_MONITOR_TCP_TIMEOUT_MS", "150".into()),
-        ("XIVO_HA_MONITOR_SIP_TIMEOUT_MS", "150".into()),
-        ("XIVO_HA_MONITOR_DOWN_AFTER", "3".into()),
-        ("XIVO_HA_MONITOR_UP_AFTER", "3".into()),
-        ("XIVO_HA_MONITOR_HOLD_DOWN_MS", "1000".into()),
-        ("XIVO_HA_MONITOR_STOP_GRACE_S", "1".into()),
-        ("XIVO_HA_MONITOR_START_TIMEOUT_S", "15".into()),
-        ("XIVO_HA_MONITOR_CONTAINERS", containers.join(",")),
-    ]
-}
-
 /// The monitor running in a task of this test, stopped (and awaited) on drop of the handle.
 struct Running {
     stop: Option<tokio::sync::oneshot::Sender<()>>,

@@ -15,6 +15,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Every check for this node's role, in the order an administrator would fix them.
 pub async fn all(ctx: &Context, ha: &HaConfig) -> Vec<Finding> {
     let mut findings = vec![ha_configured(ha)];
+    if ctx.paths.xc_enabled().exists() {
+        findings.extend(db_replic(ctx).await);
+    }
     let Some(peer) = ha.remote_ip() else {
         return findings;
     };
@@ -484,4 +487,68 @@ pub async fn slave_database(
             "fix --db / XIVO_HA_DB so that both versions can be compared",
         ),
     }
+}
+
+/// DB Replic, where XiVO CC enabled it: its settings parse, both sinks answer, its log
+/// directory is writable.
+pub async fn db_replic(ctx: &Context) -> Vec<Finding> {
+    use crate::dbreplic::settings::Settings;
+    let settings = match ctx.env().and_then(|env| Settings::load(&env)) {
+        Ok(settings) => settings,
+        Err(e) => {
+            return vec![Finding::failed(
+                "db-replic-settings",
+                e.to_string(),
+                format!("fix the variable in {}", ctx.env_file.display()),
+            )];
+        }
+    };
+    let mut findings = vec![Finding::ok(
+        "db-replic-settings",
+        format!(
+            "{} parses ({} mode, origin {})",
+            ctx.env_file.display(),
+            if settings.ha_slave { "HA" } else { "normal" },
+            settings.origin
+        ),
+    )];
+    let reporting = settings.reporting.target();
+    findings.push(match reporting.connect().await {
+        Ok(_) => Finding::ok("reporting-db", format!("{} answers", reporting.describe())),
+        Err(e) => Finding::failed(
+            "reporting-db",
+            e.to_string(),
+            "start XiVO CC's reporting database or fix REPORTING_DB_* in custom.env",
+        ),
+    });
+    findings.push(
+        match crate::dbreplic::es::service::EsService::new(&settings.elasticsearch) {
+            Ok(es) => match es.info().await {
+                Ok(version) => Finding::ok(
+                    "elasticsearch",
+                    format!("{} answers (version {version})", es.describe()),
+                ),
+                Err(e) => Finding::failed(
+                    "elasticsearch",
+                    e.to_string(),
+                    "start XiVO CC's Elasticsearch or fix ELASTICSEARCH in custom.env",
+                ),
+            },
+            Err(e) => Finding::failed(
+                "elasticsearch",
+                e.to_string(),
+                "fix ELASTICSEARCH in custom.env",
+            ),
+        },
+    );
+    let dir = ctx.paths.under(crate::dbreplic::LOG_DIR);
+    findings.push(match crate::dbreplic::logfile::LogFile::open(&dir) {
+        Ok(_) => Finding::ok("db-replic-log", format!("{} is writable", dir.display())),
+        Err(e) => Finding::failed(
+            "db-replic-log",
+            e.to_string(),
+            format!("chown daemon:daemon {} and make it writable", dir.display()),
+        ),
+    });
+    findings
 }

@@ -347,4 +347,21 @@ pub(crate) mod tests {
         task.await.unwrap();
         assert!(log.lock().unwrap().is_empty());
     }
+
+    #[tokio::test]
+    async fn a_master_runs_the_replication_then_the_sync() {
+        let jobs = master_jobs();
+        let names: Vec<&str> = jobs.iter().map(|job| job.name).collect();
+        assert_eq!(names, ["replication", "sync"]);
+        // On a node that is not a master (any more), both are no-ops that succeed.
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Context::new(dir.path(), "host=/nonexistent dbname=asterisk", None);
+        for job in &jobs {
+            assert_eq!((job.run)(ctx.clone()).await, Ok(()), "{}", job.name);
+        }
+        assert!(
+            !dir.path().join("var/lib/xivo-ha").exists(),
+            "nothing recorded"
+        );
+    }
 }

@@ -277,6 +277,14 @@ impl Monitor {
                         }
                         keeper.set(desired);
                     }
+                    if t.from == Verdict::Down && t.to == Verdict::Up {
+                        // This node answered calls meanwhile: what it recorded stays here until
+                        // the master pulls it (XiVO leaves this to the administrator's memory).
+                        tracing::warn!(
+                            "failback: the master {} is back; run `xivo-ha sync --back` on the master to bring back the voicemail and recordings made here",
+                            run.prober.master()
+                        );
+                    }
                     run.last_transition = Some(record);
                     last_saved = None;
                 }

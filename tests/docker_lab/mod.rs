@@ -218,6 +218,23 @@ impl Drop for Lab {
     }
 }
 
+/// Short rounds so that the suite stays fast: down after 3 × 200 ms, up after 3 good rounds
+/// and 1 s down.
+pub fn fast_env(containers: &[&str]) -> Vec<(&'static str, String)> {
+    vec![
+        ("XIVO_HA_MONITOR_INTERVAL_MS", "200".into()),
+        ("XIVO_HA_MONITOR_ICMP_TIMEOUT_MS", "150".into()),
+        ("XIVO_HA_MONITOR_TCP_TIMEOUT_MS", "150".into()),
+        ("XIVO_HA_MONITOR_SIP_TIMEOUT_MS", "150".into()),
+        ("XIVO_HA_MONITOR_DOWN_AFTER", "3".into()),
+        ("XIVO_HA_MONITOR_UP_AFTER", "3".into()),
+        ("XIVO_HA_MONITOR_HOLD_DOWN_MS", "1000".into()),
+        ("XIVO_HA_MONITOR_STOP_GRACE_S", "1".into()),
+        ("XIVO_HA_MONITOR_START_TIMEOUT_S", "15".into()),
+        ("XIVO_HA_MONITOR_CONTAINERS", containers.join(",")),
+    ]
+}
+
 /// Writes the node's ha.conf (slave of `master`) and custom.env under `root`.
 pub fn slave_node(root: &Path, master: IpAddr, env: &[(&str, String)]) {
     let etc = root.join("etc/xivo");

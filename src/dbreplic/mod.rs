@@ -1,0 +1,604 @@
+//! DB Replic (`xivo-ha db-replic`): forwards XiVO's call events (`cel`, `queue_log`) to XiVO
+//! CC's reporting PostgreSQL and to Elasticsearch, with no row lost or duplicated, and, unless
+//! the node is an HA slave, refreshes XiVO CC's configuration tables every 5 minutes.
+//!
+//! This file owns the runner: one task per (table, sink), each with its own source connection
+//! and checkpoint, so that a sink that is down never holds back the other, nor one table the
+//! other; the retry loop that applies the policy of [`retry`]; the status board saved for
+//! `xivo-ha status`; and the command's checks (xc_enabled flag, settings, log directory).
+//!
+//! Layout, after vector's sinks and supabase/etl: [`settings`] (custom.env), [`source`]
+//! (incremental reads), [`sink`] (the trait and its delivery contract), [`pg`] and [`es`] (the
+//! two sinks), [`retry`] (the one retry table), [`config_tables`], [`logfile`].
+
+pub mod config_tables;
+pub mod es;
+pub mod logfile;
+pub mod pg;
+pub mod retry;
+pub mod settings;
+pub mod sink;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::context::Context;
+use crate::db::DbTarget;
+use crate::paths::Paths;
+use logfile::{LogDirError, LogFile};
+use retry::{Decision, ErrorKind};
+use settings::Settings;
+use sink::{Sink, SinkError};
+use source::{EventTable, Source};
+
+/// XiVO CC's log directory for DB Replic.
+pub const LOG_DIR: &str = "/var/log/xivo-db-replication";
+
+#[derive(Debug, clap::Args)]
+pub struct DbReplicArgs {
+    /// Stop once every table is delivered to both sinks (one-off backfill), instead of
+    /// running until stopped.
+    #[arg(long)]
+    pub exit_when_idle: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbReplicError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    LogDir(#[from] LogDirError),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("DB Replic stopped: {0}")]
+    SinkStopped(String),
+}
+
+/// What the runner needs besides the settings.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The local XiVO database (`--db`).
+    pub source: DbTarget,
+    pub paths: Paths,
+    /// Return once every (table, sink) has nothing left to deliver.
+    pub exit_when_idle: bool,
+}
+
+/// `xivo-ha db-replic`: checks, then runs until SIGTERM/SIGINT (or idle, if asked).
+pub async fn command(ctx: &Context, args: DbReplicArgs) -> crate::Result<ExitCode> {
+    let flag = ctx.paths.xc_enabled();
+    if !flag.exists() {
+        println!(
+            "DB Replic is not enabled on this node ({} does not exist): nothing to do",
+            flag.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let env = ctx.env()?;
+    let settings = Settings::load(&env)?;
+    let options = RunOptions {
+        source: DbTarget::parse("XiVO (source)", &ctx.db_url)?,
+        paths: ctx.paths.clone(),
+        exit_when_idle: args.exit_when_idle,
+    };
+    run(settings, options, shutdown_signal())
+        .await
+        .map_err(crate::Error::from)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM can be handled");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Runs DB Replic until `shutdown` completes (or, with `exit_when_idle`, until caught up).
+/// Returns an error when every sink task has stopped on an error that retrying cannot fix.
+/// Dropping the returned future mid-way is safe: deliveries are idempotent and checkpoints
+/// only advance with durable writes (see [`sink`]).
+pub async fn run(
+    settings: Settings,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DbReplicError> {
+    let log = Arc::new(LogFile::open(&options.paths.under(LOG_DIR))?);
+    let mode = if settings.ha_slave {
+        "HA mode (cel and queue_log only)"
+    } else {
+        "normal mode (cel, queue_log and configuration tables)"
+    };
+    let reporting = settings.reporting.target();
+    let message = format!(
+        "DB Replic starting in {mode}: origin {}, from {} to PostgreSQL {} and Elasticsearch {}",
+        settings.origin,
+        options.source.describe(),
+        reporting.describe(),
+        settings.elasticsearch.url
+    );
+    tracing::info!("{message}");
+    log.line("INFO", &message);
+    let board = Board::new(&settings, log.clone(), options.paths.clone());
+
+    let mut tasks: JoinSet<Result<(), SinkError>> = JoinSet::new();
+    let checkpoint_dir = options.paths.state_dir().join("dbreplic");
+    let mut savers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    for table in EventTable::ALL {
+        let source = || {
+            Source::new(
+                options.source.clone(),
+                settings.batch_rows,
+                settings.batch_bytes,
+                settings.gap_wait,
+            )
+        };
+        let pg = pg::PgSink::new(reporting.clone(), settings.origin.clone(), table);
+        tasks.spawn(drive(
+            pg,
+            table,
+            source(),
+            board.clone(),
+            Drive::new(&settings, &options),
+        ));
+        let index = match table {
+            EventTable::Cel => settings.cel_index.clone(),
+            EventTable::QueueLog => settings.queue_log_index.clone(),
+        };
+        let service = es::service::EsService::new(&settings.elasticsearch)
+            .map_err(|e| DbReplicError::SinkStopped(e.message))?;
+        let mut es = es::EsSink::new(
+            service,
+            settings.origin.clone(),
+            table,
+            index,
+            checkpoint_dir.clone(),
+            settings.retry_initial,
+        );
+        savers.extend(es.take_saver_task());
+        tasks.spawn(drive(
+            es,
+            table,
+            source(),
+            board.clone(),
+            Drive::new(&settings, &options),
+        ));
+    }
+    if !settings.ha_slave {
+        tasks.spawn(refresh_config_tables(
+            options.source.clone(),
+            reporting.clone(),
+            settings.config_interval,
+            settings.retry_initial,
+            board.clone(),
+            options.exit_when_idle,
+        ));
+    }
+    let reporter = tokio::spawn(report_status(
+        board.clone(),
+        Source::new(options.source.clone(), 1, 1, Duration::ZERO),
+    ));
+
+    let mut fatal = Vec::new();
+    tokio::select! {
+        _ = shutdown => {}
+        _ = async {
+            while let Some(result) = tasks.join_next().await {
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => fatal.push(e.message),
+                    Err(e) if e.is_panic() => fatal.push(format!("a delivery task panicked: {e}")),
+                    Err(_) => {}
+                }
+            }
+        } => {}
+    }
+    tasks.shutdown().await;
+    // The sinks are gone: their checkpoint writers finish their last write and end.
+    for saver in savers {
+        let _ = tokio::time::timeout(Duration::from_secs(10), saver).await;
+    }
+    reporter.abort();
+    board
+        .refresh_behind(&mut Source::new(
+            options.source.clone(),
+            1,
+            1,
+            Duration::ZERO,
+        ))
+        .await;
+    board.save();
+    let message = match fatal.first() {
+        Some(first) => format!("DB Replic stopped: {first}"),
+        None => "DB Replic stopped".to_owned(),
+    };
+    tracing::info!("{message}");
+    log.line("INFO", &message);
+    match fatal.into_iter().next() {
+        Some(first) => Err(DbReplicError::SinkStopped(first)),
+        None => Ok(()),
+    }
+}
+
+/// Per-task knobs.
+#[derive(Clone, Copy)]
+struct Drive {
+    poll: Duration,
+    batch_rows: usize,
+    retry_initial: Duration,
+    exit_when_idle: bool,
+}
+
+impl Drive {
+    fn new(settings: &Settings, options: &RunOptions) -> Self {
+        Drive {
+            poll: settings.poll,
+            batch_rows: settings.batch_rows,
+            retry_initial: settings.retry_initial,
+            exit_when_idle: options.exit_when_idle,
+        }
+    }
+}
+
+enum Step {
+    /// Nothing new: wait a poll interval.
+    Idle,
+    /// A partial batch: more rows are arriving, look again soon.
+    Some,
+    /// A full batch: there is a backlog, go on at once.
+    Full,
+}
+
+/// Delivers `table` to `sink` forever: read after the checkpoint, write, repeat; on errors,
+/// apply the retry policy. Returns only when the sink must stop (or idle, if asked).
+async fn drive<S: Sink>(
+    mut sink: S,
+    table: EventTable,
+    mut source: Source,
+    board: Board,
+    knobs: Drive,
+) -> Result<(), SinkError> {
+    let key = (table, sink.name());
+    board.register(key, sink.describe());
+    let mut attempt = 0u32;
+    let mut started = false;
+    let mut checkpoint: Option<i64> = None;
+    let mut prefetched: Option<(i64, source::Batch)> = None;
+    loop {
+        let step = async {
+            if !started {
+                sink.start().await?;
+                started = true;
+            }
+            let after = match checkpoint {
+                Some(after) => after,
+                None => {
+                    let after = sink.checkpoint(table).await?;
+                    checkpoint = Some(after);
+                    board.delivered(key, after);
+                    after
+                }
+            };
+            let source_error = |e: crate::db::DbError| {
+                SinkError::new(
+                    ErrorKind::Source,
+                    format!("{e} (the local XiVO database; is PostgreSQL up?)"),
+                )
+            };
+            // A batch read while the previous one was being written, valid only if it starts
+            // right after the checkpoint (it does unless that write failed).
+            let batch = match prefetched.take() {
+                Some((read_after, batch)) if read_after == after => batch,
+                _ => source.read(table, after).await.map_err(source_error)?,
+            };
+            let Some(last) = batch.last_id() else {
+                return Ok(Step::Idle);
+            };
+            let full = batch.rows.len() >= knobs.batch_rows;
+            let report = |e: &SinkError| board.error(key, e);
+            if full {
+                // A backlog: read the next batch while this one is written, so that the source
+                // query and the sink's work overlap.
+                let (written, next) =
+                    tokio::join!(sink.write(&batch, &report), source.read(table, last));
+                written?;
+                prefetched = next.ok().map(|next| (last, next));
+            } else {
+                sink.write(&batch, &report).await?;
+            }
+            checkpoint = Some(last);
+            board.delivered(key, last);
+            Ok::<_, SinkError>(if full { Step::Full } else { Step::Some })
+        }
+        .await;
+        match step {
+            Ok(step) => {
+                if attempt > 0 {
+                    board.recovered(key);
+                    attempt = 0;
+                }
+                match step {
+                    Step::Idle if knobs.exit_when_idle => return Ok(()),
+                    Step::Idle => tokio::time::sleep(knobs.poll).await,
+                    Step::Some => tokio::time::sleep(knobs.poll / 10).await,
+                    Step::Full => tokio::task::yield_now().await,
+                }
+            }
+            Err(error) => {
+                board.error(key, &error);
+                if retry::decide(error.kind) == Decision::Stop {
+                    board.stopped(key);
+                    return Err(SinkError::new(
+                        error.kind,
+                        format!(
+                            "{} sink for {table} stopped: {}",
+                            sink.name(),
+                            error.message
+                        ),
+                    ));
+                }
+                if error.kind != ErrorKind::Source {
+                    // Reconnect and re-read the durable checkpoint: whatever the failed write
+                    // did or did not commit, the sink's own record is the truth.
+                    started = false;
+                    checkpoint = None;
+                }
+                tokio::time::sleep(retry::backoff(knobs.retry_initial, attempt)).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+/// The configuration tables, every `interval` (normal mode only).
+async fn refresh_config_tables(
+    source: DbTarget,
+    reporting: DbTarget,
+    interval: Duration,
+    retry_initial: Duration,
+    board: Board,
+    once: bool,
+) -> Result<(), SinkError> {
+    let mut attempt = 0;
+    loop {
+        match config_tables::refresh(&source, &reporting).await {
+            Ok(rows) => {
+                attempt = 0;
+                board.config_refreshed(rows);
+                if once {
+                    return Ok(());
+                }
+                tokio::time::sleep(interval).await;
+            }
+            Err(e) => {
+                board.config_failed(&e.to_string());
+                tokio::time::sleep(retry::backoff(retry_initial, attempt).min(interval)).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Saves the status document every second, with "rows behind" from the source's max ids.
+async fn report_status(board: Board, mut source: Source) {
+    loop {
+        board.refresh_behind(&mut source).await;
+        board.save();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// One (table, sink) line of the status document.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SinkStatus {
+    pub destination: String,
+    pub last_id: i64,
+    pub behind: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Retrying (`retrying`), delivering (`ok`) or given up (`stopped`).
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ConfigStatus {
+    pub tables: Vec<&'static str>,
+    pub last_refresh: Option<chrono::DateTime<chrono::Utc>>,
+    pub rows: u64,
+    pub last_error: Option<String>,
+}
+
+/// The document saved as `dbreplic.json` in xivo-ha's state directory.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StatusDoc {
+    pub summary: String,
+    pub mode: &'static str,
+    pub origin: String,
+    /// table → sink → status.
+    pub tables: BTreeMap<&'static str, BTreeMap<&'static str, SinkStatus>>,
+    pub config_tables: Option<ConfigStatus>,
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl StatusDoc {
+    fn summarise(&mut self) {
+        let mut parts = Vec::new();
+        for (table, sinks) in &self.tables {
+            let sinks: Vec<String> = sinks
+                .iter()
+                .map(|(sink, s)| {
+                    let behind = s
+                        .behind
+                        .map(|b| format!(", {b} behind"))
+                        .unwrap_or_default();
+                    let error = match (&s.last_error, s.state) {
+                        (Some(e), "retrying" | "stopped") => format!(", {}: {e}", s.state),
+                        _ => String::new(),
+                    };
+                    format!("{sink} #{}{behind}{error}", s.last_id)
+                })
+                .collect();
+            parts.push(format!("{table} → {}", sinks.join(", ")));
+        }
+        if let Some(config) = &self.config_tables {
+            match (&config.last_error, config.last_refresh) {
+                (Some(e), _) => parts.push(format!("config tables: {e}")),
+                (None, Some(at)) => {
+                    parts.push(format!("config tables refreshed {}", at.format("%H:%M:%S")))
+                }
+                (None, None) => parts.push("config tables: first refresh pending".into()),
+            }
+        }
+        self.summary = format!("{} ({}): {}", self.mode, self.origin, parts.join("; "));
+    }
+}
+
+/// The shared status of every task, written to the state file and, for errors, to the log.
+#[derive(Clone)]
+struct Board {
+    doc: Arc<Mutex<StatusDoc>>,
+    log: Arc<LogFile>,
+    paths: Paths,
+}
+
+impl Board {
+    fn new(settings: &Settings, log: Arc<LogFile>, paths: Paths) -> Board {
+        let doc = StatusDoc {
+            mode: if settings.ha_slave {
+                "HA mode"
+            } else {
+                "normal mode"
+            },
+            origin: settings.origin.clone(),
+            config_tables: (!settings.ha_slave).then(|| ConfigStatus {
+                tables: config_tables::CONFIG_TABLES.to_vec(),
+                ..ConfigStatus::default()
+            }),
+            ..StatusDoc::default()
+        };
+        Board {
+            doc: Arc::new(Mutex::new(doc)),
+            log,
+            paths,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut StatusDoc) -> R) -> R {
+        let mut doc = self.doc.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut doc)
+    }
+
+    fn entry<R>(&self, key: (EventTable, &'static str), f: impl FnOnce(&mut SinkStatus) -> R) -> R {
+        self.with(|doc| {
+            let entry = doc
+                .tables
+                .entry(key.0.name())
+                .or_default()
+                .entry(key.1)
+                .or_default();
+            f(entry)
+        })
+    }
+
+    fn register(&self, key: (EventTable, &'static str), destination: String) {
+        self.entry(key, |s| {
+            s.destination = destination;
+            s.state = "ok";
+        });
+    }
+
+    fn delivered(&self, key: (EventTable, &'static str), last_id: i64) {
+        self.entry(key, |s| s.last_id = last_id);
+    }
+
+    fn error(&self, key: (EventTable, &'static str), error: &SinkError) {
+        let new = self.entry(key, |s| {
+            let new = s.last_error.as_deref() != Some(&error.message) || s.state != "retrying";
+            s.last_error = Some(error.message.clone());
+            s.last_error_at = Some(chrono::Utc::now());
+            s.state = "retrying";
+            new
+        });
+        // Once per distinct error, not once per retry.
+        if new {
+            let message = format!("{} → {}: {}", key.0, key.1, error.message);
+            tracing::warn!("{message}");
+            self.log.line("WARN", &message);
+        }
+    }
+
+    fn recovered(&self, key: (EventTable, &'static str)) {
+        self.entry(key, |s| s.state = "ok");
+        let message = format!("{} → {}: delivering again", key.0, key.1);
+        tracing::info!("{message}");
+        self.log.line("INFO", &message);
+    }
+
+    fn stopped(&self, key: (EventTable, &'static str)) {
+        let message = self.entry(key, |s| {
+            s.state = "stopped";
+            s.last_error.clone().unwrap_or_default()
+        });
+        let message = format!("{} → {} stopped: {message}", key.0, key.1);
+        tracing::error!("{message}");
+        self.log.line("ERROR", &message);
+    }
+
+    fn config_refreshed(&self, rows: u64) {
+        self.with(|doc| {
+            if let Some(c) = doc.config_tables.as_mut() {
+                c.last_refresh = Some(chrono::Utc::now());
+                c.rows = rows;
+                c.last_error = None;
+            }
+        });
+        let message = format!("configuration tables refreshed: {rows} rows");
+        tracing::info!("{message}");
+        self.log.line("INFO", &message);
+    }
+
+    fn config_failed(&self, error: &str) {
+        self.with(|doc| {
+            if let Some(c) = doc.config_tables.as_mut() {
+                c.last_error = Some(error.to_owned());
+            }
+        });
+        tracing::warn!("{error}");
+        self.log.line("WARN", error);
+    }
+
+    async fn refresh_behind(&self, source: &mut Source) {
+        for table in EventTable::ALL {
+            let Ok(max) = source.max_id(table).await else {
+                continue;
+            };
+            self.with(|doc| {
+                if let Some(sinks) = doc.tables.get_mut(table.name()) {
+                    for s in sinks.values_mut() {
+                        s.behind = Some((max - s.last_id).max(0));
+                    }
+                }
+            });
+        }
+    }
+
+    fn save(&self) {
+        let doc = self.with(|doc| {
+            doc.updated_at = Some(chrono::Utc::now());
+            doc.summarise();
+            doc.clone()
+        });
+        if let Err(e) = crate::state::save(&self.paths, "dbreplic", &doc) {
+            tracing::warn!("{e}");
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! An Elasticsearch stand-in for tests and the bench (no real cluster can run here): an HTTP
+//! server on 127.0.0.1 that speaks the parts of the real protocol DB Replic uses, `_bulk`
+//! (NDJSON action/source line pairs, `index` and `create` actions, per-item results with
+//! `items[].index.status`/`error` and the top-level `errors` flag) and
+//! `PUT _index_template/<name>`, stores documents by `_index`/`_id`, and can be told to fail:
+//! whole requests with 429 or 500, chosen items with an error status, slow answers, or "down"
+//! (every `_bulk` answered 503) until told otherwise.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, put};
+use serde_json::{Value, json};
+
+/// What the next `_bulk` request meets (one fault per request, in order).
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// The whole request fails with this HTTP status.
+    Status(u16),
+    /// Every `every`-th item (1st, 1+every, ...) fails with `status`; the others are stored.
+    ItemErrors { status: u16, every: usize },
+    /// The answer comes after this delay (then the request is handled normally).
+    Delay(Duration),
+}
+
+#[derive(Default)]
+struct Index {
+    /// `_id` → source (kept only when the server keeps sources).
+    docs: HashMap<String, Option<Box<str>>>,
+    /// Highest `id` field seen in a stored document (for lag measurements).
+    max_id: i64,
+}
+
+struct Inner {
+    keep_sources: bool,
+    indices: Mutex<BTreeMap<String, Index>>,
+    templates: Mutex<BTreeMap<String, Value>>,
+    faults: Mutex<VecDeque<Fault>>,
+    down: AtomicBool,
+    /// Stored `index` operations, counting overwrites.
+    index_ops: AtomicU64,
+    bulk_requests: AtomicU64,
+    failed_requests: AtomicU64,
+    failed_items: AtomicU64,
+}
+
+pub struct EsServer {
+    pub url: String,
+    inner: Arc<Inner>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl EsServer {
+    /// Starts a server that keeps every document's source.
+    pub async fn start() -> EsServer {
+        EsServer::start_with(true).await
+    }
+
+    /// `keep_sources: false` keeps only the ids (for a million-document bench).
+    pub async fn start_with(keep_sources: bool) -> EsServer {
+        let inner = Arc::new(Inner {
+            keep_sources,
+            indices: Mutex::default(),
+            templates: Mutex::default(),
+            faults: Mutex::default(),
+            down: AtomicBool::new(false),
+            index_ops: AtomicU64::new(0),
+            bulk_requests: AtomicU64::new(0),
+            failed_requests: AtomicU64::new(0),
+            failed_items: AtomicU64::new(0),
+        });
+        let app = Router::new()
+            .route("/", axum::routing::get(info))
+            .route("/_bulk", post(bulk).put(bulk))
+            .route("/{index}/_bulk", post(bulk_in_index).put(bulk_in_index))
+            .route(
+                "/_index_template/{name}",
+                put(put_template).post(put_template),
+            )
+            .layer(DefaultBodyLimit::max(200 * 1024 * 1024))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .await
+                .expect("test ES server runs");
+        });
+        EsServer { url, inner, task }
+    }
+
+    pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.inner.faults.lock().unwrap().extend(faults);
+    }
+
+    pub fn faults_left(&self) -> usize {
+        self.inner.faults.lock().unwrap().len()
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.inner.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The `_id`s stored in `index`.
+    pub fn ids(&self, index: &str) -> Vec<String> {
+        let indices = self.inner.indices.lock().unwrap();
+        indices
+            .get(index)
+            .map(|i| i.docs.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn count(&self, index: &str) -> usize {
+        let indices = self.inner.indices.lock().unwrap();
+        indices.get(index).map(|i| i.docs.len()).unwrap_or(0)
+    }
+
+    pub fn max_id(&self, index: &str) -> i64 {
+        let indices = self.inner.indices.lock().unwrap();
+        indices.get(index).map(|i| i.max_id).unwrap_or(0)
+    }
+
+    pub fn source(&self, index: &str, id: &str) -> Option<Value> {
+        let indices = self.inner.indices.lock().unwrap();
+        let doc = indices.get(index)?.docs.get(id)?.as_deref()?;
+        serde_json::from_str(doc).ok()
+    }
+
+    pub fn template(&self, name: &str) -> Option<Value> {
+        self.inner.templates.lock().unwrap().get(name).cloned()
+    }
+
+    pub fn index_ops(&self) -> u64 {
+        self.inner.index_ops.load(Ordering::SeqCst)
+    }
+
+    pub fn bulk_requests(&self) -> u64 {
+        self.inner.bulk_requests.load(Ordering::SeqCst)
+    }
+
+    pub fn failed_requests(&self) -> u64 {
+        self.inner.failed_requests.load(Ordering::SeqCst)
+    }
+
+    pub fn failed_items(&self) -> u64 {
+        self.inner.failed_items.load(Ordering::SeqCst)
+    }
+}
+
+async fn info() -> Response {
+    axum::Json(json!({
+        "name": "xivo-ha-test",
+        "cluster_name": "test",
+        "version": {"number": "8.19.0"},
+        "tagline": "You Know, for Search"
+    }))
+    .into_response()
+}
+
+fn error(status: u16, kind: &str, reason: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        axum::Json(json!({
+            "error": {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason},
+            "status": status.as_u16()
+        })),
+    )
+        .into_response()
+}
+
+async fn put_template(
+    State(inner): State<Arc<Inner>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Ok(value) = serde_json::from_slice::<Value>(&body) else {
+        return error(400, "parse_exception", "request body is not JSON");
+    };
+    if value.get("index_patterns").is_none() {
+        return error(
+            400,
+            "action_request_validation_exception",
+            "index patterns are missing",
+        );
+    }
+    inner.templates.lock().unwrap().insert(name, value);
+    axum::Json(json!({"acknowledged": true})).into_response()
+}
+
+async fn bulk(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    handle_bulk(inner, None, body).await
+}
+
+async fn bulk_in_index(
+    State(inner): State<Arc<Inner>>,
+    Path(index): Path<String>,
+    body: Bytes,
+) -> Response {
+    handle_bulk(inner, Some(index), body).await
+}
+
+async fn handle_bulk(inner: Arc<Inner>, default_index: Option<String>, body: Bytes) -> Response {
+    inner.bulk_requests.fetch_add(1, Ordering::SeqCst);
+    let fault = inner.faults.lock().unwrap().pop_front();
+    let mut item_fault = None;
+    match fault {
+        Some(Fault::Status(status)) => {
+            inner.failed_requests.fetch_add(1, Ordering::SeqCst);
+            return match status {
+                429 => error(
+                    429,
+                    "es_rejected_execution_exception",
+                    "rejected execution (queue capacity reached)",
+                ),
+                s => error(s, "test_fault", "injected failure"),
+            };
+        }
+        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::ItemErrors { status, every }) => item_fault = Some((status, every.max(1))),
+        None => {}
+    }
+    if inner.down.load(Ordering::SeqCst) {
+        inner.failed_requests.fetch_add(1, Ordering::SeqCst);
+        return error(
+            503,
+            "cluster_block_exception",
+            "blocked by: [SERVICE_UNAVAILABLE/1/state not recovered]",
+        );
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(400, "parse_exception", "body is not UTF-8");
+    };
+    if !text.is_empty() && !text.ends_with('\n') {
+        return error(
+            400,
+            "illegal_argument_exception",
+            "The bulk request must be terminated by a newline [\\n]",
+        );
+    }
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let mut items = Vec::new();
+    let mut errors = false;
+    let mut position = 0usize;
+    let mut indices = inner.indices.lock().unwrap();
+    while let Some(action_line) = lines.next() {
+        let Ok(action) = serde_json::from_str::<Value>(action_line) else {
+            return error(400, "x_content_parse_exception", "malformed action line");
+        };
+        let Some((op, meta)) = action.as_object().and_then(|o| o.iter().next()) else {
+            return error(400, "illegal_argument_exception", "empty action");
+        };
+        if op != "index" && op != "create" {
+            return error(
+                400,
+                "illegal_argument_exception",
+                &format!("action [{op}] is not supported by the test server"),
+            );
+        }
+        let Some(source_line) = lines.next() else {
+            return error(
+                400,
+                "illegal_argument_exception",
+                "the bulk request must end with a source line",
+            );
+        };
+        let Ok(source) = serde_json::from_str::<Value>(source_line) else {
+            return error(400, "x_content_parse_exception", "malformed source line");
+        };
+        let index = meta
+            .get("_index")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| default_index.clone());
+        let (Some(index), Some(id)) = (index, meta.get("_id").and_then(Value::as_str)) else {
+            return error(
+                400,
+                "action_request_validation_exception",
+                "index and _id are required by the test server",
+            );
+        };
+        let failing = item_fault.filter(|(_, every)| position % every == 0);
+        position += 1;
+        if let Some((status, _)) = failing {
+            errors = true;
+            inner.failed_items.fetch_add(1, Ordering::SeqCst);
+            items.push(json!({op: {
+                "_index": index, "_id": id, "status": status,
+                "error": {"type": "es_rejected_execution_exception", "reason": "injected item failure"}
+            }}));
+            continue;
+        }
+        let stored = indices.entry(index.clone()).or_default();
+        if op == "create" && stored.docs.contains_key(id) {
+            errors = true;
+            items.push(json!({op: {
+                "_index": index, "_id": id, "status": 409,
+                "error": {"type": "version_conflict_engine_exception", "reason": "document already exists"}
+            }}));
+            continue;
+        }
+        if let Some(n) = source.get("id").and_then(Value::as_i64) {
+            stored.max_id = stored.max_id.max(n);
+        }
+        let doc = inner.keep_sources.then(|| source_line.into());
+        let created = stored.docs.insert(id.to_owned(), doc).is_none();
+        inner.index_ops.fetch_add(1, Ordering::SeqCst);
+        items.push(json!({op: {
+            "_index": index, "_id": id, "_version": 1,
+            "result": if created { "created" } else { "updated" },
+            "status": if created { 201 } else { 200 }
+        }}));
+    }
+    drop(indices);
+    axum::Json(json!({"took": 1, "errors": errors, "items": items})).into_response()
+}
