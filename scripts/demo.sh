@@ -200,7 +200,8 @@ node_env() { # node_env NODE: the node's custom.env (XiVO CC's site file), given
     echo "REPORTING_DB_USER=postgres"
     echo "REPORTING_DB_PASSWORD=$pg_password"
     echo "ELASTICSEARCH=http://127.0.0.1:9200"
-    echo "IS_HA_SLAVE=true"
+    # The slave forwards its call events only (HA mode); the master also the configuration.
+    echo "IS_HA_SLAVE=$([ "$1" = b ] && echo true || echo false)"
     echo "DB_REPLIC_ORIGIN=xivo-$1"
   } >"$file"
   echo "$file"
