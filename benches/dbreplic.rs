@@ -102,8 +102,7 @@ async fn main() {
          ELASTICSEARCH={}\nIS_HA_SLAVE=true\nDB_REPLIC_ORIGIN={ORIGIN}\n",
         reporting_db.name, es.url
     );
-    let settings =
-        Settings::from_env(&EnvFile::parse(Path::new("bench.env"), &env).unwrap()).unwrap();
+    let settings = Settings::load(&EnvFile::parse(Path::new("bench.env"), &env).unwrap()).unwrap();
     println!(
         "batch_rows={} poll_ms={}",
         settings.batch_rows,

@@ -63,9 +63,9 @@ fn give_to_daemon(dir: &Path) {
     }
     let user = nix::unistd::User::from_name("daemon").ok().flatten();
     let group = nix::unistd::Group::from_name("daemon").ok().flatten();
-    if let (Some(user), Some(group)) = (user, group) {
-        if let Err(e) = nix::unistd::chown(dir, Some(user.uid), Some(group.gid)) {
-            tracing::warn!("cannot give {} to daemon:daemon: {e}", dir.display());
-        }
+    if let (Some(user), Some(group)) = (user, group)
+        && let Err(e) = nix::unistd::chown(dir, Some(user.uid), Some(group.gid))
+    {
+        tracing::warn!("cannot give {} to daemon:daemon: {e}", dir.display());
     }
 }

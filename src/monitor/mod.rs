@@ -497,7 +497,7 @@ fn summary(state: &MonitorState, jobs: &[hourly::Job]) -> String {
             }
             if let Some(c) = &state.counters {
                 out.push_str(&format!(
-                    "; rounds {} (good {}, sip dead {}, host down {}), failovers {}, failbacks {}",
+                    "; rounds {} (good {}, sip dead {}, host down {}); master declared down {} times, up {} times",
                     c.rounds, c.good, c.sip_dead, c.host_down, c.to_down, c.to_up
                 ));
             }

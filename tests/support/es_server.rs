@@ -295,7 +295,7 @@ async fn handle_bulk(inner: Arc<Inner>, default_index: Option<String>, body: Byt
                 "index and _id are required by the test server",
             );
         };
-        let failing = item_fault.filter(|(_, every)| position % every == 0);
+        let failing = item_fault.filter(|(_, every)| position.is_multiple_of(*every));
         position += 1;
         if let Some((status, _)) = failing {
             errors = true;
