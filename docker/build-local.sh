@@ -45,8 +45,9 @@ for tool in /usr/bin/rsync /usr/bin/ssh /usr/bin/ssh-keygen; do
   fi
 done
 # The tools at the paths Debian's packages give them, as in the real-world image.
+# /bin/sh runs the monitor's hook commands (XIVO_HA_MONITOR_HOOK_*), as on a Debian image.
 executables=("$binary=/usr/local/bin/xivo-ha" /usr/bin/rsync=/usr/bin/rsync /usr/bin/ssh=/usr/bin/ssh
-  /usr/bin/ssh-keygen=/usr/bin/ssh-keygen)
+  /usr/bin/ssh-keygen=/usr/bin/ssh-keygen "$(readlink -f /bin/sh)=/bin/sh")
 # The project's SIP stand-in for Asterisk (tests and demo), when it is built.
 if [ -x "$standin" ]; then
   executables+=("$standin=/usr/local/bin/xivo-ha-sip-standin")

@@ -931,6 +931,8 @@ fn the_local_image_runs_the_binary_its_classic_names_rsync_and_ssh() {
         ),
         (&["/usr/bin/rsync", "--version"], "rsync  version"),
         (&["/usr/bin/ssh", "-V"], "OpenSSH"),
+        // The monitor's hooks run with /bin/sh -c.
+        (&["/bin/sh", "-c", "echo hook ran"], "hook ran"),
         (
             &[
                 "ssh-keygen",
