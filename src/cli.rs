@@ -54,26 +54,26 @@ pub enum Command {
     Status(StatusArgs),
     /// Set the HA settings: disabled, master <slave_ip> or slave <master_ip>.
     Configure(ConfigureArgs),
-    /// Mirror the master's files to the slave over SSH (`-i`: set up the key; `--back`: bring
-    /// back voicemail and recordings after a failback).
-    Sync(crate::sync::SyncArgs),
-    /// Create XiVO's classic command names as links to this binary in DIR.
-    InstallLinks(InstallLinksArgs),
-    /// Regenerate monit's checks for what runs on this node, then reload monit.
-    MonitoringUpdate(MonitoringUpdateArgs),
+    /// The sidecar: probes the master and fails over on a slave, runs the hourly jobs on a master.
+    Monitor(crate::monitor::MonitorArgs),
     /// One probe round of the master (XiVO's cron job): stops the slave's services when it
     /// answers, starts them when it does not. Only on a slave.
     CheckMasterStatus(crate::monitor::CheckArgs),
     /// Start or stop the slave's telephony containers.
     ManageSlaveServices(crate::monitor::ManageArgs),
-    /// The sidecar: probes the master and fails over on a slave, runs the hourly jobs on a master.
-    Monitor(crate::monitor::MonitorArgs),
     /// Copy the configuration database to the slave (XiVO's xivo-master-slave-db-replication).
     DbReplication(crate::replication::DbReplicationArgs),
-    /// Check every condition HA needs on this node's role; exit 1 when one fails.
-    Doctor(crate::doctor::DoctorArgs),
+    /// Mirror the master's files to the slave over SSH (`-i`: set up the key; `--back`: bring
+    /// back voicemail and recordings after a failback).
+    Sync(crate::sync::SyncArgs),
     /// DB Replic: forward cel and queue_log to XiVO CC's reporting database and Elasticsearch.
     DbReplic(crate::dbreplic::DbReplicArgs),
+    /// Check every condition HA needs on this node's role; exit 1 when one fails.
+    Doctor(crate::doctor::DoctorArgs),
+    /// Regenerate monit's checks for what runs on this node, then reload monit.
+    MonitoringUpdate(MonitoringUpdateArgs),
+    /// Create XiVO's classic command names as links to this binary in DIR.
+    InstallLinks(InstallLinksArgs),
 }
 
 #[derive(Debug, Args)]
