@@ -279,6 +279,18 @@ fn settings_come_from_custom_env() {
     );
 }
 
+#[test]
+fn monit_watches_the_containers_the_monitor_manages_unless_told_otherwise() {
+    let node = Node::new();
+    node.set_ha("slave");
+    node.set_env("XIVO_HA_MONITOR_CONTAINERS=asterisk,xivo-agid\n");
+    assert_success(&node.update(&["--no-reload"]));
+    let text = node.read("xivo-ha-telephony");
+    assert!(text.contains("check program asterisk"), "{text}");
+    assert!(text.contains("docker top xivo-agid"), "{text}");
+    assert!(!text.contains("check program monit"), "{text}");
+}
+
 /// `sh -c SCRIPT` in a mount namespace of its own, then xivo-ha: the script changes mounts that
 /// only this process sees. "$@" is the xivo-ha command line.
 fn in_mount_namespace(script: &str, node: &Node) -> Output {

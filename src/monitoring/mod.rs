@@ -40,6 +40,8 @@ pub enum MonitoringError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    #[error(transparent)]
+    MonitorSettings(#[from] crate::monitor::settings::SettingsError),
     #[error(
         "{} exists and was not written by xivo-ha (its first line is not xivo-ha's marker): move it out of {} so that xivo-ha can write its check there",
         path.display(),
@@ -106,8 +108,9 @@ fn default_docker() -> PathBuf {
     PathBuf::from("/usr/bin/docker")
 }
 
+/// Unset: the monitor's own list (`XIVO_HA_MONITOR_CONTAINERS`), filled in by `load`.
 fn default_telephony_containers() -> Vec<String> {
-    vec!["asterisk".to_owned()]
+    Vec::new()
 }
 
 impl Default for MonitoringSettings {
@@ -126,7 +129,8 @@ impl MonitoringSettings {
 
     /// Reads the settings from the context's custom.env and the environment, and checks them.
     pub fn load(ctx: &Context) -> Result<MonitoringSettings, MonitoringError> {
-        let mut settings: MonitoringSettings = crate::config::from_env(Self::PREFIX, &ctx.env()?)?;
+        let env = ctx.env()?;
+        let mut settings: MonitoringSettings = crate::config::from_env(Self::PREFIX, &env)?;
         // envy splits on commas but keeps blanks: `asterisk, x` and a trailing comma are fine.
         settings.telephony_containers = settings
             .telephony_containers
@@ -134,6 +138,11 @@ impl MonitoringSettings {
             .map(|c| c.trim().to_owned())
             .filter(|c| !c.is_empty())
             .collect();
+        // One list for the monitor that starts them and for monit that watches them.
+        if settings.telephony_containers.is_empty() {
+            settings.telephony_containers =
+                crate::monitor::settings::MonitorSettings::load(&env)?.containers;
+        }
         settings.check()?;
         Ok(settings)
     }
@@ -371,6 +380,12 @@ mod tests {
     #[test]
     fn settings_are_checked() {
         let mut settings = MonitoringSettings::default();
+        // Unset, the list comes from the monitor's settings (in `load`); never empty.
+        assert!(matches!(
+            settings.check(),
+            Err(MonitoringError::NoContainers)
+        ));
+        settings.telephony_containers = vec!["asterisk".into(), "monit".into()];
         assert!(settings.check().is_ok());
         settings.telephony_containers = vec!["asterisk; rm -rf /".into()];
         assert!(matches!(
