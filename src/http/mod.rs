@@ -136,10 +136,11 @@ impl Running {
 /// Starts the endpoint where `XIVO_HA_HTTP_LISTEN` says (default loopback); `None` when empty
 /// or when the address cannot be bound (logged).
 pub async fn start(
-    ctx: &crate::context::Context,
+    env: &crate::config::EnvFile,
+    paths: &Paths,
     heartbeat: Heartbeat,
 ) -> crate::Result<Option<Running>> {
-    let settings: HttpSettings = crate::config::from_env("XIVO_HA_", &ctx.env()?)?;
+    let settings: HttpSettings = crate::config::from_env("XIVO_HA_", env)?;
     let listen = settings.http_listen.trim();
     if listen.is_empty() {
         return Ok(None);
@@ -161,7 +162,7 @@ pub async fn start(
     let address = listener.local_addr().unwrap_or(address);
     let cancel = tokio_util::sync::CancellationToken::new();
     let stopped = cancel.clone();
-    let paths = ctx.paths.clone();
+    let paths = paths.clone();
     let task = tokio::spawn(async move {
         serve(listener, paths, heartbeat, async move {
             stopped.cancelled().await

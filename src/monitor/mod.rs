@@ -117,6 +117,12 @@ struct SlaveRun {
     last_round: Option<RoundReport>,
 }
 
+/// Proof that [`Monitor::preflight`] passed, with what it read.
+pub struct Checked {
+    ha: HaConfig,
+    ha_bytes: Option<Vec<u8>>,
+}
+
 /// Everything it holds while this node is a master.
 struct MasterRun {
     cancel: CancellationToken,
@@ -162,22 +168,36 @@ impl Monitor {
         self
     }
 
-    /// Runs until `shutdown` completes. Fails only at start-up (unreadable ha.conf, a service
-    /// container that does not exist): once running, errors are logged, retried and shown.
-    /// The start-up checks of [`Monitor::run`]: a readable ha.conf and, on a slave, every listed
-    /// container present. Callers that start more around the monitor run them first.
-    pub async fn preflight(&self) -> Result<HaConfig, MonitorError> {
+    /// The start-up checks: a readable ha.conf and, on a slave, every listed container present.
+    /// Callers that start more around the monitor (the HTTP endpoint) run them first, then
+    /// hand the result to [`Monitor::run_checked`].
+    pub async fn preflight(&self) -> Result<Checked, MonitorError> {
         let ha = HaConfig::load(&self.ctx.paths)?;
+        let ha_bytes = fsutil::read_optional(&self.ctx.paths.ha_conf())?;
         if ha.node_type == NodeType::Slave {
             check_containers_exist(&self.settings).await?;
         }
-        Ok(ha)
+        Ok(Checked { ha, ha_bytes })
     }
 
+    /// Runs until `shutdown` completes. Fails only at start-up (unreadable ha.conf, a service
+    /// container that does not exist): once running, errors are logged, retried and shown.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), MonitorError> {
+        let checked = self.preflight().await?;
+        self.run_checked(checked, shutdown).await
+    }
+
+    /// [`Monitor::run`] after [`Monitor::preflight`] passed.
+    pub async fn run_checked(
+        self,
+        checked: Checked,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), MonitorError> {
         let paths = self.ctx.paths.clone();
-        let mut ha = self.preflight().await?;
-        let mut ha_bytes = fsutil::read_optional(&paths.ha_conf())?;
+        let Checked {
+            mut ha,
+            mut ha_bytes,
+        } = checked;
         tracing::info!(
             "monitor started: {}{}",
             ha.node_type,
@@ -547,7 +567,8 @@ async fn check_containers_exist(settings: &MonitorSettings) -> Result<(), Monito
 
 /// `xivo-ha monitor`: runs until SIGTERM or SIGINT.
 pub async fn monitor_command(ctx: &Context, _args: MonitorArgs) -> crate::Result<ExitCode> {
-    let settings = MonitorSettings::load(&ctx.env()?).map_err(MonitorError::from)?;
+    let env = ctx.env()?;
+    let settings = MonitorSettings::load(&env).map_err(MonitorError::from)?;
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -560,9 +581,9 @@ pub async fn monitor_command(ctx: &Context, _args: MonitorArgs) -> crate::Result
     // seconds more mean the loop is stuck.
     let heartbeat = crate::http::Heartbeat::new(settings.interval * 3 + Duration::from_secs(10));
     let monitor = Monitor::new(ctx.clone(), settings).with_heartbeat(heartbeat.clone());
-    monitor.preflight().await?;
-    let http = crate::http::start(ctx, heartbeat).await?;
-    let result = monitor.run(shutdown).await;
+    let checked = monitor.preflight().await?;
+    let http = crate::http::start(&env, &ctx.paths, heartbeat).await?;
+    let result = monitor.run_checked(checked, shutdown).await;
     if let Some(http) = http {
         http.stop().await;
     }
@@ -587,7 +608,8 @@ pub async fn check_master_status(ctx: &Context, args: CheckArgs) -> crate::Resul
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let settings = MonitorSettings::load(&ctx.env()?).map_err(MonitorError::from)?;
+    let env = ctx.env()?;
+    let settings = MonitorSettings::load(&env).map_err(MonitorError::from)?;
     if ha.remote_ip() != Some(master) {
         println!(
             "note: ha.conf names the master {}, probing {master} as asked",
@@ -616,7 +638,8 @@ pub async fn check_master_status(ctx: &Context, args: CheckArgs) -> crate::Resul
 
 /// `manage-slave-services start|stop`.
 pub async fn manage_slave_services(ctx: &Context, args: ManageArgs) -> crate::Result<ExitCode> {
-    let settings = MonitorSettings::load(&ctx.env()?).map_err(MonitorError::from)?;
+    let env = ctx.env()?;
+    let settings = MonitorSettings::load(&env).map_err(MonitorError::from)?;
     let applied = services::manage(&ctx.paths, &settings, args.action)
         .await
         .map_err(MonitorError::from)?;
