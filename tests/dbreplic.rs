@@ -173,7 +173,7 @@ async fn ha_mode_forwards_only_events_and_never_touches_config_tables() {
     let es = EsServer::start().await;
     let root = tempfile::tempdir().unwrap();
     let s = settings(&env_text(
-        5432,
+        pg_port(),
         &reporting_db.name,
         &es.url,
         "IS_HA_SLAVE=true\nDB_REPLIC_BATCH_ROWS=500\n",
@@ -241,7 +241,7 @@ async fn normal_mode_also_refreshes_the_config_tables() {
     let es = EsServer::start().await;
     let root = tempfile::tempdir().unwrap();
     let s = settings(&env_text(
-        5432,
+        pg_port(),
         &reporting_db.name,
         &es.url,
         "IS_HA_SLAVE=false\n",
@@ -299,7 +299,7 @@ async fn elasticsearch_failing_for_a_while_holds_nothing_back_and_loses_nothing(
     es.set_down(true);
     let root = tempfile::tempdir().unwrap();
     let s = settings(&env_text(
-        5432,
+        pg_port(),
         &reporting_db.name,
         &es.url,
         "IS_HA_SLAVE=true\nDB_REPLIC_BATCH_ROWS=400\n",
@@ -392,7 +392,7 @@ async fn a_refused_request_stops_only_the_elasticsearch_sink() {
     es.push_faults([Fault::Status(400), Fault::Status(400)]);
     let root = tempfile::tempdir().unwrap();
     let s = settings(&env_text(
-        5432,
+        pg_port(),
         &reporting_db.name,
         &es.url,
         "IS_HA_SLAVE=true\n",
@@ -431,7 +431,7 @@ async fn dropping_the_runner_mid_batch_then_restarting_resumes_from_the_checkpoi
     es.push_faults((0..100).map(|_| Fault::Delay(Duration::from_millis(60))));
     let root = tempfile::tempdir().unwrap();
     let text = env_text(
-        5432,
+        pg_port(),
         &reporting_db.name,
         &es.url,
         "IS_HA_SLAVE=true\nDB_REPLIC_BATCH_ROWS=500\n",
@@ -489,7 +489,7 @@ async fn killing_the_binary_mid_batch_and_restarting_loses_and_duplicates_nothin
     std::fs::write(
         &env_file,
         env_text(
-            5432,
+            pg_port(),
             &reporting_db.name,
             &es.url,
             "IS_HA_SLAVE=true\nDB_REPLIC_BATCH_ROWS=1000\n",
@@ -759,8 +759,7 @@ fn enabled_root(env: &str) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("var/lib/xivo")).unwrap();
     std::fs::write(root.path().join("var/lib/xivo/xc_enabled"), "").unwrap();
-    std::fs::create_dir_all(root.path().join("etc/docker/xivo")).unwrap();
-    std::fs::write(root.path().join("etc/docker/xivo/custom.env"), env).unwrap();
+    write_custom_env(root.path(), env);
     root
 }
 
@@ -834,7 +833,7 @@ async fn real_elasticsearch_when_available() {
     let extra = format!(
         "IS_HA_SLAVE=true\nDB_REPLIC_CEL_INDEX={suffix}-cel\nDB_REPLIC_QUEUE_LOG_INDEX={suffix}-queue_log\n"
     );
-    let s = settings(&env_text(5432, &reporting_db.name, &url, &extra));
+    let s = settings(&env_text(pg_port(), &reporting_db.name, &url, &extra));
     dbreplic::run(
         s,
         options(&source, root.path(), true),

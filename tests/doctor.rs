@@ -252,12 +252,10 @@ fn a_slave_checks_its_master_and_its_telephony_containers() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     write_ha_conf(r, "slave", &master_ip.to_string());
-    std::fs::create_dir_all(r.join("etc/docker/xivo")).unwrap();
-    std::fs::write(
-        r.join("etc/docker/xivo/custom.env"),
-        format!("XIVO_HA_MONITOR_CONTAINERS={asterisk},{missing}\n"),
-    )
-    .unwrap();
+    write_custom_env(
+        r,
+        &format!("XIVO_HA_MONITOR_CONTAINERS={asterisk},{missing}\n"),
+    );
     let run = || {
         let output = xivo_ha(
             r,
@@ -315,14 +313,7 @@ async fn db_replic_is_checked_where_it_is_enabled() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path().to_owned();
     // HA disabled: the DB Replic checks apply anyway, and no peer is probed.
-    let env_path = r.join("etc/docker/xivo/custom.env");
-    std::fs::create_dir_all(env_path.parent().unwrap()).unwrap();
-    let port: u16 = common::pg_base()
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("port="))
-        .unwrap_or("5432")
-        .parse()
-        .unwrap();
+    let port = pg_port();
     let good = format!(
         "REPORTING_DB_HOST=127.0.0.1\nREPORTING_DB_PORT={port}\nREPORTING_DB_NAME={}\nREPORTING_DB_USER=postgres\n\
          ELASTICSEARCH={}\nIS_HA_SLAVE=true\n",
@@ -332,9 +323,8 @@ async fn db_replic_is_checked_where_it_is_enabled() {
     let run = |env: String| {
         let r = r.clone();
         let db = config.url();
-        let env_path = env_path.clone();
         async move {
-            std::fs::write(&env_path, env).unwrap();
+            write_custom_env(&r, &env);
             let output =
                 tokio::task::spawn_blocking(move || xivo_ha(&r, &db, &["doctor", "--json"]))
                     .await

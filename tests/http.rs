@@ -173,12 +173,10 @@ async fn metrics_follow_a_replication_and_healthz_stays_up_while_idle() {
         .unwrap();
     let root = tempfile::tempdir().unwrap();
     let port = free_port();
-    std::fs::create_dir_all(root.path().join("etc/docker/xivo")).unwrap();
-    std::fs::write(
-        root.path().join("etc/docker/xivo/custom.env"),
-        format!("XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\n"),
-    )
-    .unwrap();
+    write_custom_env(
+        root.path(),
+        &format!("XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\n"),
+    );
     let monitor = MonitorProcess::start(root.path(), port);
     monitor.wait_healthy().await;
     assert!(!monitor.metrics().await.contains("job=\"replication\""));
@@ -235,12 +233,10 @@ async fn a_busy_port_does_not_stop_the_monitor() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
     let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(root.path().join("etc/docker/xivo")).unwrap();
-    std::fs::write(
-        root.path().join("etc/docker/xivo/custom.env"),
-        format!("XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\n"),
-    )
-    .unwrap();
+    write_custom_env(
+        root.path(),
+        &format!("XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\n"),
+    );
     let mut monitor = MonitorProcess::start(root.path(), port);
     let state = root.path().join("var/lib/xivo-ha/monitor.json");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -257,11 +253,7 @@ async fn a_busy_port_does_not_stop_the_monitor() {
     );
 
     // A malformed address, by contrast, is a configuration error: nothing starts.
-    std::fs::write(
-        root.path().join("etc/docker/xivo/custom.env"),
-        "XIVO_HA_HTTP_LISTEN=localhost\n",
-    )
-    .unwrap();
+    write_custom_env(root.path(), "XIVO_HA_HTTP_LISTEN=localhost\n");
     let output = xivo_ha(
         root.path(),
         "host=/nonexistent dbname=asterisk",
@@ -282,23 +274,18 @@ async fn metrics_follow_db_replic_progress() {
     let es = es_server::EsServer::start().await;
     let root = tempfile::tempdir().unwrap();
     let port = free_port();
-    let pg_port = common::pg_base()
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("port=").map(str::to_owned))
-        .unwrap_or_else(|| "5432".into());
-    std::fs::create_dir_all(root.path().join("etc/docker/xivo")).unwrap();
+    let pg_port = pg_port();
     std::fs::create_dir_all(root.path().join("var/lib/xivo")).unwrap();
     std::fs::write(root.path().join("var/lib/xivo/xc_enabled"), "").unwrap();
-    std::fs::write(
-        root.path().join("etc/docker/xivo/custom.env"),
-        format!(
+    write_custom_env(
+        root.path(),
+        &format!(
             "XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\nREPORTING_DB_HOST=127.0.0.1\nREPORTING_DB_PORT={pg_port}\n\
              REPORTING_DB_NAME={}\nREPORTING_DB_USER=postgres\nELASTICSEARCH={}\nIS_HA_SLAVE=true\n\
              DB_REPLIC_ORIGIN=node-b\nDB_REPLIC_POLL_MS=100\n",
             reporting.name, es.url
         ),
-    )
-    .unwrap();
+    );
     let monitor = MonitorProcess::start(root.path(), port);
     monitor.wait_healthy().await;
 

@@ -326,11 +326,7 @@ async fn bad_input_is_one_clear_line_and_touches_nothing() {
     assert_eq!(lab.restart_policy(&asterisk), "always");
 
     // A bad setting: named with its file and line.
-    std::fs::write(
-        root.path().join("etc/docker/xivo/custom.env"),
-        "XIVO_HA_MONITOR_INTERVAL_MS=soon\n",
-    )
-    .unwrap();
+    write_custom_env(root.path(), "XIVO_HA_MONITOR_INTERVAL_MS=soon\n");
     let output = xivo_ha(root.path(), "", &["monitor"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(

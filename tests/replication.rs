@@ -732,13 +732,10 @@ fn the_default_slave_is_its_address_with_the_configured_credentials() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let master = runtime.block_on(TestDb::create());
     let root = tempfile::tempdir().unwrap();
-    let env = root.path().join("etc/docker/xivo/custom.env");
-    std::fs::create_dir_all(env.parent().unwrap()).unwrap();
-    std::fs::write(
-        &env,
+    write_custom_env(
+        root.path(),
         "XIVO_HA_SLAVE_DB_USER=replicator\nXIVO_HA_SLAVE_DB_PASSWORD=s3cret\nXIVO_HA_SLAVE_DB_CONNECT_TIMEOUT_S=3\n",
-    )
-    .unwrap();
+    );
     // 192.0.2.10 is data only: no route exists inside the namespace.
     let output = xivo_ha_isolated(
         root.path(),
@@ -785,9 +782,10 @@ async fn the_hourly_run_replicates_only_on_a_master() {
     let (master, slave) = pair().await;
     let root = tempfile::tempdir().unwrap();
     let ctx = xivo_ha::context::Context::new(root.path(), master.url(), None);
-    let env = root.path().join("etc/docker/xivo/custom.env");
-    std::fs::create_dir_all(env.parent().unwrap()).unwrap();
-    std::fs::write(&env, format!("XIVO_HA_SLAVE_DB_NAME={}\n", slave.name)).unwrap();
+    write_custom_env(
+        root.path(),
+        &format!("XIVO_HA_SLAVE_DB_NAME={}\n", slave.name),
+    );
     let ha_conf = root.path().join("etc/xivo/ha.conf");
     std::fs::create_dir_all(ha_conf.parent().unwrap()).unwrap();
 

@@ -22,6 +22,23 @@ pub fn pg_base() -> String {
         .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres".into())
 }
 
+/// The TCP port of the test PostgreSQL, as `XIVO_HA_TEST_PG` says (5432 by default).
+pub fn pg_port() -> u16 {
+    pg_base()
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port="))
+        .map_or(5432, |port| {
+            port.parse().expect("XIVO_HA_TEST_PG has a numeric port")
+        })
+}
+
+/// Writes `text` as the node's settings file, `<root>/etc/docker/xivo/custom.env`.
+pub fn write_custom_env(root: &Path, text: &str) {
+    let path = root.join("etc/docker/xivo/custom.env");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
 pub fn pg_socket_dir() -> String {
     std::env::var("XIVO_HA_TEST_PG_SOCKET").unwrap_or_else(|_| "/var/run/postgresql".into())
 }
