@@ -32,13 +32,17 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn ok(check: &'static str, found: impl Into<String>) -> Finding {
+    fn new(check: &'static str, level: Level, found: String, fix: Option<String>) -> Finding {
         Finding {
             check,
-            level: Level::Ok,
-            found: found.into(),
-            fix: None,
+            level,
+            found,
+            fix,
         }
+    }
+
+    pub fn ok(check: &'static str, found: impl Into<String>) -> Finding {
+        Finding::new(check, Level::Ok, found.into(), None)
     }
 
     pub fn warning(
@@ -46,12 +50,7 @@ impl Finding {
         found: impl Into<String>,
         fix: impl Into<String>,
     ) -> Finding {
-        Finding {
-            check,
-            level: Level::Warning,
-            found: found.into(),
-            fix: Some(fix.into()),
-        }
+        Finding::new(check, Level::Warning, found.into(), Some(fix.into()))
     }
 
     pub fn failed(
@@ -59,12 +58,7 @@ impl Finding {
         found: impl Into<String>,
         fix: impl Into<String>,
     ) -> Finding {
-        Finding {
-            check,
-            level: Level::Failed,
-            found: found.into(),
-            fix: Some(fix.into()),
-        }
+        Finding::new(check, Level::Failed, found.into(), Some(fix.into()))
     }
 
     /// `failed   sip-expiry        maxexpiry is 3600 s: fix: xivo-ha configure ...`
