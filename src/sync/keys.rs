@@ -4,6 +4,7 @@
 //! (ssh asks it itself, xivo-ha never sees it). A key that could not be installed is removed, so
 //! that `sync -i` can simply be run again.
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -11,8 +12,8 @@ use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 
-use super::SyncError;
 use super::ssh::{SshTarget, quote_for_sh};
+use super::{SyncError, run_tool};
 use crate::fsutil::{self, FileError};
 
 /// The comment of the key, as XiVO writes it.
@@ -100,17 +101,12 @@ async fn create(key: &Path) -> Result<(), SyncError> {
         .tempdir_in(home)
         .map_err(|e| FileError::new("create a temporary directory in", home, e))?;
     let temp_key = temp.path().join("key");
-    let output = tokio::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", KEY_COMMENT, "-f"])
-        .arg(&temp_key)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| SyncError::Spawn {
-            program: "ssh-keygen",
-            source,
-        })?;
+    let mut args: Vec<OsString> = ["-q", "-t", "ed25519", "-N", "", "-C", KEY_COMMENT, "-f"]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    args.push(temp_key.clone().into_os_string());
+    let output = run_tool("ssh-keygen", args).await?;
     if !output.status.success() {
         return Err(SyncError::Keygen(
             String::from_utf8_lossy(&output.stderr).trim().to_owned(),
@@ -232,18 +228,9 @@ async fn ssh_with_stdin(
 
 /// Logs in with the new key alone, as the hourly sync will.
 pub async fn check(target: &SshTarget, key: &Path, authorized_keys: &str) -> Result<(), SyncError> {
-    let output = tokio::process::Command::new("ssh")
-        .args(target.key_args(key))
-        .arg(target.destination())
-        .arg("true")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| SyncError::Spawn {
-            program: "ssh",
-            source,
-        })?;
+    let mut args = target.key_args(key);
+    args.extend([target.destination(), "true".to_owned()]);
+    let output = run_tool("ssh", args).await?;
     if output.status.success() {
         return Ok(());
     }

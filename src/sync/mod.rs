@@ -312,6 +312,22 @@ impl Direction {
     }
 }
 
+/// Runs `program args` to completion, its stdin closed, killed if the caller gives up (a
+/// dropped hourly run must not leave an ssh behind).
+async fn run_tool<I, S>(program: &'static str, args: I) -> Result<std::process::Output, SyncError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| SyncError::Spawn { program, source })
+}
+
 /// The hourly run of the monitor (at :00, right after the database replication): on a master,
 /// mirrors the directories to the slave and records the outcome for `status`; on any other
 /// node does nothing and returns `Ok(None)`. A failure is recorded and returned; the next hour

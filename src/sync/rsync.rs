@@ -3,7 +3,6 @@
 //! how many bytes.
 
 use std::ffi::OsString;
-use std::process::Stdio;
 
 use super::SyncError;
 
@@ -50,16 +49,7 @@ pub fn common_args(io_timeout: u32) -> Vec<OsString> {
 /// not be started.
 pub async fn run(args: Vec<OsString>) -> Result<Result<Transfer, Failure>, SyncError> {
     tracing::debug!("rsync {args:?}");
-    let output = tokio::process::Command::new("rsync")
-        .args(&args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| SyncError::Spawn {
-            program: "rsync",
-            source,
-        })?;
+    let output = super::run_tool("rsync", args).await?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     match output.status.code() {
