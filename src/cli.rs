@@ -10,7 +10,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::settings::{self, HaConfig, NodeType};
+use crate::ha::{self, HaConfig, NodeType};
 use crate::status::Status;
 
 #[derive(Debug, Parser)]
@@ -207,7 +207,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn monitoring_update(ctx: &Context, args: &MonitoringUpdateArgs) -> Result<ExitCode> {
-    let outcome = crate::monitoring::update(ctx, args.conf_dir.as_deref(), !args.no_reload)?;
+    let outcome = crate::monit::update(ctx, args.conf_dir.as_deref(), !args.no_reload)?;
     if outcome.changes.is_empty() {
         println!(
             "monit checks in {} already up to date: nothing changed",
@@ -264,11 +264,11 @@ async fn configure(ctx: &Context, args: ConfigureArgs) -> Result<ExitCode> {
             };
             HaConfig {
                 node_type,
-                remote_address: settings::parse_peer(address, peer)?.to_string(),
+                remote_address: ha::parse_peer(address, peer)?.to_string(),
             }
         }
     };
-    let outcome = settings::configure(ctx, target).await?;
+    let outcome = ha::configure(ctx, target).await?;
     if outcome.changes.is_empty() {
         println!(
             "HA already configured as {}: nothing changed",

@@ -16,13 +16,13 @@ pub enum Error {
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
     #[error(transparent)]
-    Monitoring(#[from] crate::monitoring::MonitoringError),
+    Monit(#[from] crate::monit::MonitError),
     #[error(transparent)]
     Monitor(#[from] crate::monitor::MonitorError),
     #[error(transparent)]
     Replication(#[from] crate::replication::ReplicationError),
     #[error(transparent)]
-    Settings(#[from] crate::settings::SettingsError),
+    Ha(#[from] crate::ha::HaError),
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
     /// The command line asks for something this node cannot do.

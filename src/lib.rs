@@ -10,12 +10,12 @@
 //! - [`net`]: this host's interfaces and subnets, TCP reachability checks.
 //! - [`fsutil`]: atomic file writes and file errors a user can act on.
 //! - [`state`]: the JSON state files that components leave for `status`.
-//! - [`settings`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
+//! - [`ha`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
 //! - [`sync`]: file sync master → slave over SSH (`sync`, `sync -i`, `sync --back`).
 //! - [`dbreplic`]: DB Replic: cel and queue_log to XiVO CC's reporting PostgreSQL and
 //!   Elasticsearch, with its HA mode.
 //! - [`status`]: the HA dashboard (`xivo-ha status`).
-//! - [`monitoring`]: monit's check files for what runs on this node (`xivo-monitoring-update`).
+//! - [`monit`]: monit's check files for what runs on this node (`xivo-monitoring-update`).
 //! - [`monitor`]: the slave monitor (probes, verdict, Docker actions) and the master's hourly jobs.
 //! - [`replication`]: configuration database replication master → slave (`db-replication`).
 //! - [`doctor`]: the preflight checks of an HA pair (`xivo-ha doctor`).
@@ -30,13 +30,13 @@ pub mod dbreplic;
 pub mod doctor;
 pub mod error;
 pub mod fsutil;
+pub mod ha;
 pub mod http;
+pub mod monit;
 pub mod monitor;
-pub mod monitoring;
 pub mod net;
 pub mod paths;
 pub mod replication;
-pub mod settings;
 pub mod state;
 pub mod status;
 pub mod sync;

@@ -5,20 +5,20 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::ha::{HaConfig, HaError};
 use crate::paths::Paths;
-use crate::settings::{HaConfig, SettingsError};
 use crate::state;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
-    pub node_type: crate::settings::NodeType,
+    pub node_type: crate::ha::NodeType,
     pub remote_address: String,
     /// Each component's latest state document, by component name.
     pub components: BTreeMap<String, serde_json::Value>,
 }
 
 impl Status {
-    pub fn gather(paths: &Paths) -> Result<Status, SettingsError> {
+    pub fn gather(paths: &Paths) -> Result<Status, HaError> {
         let ha = HaConfig::load(paths)?;
         Ok(Status {
             node_type: ha.node_type,
@@ -30,11 +30,11 @@ impl Status {
     /// The human form: one line for the role, one per component (its `summary`).
     pub fn render(&self) -> String {
         let mut out = match self.node_type {
-            crate::settings::NodeType::Disabled => "HA: disabled\n".to_owned(),
-            crate::settings::NodeType::Master => {
+            crate::ha::NodeType::Disabled => "HA: disabled\n".to_owned(),
+            crate::ha::NodeType::Master => {
                 format!("HA: master, slave at {}\n", self.remote_address)
             }
-            crate::settings::NodeType::Slave => {
+            crate::ha::NodeType::Slave => {
                 format!("HA: slave, master at {}\n", self.remote_address)
             }
         };

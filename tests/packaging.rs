@@ -684,9 +684,9 @@ fn custom_env_gives_the_code_defaults() {
 
     // The monitoring settings: the listed values are the code's defaults.
     let file = xivo_ha::config::EnvFile::load(&repo().join("env/custom.env")).unwrap();
-    let listed: xivo_ha::monitoring::MonitoringSettings =
-        xivo_ha::config::from_env(xivo_ha::monitoring::MonitoringSettings::PREFIX, &file).unwrap();
-    assert_eq!(listed, xivo_ha::monitoring::MonitoringSettings::default());
+    let listed: xivo_ha::monit::MonitSettings =
+        xivo_ha::config::from_env(xivo_ha::monit::MonitSettings::PREFIX, &file).unwrap();
+    assert_eq!(listed, xivo_ha::monit::MonitSettings::default());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -747,13 +747,13 @@ fn the_compose_file_is_valid_and_says_what_the_readme_says() {
         (
             "ha-monitor",
             monitor,
-            xivo_ha::monitoring::checks::MONITOR_CONTAINER,
+            xivo_ha::monit::checks::MONITOR_CONTAINER,
             "monitor",
         ),
         (
             "db-replic",
             replic,
-            xivo_ha::monitoring::checks::DB_REPLIC_CONTAINER,
+            xivo_ha::monit::checks::DB_REPLIC_CONTAINER,
             "db-replic",
         ),
     ] {

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use super::Finding;
 use crate::context::Context;
+use crate::ha::sip_expiry::{self, HA_EXPIRY};
+use crate::ha::{HaConfig, NodeType};
 use crate::net::{self, InterfaceAddress};
-use crate::settings::sip_expiry::{self, HA_EXPIRY};
-use crate::settings::{HaConfig, NodeType};
 
 /// How long a peer's port may take to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

@@ -7,7 +7,7 @@ pub mod checks;
 use serde::Serialize;
 
 use crate::context::Context;
-use crate::settings::{HaConfig, NodeType};
+use crate::ha::{HaConfig, NodeType};
 
 /// How a check came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

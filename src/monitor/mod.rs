@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
 use crate::fsutil::{self, FileError};
-use crate::settings::{HaConfig, NodeType};
+use crate::ha::{HaConfig, NodeType};
 use docker::{DockerError, Engine};
 use probe::{ProbeSettings, Prober, RoundReport};
 use services::{Desired, Keeper, KeeperStatus};
@@ -42,7 +42,7 @@ pub enum MonitorError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    HaConf(#[from] crate::settings::SettingsError),
+    Ha(#[from] crate::ha::HaError),
     #[error(transparent)]
     Docker(#[from] DockerError),
     #[error(transparent)]

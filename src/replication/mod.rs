@@ -36,7 +36,7 @@ use tokio_postgres::IsolationLevel;
 use crate::config::ConfigError;
 use crate::context::Context;
 use crate::db::{DbError, DbTarget, error_reason};
-use crate::settings::{HaConfig, NodeType, SettingsError};
+use crate::ha::{HaConfig, HaError, NodeType};
 use copy::{CopyFailure, Plan, TableCopy};
 use progress::{Progress, human_bytes};
 pub use tables::EXCLUDED_TABLES;
@@ -54,7 +54,7 @@ pub enum ReplicationError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Settings(#[from] SettingsError),
+    Ha(#[from] HaError),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(
@@ -242,13 +242,13 @@ pub async fn run_cli(ctx: &Context, args: DbReplicationArgs) -> crate::Result<Ex
             args.slave_ip
                 .trim()
                 .parse::<IpAddr>()
-                .map_err(|_| SettingsError::BadAddress(args.slave_ip.clone()))
+                .map_err(|_| HaError::BadAddress(args.slave_ip.clone()))
                 .map_err(ReplicationError::from)?;
             target::explicit("slave", url).map_err(ReplicationError::from)?
         }
         None => {
-            let ip = crate::settings::parse_peer(&args.slave_ip, "slave")
-                .map_err(ReplicationError::from)?;
+            let ip =
+                crate::ha::parse_peer(&args.slave_ip, "slave").map_err(ReplicationError::from)?;
             SlaveDbSettings::load(ctx)
                 .map_err(ReplicationError::from)?
                 .target(ip)

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ConfigError;
 use crate::context::Context;
 use crate::fsutil::FileError;
-use crate::settings::{HaConfig, NodeType};
+use crate::ha::{HaConfig, NodeType};
 use ssh::SshTarget;
 
 /// The master's dedicated key, XiVO's path (the name says RSA; xivo-ha makes an ed25519 key).
@@ -101,7 +101,7 @@ pub enum SyncError {
     #[error(transparent)]
     File(#[from] FileError),
     #[error(transparent)]
-    Settings(#[from] crate::settings::SettingsError),
+    Ha(#[from] crate::ha::HaError),
 }
 
 /// `xivo-ha sync [-i | --back]` (and XiVO's `xivo-sync [-i]`).

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::SettingsError;
+use super::HaError;
 use crate::fsutil;
 use crate::paths::Paths;
 
@@ -58,13 +58,13 @@ impl HaConfig {
 
     /// Reads ha.conf; a missing file means disabled. A corrupt file is an error naming the file,
     /// line and column.
-    pub fn load(paths: &Paths) -> Result<HaConfig, SettingsError> {
+    pub fn load(paths: &Paths) -> Result<HaConfig, HaError> {
         let path = paths.ha_conf();
         let Some(bytes) = fsutil::read_optional(&path)? else {
             return Ok(HaConfig::default());
         };
         let config: HaConfig =
-            serde_json::from_slice(&bytes).map_err(|e| SettingsError::CorruptHaConf {
+            serde_json::from_slice(&bytes).map_err(|e| HaError::CorruptHaConf {
                 path: path.clone(),
                 line: e.line(),
                 column: e.column(),
@@ -73,7 +73,7 @@ impl HaConfig {
         if config.node_type != NodeType::Disabled
             && config.remote_address.parse::<IpAddr>().is_err()
         {
-            return Err(SettingsError::CorruptHaConf {
+            return Err(HaError::CorruptHaConf {
                 path,
                 line: 1,
                 column: 1,
@@ -95,7 +95,7 @@ impl HaConfig {
 
     /// Writes ha.conf atomically (when it differs) and sets the sentinel files. Returns whether
     /// anything changed on disk.
-    pub fn save(&self, paths: &Paths) -> Result<bool, SettingsError> {
+    pub fn save(&self, paths: &Paths) -> Result<bool, HaError> {
         let path = paths.ha_conf();
         let contents = self.to_file_contents();
         let mut changed = false;

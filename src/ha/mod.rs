@@ -17,7 +17,7 @@ use provisioning::DefaultRegistrar;
 use sip_expiry::SipExpiry;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
+pub enum HaError {
     #[error("{}:{line}:{column}: {reason}: fix the file or remove it (no ha.conf means HA disabled)", path.display())]
     CorruptHaConf {
         path: PathBuf,
@@ -59,12 +59,12 @@ pub struct Outcome {
 }
 
 /// Parses and checks the peer's address given on the command line.
-pub fn parse_peer(address: &str, peer: &'static str) -> Result<IpAddr, SettingsError> {
+pub fn parse_peer(address: &str, peer: &'static str) -> Result<IpAddr, HaError> {
     let ip: IpAddr = address
         .trim()
         .parse()
-        .map_err(|_| SettingsError::BadAddress(address.to_owned()))?;
-    let unusable = |reason| SettingsError::UnusableAddress {
+        .map_err(|_| HaError::BadAddress(address.to_owned()))?;
+    let unusable = |reason| HaError::UnusableAddress {
         address: ip,
         peer,
         reason,
@@ -81,7 +81,7 @@ pub fn parse_peer(address: &str, peer: &'static str) -> Result<IpAddr, SettingsE
 }
 
 /// Applies the HA settings for `target` to this node. Idempotent.
-pub async fn configure(ctx: &Context, target: HaConfig) -> Result<Outcome, SettingsError> {
+pub async fn configure(ctx: &Context, target: HaConfig) -> Result<Outcome, HaError> {
     let paths = &ctx.paths;
     let current = HaConfig::load(paths)?;
     let mut changes = Vec::new();
@@ -97,7 +97,7 @@ pub async fn configure(ctx: &Context, target: HaConfig) -> Result<Outcome, Setti
         None => None,
     };
     if target.node_type == NodeType::Master && registrar.is_none() {
-        return Err(SettingsError::NoProvdConfig {
+        return Err(HaError::NoProvdConfig {
             path: paths.provd_config("default"),
         });
     }
@@ -110,12 +110,12 @@ pub async fn configure(ctx: &Context, target: HaConfig) -> Result<Outcome, Setti
     // put back if the commit fails.
     let db = ctx.config_db()?;
     let mut client = db.connect().await?;
-    let sql = |e: tokio_postgres::Error| SettingsError::Db(db.query_error(error_reason(&e)));
+    let sql = |e: tokio_postgres::Error| HaError::Db(db.query_error(error_reason(&e)));
     if !sip_expiry::has_staticsip_table(&client)
         .await
         .map_err(sql)?
     {
-        return Err(SettingsError::NoStaticsip {
+        return Err(HaError::NoStaticsip {
             target: db.describe(),
         });
     }

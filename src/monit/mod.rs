@@ -27,19 +27,19 @@ use serde::Deserialize;
 use crate::config::ConfigError;
 use crate::context::Context;
 use crate::fsutil::{self, FileError};
-use crate::settings::{HaConfig, NodeType, SettingsError};
+use crate::ha::{HaConfig, HaError, NodeType};
 
 pub use checks::CheckFile;
 pub use reload::ReloadOutcome;
 
 #[derive(Debug, thiserror::Error)]
-pub enum MonitoringError {
+pub enum MonitError {
     #[error(transparent)]
     File(#[from] FileError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Settings(#[from] SettingsError),
+    Ha(#[from] HaError),
     #[error(transparent)]
     MonitorSettings(#[from] crate::monitor::settings::SettingsError),
     #[error(
@@ -81,7 +81,7 @@ pub enum MonitoringError {
 
 /// The settings, from `XIVO_HA_MONITORING_*` in custom.env or the environment.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct MonitoringSettings {
+pub struct MonitSettings {
     /// monit's include directory, as a path on the node (under `--root`).
     #[serde(default = "default_conf_dir")]
     pub conf_dir: PathBuf,
@@ -113,9 +113,9 @@ fn default_telephony_containers() -> Vec<String> {
     Vec::new()
 }
 
-impl Default for MonitoringSettings {
+impl Default for MonitSettings {
     fn default() -> Self {
-        MonitoringSettings {
+        MonitSettings {
             conf_dir: default_conf_dir(),
             reload_command: default_reload_command(),
             docker: default_docker(),
@@ -124,13 +124,13 @@ impl Default for MonitoringSettings {
     }
 }
 
-impl MonitoringSettings {
+impl MonitSettings {
     pub const PREFIX: &'static str = "XIVO_HA_MONITORING_";
 
     /// Reads the settings from the context's custom.env and the environment, and checks them.
-    pub fn load(ctx: &Context) -> Result<MonitoringSettings, MonitoringError> {
+    pub fn load(ctx: &Context) -> Result<MonitSettings, MonitError> {
         let env = ctx.env()?;
-        let mut settings: MonitoringSettings = crate::config::from_env(Self::PREFIX, &env)?;
+        let mut settings: MonitSettings = crate::config::from_env(Self::PREFIX, &env)?;
         // envy splits on commas but keeps blanks: `asterisk, x` and a trailing comma are fine.
         settings.telephony_containers = settings
             .telephony_containers
@@ -147,9 +147,9 @@ impl MonitoringSettings {
         Ok(settings)
     }
 
-    fn check(&self) -> Result<(), MonitoringError> {
+    fn check(&self) -> Result<(), MonitError> {
         if self.telephony_containers.is_empty() {
-            return Err(MonitoringError::NoContainers);
+            return Err(MonitError::NoContainers);
         }
         for container in &self.telephony_containers {
             let valid = container.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -157,14 +157,14 @@ impl MonitoringSettings {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
             if !valid {
-                return Err(MonitoringError::BadContainer(container.clone()));
+                return Err(MonitError::BadContainer(container.clone()));
             }
         }
         if !self.docker.is_absolute() {
-            return Err(MonitoringError::RelativeDocker(self.docker.clone()));
+            return Err(MonitError::RelativeDocker(self.docker.clone()));
         }
         if self.reload_command.split_whitespace().next().is_none() {
-            return Err(MonitoringError::EmptyReloadCommand);
+            return Err(MonitError::EmptyReloadCommand);
         }
         Ok(())
     }
@@ -173,8 +173,8 @@ impl MonitoringSettings {
 /// The check files this node should have, from its HA settings and XiVO's flag files.
 pub fn desired_checks(
     ctx: &Context,
-    settings: &MonitoringSettings,
-) -> Result<Vec<CheckFile>, MonitoringError> {
+    settings: &MonitSettings,
+) -> Result<Vec<CheckFile>, MonitError> {
     let paths = &ctx.paths;
     let ha = HaConfig::load(paths)?;
     let docker = settings.docker.as_path();
@@ -220,7 +220,7 @@ impl std::fmt::Display for Change {
 /// Brings `dir` in line with `wanted`: writes what differs, removes xivo-ha's files that are no
 /// longer wanted. Checks every name first, so that a foreign file stops the run before any
 /// change.
-pub fn apply(dir: &Path, wanted: &[CheckFile]) -> Result<Vec<Change>, MonitoringError> {
+pub fn apply(dir: &Path, wanted: &[CheckFile]) -> Result<Vec<Change>, MonitError> {
     let mut writes = Vec::new();
     for check in wanted {
         let path = dir.join(check.name);
@@ -228,7 +228,7 @@ pub fn apply(dir: &Path, wanted: &[CheckFile]) -> Result<Vec<Change>, Monitoring
         let current = match is_file {
             Ok(true) => fsutil::read_optional(&path)?,
             Ok(false) => {
-                return Err(MonitoringError::Foreign {
+                return Err(MonitError::Foreign {
                     path,
                     dir: dir.to_owned(),
                 });
@@ -238,7 +238,7 @@ pub fn apply(dir: &Path, wanted: &[CheckFile]) -> Result<Vec<Change>, Monitoring
         match current {
             Some(text) if text == check.contents.as_bytes() => {}
             Some(text) if !checks::is_ours(&text) => {
-                return Err(MonitoringError::Foreign {
+                return Err(MonitError::Foreign {
                     path,
                     dir: dir.to_owned(),
                 });
@@ -301,12 +301,8 @@ pub struct Outcome {
 }
 
 /// The whole command. `conf_dir` overrides the setting (a path on the node, under `--root`).
-pub fn update(
-    ctx: &Context,
-    conf_dir: Option<&Path>,
-    reload: bool,
-) -> Result<Outcome, MonitoringError> {
-    let settings = MonitoringSettings::load(ctx)?;
+pub fn update(ctx: &Context, conf_dir: Option<&Path>, reload: bool) -> Result<Outcome, MonitError> {
+    let settings = MonitSettings::load(ctx)?;
     let dir = ctx
         .paths
         .under(conf_dir.unwrap_or(settings.conf_dir.as_path()));
@@ -371,7 +367,7 @@ mod tests {
         let d = dir.path();
         std::fs::write(d.join("b"), "# mine\n").unwrap();
         let error = apply(d, &[check("a", "one"), check("b", "two")]).unwrap_err();
-        assert!(matches!(error, MonitoringError::Foreign { .. }), "{error}");
+        assert!(matches!(error, MonitError::Foreign { .. }), "{error}");
         assert!(error.to_string().contains("move it out"), "{error}");
         assert!(!d.join("a").exists(), "nothing written before the check");
         assert_eq!(std::fs::read_to_string(d.join("b")).unwrap(), "# mine\n");
@@ -379,24 +375,18 @@ mod tests {
 
     #[test]
     fn settings_are_checked() {
-        let mut settings = MonitoringSettings::default();
+        let mut settings = MonitSettings::default();
         // Unset, the list comes from the monitor's settings (in `load`); never empty.
-        assert!(matches!(
-            settings.check(),
-            Err(MonitoringError::NoContainers)
-        ));
+        assert!(matches!(settings.check(), Err(MonitError::NoContainers)));
         settings.telephony_containers = vec!["asterisk".into(), "monit".into()];
         assert!(settings.check().is_ok());
         settings.telephony_containers = vec!["asterisk; rm -rf /".into()];
-        assert!(matches!(
-            settings.check(),
-            Err(MonitoringError::BadContainer(_))
-        ));
+        assert!(matches!(settings.check(), Err(MonitError::BadContainer(_))));
         settings.telephony_containers = vec!["asterisk".into()];
         settings.docker = PathBuf::from("docker");
         assert!(matches!(
             settings.check(),
-            Err(MonitoringError::RelativeDocker(_))
+            Err(MonitError::RelativeDocker(_))
         ));
     }
 }

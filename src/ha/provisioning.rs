@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use super::SettingsError;
+use super::HaError;
 use crate::fsutil;
 use crate::paths::Paths;
 
@@ -22,12 +22,12 @@ pub struct DefaultRegistrar {
 
 impl DefaultRegistrar {
     /// Reads the document; `None` when provd has none (provd not installed).
-    pub fn load(paths: &Paths) -> Result<Option<DefaultRegistrar>, SettingsError> {
+    pub fn load(paths: &Paths) -> Result<Option<DefaultRegistrar>, HaError> {
         let path = paths.provd_config("default");
         let Some(original) = fsutil::read_optional(&path)? else {
             return Ok(None);
         };
-        let corrupt = |reason: String| SettingsError::CorruptProvdConfig {
+        let corrupt = |reason: String| HaError::CorruptProvdConfig {
             path: path.clone(),
             reason,
         };
@@ -65,7 +65,7 @@ impl DefaultRegistrar {
     }
 
     /// Replaces the file with the current document.
-    pub fn write(&self) -> Result<(), SettingsError> {
+    pub fn write(&self) -> Result<(), HaError> {
         let json =
             serde_json::to_vec(&Value::Object(self.document.clone())).expect("JSON serialises");
         fsutil::write_atomic(&self.path, &json, None)?;
@@ -73,7 +73,7 @@ impl DefaultRegistrar {
     }
 
     /// Puts the file back as it was when loaded.
-    pub fn restore(&self) -> Result<(), SettingsError> {
+    pub fn restore(&self) -> Result<(), HaError> {
         fsutil::write_atomic(&self.path, &self.original, None)?;
         Ok(())
     }

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::MonitoringError;
+use super::MonitError;
 
 /// What happened to monit.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,13 +57,13 @@ pub fn monit_pids(proc: &Path) -> Vec<u32> {
 }
 
 /// Runs `command` (split on whitespace, no shell) when a monit process is running.
-pub fn reload_monit(command: &str) -> Result<ReloadOutcome, MonitoringError> {
+pub fn reload_monit(command: &str) -> Result<ReloadOutcome, MonitError> {
     let pids = monit_pids(Path::new("/proc"));
     if pids.is_empty() {
         return Ok(ReloadOutcome::NotRunning);
     }
     let mut words = command.split_whitespace();
-    let program = words.next().ok_or(MonitoringError::EmptyReloadCommand)?;
+    let program = words.next().ok_or(MonitError::EmptyReloadCommand)?;
     let output = match Command::new(program).args(words).output() {
         Ok(output) => output,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -73,7 +73,7 @@ pub fn reload_monit(command: &str) -> Result<ReloadOutcome, MonitoringError> {
             });
         }
         Err(source) => {
-            return Err(MonitoringError::ReloadSpawn {
+            return Err(MonitError::ReloadSpawn {
                 command: command.to_owned(),
                 source,
             });
@@ -95,7 +95,7 @@ pub fn reload_monit(command: &str) -> Result<ReloadOutcome, MonitoringError> {
                 .map(str::to_owned)
         })
         .next();
-    Err(MonitoringError::ReloadFailed {
+    Err(MonitError::ReloadFailed {
         command: command.to_owned(),
         status: match output.status.code() {
             Some(code) => format!("exit {code}"),
