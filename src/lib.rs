@@ -9,6 +9,7 @@
 //! - [`db`]: connections to PostgreSQL (tokio-postgres, TLS with rustls when asked for).
 //! - [`net`]: this host's interfaces and subnets, TCP reachability checks.
 //! - [`fsutil`]: atomic file writes and file errors a user can act on.
+//! - [`backoff`]: the one backoff between retries (0.5 s doubling to 30 s, with jitter).
 //! - [`state`]: the JSON state files that components leave for `status`.
 //! - [`ha`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
 //! - [`sync`]: file sync master → slave over SSH (`sync`, `sync -i`, `sync --back`).
@@ -22,6 +23,7 @@
 //! - [`http`]: the monitor's HTTP endpoint: `/status`, `/metrics` (Prometheus), `/healthz`.
 //! - [`error`]: the crate's error type and its exit codes.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod context;

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::docker::{ContainerStatus, DockerError, Engine};
 use super::settings::MonitorSettings;
+use crate::backoff::backoff;
 use crate::fsutil::{self, FileError};
 use crate::paths::Paths;
 
@@ -174,13 +175,9 @@ pub struct Keeper {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Backoff between failed passes: 0.5 s doubling to 30 s, with up to 20 % jitter so that two
-/// nodes restarted together do not hammer their engines in step.
-fn backoff(failures: u32) -> Duration {
-    let base = Duration::from_millis(500) * 2u32.saturating_pow(failures.min(6));
-    let base = base.min(Duration::from_secs(30));
-    base.mul_f64(1.0 + rand::random::<f64>() * 0.2)
-}
+/// The first wait after a failed pass; then [`crate::backoff`] doubles it to 30 s, with jitter
+/// so that two nodes restarted together do not hammer their engines in step.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
 
 /// How often a settled keeper checks the containers again (someone may start one by hand).
 const RECHECK: Duration = Duration::from_secs(10);
@@ -237,7 +234,7 @@ impl Keeper {
                             status.last_error = Some(e.to_string());
                             status.last_error_at = Some(Utc::now());
                             failures += 1;
-                            backoff(failures - 1)
+                            backoff(FIRST_RETRY, failures - 1)
                         }
                     }
                 };
@@ -321,15 +318,6 @@ mod tests {
         assert!(!record(&paths, Desired::Stopped).unwrap());
         assert!(record(&paths, Desired::Running).unwrap());
         assert_eq!(recorded(&paths), Desired::Running);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(
-            backoff(0) >= Duration::from_millis(500) && backoff(0) <= Duration::from_millis(600)
-        );
-        assert!(backoff(3) >= Duration::from_secs(4));
-        assert!(backoff(30) <= Duration::from_secs(36));
     }
 
     #[tokio::test]
