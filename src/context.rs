@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use crate::config::{ConfigError, EnvFile};
 use crate::db::{DbError, DbTarget};
 use crate::paths::Paths;
+use crate::secret::Secret;
 
 #[derive(Clone, Debug)]
 pub struct Context {
     pub paths: Paths,
-    /// The local XiVO configuration database (`--db`); may hold a password: never log it.
-    pub db_url: String,
+    /// The local XiVO configuration database (`--db`); may hold a password.
+    pub db_url: Secret,
     /// `--env-file`, or XiVO CC's custom.env under the root.
     pub env_file: PathBuf,
 }
@@ -26,14 +27,14 @@ impl Context {
         let env_file = env_file.unwrap_or_else(|| paths.custom_env());
         Context {
             paths,
-            db_url: db_url.into(),
+            db_url: Secret::new(db_url),
             env_file,
         }
     }
 
     /// The local configuration database.
     pub fn config_db(&self) -> Result<DbTarget, DbError> {
-        DbTarget::parse("configuration", &self.db_url)
+        DbTarget::parse("configuration", self.db_url.expose())
     }
 
     /// The `custom.env` file (empty when missing).

@@ -10,6 +10,7 @@
 //! - [`net`]: this host's interfaces and subnets, TCP reachability checks.
 //! - [`fsutil`]: atomic file writes and file errors a user can act on.
 //! - [`backoff`]: the one backoff between retries (0.5 s doubling to 30 s, with jitter).
+//! - [`secret`]: passwords and URLs holding one, printed as `***`.
 //! - [`state`]: the JSON state files that components leave for `status`.
 //! - [`ha`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
 //! - [`sync`]: file sync master → slave over SSH (`sync`, `sync -i`, `sync --back`).
@@ -39,6 +40,7 @@ pub mod monitor;
 pub mod net;
 pub mod paths;
 pub mod replication;
+pub mod secret;
 pub mod state;
 pub mod status;
 pub mod sync;

@@ -84,7 +84,7 @@ pub async fn command(ctx: &Context, args: DbReplicArgs) -> crate::Result<ExitCod
     let env = ctx.env()?;
     let settings = Settings::load(&env)?;
     let options = RunOptions {
-        source: DbTarget::parse("XiVO (source)", &ctx.db_url)?,
+        source: DbTarget::parse("XiVO (source)", ctx.db_url.expose())?,
         paths: ctx.paths.clone(),
         exit_when_idle: args.exit_when_idle,
     };

@@ -1,8 +1,8 @@
 //! DB Replic's settings, read from XiVO CC's `custom.env` (environment variables win) with
 //! envy, and checked before anything starts: the reporting database, Elasticsearch, the HA
 //! mode, the origin name and the batching knobs. Owns the list of variables and their defaults
-//! (the README's DB Replic section documents the same list). Secrets live in [`Secret`], which
-//! has no `Serialize` and a redacting `Debug`, so they never reach a log line or a state file.
+//! (the README's DB Replic section documents the same list). Secrets (the passwords, the
+//! Elasticsearch URL) live in [`Secret`], so they never reach a log line or a state file.
 
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::config::{self, ConfigError, EnvFile};
 use crate::db::DbTarget;
+pub use crate::secret::Secret;
 
 /// XiVO CC's reporting PostgreSQL (the `pgxivocc` container) is published on port 5443.
 pub const DEFAULT_REPORTING_DB_PORT: u16 = 5443;
@@ -18,23 +19,6 @@ pub const DEFAULT_REPORTING_DB_NAME: &str = "xivo_stats";
 /// XiVO CC's reporting database account, as its containers ship it.
 pub const DEFAULT_REPORTING_DB_USER: &str = "asterisk";
 pub const DEFAULT_REPORTING_DB_PASSWORD: &str = "asterisk";
-
-/// A password or similar: printed as `***`, never serialised.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// The variables exactly as envy reads them (unprefixed, upper-case field names).
 #[derive(Debug, Deserialize)]
@@ -48,7 +32,7 @@ struct Raw {
     reporting_db_user: String,
     #[serde(default = "default_db_password")]
     reporting_db_password: Secret,
-    elasticsearch: String,
+    elasticsearch: Secret,
     elasticsearch_user: Option<String>,
     elasticsearch_password: Option<Secret>,
     #[serde(default)]
@@ -82,7 +66,7 @@ fn default_db_user() -> String {
     DEFAULT_REPORTING_DB_USER.into()
 }
 fn default_db_password() -> Secret {
-    Secret(DEFAULT_REPORTING_DB_PASSWORD.into())
+    Secret::new(DEFAULT_REPORTING_DB_PASSWORD)
 }
 fn default_poll_ms() -> u64 {
     1000
@@ -181,12 +165,12 @@ impl Settings {
             }
         };
         nonempty("REPORTING_DB_HOST", &raw.reporting_db_host)?;
-        let mut url = Url::parse(raw.elasticsearch.trim()).map_err(|e| {
+        let mut url = Url::parse(raw.elasticsearch.expose().trim()).map_err(|e| {
             file.variable_error(
                 "ELASTICSEARCH",
                 format!(
                     "`{}` is not a URL ({e}): write e.g. ELASTICSEARCH=http://xivocc:9200",
-                    redact_url(&raw.elasticsearch)
+                    raw.elasticsearch.masked_url()
                 ),
             )
         })?;
@@ -195,7 +179,7 @@ impl Settings {
                 "ELASTICSEARCH",
                 format!(
                     "`{}` is not an http(s) URL with a host: write e.g. ELASTICSEARCH=http://xivocc:9200",
-                    redact_url(&raw.elasticsearch)
+                    raw.elasticsearch.masked_url()
                 ),
             ));
         }
@@ -205,7 +189,7 @@ impl Settings {
         if !url.username().is_empty() {
             user.get_or_insert_with(|| url.username().to_owned());
             if let Some(p) = url.password() {
-                password.get_or_insert_with(|| Secret(p.to_owned()));
+                password.get_or_insert_with(|| Secret::new(p));
             }
             let _ = url.set_username("");
             let _ = url.set_password(None);
@@ -267,16 +251,6 @@ impl Settings {
             retry_initial: Duration::from_millis(raw.db_replic_retry_initial_ms.max(1)),
             gap_wait: Duration::from_millis(raw.db_replic_gap_wait_ms),
         })
-    }
-}
-
-/// The URL with any password replaced, for error messages.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}***@{}", &url[..scheme_end + 3], &url[at + 1..])
-        }
-        _ => url.to_owned(),
     }
 }
 

@@ -37,6 +37,7 @@ use crate::config::ConfigError;
 use crate::context::Context;
 use crate::db::{DbError, DbTarget, error_reason};
 use crate::ha::{HaConfig, HaError, NodeType};
+use crate::secret::Secret;
 use copy::{CopyFailure, Plan, TableCopy};
 use progress::{Progress, human_bytes};
 pub use tables::EXCLUDED_TABLES;
@@ -107,11 +108,11 @@ pub struct DbReplicationArgs {
     pub slave_ip: String,
     /// The master database to read [default: the global --db].
     #[arg(long, value_name = "URL")]
-    pub source_db: Option<String>,
+    pub source_db: Option<Secret>,
     /// The slave database to write [default: `asterisk` on <slave_ip>:5432, user and password
     /// from XIVO_HA_SLAVE_DB_*].
     #[arg(long, value_name = "URL")]
-    pub target_db: Option<String>,
+    pub target_db: Option<Secret>,
     /// Copy every table, even those unchanged since the last replication.
     #[arg(long)]
     pub full: bool,
@@ -244,7 +245,7 @@ pub async fn run_cli(ctx: &Context, args: DbReplicationArgs) -> crate::Result<Ex
                 .parse::<IpAddr>()
                 .map_err(|_| HaError::BadAddress(args.slave_ip.clone()))
                 .map_err(ReplicationError::from)?;
-            target::explicit("slave", url).map_err(ReplicationError::from)?
+            target::explicit("slave", url.expose()).map_err(ReplicationError::from)?
         }
         None => {
             let ip =
@@ -254,8 +255,11 @@ pub async fn run_cli(ctx: &Context, args: DbReplicationArgs) -> crate::Result<Ex
                 .target(ip)
         }
     };
-    let source = target::explicit("master", args.source_db.as_deref().unwrap_or(&ctx.db_url))
-        .map_err(ReplicationError::from)?;
+    let source = target::explicit(
+        "master",
+        args.source_db.as_ref().unwrap_or(&ctx.db_url).expose(),
+    )
+    .map_err(ReplicationError::from)?;
     let options = Options {
         full: args.full,
         progress: std::io::stdout().is_terminal(),
@@ -279,7 +283,7 @@ pub async fn run_hourly(ctx: &Context) -> crate::Result<Option<Report>> {
     let target = SlaveDbSettings::load(ctx)
         .map_err(ReplicationError::from)?
         .target(ip);
-    let source = target::explicit("master", &ctx.db_url).map_err(ReplicationError::from)?;
+    let source = target::explicit("master", ctx.db_url.expose()).map_err(ReplicationError::from)?;
     let report = run_and_record(ctx, &source, &target, Options::default()).await?;
     tracing::info!("replication: {}", report.summary());
     Ok(Some(report))

@@ -10,19 +10,21 @@ use tokio_postgres::config::SslMode;
 use crate::config::{ConfigError, from_env};
 use crate::context::Context;
 use crate::db::{DbError, DbTarget};
+use crate::secret::Secret;
 
 /// Prefix of the slave connection settings in custom.env or the environment.
 pub const ENV_PREFIX: &str = "XIVO_HA_SLAVE_DB_";
 
 /// How the master reaches the slave's PostgreSQL (`XIVO_HA_SLAVE_DB_*`).
-#[derive(Clone, Deserialize)]
+/// `Debug` is derived: the password is a [`Secret`].
+#[derive(Clone, Debug, Deserialize)]
 pub struct SlaveDbSettings {
     /// `XIVO_HA_SLAVE_DB_USER`: XiVO connects as `postgres`; a dedicated role is better.
     #[serde(default = "default_user")]
     pub user: String,
     /// `XIVO_HA_SLAVE_DB_PASSWORD`: none means the slave's pg_hba must not ask for one.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// `XIVO_HA_SLAVE_DB_SSLMODE`: `disable` or `require` (TLS, certificate verified against the
     /// web PKI roots and `XIVO_HA_PG_CA_FILE`).
     #[serde(default = "default_sslmode")]
@@ -36,19 +38,6 @@ pub struct SlaveDbSettings {
     /// `XIVO_HA_SLAVE_DB_CONNECT_TIMEOUT_S`: an unreachable slave fails after this long.
     #[serde(default = "default_timeout")]
     pub connect_timeout_s: u64,
-}
-
-// Never print the password, even in a debug dump.
-impl std::fmt::Debug for SlaveDbSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SlaveDbSettings")
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("sslmode", &self.sslmode)
-            .field("port", &self.port)
-            .field("name", &self.name)
-            .finish()
-    }
 }
 
 fn default_user() -> String {
@@ -96,7 +85,7 @@ impl SlaveDbSettings {
                 _ => SslMode::Disable,
             });
         if let Some(password) = &self.password {
-            config.password(password);
+            config.password(password.expose());
         }
         DbTarget {
             purpose: "slave".into(),
