@@ -157,6 +157,16 @@ impl Engine {
         })
     }
 
+    /// Inspects `names` in order, stopping at the first that is missing or fails: the one
+    /// check that the listed containers exist before anything acts on any of them.
+    pub async fn inspect_all(&self, names: &[String]) -> Result<Vec<ContainerStatus>, DockerError> {
+        let mut statuses = Vec::with_capacity(names.len());
+        for name in names {
+            statuses.push(self.inspect(name).await?);
+        }
+        Ok(statuses)
+    }
+
     /// Sets the restart policy to `no` (so that neither a reboot nor dockerd's restart brings a
     /// slave's service back behind the monitor's back). Returns whether it changed.
     pub async fn disable_restart(&self, status: &ContainerStatus) -> Result<bool, DockerError> {

@@ -553,9 +553,7 @@ fn summary(state: &MonitorState, jobs: &[hourly::Job]) -> String {
 async fn check_containers_exist(settings: &MonitorSettings) -> Result<(), MonitorError> {
     match Engine::connect().await {
         Ok(engine) => {
-            for name in &settings.containers {
-                engine.inspect(name).await?;
-            }
+            engine.inspect_all(&settings.containers).await?;
             Ok(())
         }
         Err(e) => {
@@ -617,10 +615,9 @@ pub async fn check_master_status(ctx: &Context, args: CheckArgs) -> crate::Resul
         );
     }
     // The containers are checked before the probe: a typo in their list acts on nothing.
-    let engine = Engine::connect().await.map_err(MonitorError::from)?;
-    for name in &settings.containers {
-        engine.inspect(name).await.map_err(MonitorError::from)?;
-    }
+    services::containers_exist(&settings)
+        .await
+        .map_err(MonitorError::from)?;
     let mut prober = Prober::new(master, ProbeSettings::from(&settings));
     let report = prober.round().await;
     let (verdict, desired) = match report.observation().class() {

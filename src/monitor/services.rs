@@ -73,10 +73,7 @@ pub async fn apply(
     desired: Desired,
 ) -> Result<Applied, DockerError> {
     let mut applied = Applied::default();
-    let mut statuses = Vec::new();
-    for name in &settings.containers {
-        statuses.push(engine.inspect(name).await?);
-    }
+    let statuses = engine.inspect_all(&settings.containers).await?;
     for status in &statuses {
         if engine.disable_restart(status).await? {
             let action = format!(
@@ -112,9 +109,7 @@ pub async fn apply(
         }
         run_hook(post, "after", desired, settings.start_timeout).await;
     }
-    for name in &settings.containers {
-        applied.containers.push(engine.inspect(name).await?);
-    }
+    applied.containers = engine.inspect_all(&settings.containers).await?;
     Ok(applied)
 }
 
@@ -280,6 +275,14 @@ impl Keeper {
     }
 }
 
+/// Connects to the engine and checks that every listed container exists, before anything is
+/// recorded or touched (a typo in the list acts on nothing).
+pub async fn containers_exist(settings: &MonitorSettings) -> Result<Engine, DockerError> {
+    let engine = Engine::connect().await?;
+    engine.inspect_all(&settings.containers).await?;
+    Ok(engine)
+}
+
 /// `manage-slave-services start|stop`: one pass, recorded in the flag file first. Checks the
 /// containers exist before touching any.
 pub async fn manage(
@@ -287,10 +290,7 @@ pub async fn manage(
     settings: &MonitorSettings,
     desired: Desired,
 ) -> Result<Applied, ManageError> {
-    let engine = Engine::connect().await?;
-    for name in &settings.containers {
-        engine.inspect(name).await?;
-    }
+    let engine = containers_exist(settings).await?;
     record(paths, desired)?;
     Ok(apply(&engine, settings, desired).await?)
 }
