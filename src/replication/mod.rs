@@ -23,7 +23,7 @@ pub mod progress;
 pub mod tables;
 pub mod target;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio_postgres::IsolationLevel;
+use tokio_postgres::{Client, IsolationLevel, Transaction};
 
 use crate::config::ConfigError;
 use crate::context::Context;
@@ -319,145 +319,270 @@ pub async fn run_and_record(
 }
 
 /// Replicates `source` (the master) into `target` (the slave). Nothing is changed on the slave
-/// unless the whole run succeeds.
+/// unless the whole run succeeds. The phases, in order, are the functions below it: connect and
+/// lock the master, begin both transactions, the guards, copy what changed, sequences and
+/// bookkeeping, then COMMIT.
 pub async fn replicate(
     source: &DbTarget,
     target: &DbTarget,
     options: Options,
 ) -> Result<Report, ReplicationError> {
     let started_at = Utc::now();
-    let clock = Instant::now();
-    let on_master =
-        |e: tokio_postgres::Error| ReplicationError::Db(source.query_error(error_reason(&e)));
-    let on_slave = |e: tokio_postgres::Error| ReplicationError::Slave {
-        target: target.describe(),
-        reason: error_reason(&e),
+    let sides = Sides {
+        source,
+        target,
+        clock: Instant::now(),
     };
+    let (mut master, mut slave) = sides.connect().await?;
+    sides.phase("connected");
+    let (snapshot, tx) = sides.begin(&mut master, &mut slave).await?;
+    let catalog = sides.guards(&snapshot, &tx).await?;
+    sides.phase("guards");
+    let replicated = catalog.copied_tables();
+    let (fingerprints, copied) = sides
+        .copy_changed(&snapshot, &tx, &catalog, &replicated, options)
+        .await?;
+    sides.phase("copied");
+    let sequences_set = sides.set_sequences(&snapshot, &tx, &catalog).await?;
+    sides
+        .record_fingerprints(&tx, &copied, &fingerprints, &replicated)
+        .await?;
+    sides.phase("sequences");
+    tx.commit().await.map_err(|e| sides.on_slave(e))?;
+    sides.phase("committed");
+    // The snapshot only read: ending it cannot lose anything, and a failure here is harmless.
+    let _ = snapshot.rollback().await;
 
-    // Phase timings, for `XIVO_HA_LOG=xivo_ha::replication=debug`.
-    let phase = |name: &str| tracing::debug!(phase = name, ms = clock.elapsed().as_millis() as u64);
+    Ok(Report {
+        slave: target.describe(),
+        started_at,
+        seconds: sides.clock.elapsed().as_secs_f64(),
+        tables_total: replicated.len(),
+        tables_unchanged: replicated.len() - copied.len(),
+        tables_copied: copied,
+        sequences_set,
+    })
+}
 
-    // Both connections open at once. The master lock lives as long as its connection: a killed
-    // run frees it.
-    let (master, slave) = tokio::join!(source.connect(), target.connect());
-    let mut master = master?;
-    let locked: bool = master
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-        .await
-        .map_err(on_master)?
-        .get(0);
-    if !locked {
-        return Err(ReplicationError::Busy {
-            side: "master".into(),
-            target: source.describe(),
-        });
+/// The master's fingerprints, by table name.
+type Fingerprints = BTreeMap<String, String>;
+
+/// The two databases of one run, the errors of each side, and the run's clock.
+struct Sides<'a> {
+    source: &'a DbTarget,
+    target: &'a DbTarget,
+    clock: Instant,
+}
+
+impl Sides<'_> {
+    /// Phase timings, for `XIVO_HA_LOG=xivo_ha::replication=debug`.
+    fn phase(&self, name: &str) {
+        tracing::debug!(phase = name, ms = self.clock.elapsed().as_millis() as u64);
     }
-    let mut slave = slave.map_err(|e| match e {
-        DbError::Connect { target, reason, .. } => {
-            ReplicationError::SlaveUnreachable { target, reason }
-        }
-        other => other.into(),
-    })?;
-    phase("connected");
-    // One snapshot for fingerprints and data: the slave receives a consistent configuration.
-    let snapshot = master
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(on_master)?;
-    let tx = slave.transaction().await.map_err(on_slave)?;
-    tx.batch_execute("SET LOCAL session_replication_role = replica")
-        .await
-        .map_err(|e| ReplicationError::ReplicaRole {
-            target: target.describe(),
+
+    fn on_master(&self, e: tokio_postgres::Error) -> ReplicationError {
+        ReplicationError::Db(self.source.query_error(error_reason(&e)))
+    }
+
+    fn on_slave(&self, e: tokio_postgres::Error) -> ReplicationError {
+        ReplicationError::Slave {
+            target: self.target.describe(),
             reason: error_reason(&e),
-        })?;
-    // A slave whose tables stay locked by a long transaction fails the run instead of hanging
-    // it; the bookkeeping's "already exists" notices are not worth a log line. The commit need
-    // not wait for the slave's disk: a slave crashing right after it loses the whole
-    // transaction, bookkeeping included, so the next run simply copies again.
-    tx.batch_execute(
-        "SET LOCAL lock_timeout = '60s'; SET LOCAL client_min_messages = warning;
-         SET LOCAL synchronous_commit = off",
-    )
-    .await
-    .map_err(on_slave)?;
-    // Guards, before anything is written. The same-database check comes before the slave lock,
-    // which the master's own lock would otherwise hold in that case. The two servers work at
-    // the same time wherever both sides are asked the same thing.
-    let (master_id, slave_id) = tokio::join!(
-        guards::Identity::read(&snapshot),
-        guards::Identity::read(&tx)
-    );
-    let (master_id, slave_id) = (master_id.map_err(on_master)?, slave_id.map_err(on_slave)?);
-    guards::check_distinct(&master_id, &slave_id)?;
-    let locked: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_KEY])
-        .await
-        .map_err(on_slave)?
-        .get(0);
-    if !locked {
-        return Err(ReplicationError::Busy {
-            side: "slave".into(),
-            target: target.describe(),
-        });
+        }
     }
 
-    guards::check_encoding("master", &source.describe(), &master_id)?;
-    guards::check_encoding("slave", &target.describe(), &slave_id)?;
-    let (master_catalog, slave_catalog) =
-        tokio::join!(tables::Catalog::read(&snapshot), tables::Catalog::read(&tx));
-    let master_catalog = master_catalog.map_err(on_master)?;
-    let slave_catalog = slave_catalog.map_err(on_slave)?;
-    guards::compare_schemas(&master_id, &slave_id, &master_catalog, &slave_catalog)?;
-    phase("guards");
-
-    // What changed.
-    let replicated = master_catalog.copied_tables();
-    let recorded = if options.full {
-        Default::default()
-    } else {
-        fingerprint::recorded(&tx).await.map_err(on_slave)?
-    };
-    let mut progress = Progress::new(options.progress);
-    let (fingerprints, plan, copied) = if recorded.is_empty() {
-        // Everything is copied (first run, or --full): the fingerprints to record are computed
-        // on a second master connection sharing the snapshot, while the data streams.
-        let all: BTreeSet<String> = replicated.iter().map(|t| t.to_string()).collect();
-        let plan = Plan::new(&master_catalog, &all);
-        progress.plan(plan.copy.len(), 0);
-        let mut helper = source.connect().await?;
-        let shared = snapshot_twin(&snapshot, &mut helper)
+    /// Both connections open at once, and the master lock. The master lock lives as long as
+    /// its connection: a killed run frees it.
+    async fn connect(&self) -> Result<(Client, Client), ReplicationError> {
+        let (master, slave) = tokio::join!(self.source.connect(), self.target.connect());
+        let master = master?;
+        let locked: bool = master
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
             .await
-            .map_err(on_master)?;
-        let (fingerprints, copied) = tokio::join!(
-            fingerprint::master_fingerprints(&shared, &replicated),
-            copy_plan(
-                &snapshot,
-                &tx,
-                &master_catalog,
+            .map_err(|e| self.on_master(e))?
+            .get(0);
+        if !locked {
+            return Err(ReplicationError::Busy {
+                side: "master".into(),
+                target: self.source.describe(),
+            });
+        }
+        let slave = slave.map_err(|e| match e {
+            DbError::Connect { target, reason, .. } => {
+                ReplicationError::SlaveUnreachable { target, reason }
+            }
+            other => other.into(),
+        })?;
+        Ok((master, slave))
+    }
+
+    /// The master's snapshot (one for fingerprints and data: the slave receives a consistent
+    /// configuration) and the slave's transaction, in replica role.
+    async fn begin<'m, 's>(
+        &self,
+        master: &'m mut Client,
+        slave: &'s mut Client,
+    ) -> Result<(Transaction<'m>, Transaction<'s>), ReplicationError> {
+        let snapshot = master
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| self.on_master(e))?;
+        let tx = slave.transaction().await.map_err(|e| self.on_slave(e))?;
+        tx.batch_execute("SET LOCAL session_replication_role = replica")
+            .await
+            .map_err(|e| ReplicationError::ReplicaRole {
+                target: self.target.describe(),
+                reason: error_reason(&e),
+            })?;
+        // A slave whose tables stay locked by a long transaction fails the run instead of
+        // hanging it; the bookkeeping's "already exists" notices are not worth a log line. The
+        // commit need not wait for the slave's disk: a slave crashing right after it loses the
+        // whole transaction, bookkeeping included, so the next run simply copies again.
+        tx.batch_execute(
+            "SET LOCAL lock_timeout = '60s'; SET LOCAL client_min_messages = warning;
+             SET LOCAL synchronous_commit = off",
+        )
+        .await
+        .map_err(|e| self.on_slave(e))?;
+        Ok((snapshot, tx))
+    }
+
+    /// The guards, before anything is written; returns the master's catalog. The same-database
+    /// check comes before the slave lock, which the master's own lock would otherwise hold in
+    /// that case. The two servers work at the same time wherever both sides are asked the same
+    /// thing.
+    async fn guards(
+        &self,
+        snapshot: &Transaction<'_>,
+        tx: &Transaction<'_>,
+    ) -> Result<tables::Catalog, ReplicationError> {
+        let (master_id, slave_id) =
+            tokio::join!(guards::Identity::read(snapshot), guards::Identity::read(tx));
+        let master_id = master_id.map_err(|e| self.on_master(e))?;
+        let slave_id = slave_id.map_err(|e| self.on_slave(e))?;
+        guards::check_distinct(&master_id, &slave_id)?;
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&LOCK_KEY])
+            .await
+            .map_err(|e| self.on_slave(e))?
+            .get(0);
+        if !locked {
+            return Err(ReplicationError::Busy {
+                side: "slave".into(),
+                target: self.target.describe(),
+            });
+        }
+        guards::check_encoding("master", &self.source.describe(), &master_id)?;
+        guards::check_encoding("slave", &self.target.describe(), &slave_id)?;
+        let (master_catalog, slave_catalog) =
+            tokio::join!(tables::Catalog::read(snapshot), tables::Catalog::read(tx));
+        let master_catalog = master_catalog.map_err(|e| self.on_master(e))?;
+        let slave_catalog = slave_catalog.map_err(|e| self.on_slave(e))?;
+        guards::compare_schemas(&master_id, &slave_id, &master_catalog, &slave_catalog)?;
+        Ok(master_catalog)
+    }
+
+    /// What changed, copied: everything on a first run or with `--full`, otherwise the tables
+    /// whose fingerprint or slave side changed. Returns the master's fingerprints (to record)
+    /// and the copies.
+    async fn copy_changed(
+        &self,
+        snapshot: &Transaction<'_>,
+        tx: &Transaction<'_>,
+        catalog: &tables::Catalog,
+        replicated: &[&str],
+        options: Options,
+    ) -> Result<(Fingerprints, Vec<TableCopy>), ReplicationError> {
+        let recorded = if options.full {
+            Default::default()
+        } else {
+            fingerprint::recorded(tx)
+                .await
+                .map_err(|e| self.on_slave(e))?
+        };
+        let mut progress = Progress::new(options.progress);
+        if recorded.is_empty() {
+            self.copy_all(snapshot, tx, catalog, replicated, &mut progress)
+                .await
+        } else {
+            let (fingerprints, changed) = self
+                .changed_tables(snapshot, tx, replicated, &recorded)
+                .await?;
+            self.phase("fingerprints");
+            let plan = Plan::new(catalog, &changed);
+            progress.plan(plan.copy.len(), replicated.len() - plan.copy.len());
+            let copied = copy_plan(
+                snapshot,
+                tx,
+                catalog,
                 &plan,
                 &mut progress,
-                source,
-                target
+                self.source,
+                self.target,
+            )
+            .await?;
+            Ok((fingerprints, copied))
+        }
+    }
+
+    /// Everything is copied (first run, or --full): the fingerprints to record are computed on
+    /// a second master connection sharing the snapshot, while the data streams.
+    async fn copy_all(
+        &self,
+        snapshot: &Transaction<'_>,
+        tx: &Transaction<'_>,
+        catalog: &tables::Catalog,
+        replicated: &[&str],
+        progress: &mut Progress,
+    ) -> Result<(Fingerprints, Vec<TableCopy>), ReplicationError> {
+        let all: BTreeSet<String> = replicated.iter().map(|t| t.to_string()).collect();
+        let plan = Plan::new(catalog, &all);
+        progress.plan(plan.copy.len(), 0);
+        let mut helper = self.source.connect().await?;
+        let shared = snapshot_twin(snapshot, &mut helper)
+            .await
+            .map_err(|e| self.on_master(e))?;
+        let (fingerprints, copied) = tokio::join!(
+            fingerprint::master_fingerprints(&shared, replicated),
+            copy_plan(
+                snapshot,
+                tx,
+                catalog,
+                &plan,
+                progress,
+                self.source,
+                self.target
             )
         );
-        (fingerprints.map_err(on_master)?, plan, copied?)
-    } else {
-        // The slave check runs on every recorded table while the master fingerprints: a table
-        // whose master side changed is copied anyway, and the overlap saves a round of waiting.
+        let fingerprints = fingerprints.map_err(|e| self.on_master(e))?;
+        let copied = copied?;
+        debug_assert_eq!(plan.copy.len(), copied.len());
+        Ok((fingerprints, copied))
+    }
+
+    /// The master's fingerprints and the tables to copy. The slave check runs on every
+    /// recorded table while the master fingerprints: a table whose master side changed is
+    /// copied anyway, and the overlap saves a round of waiting.
+    async fn changed_tables(
+        &self,
+        snapshot: &Transaction<'_>,
+        tx: &Transaction<'_>,
+        replicated: &[&str],
+        recorded: &BTreeMap<String, fingerprint::Recorded>,
+    ) -> Result<(Fingerprints, BTreeSet<String>), ReplicationError> {
         let recorded_tables: Vec<(&str, &fingerprint::Recorded)> = replicated
             .iter()
             .filter_map(|t| Some((*t, recorded.get(*t)?)))
             .collect();
         let (fingerprints, untouched) = tokio::join!(
-            fingerprint::master_fingerprints(&snapshot, &replicated),
-            fingerprint::untouched_on_slave(&tx, &recorded_tables)
+            fingerprint::master_fingerprints(snapshot, replicated),
+            fingerprint::untouched_on_slave(tx, &recorded_tables)
         );
-        let fingerprints = fingerprints.map_err(on_master)?;
-        let untouched = untouched.map_err(on_slave)?;
+        let fingerprints = fingerprints.map_err(|e| self.on_master(e))?;
+        let untouched = untouched.map_err(|e| self.on_slave(e))?;
         let unchanged: BTreeSet<&str> = untouched
             .iter()
             .map(String::as_str)
@@ -468,45 +593,46 @@ pub async fn replicate(
             .filter(|t| !unchanged.contains(**t))
             .map(|t| t.to_string())
             .collect();
-        phase("fingerprints");
-        let plan = Plan::new(&master_catalog, &changed);
-        progress.plan(plan.copy.len(), replicated.len() - plan.copy.len());
-        let copied = copy_plan(
-            &snapshot,
-            &tx,
-            &master_catalog,
-            &plan,
-            &mut progress,
-            source,
-            target,
-        )
-        .await?;
-        (fingerprints, plan, copied)
-    };
-    debug_assert_eq!(plan.copy.len(), copied.len());
+        Ok((fingerprints, changed))
+    }
 
-    phase("copied");
-    // Sequences: only those that differ are rewritten, so an unchanged run writes nothing.
-    let sequences = master_catalog.copied_sequences();
-    let (master_values, slave_values) = tokio::join!(
-        copy::sequence_values(&snapshot, &sequences),
-        copy::sequence_values(&tx, &sequences)
-    );
-    let (master_values, slave_values) = (
-        master_values.map_err(on_master)?,
-        slave_values.map_err(on_slave)?,
-    );
-    let differing: Vec<(&str, (i64, bool))> = master_values
-        .iter()
-        .filter(|(sequence, value)| slave_values.get(*sequence) != Some(*value))
-        .map(|(sequence, value)| (sequence.as_str(), *value))
-        .collect();
-    copy::set_sequences(&tx, &differing)
-        .await
-        .map_err(on_slave)?;
-    let sequences_set = differing.len();
+    /// Sequences: only those that differ are rewritten, so an unchanged run writes nothing.
+    /// Returns how many were set.
+    async fn set_sequences(
+        &self,
+        snapshot: &Transaction<'_>,
+        tx: &Transaction<'_>,
+        catalog: &tables::Catalog,
+    ) -> Result<usize, ReplicationError> {
+        let sequences = catalog.copied_sequences();
+        let (master_values, slave_values) = tokio::join!(
+            copy::sequence_values(snapshot, &sequences),
+            copy::sequence_values(tx, &sequences)
+        );
+        let master_values = master_values.map_err(|e| self.on_master(e))?;
+        let slave_values = slave_values.map_err(|e| self.on_slave(e))?;
+        let differing: Vec<(&str, (i64, bool))> = master_values
+            .iter()
+            .filter(|(sequence, value)| slave_values.get(*sequence) != Some(*value))
+            .map(|(sequence, value)| (sequence.as_str(), *value))
+            .collect();
+        copy::set_sequences(tx, &differing)
+            .await
+            .map_err(|e| self.on_slave(e))?;
+        Ok(differing.len())
+    }
 
-    if !copied.is_empty() {
+    /// The bookkeeping: what the slave now holds for the tables just copied.
+    async fn record_fingerprints(
+        &self,
+        tx: &Transaction<'_>,
+        copied: &[TableCopy],
+        fingerprints: &Fingerprints,
+        replicated: &[&str],
+    ) -> Result<(), ReplicationError> {
+        if copied.is_empty() {
+            return Ok(());
+        }
         let records: Vec<(String, String, i64)> = copied
             .iter()
             .map(|c| {
@@ -517,25 +643,10 @@ pub async fn replicate(
                 )
             })
             .collect();
-        fingerprint::record(&tx, &records, &replicated)
+        fingerprint::record(tx, &records, replicated)
             .await
-            .map_err(on_slave)?;
+            .map_err(|e| self.on_slave(e))
     }
-    phase("sequences");
-    tx.commit().await.map_err(on_slave)?;
-    phase("committed");
-    // The snapshot only read: ending it cannot lose anything, and a failure here is harmless.
-    let _ = snapshot.rollback().await;
-
-    Ok(Report {
-        slave: target.describe(),
-        started_at,
-        seconds: clock.elapsed().as_secs_f64(),
-        tables_total: replicated.len(),
-        tables_unchanged: replicated.len() - copied.len(),
-        tables_copied: copied,
-        sequences_set,
-    })
 }
 
 /// A second transaction on `helper` that sees exactly the snapshot of `snapshot`
