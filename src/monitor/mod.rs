@@ -129,6 +129,30 @@ struct MasterRun {
     runs: Arc<Mutex<Vec<hourly::JobRun>>>,
 }
 
+/// What the monitor does, as ha.conf says.
+enum Role {
+    /// HA disabled (or a slave whose ha.conf names no master): nothing to do.
+    Idle,
+    /// A master: its hourly jobs run.
+    Master(MasterRun),
+    /// A slave: the keeper holds its services to the verdict on the master. `probing` is
+    /// `None` when ha.conf stopped naming a master: the services stay as they are.
+    Slave {
+        keeper: Keeper,
+        probing: Option<SlaveRun>,
+    },
+}
+
+/// What the monitor's loop holds between rounds.
+struct Node {
+    ha: HaConfig,
+    /// ha.conf as last read, to notice a change.
+    ha_bytes: Option<Vec<u8>>,
+    role: Role,
+    /// ha.conf could not be read again (shown in the state until it can).
+    config_error: Option<String>,
+}
+
 /// The long-running monitor.
 pub struct Monitor {
     ctx: Context,
@@ -187,17 +211,16 @@ impl Monitor {
         self.run_checked(checked, shutdown).await
     }
 
-    /// [`Monitor::run`] after [`Monitor::preflight`] passed.
+    /// [`Monitor::run`] after [`Monitor::preflight`] passed. Each round: re-read ha.conf
+    /// ([`Monitor::reread_ha`], which changes the role), on a slave probe the master and act on
+    /// a transition ([`Monitor::observe`]), then save the state when it changed.
     pub async fn run_checked(
         self,
         checked: Checked,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), MonitorError> {
         let paths = self.ctx.paths.clone();
-        let Checked {
-            mut ha,
-            mut ha_bytes,
-        } = checked;
+        let Checked { ha, ha_bytes } = checked;
         tracing::info!(
             "monitor started: {}{}",
             ha.node_type,
@@ -206,13 +229,14 @@ impl Monitor {
                 None => String::new(),
             }
         );
-
-        let mut keeper: Option<Keeper> = None;
-        let mut slave: Option<SlaveRun> = None;
-        let mut master: Option<MasterRun> = None;
-        let mut config_error: Option<String> = None;
+        let role = self.enter_role(&ha, None);
+        let mut node = Node {
+            ha,
+            ha_bytes,
+            role,
+            config_error: None,
+        };
         let mut last_saved: Option<(Instant, String)> = None;
-        self.enter_role(&ha, &mut keeper, &mut slave, &mut master);
 
         tokio::pin!(shutdown);
         let mut ticker = tokio::time::interval(self.settings.interval);
@@ -225,93 +249,22 @@ impl Monitor {
             if let Some(heartbeat) = &self.heartbeat {
                 heartbeat.beat();
             }
-
-            // ha.conf changed? (read each round: a small file, and inotify would miss an
-            // atomic replace of a bind-mounted file)
-            match fsutil::read_optional(&paths.ha_conf()) {
-                Ok(bytes) if bytes != ha_bytes => match HaConfig::load(&paths) {
-                    Ok(new) => {
-                        ha_bytes = bytes;
-                        config_error = None;
-                        if new != ha {
-                            tracing::info!(
-                                "ha.conf changed: {} {} -> {} {}",
-                                ha.node_type,
-                                ha.remote_address,
-                                new.node_type,
-                                new.remote_address
-                            );
-                            self.leave_role(&ha, &new, &mut keeper, &mut slave, &mut master)
-                                .await;
-                            ha = new;
-                            self.enter_role(&ha, &mut keeper, &mut slave, &mut master);
-                        }
-                    }
-                    Err(e) => {
-                        if config_error.is_none() {
-                            tracing::warn!(
-                                "{e}; keeping the previous HA settings ({})",
-                                ha.node_type
-                            );
-                        }
-                        config_error = Some(e.to_string());
-                    }
-                },
-                Ok(_) => {}
-                Err(e) => {
-                    if config_error.is_none() {
-                        tracing::warn!("{e}; keeping the previous HA settings ({})", ha.node_type);
-                    }
-                    config_error = Some(e.to_string());
-                }
-            }
-
-            if let (Some(run), Some(keeper)) = (slave.as_mut(), keeper.as_ref()) {
+            self.reread_ha(&mut node).await;
+            if let Role::Slave {
+                keeper,
+                probing: Some(probing),
+            } = &mut node.role
+            {
                 let report = tokio::select! {
                     _ = &mut shutdown => break,
-                    report = run.prober.round() => report,
+                    report = probing.prober.round() => report,
                 };
-                if let Some(t) = run.machine.observe(Instant::now(), report.observation()) {
-                    let record = TransitionRecord {
-                        from: t.from,
-                        to: t.to,
-                        at: Utc::now(),
-                        reason: t.reason,
-                        evidence: report.evidence(),
-                    };
-                    tracing::warn!(
-                        master = %run.prober.master(),
-                        "master {} -> {}: {} [{}]",
-                        record.from, record.to, record.reason, record.evidence
-                    );
-                    run.since = record.at;
-                    let desired = match t.to {
-                        Verdict::Down => Some(Desired::Running),
-                        Verdict::Up => Some(Desired::Stopped),
-                        Verdict::Unknown => None,
-                    };
-                    if let Some(desired) = desired {
-                        // Recorded first: a restart mid-action finishes the job.
-                        if let Err(e) = services::record(&paths, desired) {
-                            tracing::error!("{e}");
-                        }
-                        keeper.set(desired);
-                    }
-                    if t.from == Verdict::Down && t.to == Verdict::Up {
-                        // This node answered calls meanwhile: what it recorded stays here until
-                        // the master pulls it (XiVO leaves this to the administrator's memory).
-                        tracing::warn!(
-                            "failback: the master {} is back; run `xivo-ha sync --back` on the master to bring back the voicemail and recordings made here",
-                            run.prober.master()
-                        );
-                    }
-                    run.last_transition = Some(record);
+                if self.observe(probing, keeper, report) {
                     last_saved = None;
                 }
-                run.last_round = Some(report);
             }
 
-            let state = self.state(&ha, &slave, &master, keeper.as_ref(), &config_error);
+            let state = self.state(&node);
             let key = state_key(&state);
             let due = match &last_saved {
                 None => true,
@@ -326,27 +279,112 @@ impl Monitor {
         }
 
         tracing::info!("monitor stopping");
-        if let Some(master) = master.take() {
-            master.cancel.cancel();
+        if let Role::Master(run) = &node.role {
+            run.cancel.cancel();
+            node.role = Role::Idle;
         }
-        let state = self.state(&ha, &slave, &master, keeper.as_ref(), &config_error);
-        if let Some(keeper) = keeper.take() {
+        let state = self.state(&node);
+        if let Role::Slave { keeper, .. } = node.role {
             keeper.shutdown(Duration::from_secs(5)).await;
         }
         let _ = crate::state::save(&paths, "monitor", &state);
         Ok(())
     }
 
-    fn enter_role(
-        &self,
-        ha: &HaConfig,
-        keeper: &mut Option<Keeper>,
-        slave: &mut Option<SlaveRun>,
-        master: &mut Option<MasterRun>,
-    ) {
+    /// Reads ha.conf again (each round: a small file, and inotify would miss an atomic replace
+    /// of a bind-mounted file); a change of settings changes the role, an unreadable file keeps
+    /// the previous one and is shown in the state.
+    async fn reread_ha(&self, node: &mut Node) {
+        let paths = &self.ctx.paths;
+        let loaded = match fsutil::read_optional(&paths.ha_conf()) {
+            Ok(bytes) if bytes != node.ha_bytes => HaConfig::load(paths).map(|ha| (bytes, ha)),
+            Ok(_) => return,
+            Err(e) => Err(e.into()),
+        };
+        let (bytes, new) = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                if node.config_error.is_none() {
+                    tracing::warn!(
+                        "{e}; keeping the previous HA settings ({})",
+                        node.ha.node_type
+                    );
+                }
+                node.config_error = Some(e.to_string());
+                return;
+            }
+        };
+        node.ha_bytes = bytes;
+        node.config_error = None;
+        if new != node.ha {
+            tracing::info!(
+                "ha.conf changed: {} {} -> {} {}",
+                node.ha.node_type,
+                node.ha.remote_address,
+                new.node_type,
+                new.remote_address
+            );
+            let role = std::mem::replace(&mut node.role, Role::Idle);
+            let keeper = self.leave_role(role, &new).await;
+            node.ha = new;
+            node.role = self.enter_role(&node.ha, keeper);
+        }
+    }
+
+    /// One round's report seen by the slave's verdict machine; on a transition, the services
+    /// are recorded and set to follow it. Returns whether a transition happened.
+    fn observe(&self, probing: &mut SlaveRun, keeper: &Keeper, report: RoundReport) -> bool {
+        let Some(t) = probing
+            .machine
+            .observe(Instant::now(), report.observation())
+        else {
+            probing.last_round = Some(report);
+            return false;
+        };
+        let record = TransitionRecord {
+            from: t.from,
+            to: t.to,
+            at: Utc::now(),
+            reason: t.reason,
+            evidence: report.evidence(),
+        };
+        let master = probing.prober.master();
+        tracing::warn!(
+            master = %master,
+            "master {} -> {}: {} [{}]",
+            record.from, record.to, record.reason, record.evidence
+        );
+        probing.since = record.at;
+        let desired = match t.to {
+            Verdict::Down => Some(Desired::Running),
+            Verdict::Up => Some(Desired::Stopped),
+            Verdict::Unknown => None,
+        };
+        if let Some(desired) = desired {
+            // Recorded first: a restart mid-action finishes the job.
+            if let Err(e) = services::record(&self.ctx.paths, desired) {
+                tracing::error!("{e}");
+            }
+            keeper.set(desired);
+        }
+        if t.from == Verdict::Down && t.to == Verdict::Up {
+            // This node answered calls meanwhile: what it recorded stays here until the master
+            // pulls it (XiVO leaves this to the administrator's memory).
+            tracing::warn!(
+                "failback: the master {master} is back; run `xivo-ha sync --back` on the master to bring back the voicemail and recordings made here",
+            );
+        }
+        probing.last_transition = Some(record);
+        probing.last_round = Some(report);
+        true
+    }
+
+    /// The role `ha` gives this node. `keeper` is the slave's keeper carried over from the
+    /// previous role (a slave that stays one keeps its services' keeper).
+    fn enter_role(&self, ha: &HaConfig, keeper: Option<Keeper>) -> Role {
         match (ha.node_type, ha.remote_ip()) {
             (NodeType::Slave, Some(ip)) => {
-                let keeper = keeper.get_or_insert_with(|| Keeper::spawn(self.settings.clone()));
+                let keeper = keeper.unwrap_or_else(|| Keeper::spawn(self.settings.clone()));
                 // Start-up reconciliation: services recorded as stopped are stopped now (a
                 // reboot, an upgrade or someone may have started them); services recorded as
                 // running wait for the first verdict, so that a monitor restarted while the
@@ -354,99 +392,112 @@ impl Monitor {
                 if services::recorded(&self.ctx.paths) == Desired::Stopped {
                     keeper.set(Desired::Stopped);
                 }
-                *slave = Some(SlaveRun {
-                    prober: Prober::new(ip, ProbeSettings::from(&self.settings)),
-                    machine: Machine::new(
-                        Rules {
-                            down_after: self.settings.down_after,
-                            up_after: self.settings.up_after,
-                            hold_down: self.settings.hold_down,
-                        },
-                        Instant::now(),
-                    ),
-                    since: Utc::now(),
-                    last_transition: None,
-                    last_round: None,
-                });
+                let probing = self.probe(ip);
                 tracing::info!("slave: probing the master {ip}");
-            }
-            (NodeType::Master, _) => {
-                let cancel = CancellationToken::new();
-                let runs: Arc<Mutex<Vec<hourly::JobRun>>> = Arc::default();
-                let sink = runs.clone();
-                tokio::spawn(hourly::run(
-                    self.ctx.clone(),
-                    self.jobs.clone(),
-                    self.clock.clone(),
-                    cancel.clone(),
-                    move |run| {
-                        let mut runs = sink.lock().expect("runs lock");
-                        runs.retain(|r| r.job != run.job);
-                        runs.push(run);
-                    },
-                ));
-                *master = Some(MasterRun { cancel, runs });
-            }
-            _ => tracing::info!("HA disabled: the monitor idles"),
-        }
-    }
-
-    /// Leaves the current role for `next`. A slave that stops being one gets its services
-    /// back (a master or a standalone node must serve calls) and its flag file removed.
-    async fn leave_role(
-        &self,
-        current: &HaConfig,
-        next: &HaConfig,
-        keeper: &mut Option<Keeper>,
-        slave: &mut Option<SlaveRun>,
-        master: &mut Option<MasterRun>,
-    ) {
-        if let Some(run) = master.take() {
-            run.cancel.cancel();
-        }
-        let still_slave = next.node_type == NodeType::Slave;
-        if current.node_type == NodeType::Slave {
-            *slave = None;
-            if !still_slave && let Some(keeper) = keeper.take() {
-                if services::recorded(&self.ctx.paths) == Desired::Stopped {
-                    tracing::info!("no longer a slave: starting the services kept down");
-                    if let Err(e) = services::record(&self.ctx.paths, Desired::Running) {
-                        tracing::error!("{e}");
-                    }
-                    keeper.set(Desired::Running);
+                Role::Slave {
+                    keeper,
+                    probing: Some(probing),
                 }
-                keeper
-                    .shutdown(self.settings.start_timeout + Duration::from_secs(10))
-                    .await;
+            }
+            (NodeType::Master, _) => Role::Master(self.start_hourly()),
+            _ => {
+                tracing::info!("HA disabled: the monitor idles");
+                match keeper {
+                    Some(keeper) => Role::Slave {
+                        keeper,
+                        probing: None,
+                    },
+                    None => Role::Idle,
+                }
             }
         }
     }
 
-    fn state(
-        &self,
-        ha: &HaConfig,
-        slave: &Option<SlaveRun>,
-        master: &Option<MasterRun>,
-        keeper: Option<&Keeper>,
-        config_error: &Option<String>,
-    ) -> MonitorState {
+    /// A fresh watch of the master at `ip`.
+    fn probe(&self, ip: IpAddr) -> SlaveRun {
+        SlaveRun {
+            prober: Prober::new(ip, ProbeSettings::from(&self.settings)),
+            machine: Machine::new(
+                Rules {
+                    down_after: self.settings.down_after,
+                    up_after: self.settings.up_after,
+                    hold_down: self.settings.hold_down,
+                },
+                Instant::now(),
+            ),
+            since: Utc::now(),
+            last_transition: None,
+            last_round: None,
+        }
+    }
+
+    /// The master's hourly jobs, started.
+    fn start_hourly(&self) -> MasterRun {
+        let cancel = CancellationToken::new();
+        let runs: Arc<Mutex<Vec<hourly::JobRun>>> = Arc::default();
+        let sink = runs.clone();
+        tokio::spawn(hourly::run(
+            self.ctx.clone(),
+            self.jobs.clone(),
+            self.clock.clone(),
+            cancel.clone(),
+            move |run| {
+                let mut runs = sink.lock().expect("runs lock");
+                runs.retain(|r| r.job != run.job);
+                runs.push(run);
+            },
+        ));
+        MasterRun { cancel, runs }
+    }
+
+    /// Leaves `role` for the settings `next`; returns the keeper when this node stays a slave.
+    /// A slave that stops being one gets its services back (a master or a standalone node
+    /// must serve calls) and its flag file removed.
+    async fn leave_role(&self, role: Role, next: &HaConfig) -> Option<Keeper> {
+        let keeper = match role {
+            Role::Master(run) => {
+                run.cancel.cancel();
+                return None;
+            }
+            Role::Idle => return None,
+            Role::Slave { keeper, .. } if next.node_type == NodeType::Slave => return Some(keeper),
+            Role::Slave { keeper, .. } => keeper,
+        };
+        if services::recorded(&self.ctx.paths) == Desired::Stopped {
+            tracing::info!("no longer a slave: starting the services kept down");
+            if let Err(e) = services::record(&self.ctx.paths, Desired::Running) {
+                tracing::error!("{e}");
+            }
+            keeper.set(Desired::Running);
+        }
+        keeper
+            .shutdown(self.settings.start_timeout + Duration::from_secs(10))
+            .await;
+        None
+    }
+
+    fn state(&self, node: &Node) -> MonitorState {
+        let (slave, master, keeper) = match &node.role {
+            Role::Idle => (None, None, None),
+            Role::Master(run) => (None, Some(run), None),
+            Role::Slave { keeper, probing } => (probing.as_ref(), None, Some(keeper)),
+        };
         let services = keeper.map(Keeper::status);
         let hourly = master
-            .as_ref()
             .map(|m| m.runs.lock().expect("runs lock").clone())
             .unwrap_or_default();
         let mut state = MonitorState {
             summary: String::new(),
-            node_type: ha.node_type,
-            master: slave.as_ref().map(|s| s.prober.master()),
-            verdict: slave.as_ref().map(|s| s.machine.verdict()),
-            since: slave.as_ref().map(|s| s.since),
-            last_transition: slave.as_ref().and_then(|s| s.last_transition.clone()),
-            last_round: slave.as_ref().and_then(|s| s.last_round.clone()),
-            counters: slave.as_ref().map(|s| s.machine.counters()),
+            node_type: node.ha.node_type,
+            master: slave.map(|s| s.prober.master()),
+            verdict: slave.map(|s| s.machine.verdict()),
+            since: slave.map(|s| s.since),
+            last_transition: slave.and_then(|s| s.last_transition.clone()),
+            last_round: slave.and_then(|s| s.last_round.clone()),
+            counters: slave.map(|s| s.machine.counters()),
             services,
             hourly,
-            config_error: config_error.clone(),
+            config_error: node.config_error.clone(),
             updated_at: Utc::now(),
         };
         state.summary = summary(&state, &self.jobs);
