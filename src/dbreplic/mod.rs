@@ -106,73 +106,21 @@ async fn shutdown_signal() {
 /// Runs DB Replic until `shutdown` completes (or, with `exit_when_idle`, until caught up).
 /// Returns an error when every sink task has stopped on an error that retrying cannot fix.
 /// Dropping the returned future mid-way is safe: deliveries are idempotent and checkpoints
-/// only advance with durable writes (see [`sink`]).
+/// only advance with durable writes (see [`sink`]). The phases: announce, start a delivery
+/// task per (table, sink) ([`spawn_deliveries`]) and the configuration refresh, wait
+/// ([`wait_for_tasks`]), then wind down and record the last status.
 pub async fn run(
     settings: Settings,
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DbReplicError> {
     let log = Arc::new(LogFile::open(&options.paths.under(LOG_DIR))?);
-    let mode = if settings.ha_slave {
-        "HA mode (cel and queue_log only)"
-    } else {
-        "normal mode (cel, queue_log and configuration tables)"
-    };
     let reporting = settings.reporting.target();
-    let message = format!(
-        "DB Replic starting in {mode}: origin {}, from {} to PostgreSQL {} and Elasticsearch {}",
-        settings.origin,
-        options.source.describe(),
-        reporting.describe(),
-        settings.elasticsearch.url
-    );
-    tracing::info!("{message}");
-    log.line("INFO", &message);
+    announce(&settings, &options, &reporting, &log);
     let board = Board::new(&settings, log.clone(), options.paths.clone());
 
     let mut tasks: JoinSet<Result<(), SinkError>> = JoinSet::new();
-    let checkpoint_dir = options.paths.state_dir().join("dbreplic");
-    let mut savers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-    for table in EventTable::ALL {
-        let source = || {
-            Source::new(
-                options.source.clone(),
-                settings.batch_rows,
-                settings.batch_bytes,
-                settings.gap_wait,
-            )
-        };
-        let pg = pg::PgSink::new(reporting.clone(), settings.origin.clone(), table);
-        tasks.spawn(drive(
-            pg,
-            table,
-            source(),
-            board.clone(),
-            Drive::new(&settings, &options),
-        ));
-        let index = match table {
-            EventTable::Cel => settings.cel_index.clone(),
-            EventTable::QueueLog => settings.queue_log_index.clone(),
-        };
-        let service = es::service::EsService::new(&settings.elasticsearch)
-            .map_err(|e| DbReplicError::SinkStopped(e.message))?;
-        let mut es = es::EsSink::new(
-            service,
-            settings.origin.clone(),
-            table,
-            index,
-            checkpoint_dir.clone(),
-            settings.retry_initial,
-        );
-        savers.extend(es.take_saver_task());
-        tasks.spawn(drive(
-            es,
-            table,
-            source(),
-            board.clone(),
-            Drive::new(&settings, &options),
-        ));
-    }
+    let savers = spawn_deliveries(&settings, &options, &reporting, &board, &mut tasks)?;
     if !settings.ha_slave {
         tasks.spawn(refresh_config_tables(
             options.source.clone(),
@@ -188,20 +136,7 @@ pub async fn run(
         Source::new(options.source.clone(), 1, 1, Duration::ZERO),
     ));
 
-    let mut fatal = Vec::new();
-    tokio::select! {
-        _ = shutdown => {}
-        _ = async {
-            while let Some(result) = tasks.join_next().await {
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => fatal.push(e.message),
-                    Err(e) if e.is_panic() => fatal.push(format!("a delivery task panicked: {e}")),
-                    Err(_) => {}
-                }
-            }
-        } => {}
-    }
+    let fatal = wait_for_tasks(&mut tasks, shutdown).await;
     tasks.shutdown().await;
     // The sinks are gone: their checkpoint writers finish their last write and end.
     for saver in savers {
@@ -227,6 +162,90 @@ pub async fn run(
         Some(first) => Err(DbReplicError::SinkStopped(first)),
         None => Ok(()),
     }
+}
+
+/// The start-up line, in the log and DB Replic's own log file.
+fn announce(settings: &Settings, options: &RunOptions, reporting: &DbTarget, log: &LogFile) {
+    let mode = if settings.ha_slave {
+        "HA mode (cel and queue_log only)"
+    } else {
+        "normal mode (cel, queue_log and configuration tables)"
+    };
+    let message = format!(
+        "DB Replic starting in {mode}: origin {}, from {} to PostgreSQL {} and Elasticsearch {}",
+        settings.origin,
+        options.source.describe(),
+        reporting.describe(),
+        settings.elasticsearch.url
+    );
+    tracing::info!("{message}");
+    log.line("INFO", &message);
+}
+
+/// One delivery task per (event table, sink) into `tasks`; returns the Elasticsearch sinks'
+/// checkpoint writers, to be awaited once the sinks are gone.
+fn spawn_deliveries(
+    settings: &Settings,
+    options: &RunOptions,
+    reporting: &DbTarget,
+    board: &Board,
+    tasks: &mut JoinSet<Result<(), SinkError>>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, DbReplicError> {
+    let checkpoint_dir = options.paths.state_dir().join("dbreplic");
+    let mut savers = Vec::new();
+    for table in EventTable::ALL {
+        let source = || {
+            Source::new(
+                options.source.clone(),
+                settings.batch_rows,
+                settings.batch_bytes,
+                settings.gap_wait,
+            )
+        };
+        let knobs = Drive::new(settings, options);
+        let pg = pg::PgSink::new(reporting.clone(), settings.origin.clone(), table);
+        tasks.spawn(drive(pg, table, source(), board.clone(), knobs));
+        let index = match table {
+            EventTable::Cel => settings.cel_index.clone(),
+            EventTable::QueueLog => settings.queue_log_index.clone(),
+        };
+        let service = es::service::EsService::new(&settings.elasticsearch)
+            .map_err(|e| DbReplicError::SinkStopped(e.message))?;
+        let mut es = es::EsSink::new(
+            service,
+            settings.origin.clone(),
+            table,
+            index,
+            checkpoint_dir.clone(),
+            settings.retry_initial,
+        );
+        savers.extend(es.take_saver_task());
+        tasks.spawn(drive(es, table, source(), board.clone(), knobs));
+    }
+    Ok(savers)
+}
+
+/// Waits until `shutdown` completes or every task has ended; returns the errors of the tasks
+/// that stopped on one.
+async fn wait_for_tasks(
+    tasks: &mut JoinSet<Result<(), SinkError>>,
+    shutdown: impl Future<Output = ()>,
+) -> Vec<String> {
+    let mut fatal = Vec::new();
+    tokio::select! {
+        _ = shutdown => {}
+        _ = async {
+            while let Some(result) = tasks.join_next().await {
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => fatal.push(e.message),
+                    Err(e) if e.is_panic() => fatal.push(format!("a delivery task panicked: {e}")),
+                    Err(_) => {}
+                }
+            }
+        } => {}
+    }
+    fatal
 }
 
 /// Per-task knobs.
@@ -258,72 +277,23 @@ enum Step {
     Full,
 }
 
-/// Delivers `table` to `sink` forever: read after the checkpoint, write, repeat; on errors,
-/// apply the retry policy. Returns only when the sink must stop (or idle, if asked).
+/// Delivers `table` to `sink` forever: read after the checkpoint, write, repeat
+/// ([`Delivery::step`]); on errors, apply the retry policy ([`Delivery::failed`]) and back off.
+/// Returns only when the sink must stop (or idle, if asked).
 async fn drive<S: Sink>(
-    mut sink: S,
+    sink: S,
     table: EventTable,
-    mut source: Source,
+    source: Source,
     board: Board,
     knobs: Drive,
 ) -> Result<(), SinkError> {
-    let key = (table, sink.name());
-    board.register(key, sink.describe());
+    let mut delivery = Delivery::new(sink, table, source, board);
     let mut attempt = 0u32;
-    let mut started = false;
-    let mut checkpoint: Option<i64> = None;
-    let mut prefetched: Option<(i64, source::Batch)> = None;
     loop {
-        let step = async {
-            if !started {
-                sink.start().await?;
-                started = true;
-            }
-            let after = match checkpoint {
-                Some(after) => after,
-                None => {
-                    let after = sink.checkpoint(table).await?;
-                    checkpoint = Some(after);
-                    board.delivered(key, after);
-                    after
-                }
-            };
-            let source_error = |e: crate::db::DbError| {
-                SinkError::new(
-                    ErrorKind::Source,
-                    format!("{e} (the local XiVO database; is PostgreSQL up?)"),
-                )
-            };
-            // A batch read while the previous one was being written, valid only if it starts
-            // right after the checkpoint (it does unless that write failed).
-            let batch = match prefetched.take() {
-                Some((read_after, batch)) if read_after == after => batch,
-                _ => source.read(table, after).await.map_err(source_error)?,
-            };
-            let Some(last) = batch.last_id() else {
-                return Ok(Step::Idle);
-            };
-            let full = batch.rows.len() >= knobs.batch_rows;
-            let report = |e: &SinkError| board.error(key, e);
-            if full {
-                // A backlog: read the next batch while this one is written, so that the source
-                // query and the sink's work overlap.
-                let (written, next) =
-                    tokio::join!(sink.write(&batch, &report), source.read(table, last));
-                written?;
-                prefetched = next.ok().map(|next| (last, next));
-            } else {
-                sink.write(&batch, &report).await?;
-            }
-            checkpoint = Some(last);
-            board.delivered(key, last);
-            Ok::<_, SinkError>(if full { Step::Full } else { Step::Some })
-        }
-        .await;
-        match step {
+        match delivery.step(knobs.batch_rows).await {
             Ok(step) => {
                 if attempt > 0 {
-                    board.recovered(key);
+                    delivery.board.recovered(delivery.key);
                     attempt = 0;
                 }
                 match step {
@@ -334,28 +304,123 @@ async fn drive<S: Sink>(
                 }
             }
             Err(error) => {
-                board.error(key, &error);
-                if retry::decide(error.kind) == Decision::Stop {
-                    board.stopped(key);
-                    return Err(SinkError::new(
-                        error.kind,
-                        format!(
-                            "{} sink for {table} stopped: {}",
-                            sink.name(),
-                            error.message
-                        ),
-                    ));
-                }
-                if error.kind != ErrorKind::Source {
-                    // Reconnect and re-read the durable checkpoint: whatever the failed write
-                    // did or did not commit, the sink's own record is the truth.
-                    started = false;
-                    checkpoint = None;
-                }
+                delivery.failed(error)?;
                 tokio::time::sleep(retry::backoff(knobs.retry_initial, attempt)).await;
                 attempt = attempt.saturating_add(1);
             }
         }
+    }
+}
+
+/// One (table, sink) pair being delivered, and where it stands.
+struct Delivery<S> {
+    sink: S,
+    table: EventTable,
+    source: Source,
+    board: Board,
+    key: (EventTable, &'static str),
+    started: bool,
+    /// The sink's durable checkpoint, once read (`None`: read it again).
+    checkpoint: Option<i64>,
+    /// A batch read while the previous one was being written, and the id it was read after.
+    prefetched: Option<(i64, source::Batch)>,
+}
+
+impl<S: Sink> Delivery<S> {
+    fn new(sink: S, table: EventTable, source: Source, board: Board) -> Self {
+        let key = (table, sink.name());
+        board.register(key, sink.describe());
+        Delivery {
+            sink,
+            table,
+            source,
+            board,
+            key,
+            started: false,
+            checkpoint: None,
+            prefetched: None,
+        }
+    }
+
+    /// One batch: (re)start the sink and read its checkpoint if needed, read after it, write.
+    async fn step(&mut self, batch_rows: usize) -> Result<Step, SinkError> {
+        let after = self.resume().await?;
+        let batch = self.read(after).await?;
+        let Some(last) = batch.last_id() else {
+            return Ok(Step::Idle);
+        };
+        let full = batch.rows.len() >= batch_rows;
+        let report = |e: &SinkError| self.board.error(self.key, e);
+        if full {
+            // A backlog: read the next batch while this one is written, so that the source
+            // query and the sink's work overlap.
+            let (written, next) = tokio::join!(
+                self.sink.write(&batch, &report),
+                self.source.read(self.table, last)
+            );
+            written?;
+            self.prefetched = next.ok().map(|next| (last, next));
+        } else {
+            self.sink.write(&batch, &report).await?;
+        }
+        self.checkpoint = Some(last);
+        self.board.delivered(self.key, last);
+        Ok(if full { Step::Full } else { Step::Some })
+    }
+
+    /// Starts the sink and reads its checkpoint when they are not known; returns the id to
+    /// read after.
+    async fn resume(&mut self) -> Result<i64, SinkError> {
+        if !self.started {
+            self.sink.start().await?;
+            self.started = true;
+        }
+        if let Some(after) = self.checkpoint {
+            return Ok(after);
+        }
+        let after = self.sink.checkpoint(self.table).await?;
+        self.checkpoint = Some(after);
+        self.board.delivered(self.key, after);
+        Ok(after)
+    }
+
+    /// The batch after `after`: the prefetched one if it starts there (it does unless the
+    /// write that ran beside it failed), else read now.
+    async fn read(&mut self, after: i64) -> Result<source::Batch, SinkError> {
+        match self.prefetched.take() {
+            Some((read_after, batch)) if read_after == after => Ok(batch),
+            _ => self.source.read(self.table, after).await.map_err(|e| {
+                SinkError::new(
+                    ErrorKind::Source,
+                    format!("{e} (the local XiVO database; is PostgreSQL up?)"),
+                )
+            }),
+        }
+    }
+
+    /// A failed step, shown and judged by the retry policy: `Err` when the sink must stop,
+    /// `Ok` to retry after the backoff.
+    fn failed(&mut self, error: SinkError) -> Result<(), SinkError> {
+        self.board.error(self.key, &error);
+        if retry::decide(error.kind) == Decision::Stop {
+            self.board.stopped(self.key);
+            return Err(SinkError::new(
+                error.kind,
+                format!(
+                    "{} sink for {} stopped: {}",
+                    self.sink.name(),
+                    self.table,
+                    error.message
+                ),
+            ));
+        }
+        if error.kind != ErrorKind::Source {
+            // Reconnect and re-read the durable checkpoint: whatever the failed write did or
+            // did not commit, the sink's own record is the truth.
+            self.started = false;
+            self.checkpoint = None;
+        }
+        Ok(())
     }
 }
 
