@@ -220,22 +220,7 @@ impl Monitor {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), MonitorError> {
         let paths = self.ctx.paths.clone();
-        let Checked { ha, ha_bytes } = checked;
-        tracing::info!(
-            "monitor started: {}{}",
-            ha.node_type,
-            match ha.remote_ip() {
-                Some(ip) => format!(", peer {ip}"),
-                None => String::new(),
-            }
-        );
-        let role = self.enter_role(&ha, None);
-        let mut node = Node {
-            ha,
-            ha_bytes,
-            role,
-            config_error: None,
-        };
+        let mut node = self.start(checked);
         let mut last_saved: Option<(Instant, String)> = None;
 
         tokio::pin!(shutdown);
@@ -278,6 +263,34 @@ impl Monitor {
             }
         }
 
+        let state = self.stop(node).await;
+        let _ = crate::state::save(&paths, "monitor", &state);
+        Ok(())
+    }
+
+    /// The node in the role `checked`'s ha.conf gives it.
+    fn start(&self, checked: Checked) -> Node {
+        let Checked { ha, ha_bytes } = checked;
+        tracing::info!(
+            "monitor started: {}{}",
+            ha.node_type,
+            match ha.remote_ip() {
+                Some(ip) => format!(", peer {ip}"),
+                None => String::new(),
+            }
+        );
+        let role = self.enter_role(&ha, None);
+        Node {
+            ha,
+            ha_bytes,
+            role,
+            config_error: None,
+        }
+    }
+
+    /// Stops the hourly jobs and the keeper (letting a pass under way finish); returns the
+    /// last state to save.
+    async fn stop(&self, mut node: Node) -> MonitorState {
         tracing::info!("monitor stopping");
         if let Role::Master(run) = &node.role {
             run.cancel.cancel();
@@ -287,8 +300,7 @@ impl Monitor {
         if let Role::Slave { keeper, .. } = node.role {
             keeper.shutdown(Duration::from_secs(5)).await;
         }
-        let _ = crate::state::save(&paths, "monitor", &state);
-        Ok(())
+        state
     }
 
     /// Reads ha.conf again (each round: a small file, and inotify would miss an atomic replace

@@ -174,6 +174,57 @@ pub struct Keeper {
 /// so that two nodes restarted together do not hammer their engines in step.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 
+/// One pass of the keeper towards `want`, connecting to the engine first when there is no
+/// connection (or the last one failed).
+async fn pass(
+    engine: &mut Option<Engine>,
+    settings: &MonitorSettings,
+    want: Desired,
+) -> Result<Applied, DockerError> {
+    let outcome = match engine {
+        Some(engine) => apply(engine, settings, want).await,
+        None => match Engine::connect().await {
+            Ok(connected) => apply(engine.insert(connected), settings, want).await,
+            Err(e) => Err(e),
+        },
+    };
+    if matches!(outcome, Err(DockerError::Engine { .. })) {
+        *engine = None;
+    }
+    outcome
+}
+
+/// A pass's outcome in the keeper's status; returns the wait before the next pass (a recheck
+/// when settled, the backoff after `failures` failed passes otherwise).
+fn note(
+    status: &mut KeeperStatus,
+    outcome: Result<Applied, DockerError>,
+    want: Desired,
+    failures: &mut u32,
+) -> Duration {
+    match outcome {
+        Ok(applied) => {
+            *failures = 0;
+            status.settled = true;
+            status.containers = applied.containers;
+            if !applied.actions.is_empty() {
+                status.last_action = Some(applied.actions.join(", "));
+                status.last_action_at = Some(Utc::now());
+            }
+            RECHECK
+        }
+        Err(e) => {
+            tracing::warn!("slave services ({want}): {e}; retrying");
+            status.settled = false;
+            status.errors += 1;
+            status.last_error = Some(e.to_string());
+            status.last_error_at = Some(Utc::now());
+            *failures += 1;
+            backoff(FIRST_RETRY, *failures - 1)
+        }
+    }
+}
+
 /// How often a settled keeper checks the containers again (someone may start one by hand).
 const RECHECK: Duration = Duration::from_secs(10);
 
@@ -195,44 +246,13 @@ impl Keeper {
                     continue;
                 };
                 shared.lock().expect("status lock").desired = Some(want);
-                let outcome = match &engine {
-                    Some(engine) => apply(engine, &settings, want).await,
-                    None => match Engine::connect().await {
-                        Ok(connected) => {
-                            let outcome = apply(&connected, &settings, want).await;
-                            engine = Some(connected);
-                            outcome
-                        }
-                        Err(e) => Err(e),
-                    },
-                };
-                let wait = {
-                    let mut status = shared.lock().expect("status lock");
-                    match outcome {
-                        Ok(applied) => {
-                            failures = 0;
-                            status.settled = true;
-                            status.containers = applied.containers;
-                            if !applied.actions.is_empty() {
-                                status.last_action = Some(applied.actions.join(", "));
-                                status.last_action_at = Some(Utc::now());
-                            }
-                            RECHECK
-                        }
-                        Err(e) => {
-                            if matches!(e, DockerError::Engine { .. }) {
-                                engine = None;
-                            }
-                            tracing::warn!("slave services ({want}): {e}; retrying");
-                            status.settled = false;
-                            status.errors += 1;
-                            status.last_error = Some(e.to_string());
-                            status.last_error_at = Some(Utc::now());
-                            failures += 1;
-                            backoff(FIRST_RETRY, failures - 1)
-                        }
-                    }
-                };
+                let outcome = pass(&mut engine, &settings, want).await;
+                let wait = note(
+                    &mut shared.lock().expect("status lock"),
+                    outcome,
+                    want,
+                    &mut failures,
+                );
                 let deadline = Instant::now() + wait;
                 tokio::select! {
                     changed = rx.changed() => if changed.is_err() { return },
