@@ -139,7 +139,7 @@ enum Role {
     /// `None` when ha.conf stopped naming a master: the services stay as they are.
     Slave {
         keeper: Keeper,
-        probing: Option<SlaveRun>,
+        probing: Option<Box<SlaveRun>>,
     },
 }
 
@@ -404,7 +404,7 @@ impl Monitor {
                 if services::recorded(&self.ctx.paths) == Desired::Stopped {
                     keeper.set(Desired::Stopped);
                 }
-                let probing = self.probe(ip);
+                let probing = Box::new(self.probe(ip));
                 tracing::info!("slave: probing the master {ip}");
                 Role::Slave {
                     keeper,
@@ -492,7 +492,7 @@ impl Monitor {
         let (slave, master, keeper) = match &node.role {
             Role::Idle => (None, None, None),
             Role::Master(run) => (None, Some(run), None),
-            Role::Slave { keeper, probing } => (probing.as_ref(), None, Some(keeper)),
+            Role::Slave { keeper, probing } => (probing.as_deref(), None, Some(keeper)),
         };
         let services = keeper.map(Keeper::status);
         let hourly = master
