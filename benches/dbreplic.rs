@@ -10,15 +10,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "../tests/support/es_server.rs"]
-mod es_server;
 
 use std::collections::VecDeque;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::TestDb;
-use es_server::EsServer;
+use common::es_server::EsServer;
 use xivo_ha::config::EnvFile;
 use xivo_ha::db::DbTarget;
 use xivo_ha::dbreplic::settings::Settings;

@@ -11,14 +11,14 @@
 //!
 //! Prints `name=value` lines; the last one is the summary.
 
-#[path = "../tests/docker_lab/mod.rs"]
-mod docker_lab;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use docker_lab::*;
+use common::docker_lab::*;
 use xivo_ha::context::Context;
 use xivo_ha::monitor::Monitor;
 use xivo_ha::monitor::settings::MonitorSettings;

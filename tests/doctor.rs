@@ -2,9 +2,6 @@
 //! interfaces. Peer addresses that are only data run under `unshare -n`.
 
 mod common;
-mod docker_lab;
-#[path = "support/es_server.rs"]
-mod es_server;
 
 use std::path::Path;
 
@@ -242,7 +239,7 @@ async fn a_master_checks_its_slaves_ports_and_the_sync_key() {
 /// A slave whose master is a stand-in container on a private Docker network.
 #[test]
 fn a_slave_checks_its_master_and_its_telephony_containers() {
-    use docker_lab::{Lab, docker};
+    use common::docker_lab::{Lab, docker};
     let mut lab = Lab::new(std::path::Path::new(env!(
         "CARGO_BIN_EXE_xivo-ha-sip-standin"
     )));
@@ -309,7 +306,7 @@ fn a_slave_checks_its_master_and_its_telephony_containers() {
 async fn db_replic_is_checked_where_it_is_enabled() {
     let config = TestDb::create().await;
     let reporting = TestDb::create_empty().await;
-    let es = es_server::EsServer::start().await;
+    let es = common::es_server::EsServer::start().await;
     let root = tempfile::tempdir().unwrap();
     let r = root.path().to_owned();
     // HA disabled: the DB Replic checks apply anyway, and no peer is probed.

@@ -3,16 +3,13 @@
 //! real replication (PostgreSQL).
 
 mod common;
-mod docker_lab;
-#[path = "support/es_server.rs"]
-mod es_server;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::docker_lab::{Lab, docker, fast_env, slave_node};
 use common::*;
-use docker_lab::{Lab, docker, fast_env, slave_node};
 
 /// `xivo-ha monitor` as a child process, killed on drop.
 struct MonitorProcess {
@@ -271,7 +268,7 @@ async fn a_busy_port_does_not_stop_the_monitor() {
 async fn metrics_follow_db_replic_progress() {
     let source = TestDb::create().await;
     let reporting = TestDb::create_empty().await;
-    let es = es_server::EsServer::start().await;
+    let es = common::es_server::EsServer::start().await;
     let root = tempfile::tempdir().unwrap();
     let port = free_port();
     let pg_port = pg_port();

@@ -4,13 +4,12 @@
 //! containers must start and stop accordingly, with their restart policy set to `no`.
 
 mod common;
-mod docker_lab;
 
 use std::path::Path;
 use std::time::Duration;
 
+use common::docker_lab::*;
 use common::*;
-use docker_lab::*;
 use xivo_ha::context::Context;
 use xivo_ha::monitor::Monitor;
 use xivo_ha::monitor::settings::MonitorSettings;

@@ -1,150 +1,31 @@
-//! Fixtures shared by the black-box tests: a fresh XiVO `asterisk` database per test in the real
-//! PostgreSQL (dropped afterwards, even when the test fails), temporary node roots, and the
-//! `xivo-ha` binary.
+//! Fixtures shared by the black-box tests, one submodule each: `db` (a fresh XiVO `asterisk`
+//! database per test in the real PostgreSQL), `dbreplic` (DB Replic's whole pipeline: source,
+//! reporting database, Elasticsearch stand-in, settings, the running component), `docker_lab`
+//! (the slave's Docker lab), `es_server` (the Elasticsearch stand-in), `sshd` and `testhost`;
+//! here, temporary node roots, the `xivo-ha` binary and waiting for an event.
 //!
-//! The PostgreSQL server is the one `scripts/start-test-postgres.sh` starts; override with
-//! `XIVO_HA_TEST_PG` (TCP, key=value string without dbname) and `XIVO_HA_TEST_PG_SOCKET`
-//! (the directory of its Unix socket).
+//! Every test file says `mod common;`; a fixture some test binaries do not use is not dead code.
 #![allow(dead_code)]
 
+pub mod db;
+pub mod dbreplic;
+pub mod docker_lab;
+pub mod es_server;
 pub mod sshd;
 pub mod testhost;
 
+#[allow(unused_imports)]
+pub use db::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
-
-pub const SCHEMA_SQL: &str = include_str!("../fixtures/asterisk-schema.sql");
-pub const DATA_SQL: &str = include_str!("../fixtures/asterisk-data.sql");
-
-pub fn pg_base() -> String {
-    std::env::var("XIVO_HA_TEST_PG")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres".into())
-}
-
-/// The TCP port of the test PostgreSQL, as `XIVO_HA_TEST_PG` says (5432 by default).
-pub fn pg_port() -> u16 {
-    pg_base()
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("port="))
-        .map_or(5432, |port| {
-            port.parse().expect("XIVO_HA_TEST_PG has a numeric port")
-        })
-}
+use std::time::{Duration, Instant};
 
 /// Writes `text` as the node's settings file, `<root>/etc/docker/xivo/custom.env`.
 pub fn write_custom_env(root: &Path, text: &str) {
     let path = root.join("etc/docker/xivo/custom.env");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
-}
-
-pub fn pg_socket_dir() -> String {
-    std::env::var("XIVO_HA_TEST_PG_SOCKET").unwrap_or_else(|_| "/var/run/postgresql".into())
-}
-
-pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL ({url}): {e}; run scripts/start-test-postgres.sh"));
-    tokio::spawn(connection);
-    client
-}
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A database of its own for one test, dropped when the value is dropped.
-pub struct TestDb {
-    pub name: String,
-}
-
-impl TestDb {
-    /// A database loaded with the fixture schema and data.
-    pub async fn create() -> TestDb {
-        let db = TestDb::create_empty().await;
-        let client = db.client().await;
-        client
-            .batch_execute(SCHEMA_SQL)
-            .await
-            .expect("fixture schema loads");
-        client
-            .batch_execute(DATA_SQL)
-            .await
-            .expect("fixture data loads");
-        db
-    }
-
-    /// An empty database (UTF-8).
-    pub async fn create_empty() -> TestDb {
-        TestDb::create_with("ENCODING 'UTF8' TEMPLATE template0").await
-    }
-
-    /// An empty database created with `options` (e.g. another encoding).
-    pub async fn create_with(options: &str) -> TestDb {
-        let name = format!(
-            "xivoha_test_{}_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst),
-            rand_suffix()
-        );
-        let admin = connect(&pg_base()).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name} {options}"))
-            .await
-            .expect("test database can be created");
-        TestDb { name }
-    }
-
-    /// TCP key=value connection string.
-    pub fn url(&self) -> String {
-        format!("{} dbname={}", pg_base(), self.name)
-    }
-
-    /// Connection string over the Unix socket: works inside a network namespace without routes.
-    pub fn socket_url(&self) -> String {
-        format!(
-            "host={} user=postgres dbname={}",
-            pg_socket_dir(),
-            self.name
-        )
-    }
-
-    pub async fn client(&self) -> tokio_postgres::Client {
-        connect(&self.url()).await
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside or outside a runtime: use a thread with a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok((client, connection)) =
-                    tokio_postgres::connect(&pg_base(), tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(connection);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-fn rand_suffix() -> u32 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        % 100_000
 }
 
 /// The `xivo-ha` binary built for these tests.
@@ -206,4 +87,28 @@ pub fn assert_success(output: &Output) {
         stdout(output),
         stderr(output)
     );
+}
+
+/// Polls `check` every 50 ms until it holds; fails the test naming `what` after `timeout`.
+pub async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The same for a blocking test.
+pub fn wait_for_blocking(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

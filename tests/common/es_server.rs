@@ -5,7 +5,6 @@
 //! `PUT _index_template/<name>`, stores documents by `_index`/`_id`, and can be told to fail:
 //! whole requests with 429 or 500, chosen items with an error status, slow answers, or "down"
 //! (every `_bulk` answered 503) until told otherwise.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

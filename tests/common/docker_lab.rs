@@ -3,7 +3,6 @@
 //! containers whose names all start with a prefix unique to the process and the lab
 //! (`xivoha-t<pid>-<n>-`). Everything is removed when the lab is dropped, also when a test
 //! fails. Uses the docker CLI: it is what an administrator would type.
-#![allow(dead_code)]
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
