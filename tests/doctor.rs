@@ -239,16 +239,11 @@ async fn a_master_checks_its_slaves_ports_and_the_sync_key() {
 /// A slave whose master is a stand-in container on a private Docker network.
 #[test]
 fn a_slave_checks_its_master_and_its_telephony_containers() {
-    use common::docker_lab::{Lab, docker};
-    let mut lab = Lab::new(std::path::Path::new(env!(
-        "CARGO_BIN_EXE_xivo-ha-sip-standin"
-    )));
-    let (master, master_ip) = lab.master();
-    let asterisk = lab.service("asterisk", false);
-    let missing = lab.name("never-created");
-    let root = tempfile::tempdir().unwrap();
-    let r = root.path();
-    write_ha_conf(r, "slave", &master_ip.to_string());
+    use common::docker_lab::{docker, start_slave_lab};
+    let slave = start_slave_lab(&[("asterisk", false)], &[]);
+    let (master, asterisk, r) = (&slave.master, &slave.services[0], slave.root());
+    let missing = slave.lab.name("never-created");
+    // The doctor with XiVO's settings, not the monitor's short rounds.
     write_custom_env(
         r,
         &format!("XIVO_HA_MONITOR_CONTAINERS={asterisk},{missing}\n"),

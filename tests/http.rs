@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::docker_lab::{Lab, docker, fast_env, slave_node};
+use common::docker_lab::{docker, start_slave_lab};
 use common::*;
 
 /// `xivo-ha monitor` as a child process, killed on drop.
@@ -95,20 +95,12 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_status_follow_a_failover() {
-    let mut lab = Lab::new(Path::new(env!("CARGO_BIN_EXE_xivo-ha-sip-standin")));
-    let (master, master_ip) = lab.master();
-    let asterisk = lab.service("asterisk", false);
-    let root = tempfile::tempdir().unwrap();
     let port = free_port();
-    slave_node(
-        root.path(),
-        master_ip,
-        &[
-            fast_env(&[&asterisk]),
-            vec![("XIVO_HA_HTTP_LISTEN", format!("127.0.0.1:{port}"))],
-        ]
-        .concat(),
+    let slave = start_slave_lab(
+        &[("asterisk", false)],
+        &[("XIVO_HA_HTTP_LISTEN", format!("127.0.0.1:{port}"))],
     );
+    let (master, root) = (&slave.master, &slave.root);
     let monitor = MonitorProcess::start(root.path(), port);
 
     // Alive, and the master seen up.

@@ -14,10 +14,6 @@ use xivo_ha::context::Context;
 use xivo_ha::monitor::Monitor;
 use xivo_ha::monitor::settings::MonitorSettings;
 
-fn standin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_xivo-ha-sip-standin"))
-}
-
 /// The monitor running in a task of this test, stopped (and awaited) on drop of the handle.
 struct Running {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -58,8 +54,8 @@ fn state(root: &Path) -> serde_json::Value {
 }
 
 /// Blocking waits run on a blocking thread so that the monitor's task keeps running.
-async fn wait_state(lab: &Lab, names: &[&str], wanted: &str, timeout: Duration) -> Duration {
-    tokio::task::block_in_place(|| lab.wait_state(names, wanted, timeout))
+async fn wait_services(slave: &SlaveLab, wanted: &str, timeout: Duration) -> Duration {
+    tokio::task::block_in_place(|| slave.wait_services(wanted, timeout))
 }
 
 fn flag(root: &Path) -> bool {
@@ -68,28 +64,24 @@ fn flag(root: &Path) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_stopped_and_paused_fails_over_and_back() {
-    let mut lab = Lab::new(standin());
-    let (master, master_ip) = lab.master();
-    let asterisk = lab.service("asterisk", true);
-    let monit = lab.service("monit", false);
-    let root = tempfile::tempdir().unwrap();
-    slave_node(root.path(), master_ip, &fast_env(&[&asterisk, &monit]));
-    let services = [asterisk.as_str(), monit.as_str()];
+    let slave = start_slave_lab(&[("asterisk", true), ("monit", false)], &[]);
+    let (lab, master, master_ip, root) = (&slave.lab, &slave.master, slave.master_ip, &slave.root);
+    let asterisk = &slave.services[0];
 
     let monitor = Running::start(root.path());
     // The master answers: the slave's services go down, for good (restart policy no).
-    wait_state(&lab, &services, "exited", Duration::from_secs(10)).await;
+    wait_services(&slave, "exited", Duration::from_secs(10)).await;
     assert!(
         flag(root.path()),
         "the flag file records the services as kept down"
     );
-    for name in services {
+    for name in slave.service_names() {
         assert_eq!(lab.restart_policy(name), "no", "{name}");
     }
 
     // Master stopped: failover.
     docker(&["stop", "-t", "0", &master]);
-    let took = wait_state(&lab, &services, "running", Duration::from_secs(15)).await;
+    let took = wait_services(&slave, "running", Duration::from_secs(15)).await;
     assert!(took < Duration::from_secs(8), "failover took {took:?}");
     assert_eq!(
         lab.health(&asterisk),
@@ -104,15 +96,15 @@ async fn master_stopped_and_paused_fails_over_and_back() {
 
     // Master back: failback after the hold-down.
     docker(&["start", &master]);
-    wait_state(&lab, &services, "exited", Duration::from_secs(15)).await;
+    wait_services(&slave, "exited", Duration::from_secs(15)).await;
     assert_eq!(state(root.path())["verdict"], "up");
     assert!(flag(root.path()));
 
     // Master frozen (paused): no answer on any path.
     docker(&["pause", &master]);
-    wait_state(&lab, &services, "running", Duration::from_secs(15)).await;
+    wait_services(&slave, "running", Duration::from_secs(15)).await;
     docker(&["unpause", &master]);
-    wait_state(&lab, &services, "exited", Duration::from_secs(15)).await;
+    wait_services(&slave, "exited", Duration::from_secs(15)).await;
 
     let doc = state(root.path());
     assert_eq!(doc["counters"]["to_down"], 2, "{doc:#}");
@@ -131,7 +123,7 @@ async fn master_stopped_and_paused_fails_over_and_back() {
         r#"{"node_type": "disabled", "remote_address": ""}"#,
     )
     .unwrap();
-    wait_state(&lab, &services, "running", Duration::from_secs(15)).await;
+    wait_services(&slave, "running", Duration::from_secs(15)).await;
     assert!(!flag(root.path()));
     monitor.stop().await;
     assert_eq!(state(root.path())["summary"], "HA disabled: idle");
@@ -139,20 +131,16 @@ async fn master_stopped_and_paused_fails_over_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asterisk_dead_on_a_live_master_and_a_disconnected_master_fail_over() {
-    let mut lab = Lab::new(standin());
-    let (master, master_ip) = lab.master();
-    let asterisk = lab.service("asterisk", false);
-    let monit = lab.service("monit", false);
-    let root = tempfile::tempdir().unwrap();
-    slave_node(root.path(), master_ip, &fast_env(&[&asterisk, &monit]));
-    let services = [asterisk.as_str(), monit.as_str()];
+    let slave = start_slave_lab(&[("asterisk", false), ("monit", false)], &[]);
+    let (lab, master, root) = (&slave.lab, &slave.master, &slave.root);
+    let asterisk = &slave.services[0];
 
     let monitor = Running::start(root.path());
-    wait_state(&lab, &services, "exited", Duration::from_secs(10)).await;
+    wait_services(&slave, "exited", Duration::from_secs(10)).await;
 
     // Only SIP goes silent; the container, ICMP and TCP stay up: XiVO's blind spot.
     docker(&["kill", "-s", "USR1", &master]);
-    wait_state(&lab, &services, "running", Duration::from_secs(15)).await;
+    wait_services(&slave, "running", Duration::from_secs(15)).await;
     assert_eq!(lab.state(&master), "running");
     let doc = state(root.path());
     let transition = &doc["last_transition"];
@@ -170,11 +158,11 @@ async fn asterisk_dead_on_a_live_master_and_a_disconnected_master_fail_over() {
     );
 
     docker(&["kill", "-s", "USR1", &master]);
-    wait_state(&lab, &services, "exited", Duration::from_secs(15)).await;
+    wait_services(&slave, "exited", Duration::from_secs(15)).await;
 
     // Cut from the network.
     docker(&["network", "disconnect", &lab.network, &master]);
-    wait_state(&lab, &services, "running", Duration::from_secs(15)).await;
+    wait_services(&slave, "running", Duration::from_secs(15)).await;
     monitor.stop().await;
 
     // The monitor is gone; the containers stay as they were left, and the state file says why.
@@ -184,13 +172,9 @@ async fn asterisk_dead_on_a_live_master_and_a_disconnected_master_fail_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_classic_commands_act_once() {
-    let mut lab = Lab::new(standin());
-    let (master, master_ip) = lab.master();
-    let asterisk = lab.service("asterisk", false);
-    let monit = lab.service("monit", false);
-    let root = tempfile::tempdir().unwrap();
-    slave_node(root.path(), master_ip, &fast_env(&[&asterisk, &monit]));
-    let services = [asterisk.as_str(), monit.as_str()];
+    let slave = start_slave_lab(&[("asterisk", false), ("monit", false)], &[]);
+    let (lab, master, master_ip, root) = (&slave.lab, &slave.master, slave.master_ip, &slave.root);
+    let (asterisk, monit) = (&slave.services[0], &slave.services[1]);
     let ip = master_ip.to_string();
 
     let run = |args: &[&str]| xivo_ha(root.path(), "", args);
@@ -214,12 +198,12 @@ async fn the_classic_commands_act_once() {
         "{}",
         stdout(&output)
     );
-    lab.wait_state(&services, "running", Duration::from_secs(1));
+    slave.wait_services("running", Duration::from_secs(1));
     assert!(!flag(root.path()));
 
     let output = run(&["manage-slave-services", "stop"]);
     assert_success(&output);
-    lab.wait_state(&services, "exited", Duration::from_secs(1));
+    slave.wait_services("exited", Duration::from_secs(1));
     assert!(flag(root.path()));
     let output = run(&["manage-slave-services", "stop"]);
     assert!(
@@ -237,7 +221,7 @@ async fn the_classic_commands_act_once() {
         .output()
         .unwrap();
     assert_success(&output);
-    lab.wait_state(&services, "running", Duration::from_secs(1));
+    slave.wait_services("running", Duration::from_secs(1));
 
     // A master or a disabled node: check-master-status does nothing.
     std::fs::write(
@@ -257,12 +241,11 @@ async fn the_classic_commands_act_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_one_clear_line_and_touches_nothing() {
-    let mut lab = Lab::new(standin());
-    let (_master, master_ip) = lab.master();
-    let asterisk = lab.service("asterisk", false);
-    let root = tempfile::tempdir().unwrap();
+    let slave = start_slave_lab(&[("asterisk", false)], &[]);
+    let (lab, master_ip, root) = (&slave.lab, slave.master_ip, &slave.root);
+    let asterisk = &slave.services[0];
     let missing = lab.name("no-such-container");
-    slave_node(root.path(), master_ip, &fast_env(&[&asterisk, &missing]));
+    slave.configure(&[asterisk, &missing], &[]);
     let ip = master_ip.to_string();
 
     // An unknown container: named, nothing stopped (the master answers, so `asterisk` would go).
@@ -299,7 +282,7 @@ async fn bad_input_is_one_clear_line_and_touches_nothing() {
     assert!(error.to_string().contains("does not exist"), "{error}");
 
     // A master address that is not an IP: usage error, exit 2.
-    slave_node(root.path(), master_ip, &fast_env(&[&asterisk]));
+    slave.configure(&[asterisk], &[]);
     let output = xivo_ha(root.path(), "", &["check-master-status", "master.example"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(

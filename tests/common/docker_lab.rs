@@ -248,3 +248,56 @@ pub fn slave_node(root: &Path, master: IpAddr, env: &[(&str, String)]) {
     let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     std::fs::write(env_dir.join("custom.env"), text).unwrap();
 }
+
+/// A slave node in a Docker lab of its own: the stand-in master, the slave's service
+/// containers and the node's root, whose ha.conf names the master and whose custom.env gives
+/// the monitor short rounds (`fast_env`) over those containers. Removed on drop.
+pub struct SlaveLab {
+    pub master: String,
+    pub master_ip: IpAddr,
+    /// The service containers' names, in the order asked.
+    pub services: Vec<String>,
+    pub root: tempfile::TempDir,
+    pub lab: Lab,
+}
+
+/// Starts the master and one service container per `(suffix, health check)` of `services`,
+/// and writes the node's files with `extra_env` after the monitor's settings.
+pub fn start_slave_lab(services: &[(&str, bool)], extra_env: &[(&str, String)]) -> SlaveLab {
+    let mut lab = Lab::new(Path::new(env!("CARGO_BIN_EXE_xivo-ha-sip-standin")));
+    let (master, master_ip) = lab.master();
+    let services = services
+        .iter()
+        .map(|(suffix, healthy)| lab.service(suffix, *healthy))
+        .collect();
+    let slave = SlaveLab {
+        master,
+        master_ip,
+        services,
+        root: tempfile::tempdir().unwrap(),
+        lab,
+    };
+    slave.configure(&slave.service_names(), extra_env);
+    slave
+}
+
+impl SlaveLab {
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn service_names(&self) -> Vec<&str> {
+        self.services.iter().map(String::as_str).collect()
+    }
+
+    /// Rewrites the node's ha.conf and custom.env: the monitor manages `containers`.
+    pub fn configure(&self, containers: &[&str], extra_env: &[(&str, String)]) {
+        let env = [fast_env(containers), extra_env.to_vec()].concat();
+        slave_node(self.root(), self.master_ip, &env);
+    }
+
+    /// Waits until every service container is in `state` (see [`Lab::wait_state`]).
+    pub fn wait_services(&self, state: &str, timeout: Duration) -> Duration {
+        self.lab.wait_state(&self.service_names(), state, timeout)
+    }
+}
