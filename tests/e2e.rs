@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::CommandFactory;
-
 /// The whole demo must end within this (it takes about 40 s here); then it is stopped.
 const DEADLINE: Duration = Duration::from_secs(150);
 
@@ -201,23 +199,18 @@ fn the_demo_pair_replicates_fails_over_and_back_and_leaves_nothing() {
     assert!(failback > 0.0, "{log}");
     assert!(served >= 9.0, "B handed back after {served} s only:\n{log}");
 
-    // DB Replic, when the binary has it: a CEL written on B while A is down reaches the
-    // reporting database with B as its origin.
-    let has_db_replic = xivo_ha::cli::Cli::command()
-        .find_subcommand("db-replic")
-        .is_some();
+    // DB Replic: a CEL written on B while A is down reaches the reporting database with B as
+    // its origin.
     assert_eq!(
         results.get("dbreplic").map(String::as_str),
-        Some(if has_db_replic { "yes" } else { "no" }),
+        Some("yes"),
         "{log}"
     );
-    if has_db_replic {
-        assert_eq!(
-            results.get("cel_origin").map(String::as_str),
-            Some("xivo-b"),
-            "{log}"
-        );
-    }
+    assert_eq!(
+        results.get("cel_origin").map(String::as_str),
+        Some("xivo-b"),
+        "{log}"
+    );
 }
 
 /// The script's own copy of the tables replication leaves out (its equality check skips them)

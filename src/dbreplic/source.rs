@@ -240,20 +240,19 @@ impl Source {
                 break;
             }
         }
-        let keep = self.contiguous_prefix(after, &rows);
+        let keep = self.contiguous_prefix(after, &rows, Instant::now());
         rows.truncate(keep);
         Ok(Batch { table, rows })
     }
 
     /// How many of `rows` can be delivered now: up to the first hole in the ids, unless that
-    /// hole has been there for `gap_wait` already.
-    fn contiguous_prefix(&mut self, after: i64, rows: &[SourceRow]) -> usize {
+    /// hole has been there for `gap_wait` already at `now`.
+    fn contiguous_prefix(&mut self, after: i64, rows: &[SourceRow], now: Instant) -> usize {
         let mut previous = after;
         for (index, row) in rows.iter().enumerate() {
             // `after == 0` is a fresh start: the first id is whatever XiVO's purge left.
             let hole = row.id != previous + 1 && !(index == 0 && after == 0);
             if hole {
-                let now = Instant::now();
                 match self.gap {
                     Some((before, since)) if before == previous => {
                         if now.duration_since(since) < self.gap_wait {
@@ -312,20 +311,21 @@ mod tests {
 
     #[test]
     fn a_batch_stops_before_a_recent_hole_then_skips_it() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
         let mut s = source(50);
-        assert_eq!(s.contiguous_prefix(0, &rows(&[5, 6, 8, 9])), 2);
-        assert_eq!(s.contiguous_prefix(6, &rows(&[8, 9])), 0);
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(s.contiguous_prefix(6, &rows(&[8, 9])), 2);
+        assert_eq!(s.contiguous_prefix(0, &rows(&[5, 6, 8, 9]), at(0)), 2);
+        assert_eq!(s.contiguous_prefix(6, &rows(&[8, 9]), at(49)), 0);
+        assert_eq!(s.contiguous_prefix(6, &rows(&[8, 9]), at(50)), 2);
         // The late row filled the hole: nothing is skipped.
         let mut s = source(50);
-        assert_eq!(s.contiguous_prefix(6, &rows(&[8])), 0);
-        assert_eq!(s.contiguous_prefix(6, &rows(&[7, 8])), 2);
+        assert_eq!(s.contiguous_prefix(6, &rows(&[8]), at(0)), 0);
+        assert_eq!(s.contiguous_prefix(6, &rows(&[7, 8]), at(10)), 2);
     }
 
     #[test]
     fn no_wait_means_holes_are_skipped_at_once() {
         let mut s = source(0);
-        assert_eq!(s.contiguous_prefix(1, &rows(&[3, 4, 9])), 3);
+        assert_eq!(s.contiguous_prefix(1, &rows(&[3, 4, 9]), Instant::now()), 3);
     }
 }

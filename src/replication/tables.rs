@@ -167,32 +167,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_exclusions_are_xivos_and_dhcp_is_copied() {
-        let mut excluded = EXCLUDED_TABLES.to_vec();
-        excluded.sort();
-        assert_eq!(
-            excluded,
-            vec![
-                "call_log",
-                "call_log_participant",
-                "cel",
-                "mail",
-                "monitoring",
-                "netiface",
-                "queue_log",
-                "resolvconf",
-                "session",
-                "stat_agent",
-                "stat_agent_periodic",
-                "stat_call_on_queue",
-                "stat_queue",
-                "stat_queue_periodic",
-            ]
-        );
-        assert!(!is_excluded("dhcp"));
-    }
-
-    #[test]
     fn sequences_of_excluded_tables_are_skipped() {
         let mut catalog = Catalog::default();
         catalog
