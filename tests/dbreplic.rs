@@ -111,14 +111,10 @@ async fn elasticsearch_failing_for_a_while_holds_nothing_back_and_loses_nothing(
     es.set_down(true);
     let runner = p.start_db_replic();
     // Elasticsearch is down: PostgreSQL gets everything anyway.
-    let cel_max = max_id(&p.source, "cel").await;
-    let ql_max = max_id(&p.source, "queue_log").await;
-    wait_for(
+    p.wait_pg_caught_up(
+        &p.reporting,
         "PostgreSQL to catch up while ES is down",
         Duration::from_secs(30),
-        async || {
-            p.pg_checkpoint("cel").await == cel_max && p.pg_checkpoint("queue_log").await == ql_max
-        },
     )
     .await;
     assert_eq!(es.count("cel"), 0);
@@ -151,23 +147,18 @@ async fn elasticsearch_failing_for_a_while_holds_nothing_back_and_loses_nothing(
     es.set_down(false);
     // New rows keep arriving meanwhile.
     p.insert_cel(500).await;
-    let (cels, queue_logs) = (
-        count(&p.source, "cel").await,
-        count(&p.source, "queue_log").await,
-    );
+    p.wait_es_caught_up("Elasticsearch to catch up", Duration::from_secs(60))
+        .await;
     wait_for(
-        "Elasticsearch to catch up",
-        Duration::from_secs(60),
-        async || {
-            es.count("cel") == cels && es.count("queue_log") == queue_logs && es.faults_left() == 0
-        },
+        "every fault to meet a request",
+        Duration::from_secs(10),
+        async || es.faults_left() == 0,
     )
     .await;
-    let cel_max = max_id(&p.source, "cel").await;
-    wait_for(
+    p.wait_pg_caught_up(
+        &p.reporting,
         "PostgreSQL to get the new rows",
         Duration::from_secs(10),
-        async || p.pg_checkpoint("cel").await == cel_max,
     )
     .await;
     runner.stop().await.unwrap();
@@ -414,23 +405,15 @@ async fn reporting_database_stopped_and_restarted() {
     p.insert_cel(2000).await;
     p.insert_queue_log(500).await;
     let runner = p.start_db_replic();
-    let cel_max = max_id(&p.source, "cel").await;
-    wait_for("the first delivery", Duration::from_secs(30), async || {
-        p.pg_checkpoint("cel").await == cel_max
-    })
-    .await;
+    p.wait_pg_caught_up(&p.reporting, "the first delivery", Duration::from_secs(30))
+        .await;
     tokio::task::block_in_place(|| cluster.stop());
     // Rows keep coming while the reporting database is down; Elasticsearch keeps getting them.
     p.insert_cel(1500).await;
     p.insert_queue_log(300).await;
-    let (cels, queue_logs) = (
-        count(&p.source, "cel").await,
-        count(&p.source, "queue_log").await,
-    );
-    wait_for(
+    p.wait_es_caught_up(
         "Elasticsearch to go on without PostgreSQL",
         Duration::from_secs(30),
-        async || p.es.count("cel") == cels && p.es.count("queue_log") == queue_logs,
     )
     .await;
     // The PostgreSQL sink has met the stopped server (before it comes back).
@@ -438,15 +421,10 @@ async fn reporting_database_stopped_and_restarted() {
         .await;
     tokio::task::block_in_place(|| cluster.pg_ctl_start());
     let reporting = p.connect_reporting().await;
-    let cel_max = max_id(&p.source, "cel").await;
-    let ql_max = max_id(&p.source, "queue_log").await;
-    wait_for(
+    p.wait_pg_caught_up(
+        &reporting,
         "PostgreSQL to catch up after its restart",
         Duration::from_secs(60),
-        async || {
-            pg_checkpoint(&reporting, "cel").await == cel_max
-                && pg_checkpoint(&reporting, "queue_log").await == ql_max
-        },
     )
     .await;
     runner.stop().await.unwrap();

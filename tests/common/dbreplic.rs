@@ -171,6 +171,33 @@ impl Pipeline {
         pg_checkpoint(&self.reporting, table).await
     }
 
+    /// Waits until `reporting`'s checkpoints reach the source's highest ids, both tables.
+    pub async fn wait_pg_caught_up(
+        &self,
+        reporting: &tokio_postgres::Client,
+        what: &str,
+        timeout: Duration,
+    ) {
+        let cel_max = max_id(&self.source, "cel").await;
+        let ql_max = max_id(&self.source, "queue_log").await;
+        super::wait_for(what, timeout, async || {
+            pg_checkpoint(reporting, "cel").await == cel_max
+                && pg_checkpoint(reporting, "queue_log").await == ql_max
+        })
+        .await;
+    }
+
+    /// Waits until the Elasticsearch stand-in holds as many documents as the source has rows,
+    /// both tables.
+    pub async fn wait_es_caught_up(&self, what: &str, timeout: Duration) {
+        let cels = count(&self.source, "cel").await;
+        let queue_logs = count(&self.source, "queue_log").await;
+        super::wait_for(what, timeout, async || {
+            self.es.count("cel") == cels && self.es.count("queue_log") == queue_logs
+        })
+        .await;
+    }
+
     /// Every source row in both sinks exactly once.
     pub async fn assert_exactly_once(&self) {
         assert_exactly_once(&self.source, &self.reporting, &self.es).await;
