@@ -281,13 +281,13 @@ fn a_slave_checks_its_master_and_its_telephony_containers() {
     assert_eq!(found[1].0, "failed");
     assert!(found[1].1.contains(&missing), "{found:?}");
 
-    docker(&["update", "--restart", "no", &asterisk]);
+    docker(&["update", "--restart", "no", asterisk]);
     let report = run();
     let found = containers(&report);
     assert_eq!(found[0].0, "ok", "{found:?}");
 
     // The master goes away: no echo any more (its bridge stays, so nothing leaves the machine).
-    docker(&["stop", "-t", "1", &master]);
+    docker(&["stop", "-t", "1", master]);
     let report = run();
     assert_eq!(
         finding(&report, "master-icmp")["level"],

@@ -132,14 +132,14 @@ async fn metrics_and_status_follow_a_failover() {
     );
 
     // Failover, then failback.
-    docker(&["stop", "-t", "0", &master]);
+    docker(&["stop", "-t", "0", master]);
     monitor
         .wait_metric("xivo_ha_master_up 0", Duration::from_secs(10))
         .await;
     monitor
         .wait_metric("xivo_ha_failovers_total 1", Duration::from_secs(2))
         .await;
-    docker(&["start", &master]);
+    docker(&["start", master]);
     monitor
         .wait_metric("xivo_ha_master_up 1", Duration::from_secs(15))
         .await;

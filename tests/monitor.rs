@@ -80,11 +80,11 @@ async fn master_stopped_and_paused_fails_over_and_back() {
     }
 
     // Master stopped: failover.
-    docker(&["stop", "-t", "0", &master]);
+    docker(&["stop", "-t", "0", master]);
     let took = wait_services(&slave, "running", Duration::from_secs(15)).await;
     assert!(took < Duration::from_secs(8), "failover took {took:?}");
     assert_eq!(
-        lab.health(&asterisk),
+        lab.health(asterisk),
         "healthy",
         "start waits for the health check"
     );
@@ -95,15 +95,15 @@ async fn master_stopped_and_paused_fails_over_and_back() {
     assert!(reason.contains("host down"), "{reason}");
 
     // Master back: failback after the hold-down.
-    docker(&["start", &master]);
+    docker(&["start", master]);
     wait_services(&slave, "exited", Duration::from_secs(15)).await;
     assert_eq!(state(root.path())["verdict"], "up");
     assert!(flag(root.path()));
 
     // Master frozen (paused): no answer on any path.
-    docker(&["pause", &master]);
+    docker(&["pause", master]);
     wait_services(&slave, "running", Duration::from_secs(15)).await;
-    docker(&["unpause", &master]);
+    docker(&["unpause", master]);
     wait_services(&slave, "exited", Duration::from_secs(15)).await;
 
     let doc = state(root.path());
@@ -139,9 +139,9 @@ async fn asterisk_dead_on_a_live_master_and_a_disconnected_master_fail_over() {
     wait_services(&slave, "exited", Duration::from_secs(10)).await;
 
     // Only SIP goes silent; the container, ICMP and TCP stay up: XiVO's blind spot.
-    docker(&["kill", "-s", "USR1", &master]);
+    docker(&["kill", "-s", "USR1", master]);
     wait_services(&slave, "running", Duration::from_secs(15)).await;
-    assert_eq!(lab.state(&master), "running");
+    assert_eq!(lab.state(master), "running");
     let doc = state(root.path());
     let transition = &doc["last_transition"];
     assert!(
@@ -157,16 +157,16 @@ async fn asterisk_dead_on_a_live_master_and_a_disconnected_master_fail_over() {
         "{evidence}"
     );
 
-    docker(&["kill", "-s", "USR1", &master]);
+    docker(&["kill", "-s", "USR1", master]);
     wait_services(&slave, "exited", Duration::from_secs(15)).await;
 
     // Cut from the network.
-    docker(&["network", "disconnect", &lab.network, &master]);
+    docker(&["network", "disconnect", &lab.network, master]);
     wait_services(&slave, "running", Duration::from_secs(15)).await;
     monitor.stop().await;
 
     // The monitor is gone; the containers stay as they were left, and the state file says why.
-    assert_eq!(lab.state(&asterisk), "running");
+    assert_eq!(lab.state(asterisk), "running");
     assert_eq!(state(root.path())["verdict"], "down");
 }
 
@@ -185,12 +185,12 @@ async fn the_classic_commands_act_once() {
         "{}",
         stdout(&output)
     );
-    assert_eq!(lab.state(&asterisk), "exited");
-    assert_eq!(lab.state(&monit), "exited");
-    assert_eq!(lab.restart_policy(&asterisk), "no");
+    assert_eq!(lab.state(asterisk), "exited");
+    assert_eq!(lab.state(monit), "exited");
+    assert_eq!(lab.restart_policy(asterisk), "no");
     assert!(flag(root.path()));
 
-    docker(&["stop", "-t", "0", &master]);
+    docker(&["stop", "-t", "0", master]);
     let output = run(&["check-master-status", &ip]);
     assert_success(&output);
     assert!(
@@ -236,7 +236,7 @@ async fn the_classic_commands_act_once() {
         "{}",
         stdout(&output)
     );
-    assert_eq!(lab.state(&asterisk), "running");
+    assert_eq!(lab.state(asterisk), "running");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,8 +267,8 @@ async fn bad_input_is_one_clear_line_and_touches_nothing() {
             "{err}"
         );
         assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert_eq!(lab.state(&asterisk), "running", "{args:?}");
-        assert_eq!(lab.restart_policy(&asterisk), "always", "{args:?}");
+        assert_eq!(lab.state(asterisk), "running", "{args:?}");
+        assert_eq!(lab.restart_policy(asterisk), "always", "{args:?}");
     }
     assert!(!flag(root.path()));
 
@@ -304,8 +304,8 @@ async fn bad_input_is_one_clear_line_and_touches_nothing() {
         assert!(err.contains("ha.conf:"), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
-    assert_eq!(lab.state(&asterisk), "running");
-    assert_eq!(lab.restart_policy(&asterisk), "always");
+    assert_eq!(lab.state(asterisk), "running");
+    assert_eq!(lab.restart_policy(asterisk), "always");
 
     // A bad setting: named with its file and line.
     write_custom_env(root.path(), "XIVO_HA_MONITOR_INTERVAL_MS=soon\n");
