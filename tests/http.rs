@@ -47,11 +47,12 @@ impl MonitorProcess {
 
     /// Waits until `/healthz` answers 200.
     async fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.get("/healthz").await.map(|(status, _)| status) != Some(200) {
-            assert!(Instant::now() < deadline, "/healthz never answered 200");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for(
+            "/healthz to answer 200",
+            Duration::from_secs(10),
+            async || self.get("/healthz").await.map(|(status, _)| status) == Some(200),
+        )
+        .await;
     }
 
     async fn metrics(&self) -> String {
@@ -228,14 +229,12 @@ async fn a_busy_port_does_not_stop_the_monitor() {
     );
     let mut monitor = MonitorProcess::start(root.path(), port);
     let state = root.path().join("var/lib/xivo-ha/monitor.json");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !state.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the monitor never recorded its state"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(
+        "the monitor to record its state",
+        Duration::from_secs(10),
+        async || state.exists(),
+    )
+    .await;
     assert!(
         monitor.child.try_wait().unwrap().is_none(),
         "the monitor exited"

@@ -142,23 +142,23 @@ fn assert_same_dump(after: &str, before: &str) {
 /// A replication backend still open on `db` (killed runs take a moment to be cleaned up).
 async fn wait_until_no_replication_backend(db: &TestDb) {
     let admin = connect(&pg_base()).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let n: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = $1 AND application_name = 'xivo-ha db-replication'",
-                &[&db.name],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if n == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "replication backend still there");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        "the replication backend to go",
+        Duration::from_secs(20),
+        async || {
+            let n: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = $1 AND application_name = 'xivo-ha db-replication'",
+                    &[&db.name],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            n == 0
+        },
+    )
+    .await;
 }
 
 fn db_replication(root: &Path, master: &TestDb, slave_url: &str) -> std::process::Output {

@@ -8,10 +8,10 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use common::sshd::{Sshd, keygen, start_sshd};
-use common::{assert_success, stderr, stdout, xivo_ha_bin};
+use common::{assert_success, stderr, stdout, wait_for_blocking, xivo_ha_bin};
 
 /// A master and a slave tree, the slave served by its own sshd.
 struct Pair {
@@ -234,11 +234,9 @@ impl Agent {
             .spawn()
             .unwrap();
         let agent = Agent { child, socket };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !agent.socket.exists() {
-            assert!(Instant::now() < deadline, "ssh-agent did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_blocking("ssh-agent to start", Duration::from_secs(5), || {
+            agent.socket.exists()
+        });
         for key in keys {
             assert_success(
                 &Command::new("ssh-add")
