@@ -152,11 +152,24 @@ fn help_context(args: &[OsString]) -> Option<Context> {
 
 /// `command` with, after the help of each subcommand that has some, the settings of this node
 /// that differ from the defaults.
-fn with_configured(command: clap::Command, ctx: &Context) -> clap::Command {
-    match configured_note(ctx, replication::command::configured(ctx)) {
-        Some(note) => command.mut_subcommand("db-replication", |sub| sub.after_help(note)),
-        None => command,
+fn with_configured(mut command: clap::Command, ctx: &Context) -> clap::Command {
+    let notes = [
+        (
+            &["db-replication"][..],
+            configured_note(ctx, replication::command::configured(ctx)),
+        ),
+        (
+            &["monitor", "check-master-status", "manage-slave-services"],
+            configured_note(ctx, monitor::command::configured(ctx)),
+        ),
+    ];
+    for (subcommands, note) in notes {
+        let Some(note) = note else { continue };
+        for name in subcommands {
+            command = command.mut_subcommand(name, |sub| sub.after_help(note.clone()));
+        }
     }
+    command
 }
 
 fn configured_note(ctx: &Context, lines: Result<Vec<String>, impl Display>) -> Option<String> {

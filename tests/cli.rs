@@ -110,8 +110,30 @@ fn help_shows_the_settings_this_node_has_where_they_are_not_the_defaults() {
 
     write_custom_env(
         root.path(),
-        "XIVO_HA_SLAVE_DB_PORT=5433\nXIVO_HA_SLAVE_DB_NAME=asterisk_copy\nXIVO_HA_SLAVE_DB_USER=postgres\nXIVO_HA_SLAVE_DB_PASSWORD=secret\n",
+        "XIVO_HA_SLAVE_DB_PORT=5433\nXIVO_HA_SLAVE_DB_NAME=asterisk_copy\nXIVO_HA_SLAVE_DB_USER=postgres\nXIVO_HA_SLAVE_DB_PASSWORD=secret\nXIVO_HA_MONITOR_CONTAINERS=asterisk,monit,nginx\n",
     );
+    // Through a classic name too, and for the monitor's settings.
+    let bin = tempfile::tempdir().unwrap();
+    let link = bin.path().join("xivo-check-master-status");
+    std::os::unix::fs::symlink(xivo_ha_bin(), &link).unwrap();
+    let output = Command::new(&link)
+        .arg("--root")
+        .arg(root.path())
+        .arg("--help")
+        .env_remove("XIVO_HA_MONITOR_CONTAINERS")
+        .output()
+        .unwrap();
+    assert_success(&output);
+    let help = stdout(&output);
+    assert!(
+        help.contains("Usage: xivo-check-master-status <master_ip>\n"),
+        "{help}"
+    );
+    assert!(
+        help.contains("  containers asterisk,monit,nginx (XIVO_HA_MONITOR_CONTAINERS)\n"),
+        "{help}"
+    );
+    assert!(!help.contains("XIVO_HA_SLAVE_DB"), "{help}");
     for args in [
         &["db-replication", "--help"][..],
         &["help", "db-replication"],

@@ -1,6 +1,7 @@
 //! The monitor's commands: `xivo-ha monitor` (the sidecar, until SIGTERM/SIGINT, with the HTTP
 //! endpoint), `check-master-status <master_ip>` (one probe round, XiVO's cron job) and
-//! `manage-slave-services start|stop`.
+//! `manage-slave-services start|stop`; and the settings this node has that differ from the
+//! defaults, for their help.
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -10,8 +11,9 @@ use clap::Args;
 
 use super::probe::{ProbeSettings, Prober};
 use super::services::{self, Desired};
-use super::settings::MonitorSettings;
+use super::settings::{MonitorSettings, PREFIX};
 use super::{Monitor, MonitorError, verdict};
+use crate::config::differing;
 use crate::context::Context;
 use crate::ha::{HaConfig, NodeType};
 
@@ -122,4 +124,65 @@ fn print_applied(desired: Desired, applied: &services::Applied) {
     } else {
         println!("slave services {desired}: {}", names.join(", "));
     }
+}
+
+/// The monitor settings of this node that differ from the defaults, one line each
+/// (`containers asterisk,monit,nginx (XIVO_HA_MONITOR_CONTAINERS)`).
+pub fn configured(ctx: &Context) -> Result<Vec<String>, MonitorError> {
+    let settings = MonitorSettings::load(&ctx.env()?)?;
+    let defaults = MonitorSettings::default();
+    let ms = |d: Duration| format!("{} ms", d.as_millis());
+    let mut lines = differing(
+        PREFIX,
+        vec![
+            (
+                "containers",
+                "CONTAINERS",
+                settings.containers.join(","),
+                defaults.containers.join(","),
+            ),
+            (
+                "probe interval",
+                "INTERVAL_MS",
+                ms(settings.interval),
+                ms(defaults.interval),
+            ),
+            (
+                "down after",
+                "DOWN_AFTER",
+                format!("{} rounds", settings.down_after),
+                format!("{} rounds", defaults.down_after),
+            ),
+            (
+                "up after",
+                "UP_AFTER",
+                format!("{} rounds", settings.up_after),
+                format!("{} rounds", defaults.up_after),
+            ),
+            (
+                "master's SIP port",
+                "SIP_PORT",
+                settings.sip_port.to_string(),
+                defaults.sip_port.to_string(),
+            ),
+            (
+                "master's PostgreSQL port",
+                "PG_PORT",
+                settings.pg_port.to_string(),
+                defaults.pg_port.to_string(),
+            ),
+        ],
+    );
+    let hooks = &settings.hooks;
+    for (hook, set) in [
+        ("HOOK_PRE_START", &hooks.pre_start),
+        ("HOOK_POST_START", &hooks.post_start),
+        ("HOOK_PRE_STOP", &hooks.pre_stop),
+        ("HOOK_POST_STOP", &hooks.post_stop),
+    ] {
+        if set.is_some() {
+            lines.push(format!("hook set ({PREFIX}{hook})"));
+        }
+    }
+    Ok(lines)
 }

@@ -11,6 +11,7 @@ use clap::Args;
 
 use super::target::{self, ENV_PREFIX, SlaveDbSettings};
 use super::{Options, ReplicationError, run_and_record};
+use crate::config::differing;
 use crate::context::Context;
 use crate::ha::HaError;
 use crate::secret::Secret;
@@ -66,26 +67,25 @@ pub fn configured(ctx: &Context) -> Result<Vec<String>, ReplicationError> {
     let defaults: SlaveDbSettings = envy::prefixed(ENV_PREFIX)
         .from_iter(std::iter::empty::<(String, String)>())
         .expect("every slave database setting has a default");
-    let mut lines = Vec::new();
-    let mut differs = |what: &str, value: String, default: String, variable: &str| {
-        if value != default {
-            lines.push(format!("{what} {value} ({ENV_PREFIX}{variable})"));
-        }
-    };
-    differs(
-        "port",
-        settings.port.to_string(),
-        defaults.port.to_string(),
-        "PORT",
-    );
-    differs("database", settings.name, defaults.name, "NAME");
-    differs("user", settings.user, defaults.user, "USER");
-    differs("sslmode", settings.sslmode, defaults.sslmode, "SSLMODE");
-    differs(
-        "connect timeout",
-        format!("{} s", settings.connect_timeout_s),
-        format!("{} s", defaults.connect_timeout_s),
-        "CONNECT_TIMEOUT_S",
+    let mut lines = differing(
+        ENV_PREFIX,
+        vec![
+            (
+                "port",
+                "PORT",
+                settings.port.to_string(),
+                defaults.port.to_string(),
+            ),
+            ("database", "NAME", settings.name, defaults.name),
+            ("user", "USER", settings.user, defaults.user),
+            ("sslmode", "SSLMODE", settings.sslmode, defaults.sslmode),
+            (
+                "connect timeout",
+                "CONNECT_TIMEOUT_S",
+                format!("{} s", settings.connect_timeout_s),
+                format!("{} s", defaults.connect_timeout_s),
+            ),
+        ],
     );
     if settings.password.is_some() {
         lines.push(format!("password set ({ENV_PREFIX}PASSWORD)"));
