@@ -53,7 +53,7 @@ if [ -x "$standin" ]; then
   executables+=("$standin=/usr/local/bin/xivo-ha-sip-standin")
 fi
 
-# The classic names, as the binary itself lists them (cli::LINKS): same links as in the
+# The classic names, as the binary itself lists them (links::LINKS): same links as in the
 # real-world image, made by `install-links` in a scratch directory.
 names_dir=$(mktemp -d)
 trap 'rm -rf "$names_dir"' EXIT

@@ -131,6 +131,17 @@ fn unquote(value: &str) -> Result<String, String> {
     })
 }
 
+/// One line per setting whose value is not its default, for the help texts: each of `shown`
+/// is (what it is, its variable after `prefix`, its value, its default), and gives e.g.
+/// `port 5433 (XIVO_HA_SLAVE_DB_PORT)`.
+pub fn differing(prefix: &str, shown: Vec<(&str, &str, String, String)>) -> Vec<String> {
+    shown
+        .into_iter()
+        .filter(|(_, _, value, default)| value != default)
+        .map(|(what, variable, value, _)| format!("{what} {value} ({prefix}{variable})"))
+        .collect()
+}
+
 /// Deserialises `T` from the variables named `<prefix><FIELD>`: those of `file`, overridden by
 /// the process environment. Field names map to variables in upper case (`poll_ms` with prefix
 /// `XIVO_HA_` reads `XIVO_HA_POLL_MS`). Use `#[serde(default)]` for optional settings.

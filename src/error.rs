@@ -1,33 +1,34 @@
-//! The crate's error type: one variant per component, each a one-line message that names the
-//! thing that is wrong and the fix. `main` prints it and exits non-zero.
+//! The program's error at the edge: the error of whichever command ran, wrapped by the
+//! dispatch in [`crate::cli`] for its exit code (2 for a command line that cannot be acted on,
+//! 1 for everything else) and its one-line message, which names the thing that is wrong and
+//! the fix. Components return their own error types and never this one.
 
 use std::process::ExitCode;
+
+use crate::dbreplic::DbReplicError;
+use crate::ha::HaError;
+use crate::links::LinksError;
+use crate::monit::MonitError;
+use crate::monitor::MonitorError;
+use crate::replication::ReplicationError;
+use crate::sync::SyncError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    DbReplic(#[from] DbReplicError),
     #[error(transparent)]
-    Db(#[from] crate::db::DbError),
+    Ha(#[from] HaError),
     #[error(transparent)]
-    DbReplic(#[from] crate::dbreplic::DbReplicError),
+    Links(#[from] LinksError),
     #[error(transparent)]
-    File(#[from] crate::fsutil::FileError),
+    Monit(#[from] MonitError),
     #[error(transparent)]
-    Http(#[from] crate::http::HttpError),
+    Monitor(#[from] MonitorError),
     #[error(transparent)]
-    Monit(#[from] crate::monit::MonitError),
+    Replication(#[from] ReplicationError),
     #[error(transparent)]
-    Monitor(#[from] crate::monitor::MonitorError),
-    #[error(transparent)]
-    Replication(#[from] crate::replication::ReplicationError),
-    #[error(transparent)]
-    Ha(#[from] crate::ha::HaError),
-    #[error(transparent)]
-    Sync(#[from] crate::sync::SyncError),
-    /// The command line asks for something this node cannot do.
-    #[error("{0}")]
-    Usage(String),
+    Sync(#[from] SyncError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -35,9 +36,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// 2 for a command line that cannot be acted on, 1 for everything else.
     pub fn exit_code(&self) -> ExitCode {
-        match self {
-            Error::Usage(_) => ExitCode::from(2),
-            _ => ExitCode::FAILURE,
+        let usage = match self {
+            Error::Ha(e) => matches!(e, HaError::Usage(_)),
+            Error::Links(e) => e.is_usage(),
+            Error::Monitor(e) => matches!(e, MonitorError::Usage(_)),
+            Error::DbReplic(_) | Error::Monit(_) | Error::Replication(_) | Error::Sync(_) => false,
+        };
+        if usage {
+            ExitCode::from(2)
+        } else {
+            ExitCode::FAILURE
         }
     }
 }

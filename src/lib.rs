@@ -1,7 +1,10 @@
 //! xivo-ha: high availability for a pair of XiVO telephony servers, as one binary.
 //!
 //! Map of the modules:
-//! - [`cli`]: the command line (clap), XiVO's classic command names as entry points, dispatch.
+//! - [`cli`]: the command line (clap): global options, parsing, logging, dispatch. Each
+//!   command is `<component>::command::<verb>` (e.g. `ha::command::configure`,
+//!   `replication::command::run`), its `Args` beside it, returning the component's error.
+//! - [`links`]: XiVO's classic command names as entry points (`install-links`).
 //! - [`context`]: what every command receives: the `--root` paths, the configuration database URL,
 //!   the `custom.env` file.
 //! - [`paths`]: every filesystem path the program touches, under one `--root` prefix.
@@ -22,7 +25,7 @@
 //! - [`replication`]: configuration database replication master → slave (`db-replication`).
 //! - [`doctor`]: the preflight checks of an HA pair (`xivo-ha doctor`).
 //! - [`http`]: the monitor's HTTP endpoint: `/status`, `/metrics` (Prometheus), `/healthz`.
-//! - [`error`]: the crate's error type and its exit codes.
+//! - [`error`]: the program's error at the edge (a command's error), its exit codes.
 
 pub mod backoff;
 pub mod cli;
@@ -35,6 +38,7 @@ pub mod error;
 pub mod fsutil;
 pub mod ha;
 pub mod http;
+pub mod links;
 pub mod monit;
 pub mod monitor;
 pub mod net;

@@ -1,5 +1,8 @@
 //! The HA dashboard (`xivo-ha status`): this node's role and peer, and the latest state each
 //! component recorded (monitor verdict, slave services, replication, sync, DB Replic).
+//! [`command`] prints it.
+
+pub mod command;
 
 use std::collections::BTreeMap;
 

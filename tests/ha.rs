@@ -64,11 +64,10 @@ async fn master_then_disabled_round_trip() {
     // 192.0.2.20 is data only: run where no route exists, over the Unix socket.
     let output = xivo_ha_isolated(r, &db.socket_url(), &["configure", "master", "192.0.2.20"]);
     assert_success(&output);
-    assert!(
-        stdout(&output).contains("xivo-service restart"),
-        "{}",
-        stdout(&output)
-    );
+    let said = stdout(&output);
+    assert!(said.contains("xivo-service restart"), "{said}");
+    // provd's document changed: the devices must learn their backup registrar.
+    assert!(said.contains("resynchronise the devices"), "{said}");
 
     let ha: Value =
         serde_json::from_slice(&std::fs::read(r.join("etc/xivo/ha.conf")).unwrap()).unwrap();
@@ -92,6 +91,7 @@ async fn master_then_disabled_round_trip() {
 
     let output = xivo_ha(r, &db.url(), &["configure", "disabled"]);
     assert_success(&output);
+    assert!(stdout(&output).contains("resynchronise the devices"));
     assert_eq!(expiry(&db).await, expected("120", "3600", "60"));
     let provd_config = provd(r);
     assert_eq!(provd_config["registrar_backup"], "");
@@ -111,12 +111,36 @@ async fn slave_sets_expiry_and_leaves_provisioning_alone() {
     let r = root.path();
     let output = xivo_ha_isolated(r, &db.socket_url(), &["configure", "slave", "192.0.2.10"]);
     assert_success(&output);
+    let said = stdout(&output);
+    assert!(said.contains("xivo-service restart"), "{said}");
+    // provd's document is untouched: nothing for the devices to learn.
+    assert!(!said.contains("resynchronise"), "{said}");
     assert_eq!(expiry(&db).await, expected("240", "300", "180"));
     assert!(provd(r).get("registrar_backup").is_none());
     assert!(r.join("var/lib/xivo/is-secondary").exists());
     let status = status_json(r, &db.url());
     assert_eq!(status["node_type"], "slave");
     assert_eq!(status["remote_address"], "192.0.2.10");
+}
+
+/// Log lines going to a pipe or a file (cron mail, log files) carry no terminal colour codes.
+#[tokio::test]
+async fn log_lines_on_a_pipe_carry_no_colour_codes() {
+    let db = TestDb::create().await;
+    let root = node_root();
+    // `output()` gives the program a pipe as its stderr.
+    let output = xivo_ha_isolated(
+        root.path(),
+        &db.socket_url(),
+        &["configure", "slave", "192.0.2.10"],
+    );
+    assert_success(&output);
+    let log = stderr(&output);
+    assert!(
+        log.contains("INFO") && log.contains("HA settings changed"),
+        "{log}"
+    );
+    assert!(!output.stderr.contains(&0x1b), "escape codes in {log:?}");
 }
 
 #[tokio::test]

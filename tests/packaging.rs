@@ -947,9 +947,9 @@ fn the_local_image_runs_the_binary_its_classic_names_rsync_and_ssh() {
             "",
         ),
     ];
-    let link_args: Vec<[&str; 2]> = xivo_ha::cli::LINKS
+    let link_args: Vec<[&str; 2]> = xivo_ha::links::LINKS
         .iter()
-        .map(|(l, _)| [*l, "--help"])
+        .map(|link| [link.name, "--help"])
         .collect();
     for args in &link_args {
         checks.push((args, ""));
@@ -959,13 +959,11 @@ fn the_local_image_runs_the_binary_its_classic_names_rsync_and_ssh() {
         cleanup.containers.push(name.clone());
         let output = run(&name, args);
         let all = format!("{}{}", stdout(&output), stderr(&output));
-        if expected.is_empty() && xivo_ha::cli::LINKS.iter().any(|(l, _)| *l == args[0]) {
-            // A classic name runs its subcommand: its usage, under its own name or xivo-ha's.
+        if let Some(link) = xivo_ha::links::LINKS.iter().find(|l| l.name == args[0]) {
+            // A classic name runs its subcommand, whose help shows XiVO's usage.
             assert!(output.status.success(), "{args:?}: {all}");
-            assert!(
-                all.contains("Usage: xivo-ha") || all.contains(&format!("Usage: {}", args[0])),
-                "{args:?}: {all}"
-            );
+            let usage = format!("Usage: {}", link.usage_line());
+            assert!(all.contains(&usage), "{args:?}: {all}");
         } else {
             assert!(output.status.success(), "{args:?}: {all}");
             assert!(all.contains(expected), "{args:?}: {all}");

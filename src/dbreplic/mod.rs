@@ -5,12 +5,13 @@
 //! This file owns the runner: one task per (table, sink), each with its own source connection
 //! and checkpoint, so that a sink that is down never holds back the other, nor one table the
 //! other; the retry loop that applies the policy of [`retry`]; the status board saved for
-//! `xivo-ha status`; and the command's checks (xc_enabled flag, settings, log directory).
+//! `xivo-ha status`. The command's checks (xc_enabled flag, settings) are in [`command`].
 //!
 //! Layout, after vector's sinks and supabase/etl: [`settings`] (custom.env), [`source`]
 //! (incremental reads), [`sink`] (the trait and its delivery contract), [`pg`] and [`es`] (the
 //! two sinks), [`retry`] (the one retry table), [`config_tables`], [`logfile`].
 
+pub mod command;
 pub mod config_tables;
 pub mod es;
 pub mod logfile;
@@ -22,14 +23,12 @@ pub mod source;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::context::Context;
 use crate::db::DbTarget;
 use crate::paths::Paths;
 use logfile::{LogDirError, LogFile};
@@ -40,14 +39,6 @@ use source::{EventTable, Source};
 
 /// XiVO CC's log directory for DB Replic.
 pub const LOG_DIR: &str = "/var/log/xivo-db-replication";
-
-#[derive(Debug, clap::Args)]
-pub struct DbReplicArgs {
-    /// Stop once every table is delivered to both sinks (one-off backfill), instead of
-    /// running until stopped.
-    #[arg(long)]
-    pub exit_when_idle: bool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbReplicError {
@@ -69,38 +60,6 @@ pub struct RunOptions {
     pub paths: Paths,
     /// Return once every (table, sink) has nothing left to deliver.
     pub exit_when_idle: bool,
-}
-
-/// `xivo-ha db-replic`: checks, then runs until SIGTERM/SIGINT (or idle, if asked).
-pub async fn command(ctx: &Context, args: DbReplicArgs) -> crate::Result<ExitCode> {
-    let flag = ctx.paths.xc_enabled();
-    if !flag.exists() {
-        println!(
-            "DB Replic is not enabled on this node ({} does not exist): nothing to do",
-            flag.display()
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let env = ctx.env()?;
-    let settings = Settings::load(&env)?;
-    let options = RunOptions {
-        source: DbTarget::parse("XiVO (source)", ctx.db_url.expose())?,
-        paths: ctx.paths.clone(),
-        exit_when_idle: args.exit_when_idle,
-    };
-    run(settings, options, shutdown_signal())
-        .await
-        .map_err(crate::Error::from)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM can be handled");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 /// Runs DB Replic until `shutdown` completes (or, with `exit_when_idle`, until caught up).

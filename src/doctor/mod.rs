@@ -1,8 +1,9 @@
 //! `xivo-ha doctor`: the preflight of an HA pair. Each check looks at one condition XiVO's HA
 //! needs, on the role this node has, and reports ok / warning / failed with what it found and
-//! the fix. The command exits 1 when any check failed.
+//! the fix. The command ([`command`]) exits 1 when any check failed.
 
 pub mod checks;
+pub mod command;
 
 use serde::Serialize;
 
@@ -110,32 +111,5 @@ pub async fn run(ctx: &Context) -> Report {
         node_type: ha.node_type,
         remote_address: ha.remote_address,
         findings,
-    }
-}
-
-#[derive(Debug, clap::Args)]
-pub struct DoctorArgs {
-    /// Machine-readable output.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `xivo-ha doctor`: prints the report; exit 1 when a check failed.
-pub async fn command(ctx: &Context, args: DoctorArgs) -> std::process::ExitCode {
-    let report = run(ctx).await;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serialises")
-        );
-    } else {
-        for finding in &report.findings {
-            println!("{}", finding.render());
-        }
-    }
-    if report.failed() {
-        std::process::ExitCode::FAILURE
-    } else {
-        std::process::ExitCode::SUCCESS
     }
 }

@@ -1,11 +1,14 @@
 //! The HA settings of a node (`xivo-ha configure`): ha.conf and its sentinels, the SIP expiry in
 //! the configuration database, and the provisioning backup registrar. The database step runs in
 //! one transaction before any file is replaced, so a failure leaves the node as it was.
+//! [`command`] is the command line's side (arguments, wording).
 
+pub mod command;
 pub mod ha_conf;
 pub mod provisioning;
 pub mod sip_expiry;
 
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -48,14 +51,62 @@ pub enum HaError {
     File(#[from] FileError),
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The command line asks for something `configure` cannot do.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// What `configure` did.
 #[derive(Debug)]
 pub struct Outcome {
     pub config: HaConfig,
-    /// One line per change made; empty when the node was already configured so.
-    pub changes: Vec<String>,
+    /// Every change made; empty when the node was already configured so.
+    pub changes: Vec<Change>,
+}
+
+/// One change `configure` made; `Display` is the line shown to the administrator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// sip.conf's expiry in the configuration database.
+    SipExpiry(SipExpiry),
+    /// provd's `default` document: the backup registrar and proxy (empty: blanked).
+    BackupRegistrar { path: PathBuf, address: String },
+    /// ha.conf (and its sentinels).
+    HaConf { path: PathBuf, config: HaConfig },
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::SipExpiry(expiry) => write!(
+                f,
+                "SIP expiry set to min {} s, max {} s, default {} s",
+                expiry.min, expiry.max, expiry.default
+            ),
+            Change::BackupRegistrar { path, address } if address.is_empty() => write!(
+                f,
+                "backup registrar and proxy blanked in {}",
+                path.display()
+            ),
+            Change::BackupRegistrar { path, address } => write!(
+                f,
+                "backup registrar and proxy set to {address} in {}",
+                path.display()
+            ),
+            Change::HaConf { path, config } => {
+                write!(
+                    f,
+                    "{} written: node type {}",
+                    path.display(),
+                    config.node_type
+                )?;
+                match config.node_type {
+                    NodeType::Disabled => Ok(()),
+                    _ => write!(f, ", peer {}", config.remote_address),
+                }
+            }
+        }
+    }
 }
 
 /// Parses and checks the peer's address given on the command line.
@@ -123,10 +174,7 @@ pub async fn configure(ctx: &Context, target: HaConfig) -> Result<Outcome, HaErr
     let expiry = SipExpiry::for_node(target.node_type);
     let changed_expiry = sip_expiry::apply(&transaction, expiry).await.map_err(sql)?;
     if !changed_expiry.is_empty() {
-        changes.push(format!(
-            "SIP expiry set to min {} s, max {} s, default {} s",
-            expiry.min, expiry.max, expiry.default
-        ));
+        changes.push(Change::SipExpiry(expiry));
     }
     if let (Some(registrar), true) = (&registrar, registrar_changed) {
         registrar.write()?;
@@ -134,30 +182,19 @@ pub async fn configure(ctx: &Context, target: HaConfig) -> Result<Outcome, HaErr
             registrar.restore()?;
             return Err(sql(e));
         }
-        changes.push(match backup {
-            Some("") | None => format!(
-                "backup registrar and proxy blanked in {}",
-                registrar.path.display()
-            ),
-            Some(address) => format!(
-                "backup registrar and proxy set to {address} in {}",
-                registrar.path.display()
-            ),
+        changes.push(Change::BackupRegistrar {
+            path: registrar.path.clone(),
+            address: backup.unwrap_or_default().to_owned(),
         });
     } else {
         transaction.commit().await.map_err(sql)?;
     }
 
     if target.save(paths)? {
-        changes.push(format!(
-            "{} written: node type {}{}",
-            paths.ha_conf().display(),
-            target.node_type,
-            match target.node_type {
-                NodeType::Disabled => String::new(),
-                _ => format!(", peer {}", target.remote_address),
-            }
-        ));
+        changes.push(Change::HaConf {
+            path: paths.ha_conf(),
+            config: target.clone(),
+        });
     }
     if current != target {
         tracing::info!(from = %current.node_type, to = %target.node_type, "HA settings changed");

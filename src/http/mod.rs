@@ -104,6 +104,8 @@ pub async fn serve(
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error(
         "XIVO_HA_HTTP_LISTEN: `{0}` is not an address:port (e.g. 127.0.0.1:9660), nor empty to turn the endpoint off"
     )]
@@ -139,7 +141,7 @@ pub async fn start(
     env: &crate::config::EnvFile,
     paths: &Paths,
     heartbeat: Heartbeat,
-) -> crate::Result<Option<Running>> {
+) -> Result<Option<Running>, HttpError> {
     let settings: HttpSettings = crate::config::from_env("XIVO_HA_", env)?;
     let listen = settings.http_listen.trim();
     if listen.is_empty() {

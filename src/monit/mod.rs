@@ -16,8 +16,11 @@
 //! standby) must set the `disabled` flag and run this command *before* stopping the
 //! containers, otherwise monit may start Asterisk again in between; on takeover, start the
 //! containers first, then run it.
+//!
+//! [`command`] is the command line's side (arguments, what it prints).
 
 pub mod checks;
+pub mod command;
 pub mod reload;
 
 use std::path::{Path, PathBuf};

@@ -15,7 +15,9 @@
 //! - [`copy`]: emptying, streaming COPY, sequences.
 //! - [`target`]: the source and target databases (`XIVO_HA_SLAVE_DB_*`).
 //! - [`progress`]: terminal output.
+//! - [`command`]: `xivo-ha db-replication`'s arguments and output.
 
+pub mod command;
 pub mod copy;
 pub mod fingerprint;
 pub mod guards;
@@ -24,9 +26,6 @@ pub mod tables;
 pub mod target;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::IsTerminal;
-use std::net::IpAddr;
-use std::process::ExitCode;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -37,7 +36,6 @@ use crate::config::ConfigError;
 use crate::context::Context;
 use crate::db::{DbError, DbTarget, error_reason};
 use crate::ha::{HaConfig, HaError, NodeType};
-use crate::secret::Secret;
 use copy::{CopyFailure, Plan, TableCopy};
 use progress::{Progress, human_bytes};
 pub use tables::EXCLUDED_TABLES;
@@ -99,23 +97,6 @@ pub enum ReplicationError {
         target: String,
         reason: String,
     },
-}
-
-/// `xivo-ha db-replication <slave_ip>` (XiVO's `xivo-master-slave-db-replication <slave_ip>`).
-#[derive(Debug, clap::Args)]
-pub struct DbReplicationArgs {
-    /// The slave's address: its database `asterisk` on port 5432 receives the configuration.
-    pub slave_ip: String,
-    /// The master database to read [default: the global --db].
-    #[arg(long, value_name = "URL")]
-    pub source_db: Option<Secret>,
-    /// The slave database to write [default: `asterisk` on <slave_ip>:5432, user and password
-    /// from XIVO_HA_SLAVE_DB_*].
-    #[arg(long, value_name = "URL")]
-    pub target_db: Option<Secret>,
-    /// Copy every table, even those unchanged since the last replication.
-    #[arg(long)]
-    pub full: bool,
 }
 
 /// How one run behaves.
@@ -236,54 +217,19 @@ impl ReplicationState {
     }
 }
 
-/// The command: replicate to the slave, record the state, print the summary.
-pub async fn run_cli(ctx: &Context, args: DbReplicationArgs) -> crate::Result<ExitCode> {
-    let target = match &args.target_db {
-        Some(url) => {
-            args.slave_ip
-                .trim()
-                .parse::<IpAddr>()
-                .map_err(|_| HaError::BadAddress(args.slave_ip.clone()))
-                .map_err(ReplicationError::from)?;
-            target::explicit("slave", url.expose()).map_err(ReplicationError::from)?
-        }
-        None => {
-            let ip =
-                crate::ha::parse_peer(&args.slave_ip, "slave").map_err(ReplicationError::from)?;
-            SlaveDbSettings::load(ctx)
-                .map_err(ReplicationError::from)?
-                .target(ip)
-        }
-    };
-    let source = target::explicit(
-        "master",
-        args.source_db.as_ref().unwrap_or(&ctx.db_url).expose(),
-    )
-    .map_err(ReplicationError::from)?;
-    let options = Options {
-        full: args.full,
-        progress: std::io::stdout().is_terminal(),
-    };
-    let report = run_and_record(ctx, &source, &target, options).await?;
-    println!("{}", report.summary());
-    Ok(ExitCode::SUCCESS)
-}
-
 /// The monitor's hourly job on a master: replicate to the slave named in ha.conf with the
 /// `XIVO_HA_SLAVE_DB_*` settings, and record the state. `Ok(None)` when this node is not a
 /// master (nothing is done). Errors are recorded in the state too before being returned.
-pub async fn run_hourly(ctx: &Context) -> crate::Result<Option<Report>> {
-    let ha = HaConfig::load(&ctx.paths).map_err(ReplicationError::from)?;
+pub async fn run_hourly(ctx: &Context) -> Result<Option<Report>, ReplicationError> {
+    let ha = HaConfig::load(&ctx.paths)?;
     if ha.node_type != NodeType::Master {
         return Ok(None);
     }
     let Some(ip) = ha.remote_ip() else {
         return Ok(None);
     };
-    let target = SlaveDbSettings::load(ctx)
-        .map_err(ReplicationError::from)?
-        .target(ip);
-    let source = target::explicit("master", ctx.db_url.expose()).map_err(ReplicationError::from)?;
+    let target = SlaveDbSettings::load(ctx)?.target(ip);
+    let source = target::explicit("master", ctx.db_url.expose())?;
     let report = run_and_record(ctx, &source, &target, Options::default()).await?;
     tracing::info!("replication: {}", report.summary());
     Ok(Some(report))

@@ -6,7 +6,9 @@
 //! - [`ssh`]: ssh options, host key policy, error explanations.
 //! - [`rsync`]: running rsync and parsing what it did.
 //! - [`keys`]: `sync -i`, the dedicated key.
+//! - [`command`]: `xivo-ha sync`'s arguments and output.
 
+pub mod command;
 pub mod dirs;
 pub mod keys;
 pub mod rsync;
@@ -14,7 +16,6 @@ pub mod ssh;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -102,19 +103,6 @@ pub enum SyncError {
     File(#[from] FileError),
     #[error(transparent)]
     Ha(#[from] crate::ha::HaError),
-}
-
-/// `xivo-ha sync [-i | --back]` (and XiVO's `xivo-sync [-i]`).
-#[derive(Debug, clap::Args)]
-pub struct SyncArgs {
-    /// Create the master's sync key and install it on the slave (asks the slave's password once
-    /// on a terminal when no agent key is accepted).
-    #[arg(short = 'i', long = "init", conflicts_with = "back")]
-    pub init: bool,
-    /// After a failback: bring back from the slave the voicemail and recordings made while it
-    /// stood in, never deleting and never overwriting a newer file here.
-    #[arg(long)]
-    pub back: bool,
 }
 
 /// The settings, from custom.env and the environment (prefix `XIVO_HA_`).
@@ -332,80 +320,12 @@ where
 /// mirrors the directories to the slave and records the outcome for `status`; on any other
 /// node does nothing and returns `Ok(None)`. A failure is recorded and returned; the next hour
 /// tries again.
-pub async fn run_hourly(ctx: &Context) -> crate::Result<Option<SyncReport>> {
-    let ha = HaConfig::load(&ctx.paths).map_err(SyncError::from)?;
+pub async fn run_hourly(ctx: &Context) -> Result<Option<SyncReport>, SyncError> {
+    let ha = HaConfig::load(&ctx.paths)?;
     if ha.node_type != NodeType::Master {
         return Ok(None);
     }
     Ok(Some(run_recorded(ctx, &ha, Direction::ToSlave).await?))
-}
-
-/// `xivo-ha sync [-i | --back]`.
-pub async fn run_command(ctx: &Context, args: SyncArgs) -> crate::Result<ExitCode> {
-    let ha = HaConfig::load(&ctx.paths).map_err(SyncError::from)?;
-    if args.init {
-        if ha.node_type != NodeType::Master {
-            return Err(SyncError::NotMaster {
-                node_type: ha.node_type,
-            }
-            .into());
-        }
-        let settings = SyncSettings::load(ctx)?;
-        let target = settings.target(ctx, master_remote(&ha)?);
-        let key = ctx.paths.under(KEY_PATH);
-        let installed = keys::set_up(&target, &key, &settings.authorized_keys).await?;
-        println!(
-            "created {} ({}) and installed it on {} with {}",
-            installed.private.display(),
-            installed.public_line,
-            target.destination(),
-            installed.installed_with
-        );
-        println!("test it with: {}", keys::test_command(&target, &key));
-        return Ok(ExitCode::SUCCESS);
-    }
-    if ha.node_type != NodeType::Master {
-        // As XiVO's xivo-sync: not an error, the slave simply has nothing to push.
-        println!(
-            "this node is {}, not a master: nothing to sync (the master pushes its files to the slave)",
-            ha.node_type
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let direction = if args.back {
-        Direction::Back
-    } else {
-        Direction::ToSlave
-    };
-    let report = run_recorded(ctx, &ha, direction).await?;
-    match direction {
-        Direction::ToSlave => println!(
-            "synced to {}: {} files ({} bytes) transferred, {} deleted{}",
-            report.remote,
-            report.files_transferred,
-            report.bytes_transferred,
-            report.deleted.len(),
-            skipped_note(&report.skipped)
-        ),
-        Direction::Back => {
-            for file in &report.transferred {
-                println!("brought back {file}");
-            }
-            if let Some(backup_dir) = &report.backup_dir {
-                for file in &report.replaced {
-                    tracing::warn!(
-                        "{file} was older here and was replaced by the slave's copy; the master's copy is kept in {}{file}",
-                        backup_dir.display()
-                    );
-                }
-            }
-            println!(
-                "{} files ({} bytes) brought back from {}; newer files on this master were kept, nothing was deleted",
-                report.files_transferred, report.bytes_transferred, report.remote
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn skipped_note(skipped: &[String]) -> String {

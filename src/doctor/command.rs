@@ -1,0 +1,35 @@
+//! `xivo-ha doctor [--json]`: prints the report of [`super::run`]; exit 1 when a check failed.
+//! It never fails itself: what it cannot check is a failed finding.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::context::Context;
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `xivo-ha doctor`.
+pub async fn run(ctx: &Context, args: DoctorArgs) -> ExitCode {
+    let report = super::run(ctx).await;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
+    } else {
+        for finding in &report.findings {
+            println!("{}", finding.render());
+        }
+    }
+    if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
