@@ -14,12 +14,13 @@
 //! - [`fsutil`]: atomic file writes and file errors a user can act on.
 //! - [`backoff`]: the one backoff between retries (0.5 s doubling to 30 s, with jitter).
 //! - [`secret`]: passwords and URLs holding one, printed as `***`.
-//! - [`state`]: the JSON state files that components leave for `status`.
 //! - [`ha`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
 //! - [`sync`]: file sync master → slave over SSH (`sync`, `sync -i`, `sync --back`).
 //! - [`dbreplic`]: DB Replic: cel and queue_log to XiVO CC's reporting PostgreSQL and
 //!   Elasticsearch, with its HA mode.
-//! - [`status`]: the HA dashboard (`xivo-ha status`).
+//! - [`status`]: the HA dashboard (`xivo-ha status`, `/status`), the typed state documents each
+//!   component leaves for it and for `/metrics` (`status::documents`), and their files under
+//!   `/var/lib/xivo-ha/` (`status::store`).
 //! - [`monit`]: monit's check files for what runs on this node (`xivo-monitoring-update`).
 //! - [`monitor`]: the slave monitor (probes, verdict, Docker actions) and the master's hourly jobs.
 //! - [`replication`]: configuration database replication master → slave (`db-replication`).
@@ -45,7 +46,6 @@ pub mod net;
 pub mod paths;
 pub mod replication;
 pub mod secret;
-pub mod state;
 pub mod status;
 pub mod sync;
 

@@ -11,6 +11,7 @@
 //! (incremental reads), [`sink`] (the trait and its delivery contract), [`pg`] and [`es`] (the
 //! two sinks), [`retry`] (the one retry table), [`config_tables`], [`logfile`].
 
+mod board;
 pub mod command;
 pub mod config_tables;
 pub mod es;
@@ -21,16 +22,15 @@ pub mod settings;
 pub mod sink;
 pub mod source;
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::task::JoinSet;
 
 use crate::db::DbTarget;
 use crate::paths::Paths;
+use board::Board;
 use logfile::{LogDirError, LogFile};
 use retry::{Decision, ErrorKind};
 use settings::Settings;
@@ -418,211 +418,5 @@ async fn report_status(board: Board, mut source: Source) {
         board.refresh_behind(&mut source).await;
         board.save();
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// One (table, sink) line of the status document.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct SinkStatus {
-    pub destination: String,
-    pub last_id: i64,
-    pub behind: Option<i64>,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Retrying (`retrying`), delivering (`ok`) or given up (`stopped`).
-    pub state: &'static str,
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ConfigStatus {
-    pub tables: Vec<&'static str>,
-    pub last_refresh: Option<chrono::DateTime<chrono::Utc>>,
-    pub rows: u64,
-    pub last_error: Option<String>,
-}
-
-/// The document saved as `dbreplic.json` in xivo-ha's state directory.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct StatusDoc {
-    pub summary: String,
-    pub mode: &'static str,
-    pub origin: String,
-    /// table → sink → status.
-    pub tables: BTreeMap<&'static str, BTreeMap<&'static str, SinkStatus>>,
-    pub config_tables: Option<ConfigStatus>,
-    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-impl StatusDoc {
-    fn summarise(&mut self) {
-        let mut parts = Vec::new();
-        for (table, sinks) in &self.tables {
-            let sinks: Vec<String> = sinks
-                .iter()
-                .map(|(sink, s)| {
-                    let behind = s
-                        .behind
-                        .map(|b| format!(", {b} behind"))
-                        .unwrap_or_default();
-                    let error = match (&s.last_error, s.state) {
-                        (Some(e), "retrying" | "stopped") => format!(", {}: {e}", s.state),
-                        _ => String::new(),
-                    };
-                    format!("{sink} #{}{behind}{error}", s.last_id)
-                })
-                .collect();
-            parts.push(format!("{table} → {}", sinks.join(", ")));
-        }
-        if let Some(config) = &self.config_tables {
-            match (&config.last_error, config.last_refresh) {
-                (Some(e), _) => parts.push(format!("config tables: {e}")),
-                (None, Some(at)) => {
-                    parts.push(format!("config tables refreshed {}", at.format("%H:%M:%S")))
-                }
-                (None, None) => parts.push("config tables: first refresh pending".into()),
-            }
-        }
-        self.summary = format!("{} ({}): {}", self.mode, self.origin, parts.join("; "));
-    }
-}
-
-/// The shared status of every task, written to the state file and, for errors, to the log.
-#[derive(Clone)]
-struct Board {
-    doc: Arc<Mutex<StatusDoc>>,
-    log: Arc<LogFile>,
-    paths: Paths,
-}
-
-impl Board {
-    fn new(settings: &Settings, log: Arc<LogFile>, paths: Paths) -> Board {
-        let doc = StatusDoc {
-            mode: if settings.ha_slave {
-                "HA mode"
-            } else {
-                "normal mode"
-            },
-            origin: settings.origin.clone(),
-            config_tables: (!settings.ha_slave).then(|| ConfigStatus {
-                tables: config_tables::CONFIG_TABLES.to_vec(),
-                ..ConfigStatus::default()
-            }),
-            ..StatusDoc::default()
-        };
-        Board {
-            doc: Arc::new(Mutex::new(doc)),
-            log,
-            paths,
-        }
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut StatusDoc) -> R) -> R {
-        let mut doc = self.doc.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut doc)
-    }
-
-    fn entry<R>(&self, key: (EventTable, &'static str), f: impl FnOnce(&mut SinkStatus) -> R) -> R {
-        self.with(|doc| {
-            let entry = doc
-                .tables
-                .entry(key.0.name())
-                .or_default()
-                .entry(key.1)
-                .or_default();
-            f(entry)
-        })
-    }
-
-    fn register(&self, key: (EventTable, &'static str), destination: String) {
-        self.entry(key, |s| {
-            s.destination = destination;
-            s.state = "ok";
-        });
-    }
-
-    fn delivered(&self, key: (EventTable, &'static str), last_id: i64) {
-        self.entry(key, |s| s.last_id = last_id);
-    }
-
-    fn error(&self, key: (EventTable, &'static str), error: &SinkError) {
-        let new = self.entry(key, |s| {
-            let new = s.last_error.as_deref() != Some(&error.message) || s.state != "retrying";
-            s.last_error = Some(error.message.clone());
-            s.last_error_at = Some(chrono::Utc::now());
-            s.state = "retrying";
-            new
-        });
-        // Once per distinct error, not once per retry.
-        if new {
-            let message = format!("{} → {}: {}", key.0, key.1, error.message);
-            tracing::warn!("{message}");
-            self.log.line("WARN", &message);
-        }
-    }
-
-    fn recovered(&self, key: (EventTable, &'static str)) {
-        self.entry(key, |s| s.state = "ok");
-        let message = format!("{} → {}: delivering again", key.0, key.1);
-        tracing::info!("{message}");
-        self.log.line("INFO", &message);
-    }
-
-    fn stopped(&self, key: (EventTable, &'static str)) {
-        let message = self.entry(key, |s| {
-            s.state = "stopped";
-            s.last_error.clone().unwrap_or_default()
-        });
-        let message = format!("{} → {} stopped: {message}", key.0, key.1);
-        tracing::error!("{message}");
-        self.log.line("ERROR", &message);
-    }
-
-    fn config_refreshed(&self, rows: u64) {
-        self.with(|doc| {
-            if let Some(c) = doc.config_tables.as_mut() {
-                c.last_refresh = Some(chrono::Utc::now());
-                c.rows = rows;
-                c.last_error = None;
-            }
-        });
-        let message = format!("configuration tables refreshed: {rows} rows");
-        tracing::info!("{message}");
-        self.log.line("INFO", &message);
-    }
-
-    fn config_failed(&self, error: &str) {
-        self.with(|doc| {
-            if let Some(c) = doc.config_tables.as_mut() {
-                c.last_error = Some(error.to_owned());
-            }
-        });
-        tracing::warn!("{error}");
-        self.log.line("WARN", error);
-    }
-
-    async fn refresh_behind(&self, source: &mut Source) {
-        for table in EventTable::ALL {
-            let Ok(max) = source.max_id(table).await else {
-                continue;
-            };
-            self.with(|doc| {
-                if let Some(sinks) = doc.tables.get_mut(table.name()) {
-                    for s in sinks.values_mut() {
-                        s.behind = Some((max - s.last_id).max(0));
-                    }
-                }
-            });
-        }
-    }
-
-    fn save(&self) {
-        let doc = self.with(|doc| {
-            doc.updated_at = Some(chrono::Utc::now());
-            doc.summarise();
-            doc.clone()
-        });
-        if let Err(e) = crate::state::save(&self.paths, "dbreplic", &doc) {
-            tracing::warn!("{e}");
-        }
     }
 }

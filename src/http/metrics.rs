@@ -1,8 +1,8 @@
 //! `GET /metrics`: the state documents turned into Prometheus metrics with prometheus-client,
 //! built anew at each scrape. The documents are the single source: the monitor's verdict and
 //! counters, the replication's and sync's last runs, DB Replic's per-table, per-sink progress.
-
-use std::collections::BTreeMap;
+//! One function per document registers its metrics, reading the writers' own types
+//! ([`crate::status::documents`]).
 
 use chrono::{DateTime, Utc};
 use prometheus_client::encoding::text::encode;
@@ -10,118 +10,127 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde_json::Value;
 
 use super::Heartbeat;
+use crate::monitor::verdict::Verdict;
 use crate::paths::Paths;
-use crate::state;
+use crate::status::documents::{Component, DbReplicDoc, Documents, MonitorDoc};
+use crate::status::store;
 
 type Labels = Vec<(String, String)>;
-
-fn float_gauge() -> Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> {
-    Family::default()
-}
-
-fn int(value: &Value, pointer: &str) -> Option<u64> {
-    value.pointer(pointer).and_then(Value::as_u64)
-}
-
-fn time(value: &Value, pointer: &str) -> Option<DateTime<Utc>> {
-    value.pointer(pointer)?.as_str()?.parse().ok()
-}
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// The text exposition of every metric, from the state documents under `paths`.
 pub fn render(paths: &Paths, heartbeat: &Heartbeat) -> String {
-    render_from(&state::load_all(paths), heartbeat, Utc::now())
+    render_from(&store::load_all(paths), heartbeat, Utc::now())
 }
 
 /// Same, from documents already loaded (unit tests give their own).
-pub fn render_from(
-    components: &BTreeMap<String, Value>,
-    heartbeat: &Heartbeat,
-    now: DateTime<Utc>,
-) -> String {
+pub fn render_from(docs: &Documents, heartbeat: &Heartbeat, now: DateTime<Utc>) -> String {
     let mut registry = Registry::with_prefix("xivo_ha");
+    register_heartbeat(&mut registry, heartbeat);
+    if let Some(monitor) = &docs.monitor {
+        register_monitor(&mut registry, monitor);
+    }
+    register_jobs(&mut registry, docs, now);
+    if let Some(dbreplic) = &docs.dbreplic {
+        register_dbreplic(&mut registry, dbreplic);
+    }
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("writing to a String cannot fail");
+    text
+}
 
-    let loop_silence = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+/// The monitor loop's silence (from the live heartbeat, not from a document).
+fn register_heartbeat(registry: &mut Registry, heartbeat: &Heartbeat) {
+    let loop_silence = FloatGauge::default();
     loop_silence.set(heartbeat.silence_ms() as f64 / 1000.0);
     registry.register(
         "monitor_loop_silence_seconds",
         "Seconds since the monitor's loop last ran a round",
         loop_silence,
     );
+}
 
-    if let Some(monitor) = components.get("monitor") {
-        if let Some(verdict) = monitor
-            .get("verdict")
-            .and_then(Value::as_str)
-            .filter(|v| *v != "unknown")
-        {
-            let up = Gauge::<i64>::default();
-            up.set(i64::from(verdict == "up"));
-            registry.register(
-                "master_up",
-                "1 while the slave sees the master up, 0 while it is down",
-                up,
-            );
-        }
-        let to_down = int(monitor, "/counters/to_down").unwrap_or(0);
-        let to_up = int(monitor, "/counters/to_up").unwrap_or(0);
-        let changes = Counter::<u64>::default();
-        changes.inc_by(to_down + to_up);
+/// The master's verdict (once decided), verdict changes, probe rounds, Docker errors.
+fn register_monitor(registry: &mut Registry, monitor: &MonitorDoc) {
+    if let Some(verdict) = monitor.verdict.filter(|v| *v != Verdict::Unknown) {
+        let up = Gauge::<i64>::default();
+        up.set(i64::from(verdict == Verdict::Up));
         registry.register(
-            "verdict_changes",
-            "Changes of the master's verdict since the monitor started",
-            changes,
-        );
-        let failovers = Counter::<u64>::default();
-        failovers.inc_by(to_down);
-        registry.register(
-            "failovers",
-            "Failovers (master declared down) since the monitor started",
-            failovers,
-        );
-        let rounds: Family<Labels, Counter> = Family::default();
-        for result in ["good", "sip_dead", "host_down"] {
-            if let Some(n) = int(monitor, &format!("/counters/{result}")) {
-                rounds
-                    .get_or_create(&vec![("result".into(), result.into())])
-                    .inc_by(n);
-            }
-        }
-        registry.register(
-            "probe_rounds",
-            "Probe rounds of the master by result",
-            rounds,
-        );
-        let docker_errors = Counter::<u64>::default();
-        docker_errors.inc_by(int(monitor, "/services/errors").unwrap_or(0));
-        registry.register(
-            "docker_api_errors",
-            "Docker API errors since the monitor started",
-            docker_errors,
+            "master_up",
+            "1 while the slave sees the master up, 0 while it is down",
+            up,
         );
     }
+    let counters = monitor.counters.unwrap_or_default();
+    let changes = Counter::<u64>::default();
+    changes.inc_by(counters.to_down + counters.to_up);
+    registry.register(
+        "verdict_changes",
+        "Changes of the master's verdict since the monitor started",
+        changes,
+    );
+    let failovers = Counter::<u64>::default();
+    failovers.inc_by(counters.to_down);
+    registry.register(
+        "failovers",
+        "Failovers (master declared down) since the monitor started",
+        failovers,
+    );
+    let rounds: Family<Labels, Counter> = Family::default();
+    if let Some(c) = &monitor.counters {
+        for (result, n) in [
+            ("good", c.good),
+            ("sip_dead", c.sip_dead),
+            ("host_down", c.host_down),
+        ] {
+            rounds
+                .get_or_create(&vec![("result".into(), result.into())])
+                .inc_by(n);
+        }
+    }
+    registry.register(
+        "probe_rounds",
+        "Probe rounds of the master by result",
+        rounds,
+    );
+    let docker_errors = Counter::<u64>::default();
+    docker_errors.inc_by(monitor.services.as_ref().map_or(0, |s| s.errors));
+    registry.register(
+        "docker_api_errors",
+        "Docker API errors since the monitor started",
+        docker_errors,
+    );
+}
 
-    let since_success = float_gauge();
-    let duration = float_gauge();
+/// The replication's and the sync's last runs: age of the last success, duration.
+fn register_jobs(registry: &mut Registry, docs: &Documents, now: DateTime<Utc>) {
+    let since_success = Family::<Labels, FloatGauge>::default();
+    let duration = Family::<Labels, FloatGauge>::default();
     let jobs = [
-        ("replication", "/seconds", 1.0),
-        ("sync", "/duration_ms", 0.001),
+        (
+            Component::Replication,
+            docs.replication
+                .as_ref()
+                .map(|r| (r.last_success_at, r.seconds)),
+        ),
+        (
+            Component::Sync,
+            docs.sync.as_ref().map(|s| (s.last_success_at, s.seconds)),
+        ),
     ];
-    for (job, duration_pointer, scale) in jobs {
-        let Some(doc) = components.get(job) else {
+    for (job, run) in jobs {
+        let Some((last_success_at, seconds)) = run else {
             continue;
         };
-        let labels = vec![("job".to_owned(), job.to_owned())];
-        if let Some(at) = time(doc, "/last_success_at") {
+        let labels = vec![("job".to_owned(), job.name().to_owned())];
+        if let Some(at) = last_success_at {
             since_success
                 .get_or_create(&labels)
                 .set((now - at).num_milliseconds() as f64 / 1000.0);
         }
-        if let Some(seconds) = doc.pointer(duration_pointer).and_then(Value::as_f64) {
-            duration.get_or_create(&labels).set(seconds * scale);
-        }
+        duration.get_or_create(&labels).set(seconds);
     }
     registry.register(
         "last_success_age_seconds",
@@ -133,75 +142,128 @@ pub fn render_from(
         "Duration of the job's last run",
         duration,
     );
+}
 
-    if let Some(tables) = components
-        .get("dbreplic")
-        .and_then(|d| d.get("tables"))
-        .and_then(Value::as_object)
-    {
-        let last_id: Family<Labels, Gauge> = Family::default();
-        let behind: Family<Labels, Gauge> = Family::default();
-        for (table, sinks) in tables {
-            for (sink, status) in sinks.as_object().into_iter().flatten() {
-                let labels = vec![
-                    ("table".to_owned(), table.clone()),
-                    ("sink".to_owned(), sink.clone()),
-                ];
-                if let Some(id) = status.get("last_id").and_then(Value::as_i64) {
-                    last_id.get_or_create(&labels).set(id);
-                }
-                if let Some(rows) = status.get("behind").and_then(Value::as_i64) {
-                    behind.get_or_create(&labels).set(rows);
-                }
+/// DB Replic's delivered id and rows behind, per table and sink.
+fn register_dbreplic(registry: &mut Registry, dbreplic: &DbReplicDoc) {
+    let last_id: Family<Labels, Gauge> = Family::default();
+    let behind: Family<Labels, Gauge> = Family::default();
+    for (table, sinks) in &dbreplic.tables {
+        for (sink, status) in sinks {
+            let labels = vec![
+                ("table".to_owned(), table.clone()),
+                ("sink".to_owned(), sink.clone()),
+            ];
+            last_id.get_or_create(&labels).set(status.last_id);
+            if let Some(rows) = status.behind {
+                behind.get_or_create(&labels).set(rows);
             }
         }
-        registry.register(
-            "dbreplic_last_delivered_id",
-            "Highest id delivered (durably) per table and sink",
-            last_id,
-        );
-        registry.register(
-            "dbreplic_rows_behind",
-            "Rows of the source not yet delivered, per table and sink",
-            behind,
-        );
     }
-
-    let mut text = String::new();
-    encode(&mut text, &registry).expect("writing to a String cannot fail");
-    text
+    registry.register(
+        "dbreplic_last_delivered_id",
+        "Highest id delivered (durably) per table and sink",
+        last_id,
+    );
+    registry.register(
+        "dbreplic_rows_behind",
+        "Rows of the source not yet delivered, per table and sink",
+        behind,
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::ha::NodeType;
+    use crate::monitor::services::KeeperStatus;
+    use crate::monitor::verdict::Counters;
+    use crate::status::documents::{JobRecord, ReplicationDetails, SinkStatus, SyncDetails};
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(prefix))
     }
 
+    fn monitor(verdict: Verdict) -> MonitorDoc {
+        MonitorDoc {
+            summary: String::new(),
+            node_type: NodeType::Slave,
+            master: None,
+            verdict: Some(verdict),
+            since: None,
+            last_transition: None,
+            last_round: None,
+            counters: None,
+            services: None,
+            hourly: Vec::new(),
+            config_error: None,
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn job<D>(ok: bool, seconds: f64, last_success_at: &str, details: D) -> JobRecord<D> {
+        JobRecord {
+            summary: String::new(),
+            started_at: "2026-11-25T11:59:00Z".parse().unwrap(),
+            seconds,
+            ok,
+            error: None,
+            last_success_at: Some(last_success_at.parse().unwrap()),
+            details,
+        }
+    }
+
+    fn sink(last_id: i64, behind: i64) -> SinkStatus {
+        SinkStatus {
+            last_id,
+            behind: Some(behind),
+            ..SinkStatus::default()
+        }
+    }
+
     #[test]
     fn documents_become_metrics() {
         let now: DateTime<Utc> = "2026-11-25T12:00:00Z".parse().unwrap();
-        let mut components = BTreeMap::new();
-        components.insert(
-            "monitor".to_owned(),
-            json!({"verdict": "down", "counters": {"to_down": 2, "to_up": 1, "good": 10, "sip_dead": 3, "host_down": 4},
-                   "services": {"errors": 5}}),
+        let mut components = Documents {
+            monitor: Some(MonitorDoc {
+                counters: Some(Counters {
+                    to_down: 2,
+                    to_up: 1,
+                    good: 10,
+                    sip_dead: 3,
+                    host_down: 4,
+                    ..Counters::default()
+                }),
+                services: Some(KeeperStatus {
+                    errors: 5,
+                    ..KeeperStatus::default()
+                }),
+                ..monitor(Verdict::Down)
+            }),
+            replication: Some(job(
+                false,
+                1.5,
+                "2026-11-25T11:00:00Z",
+                ReplicationDetails::default(),
+            )),
+            sync: Some(job(
+                true,
+                2.5,
+                "2026-11-25T11:59:00Z",
+                SyncDetails::default(),
+            )),
+            ..Documents::default()
+        };
+        let mut dbreplic = DbReplicDoc::default();
+        dbreplic.tables.insert(
+            "cel".into(),
+            [
+                ("postgresql".to_owned(), sink(42, 3)),
+                ("elasticsearch".to_owned(), sink(40, 5)),
+            ]
+            .into(),
         );
-        components.insert(
-            "replication".to_owned(),
-            json!({"result": "failed", "seconds": 1.5, "last_success_at": "2026-11-25T11:00:00Z"}),
-        );
-        components.insert(
-            "sync".to_owned(),
-            json!({"ok": true, "duration_ms": 2500, "last_success_at": "2026-11-25T11:59:00Z"}),
-        );
-        components.insert(
-            "dbreplic".to_owned(),
-            json!({"tables": {"cel": {"postgresql": {"last_id": 42, "behind": 3}, "elasticsearch": {"last_id": 40, "behind": 5}}}}),
-        );
+        components.dbreplic = Some(dbreplic);
         let text = render_from(
             &components,
             &Heartbeat::new(std::time::Duration::from_secs(5)),
@@ -258,8 +320,10 @@ mod tests {
 
     #[test]
     fn an_undecided_verdict_is_not_a_master_down() {
-        let mut components = BTreeMap::new();
-        components.insert("monitor".to_owned(), json!({"verdict": "unknown"}));
+        let components = Documents {
+            monitor: Some(monitor(Verdict::Unknown)),
+            ..Documents::default()
+        };
         let text = render_from(
             &components,
             &Heartbeat::new(std::time::Duration::from_secs(5)),

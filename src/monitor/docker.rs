@@ -11,7 +11,7 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{InspectContainerOptions, StopContainerOptions};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -42,7 +42,7 @@ pub enum DockerError {
 }
 
 /// What the monitor needs to know about one container.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerStatus {
     pub name: String,
     /// Docker's state: created, running, paused, exited, ...

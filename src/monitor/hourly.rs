@@ -10,12 +10,12 @@ use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Local, NaiveDateTime, Timelike, Utc};
+use chrono::{Local, NaiveDateTime, Timelike, Utc};
 use futures_util::future::BoxFuture;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
+use crate::status::documents::{HourlyJob, HourlyRun};
 
 /// One hourly job: a name for the logs and a function that runs it once.
 pub struct Job {
@@ -55,15 +55,14 @@ pub fn master_jobs() -> Vec<Job> {
     ]
 }
 
-/// The result of one job's latest run, for `status`.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct JobRun {
-    pub job: String,
-    pub started_at: DateTime<Utc>,
-    pub seconds: f64,
-    /// `None` when it succeeded.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+/// Records `run` among `runs` (the latest run of each job, for `status`), keeping the job's
+/// last success when this run failed.
+pub fn carry_over(runs: &mut Vec<HourlyRun>, mut run: HourlyRun) {
+    if let Some(i) = runs.iter().position(|r| r.details.job == run.details.job) {
+        let previous = runs.remove(i);
+        run.last_success_at = run.last_success_at.or(previous.last_success_at);
+    }
+    runs.push(run);
 }
 
 /// Local wall-clock time; a trait so that tests run the scheduler on tokio's paused clock.
@@ -117,7 +116,7 @@ pub async fn run(
     jobs: Arc<Vec<Job>>,
     clock: Arc<dyn Clock>,
     cancel: CancellationToken,
-    mut on_run: impl FnMut(JobRun) + Send,
+    mut on_run: impl FnMut(HourlyRun) + Send,
 ) {
     let mut target = next_hour(clock.now());
     tracing::info!(
@@ -157,11 +156,25 @@ pub async fn run(
                     tracing::warn!("hourly job {} failed after {seconds:.1} s: {e}", job.name)
                 }
             }
-            on_run(JobRun {
-                job: job.name.to_owned(),
+            let ok = result.is_ok();
+            on_run(HourlyRun {
+                summary: format!(
+                    "{} {} at {}",
+                    job.name,
+                    match &result {
+                        Ok(()) => "ok".to_owned(),
+                        Err(e) => format!("FAILED ({e})"),
+                    },
+                    started_at.format("%Y-%m-%d %H:%M")
+                ),
                 started_at,
                 seconds,
+                ok,
                 error: result.err(),
+                last_success_at: ok.then_some(started_at),
+                details: HourlyJob {
+                    job: job.name.to_owned(),
+                },
             });
         }
         // The next :00 after the run ended: an overlong run skips the hours it overlapped.
@@ -281,6 +294,30 @@ pub(crate) mod tests {
         assert_eq!(runs.len(), 4);
         assert_eq!(runs[0].error.as_deref(), Some("disk full"));
         assert_eq!(runs[1].error, None);
+    }
+
+    #[test]
+    fn a_failed_run_keeps_the_jobs_last_success() {
+        let run = |job: &str, started_at: &str, ok: bool| HourlyRun {
+            summary: String::new(),
+            started_at: started_at.parse().unwrap(),
+            seconds: 1.0,
+            ok,
+            error: (!ok).then(|| "refused".to_owned()),
+            last_success_at: ok.then(|| started_at.parse().unwrap()),
+            details: HourlyJob { job: job.into() },
+        };
+        let mut runs = Vec::new();
+        carry_over(&mut runs, run("replication", "2026-11-25T10:00:00Z", true));
+        carry_over(&mut runs, run("sync", "2026-11-25T10:01:00Z", true));
+        carry_over(&mut runs, run("replication", "2026-11-25T11:00:00Z", false));
+        assert_eq!(runs.len(), 2, "one run per job");
+        assert_eq!(runs[1].details.job, "replication");
+        assert!(!runs[1].ok);
+        assert_eq!(
+            runs[1].last_success_at,
+            Some("2026-11-25T10:00:00Z".parse().unwrap())
+        );
     }
 
     #[tokio::test(start_paused = true)]

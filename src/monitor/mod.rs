@@ -21,18 +21,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
 use crate::fsutil::{self, FileError};
 use crate::ha::{HaConfig, NodeType};
+use crate::status::documents::{Component, HourlyRun, MonitorDoc, TransitionRecord};
+use crate::status::store;
 use docker::{DockerError, Engine};
 use probe::{ProbeSettings, Prober, RoundReport};
-use services::{Desired, Keeper, KeeperStatus};
+use services::{Desired, Keeper};
 use settings::MonitorSettings;
-use verdict::{Counters, Machine, Rules, Verdict};
+use verdict::{Machine, Rules, Verdict};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
@@ -55,44 +56,6 @@ pub enum MonitorError {
     Usage(String),
 }
 
-/// The latest transition, as kept in the state file.
-#[derive(Clone, Debug, Serialize)]
-pub struct TransitionRecord {
-    pub from: Verdict,
-    pub to: Verdict,
-    pub at: DateTime<Utc>,
-    pub reason: String,
-    /// What the probes saw in the round that decided.
-    pub evidence: String,
-}
-
-/// The monitor's state file (`status` prints `summary`).
-#[derive(Clone, Debug, Serialize)]
-pub struct MonitorState {
-    pub summary: String,
-    pub node_type: NodeType,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub master: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<Verdict>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub since: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_transition: Option<TransitionRecord>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_round: Option<RoundReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub counters: Option<Counters>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub services: Option<KeeperStatus>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub hourly: Vec<hourly::JobRun>,
-    /// ha.conf could not be read again: the monitor keeps its previous role.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub config_error: Option<String>,
-    pub updated_at: DateTime<Utc>,
-}
-
 /// Everything the monitor holds while this node is a slave.
 struct SlaveRun {
     prober: Prober,
@@ -111,7 +74,7 @@ pub struct Checked {
 /// Everything it holds while this node is a master.
 struct MasterRun {
     cancel: CancellationToken,
-    runs: Arc<Mutex<Vec<hourly::JobRun>>>,
+    runs: Arc<Mutex<Vec<HourlyRun>>>,
 }
 
 /// What the monitor does, as ha.conf says.
@@ -241,7 +204,7 @@ impl Monitor {
                 Some((at, last_key)) => *last_key != key || at.elapsed() >= Duration::from_secs(5),
             };
             if due {
-                match crate::state::save(&paths, "monitor", &state) {
+                match store::save(&paths, Component::Monitor, &state) {
                     Ok(()) => last_saved = Some((Instant::now(), key)),
                     Err(e) => tracing::warn!("{e}"),
                 }
@@ -249,7 +212,7 @@ impl Monitor {
         }
 
         let state = self.stop(node).await;
-        let _ = crate::state::save(&paths, "monitor", &state);
+        let _ = store::save(&paths, Component::Monitor, &state);
         Ok(())
     }
 
@@ -275,7 +238,7 @@ impl Monitor {
 
     /// Stops the hourly jobs and the keeper (letting a pass under way finish); returns the
     /// last state to save.
-    async fn stop(&self, mut node: Node) -> MonitorState {
+    async fn stop(&self, mut node: Node) -> MonitorDoc {
         tracing::info!("monitor stopping");
         if let Role::Master(run) = &node.role {
             run.cancel.cancel();
@@ -431,7 +394,7 @@ impl Monitor {
     /// The master's hourly jobs, started.
     fn start_hourly(&self) -> MasterRun {
         let cancel = CancellationToken::new();
-        let runs: Arc<Mutex<Vec<hourly::JobRun>>> = Arc::default();
+        let runs: Arc<Mutex<Vec<HourlyRun>>> = Arc::default();
         let sink = runs.clone();
         tokio::spawn(hourly::run(
             self.ctx.clone(),
@@ -439,9 +402,7 @@ impl Monitor {
             self.clock.clone(),
             cancel.clone(),
             move |run| {
-                let mut runs = sink.lock().expect("runs lock");
-                runs.retain(|r| r.job != run.job);
-                runs.push(run);
+                hourly::carry_over(&mut sink.lock().expect("runs lock"), run);
             },
         ));
         MasterRun { cancel, runs }
@@ -473,7 +434,7 @@ impl Monitor {
         None
     }
 
-    fn state(&self, node: &Node) -> MonitorState {
+    fn state(&self, node: &Node) -> MonitorDoc {
         let (slave, master, keeper) = match &node.role {
             Role::Idle => (None, None, None),
             Role::Master(run) => (None, Some(run), None),
@@ -483,7 +444,7 @@ impl Monitor {
         let hourly = master
             .map(|m| m.runs.lock().expect("runs lock").clone())
             .unwrap_or_default();
-        let mut state = MonitorState {
+        let mut state = MonitorDoc {
             summary: String::new(),
             node_type: node.ha.node_type,
             master: slave.map(|s| s.prober.master()),
@@ -504,7 +465,7 @@ impl Monitor {
 
 /// What changes the state file at once (anything but counters and timestamps, which are
 /// written every few seconds).
-fn state_key(state: &MonitorState) -> String {
+fn state_key(state: &MonitorDoc) -> String {
     format!(
         "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         state.node_type,
@@ -520,7 +481,7 @@ fn state_key(state: &MonitorState) -> String {
 }
 
 /// The one line `status` prints.
-fn summary(state: &MonitorState, jobs: &[hourly::Job]) -> String {
+fn summary(state: &MonitorDoc, jobs: &[hourly::Job]) -> String {
     let mut out = match state.node_type {
         NodeType::Disabled => "HA disabled: idle".to_owned(),
         NodeType::Master => {
@@ -531,15 +492,7 @@ fn summary(state: &MonitorState, jobs: &[hourly::Job]) -> String {
                 format!("master: hourly jobs at :00 ({})", names.join(", "))
             };
             for run in &state.hourly {
-                out.push_str(&format!(
-                    "; {} {} at {}",
-                    run.job,
-                    match &run.error {
-                        None => "ok".to_owned(),
-                        Some(e) => format!("FAILED ({e})"),
-                    },
-                    run.started_at.format("%Y-%m-%d %H:%M")
-                ));
+                out.push_str(&format!("; {}", run.summary));
             }
             out
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
@@ -24,7 +24,7 @@ pub const ICMP_ATTEMPTS: u32 = 3;
 pub const TCP_ATTEMPTS: u32 = 3;
 
 /// What one path saw.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PathReport {
     pub answered: bool,
     /// Time from the first attempt to the answer, in milliseconds.
@@ -53,7 +53,7 @@ impl PathReport {
 }
 
 /// One round's evidence.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoundReport {
     pub icmp: PathReport,
     pub tcp: PathReport,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -20,7 +20,7 @@ use crate::fsutil::{self, FileError};
 use crate::paths::Paths;
 
 /// What the slave's services should be doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Desired {
     /// Started: the master is down (or HA no longer makes this node a slave).
@@ -144,7 +144,7 @@ async fn run_hook(command: &Option<String>, when: &str, desired: Desired, timeou
 }
 
 /// What the keeper reports for `status`.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeeperStatus {
     /// The state the keeper works towards (`None` until told).
     pub desired: Option<Desired>,

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// What one probe round saw: which paths answered.
@@ -63,7 +63,7 @@ impl fmt::Display for Observation {
 }
 
 /// The monitor's opinion of the master.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// Not enough rounds yet: nothing is changed.
@@ -102,7 +102,7 @@ pub struct Transition {
 }
 
 /// Rounds seen, by class, and transitions made.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub rounds: u64,
     pub good: u64,

@@ -29,13 +29,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio_postgres::{Client, IsolationLevel, Transaction};
 
 use crate::config::ConfigError;
 use crate::context::Context;
 use crate::db::{DbError, DbTarget, error_reason};
 use crate::ha::{HaConfig, HaError, NodeType};
+use crate::status::documents::{Component, ReplicationDetails, ReplicationDoc};
+use crate::status::store;
 use copy::{CopyFailure, Plan, TableCopy};
 use progress::{Progress, human_bytes};
 pub use tables::EXCLUDED_TABLES;
@@ -45,8 +47,8 @@ pub use target::SlaveDbSettings;
 /// database ("xivohaRp" in ASCII).
 pub const LOCK_KEY: i64 = 0x7869_766f_6861_5270;
 
-/// The component name of the state file (`status` shows its summary).
-pub const STATE_COMPONENT: &str = "replication";
+/// The component of the state file (`status` shows its summary).
+pub const STATE_COMPONENT: Component = Component::Replication;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
@@ -148,71 +150,53 @@ impl Report {
     }
 }
 
-/// The state document of the last run (`/var/lib/xivo-ha/replication.json`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ReplicationState {
-    pub summary: String,
-    /// `ok` or `failed`.
-    pub result: String,
-    pub started_at: DateTime<Utc>,
-    pub seconds: f64,
-    pub slave: String,
-    pub tables_copied: usize,
-    pub tables_unchanged: usize,
-    pub rows_copied: u64,
-    pub bytes_copied: u64,
-    /// Names of the tables copied.
-    pub copied: Vec<String>,
-    pub error: Option<String>,
-    /// When the last successful run started (this one or an earlier one).
-    #[serde(default)]
-    pub last_success_at: Option<DateTime<Utc>>,
-}
-
-impl ReplicationState {
-    pub fn success(report: &Report) -> ReplicationState {
-        ReplicationState {
+/// The state document of the last run (`/var/lib/xivo-ha/replication.json`), built here.
+impl ReplicationDoc {
+    /// The document of a run that succeeded.
+    pub fn success(report: &Report) -> ReplicationDoc {
+        ReplicationDoc {
             summary: report.summary(),
-            result: "ok".into(),
             started_at: report.started_at,
             seconds: report.seconds,
-            slave: report.slave.clone(),
-            tables_copied: report.tables_copied.len(),
-            tables_unchanged: report.tables_unchanged,
-            rows_copied: report.rows_copied(),
-            bytes_copied: report.bytes_copied(),
-            copied: report
-                .tables_copied
-                .iter()
-                .map(|t| t.table.clone())
-                .collect(),
+            ok: true,
             error: None,
             last_success_at: Some(report.started_at),
+            details: ReplicationDetails {
+                slave: report.slave.clone(),
+                tables_copied: report.tables_copied.len(),
+                tables_unchanged: report.tables_unchanged,
+                rows_copied: report.rows_copied(),
+                bytes_copied: report.bytes_copied(),
+                copied: report
+                    .tables_copied
+                    .iter()
+                    .map(|t| t.table.clone())
+                    .collect(),
+            },
         }
     }
 
+    /// The document of a run that failed (nothing was changed on the slave).
     pub fn failure(
         slave: &str,
         started_at: DateTime<Utc>,
         seconds: f64,
         error: &ReplicationError,
-    ) -> ReplicationState {
-        ReplicationState {
+    ) -> ReplicationDoc {
+        ReplicationDoc {
             summary: format!(
                 "{} to {slave}: FAILED after {seconds:.2} s: {error}",
                 started_at.format("%Y-%m-%d %H:%M:%S UTC")
             ),
-            result: "failed".into(),
             started_at,
             seconds,
-            slave: slave.to_owned(),
-            tables_copied: 0,
-            tables_unchanged: 0,
-            rows_copied: 0,
-            bytes_copied: 0,
-            copied: Vec::new(),
+            ok: false,
             error: Some(error.to_string()),
             last_success_at: None,
+            details: ReplicationDetails {
+                slave: slave.to_owned(),
+                ..ReplicationDetails::default()
+            },
         }
     }
 }
@@ -247,18 +231,17 @@ pub async fn run_and_record(
     let clock = Instant::now();
     let result = replicate(source, target, options).await;
     let mut state = match &result {
-        Ok(report) => ReplicationState::success(report),
+        Ok(report) => ReplicationDoc::success(report),
         Err(ReplicationError::Busy { .. }) => return result,
-        Err(error) => ReplicationState::failure(
+        Err(error) => ReplicationDoc::failure(
             &target.describe(),
             started_at,
             clock.elapsed().as_secs_f64(),
             error,
         ),
     };
-    state.last_success_at =
-        crate::state::last_success(&ctx.paths, STATE_COMPONENT, state.last_success_at);
-    if let Err(e) = crate::state::save(&ctx.paths, STATE_COMPONENT, &state) {
+    state.last_success_at = store::last_success(&ctx.paths, STATE_COMPONENT, state.last_success_at);
+    if let Err(e) = store::save(&ctx.paths, STATE_COMPONENT, &state) {
         tracing::warn!("replication state not recorded: {e}");
     }
     result

@@ -18,13 +18,15 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 use crate::context::Context;
 use crate::fsutil::FileError;
 use crate::ha::{HaConfig, NodeType};
+use crate::status::documents::{Component, SyncDetails, SyncDoc};
+use crate::status::store;
 use ssh::SshTarget;
 
 /// The master's dedicated key, XiVO's path (the name says RSA; xivo-ha makes an ed25519 key).
@@ -32,8 +34,8 @@ pub const KEY_PATH: &str = "/root/.ssh/xivo_id_rsa";
 /// Where the slave's host key is recorded on first contact.
 pub const KNOWN_HOSTS_PATH: &str = "/root/.ssh/known_hosts";
 /// The state component of the master → slave sync (and `sync-back` for `--back`).
-pub const STATE_COMPONENT: &str = "sync";
-pub const BACK_STATE_COMPONENT: &str = "sync-back";
+pub const STATE_COMPONENT: Component = Component::Sync;
+pub const BACK_STATE_COMPONENT: Component = Component::SyncBack;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -267,24 +269,6 @@ pub struct SyncReport {
     pub backup_dir: Option<PathBuf>,
 }
 
-/// The state document (`/var/lib/xivo-ha/sync.json`, `sync-back.json`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SyncState {
-    pub summary: String,
-    pub at: DateTime<Utc>,
-    pub ok: bool,
-    pub remote: String,
-    pub error: Option<String>,
-    pub files_transferred: u64,
-    pub bytes_transferred: u64,
-    pub files_deleted: u64,
-    pub skipped: Vec<String>,
-    pub duration_ms: u64,
-    /// When the last successful run was (this one or an earlier one).
-    #[serde(default)]
-    pub last_success_at: Option<DateTime<Utc>>,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Direction {
     ToSlave,
@@ -292,7 +276,7 @@ enum Direction {
 }
 
 impl Direction {
-    fn component(self) -> &'static str {
+    fn component(self) -> Component {
         match self {
             Direction::ToSlave => STATE_COMPONENT,
             Direction::Back => BACK_STATE_COMPONENT,
@@ -362,8 +346,9 @@ async fn run_recorded(
         Direction::ToSlave => "to",
         Direction::Back => "back from",
     };
+    let seconds = started.elapsed().as_secs_f64();
     let state = match &result {
-        Ok(report) => SyncState {
+        Ok(report) => SyncDoc {
             summary: format!(
                 "{when} {verb} {remote}: ok, {} files ({} bytes) transferred, {} deleted{}{}",
                 report.files_transferred,
@@ -379,32 +364,33 @@ async fn run_recorded(
                     None => String::new(),
                 }
             ),
-            at,
+            started_at: at,
+            seconds,
             ok: true,
-            remote: report.remote.clone(),
             error: None,
-            files_transferred: report.files_transferred,
-            bytes_transferred: report.bytes_transferred,
-            files_deleted: report.deleted.len() as u64,
-            skipped: report.skipped.clone(),
-            duration_ms: started.elapsed().as_millis() as u64,
             last_success_at: Some(at),
+            details: SyncDetails {
+                remote: report.remote.clone(),
+                files_transferred: report.files_transferred,
+                bytes_transferred: report.bytes_transferred,
+                files_deleted: report.deleted.len() as u64,
+                skipped: report.skipped.clone(),
+            },
         },
-        Err(error) => SyncState {
+        Err(error) => SyncDoc {
             summary: format!("{when} {verb} {remote}: failed: {error}"),
-            at,
+            started_at: at,
+            seconds,
             ok: false,
-            remote,
             error: Some(error.to_string()),
-            files_transferred: 0,
-            bytes_transferred: 0,
-            files_deleted: 0,
-            skipped: Vec::new(),
-            duration_ms: started.elapsed().as_millis() as u64,
-            last_success_at: crate::state::last_success(&ctx.paths, direction.component(), None),
+            last_success_at: store::last_success(&ctx.paths, direction.component(), None),
+            details: SyncDetails {
+                remote,
+                ..SyncDetails::default()
+            },
         },
     };
-    if let Err(e) = crate::state::save(&ctx.paths, direction.component(), &state) {
+    if let Err(e) = store::save(&ctx.paths, direction.component(), &state) {
         // The sync's own outcome matters more than its record: report both.
         tracing::warn!("cannot record the sync's state: {e}");
     }

@@ -1,23 +1,27 @@
-//! The HA dashboard (`xivo-ha status`): this node's role and peer, and the latest state each
-//! component recorded (monitor verdict, slave services, replication, sync, DB Replic).
-//! [`command`] prints it.
+//! The HA dashboard (`xivo-ha status`, the monitor's `/status`): this node's role and peer, and
+//! the latest state document each component left (monitor verdict, slave services,
+//! replication, sync, DB Replic).
+//!
+//! - [`command`]: `xivo-ha status [--json]` prints it.
+//! - [`documents`]: the typed contract of those documents, shared by writers and readers.
+//! - [`store`]: saving and loading them under `/var/lib/xivo-ha/`.
 
 pub mod command;
-
-use std::collections::BTreeMap;
+pub mod documents;
+pub mod store;
 
 use serde::Serialize;
 
 use crate::ha::{HaConfig, HaError};
 use crate::paths::Paths;
-use crate::state;
+use documents::Documents;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub node_type: crate::ha::NodeType,
     pub remote_address: String,
     /// Each component's latest state document, by component name.
-    pub components: BTreeMap<String, serde_json::Value>,
+    pub components: Documents,
 }
 
 impl Status {
@@ -26,7 +30,7 @@ impl Status {
         Ok(Status {
             node_type: ha.node_type,
             remote_address: ha.remote_address,
-            components: state::load_all(paths),
+            components: store::load_all(paths),
         })
     }
 
@@ -41,11 +45,7 @@ impl Status {
                 format!("HA: slave, master at {}\n", self.remote_address)
             }
         };
-        for (component, value) in &self.components {
-            let summary = match value.get("summary").and_then(|s| s.as_str()) {
-                Some(summary) => summary.to_owned(),
-                None => value.to_string(),
-            };
+        for (component, summary) in self.components.summaries() {
             out.push_str(&format!("{component}: {summary}\n"));
         }
         if self.components.is_empty() {

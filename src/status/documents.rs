@@ -1,0 +1,562 @@
+//! The typed contract between the components that leave a state document under
+//! `/var/lib/xivo-ha/` and the readers of those documents (`xivo-ha status`, `/status`,
+//! `/metrics`): which components exist ([`Component`], whose name is the file's), the one shape
+//! of a job's run ([`JobRecord`], shared by the replication, the sync and the monitor's hourly
+//! jobs) and each component's document. Writers build these structs and readers deserialize the
+//! very same ones, so that a field cannot be renamed on one side only.
+//!
+//! Every document has a `summary`: the one line `status` prints for it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::ha::NodeType;
+use crate::monitor::probe::RoundReport;
+use crate::monitor::services::KeeperStatus;
+use crate::monitor::verdict::{Counters, Verdict};
+
+/// A component that leaves a state document; its file is `<name>.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Component {
+    /// DB Replic's per-table, per-sink progress (`dbreplic.json`).
+    DbReplic,
+    /// The monitor: verdict, counters, the slave's services, the master's hourly jobs.
+    Monitor,
+    /// The last configuration database replication.
+    Replication,
+    /// The last file sync master → slave.
+    Sync,
+    /// The last `sync --back`.
+    SyncBack,
+}
+
+impl Component {
+    /// Every component, in the order of their names (the order `status` shows them in).
+    pub const ALL: [Component; 5] = [
+        Component::DbReplic,
+        Component::Monitor,
+        Component::Replication,
+        Component::Sync,
+        Component::SyncBack,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::DbReplic => "dbreplic",
+            Component::Monitor => "monitor",
+            Component::Replication => "replication",
+            Component::Sync => "sync",
+            Component::SyncBack => "sync-back",
+        }
+    }
+
+    /// The document's file name in the state directory.
+    pub fn file_name(self) -> String {
+        format!("{}.json", self.name())
+    }
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One run of a job (a replication, a sync, an hourly job of the monitor): when it started,
+/// how long it took, how it ended, when the job last succeeded, and the job's own details
+/// (flattened into the same JSON object).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct JobRecord<D> {
+    pub summary: String,
+    pub started_at: DateTime<Utc>,
+    /// The run's duration.
+    pub seconds: f64,
+    pub ok: bool,
+    /// Why it failed (`None` when `ok`).
+    pub error: Option<String>,
+    /// When the last successful run started (this one or an earlier one), kept across failed
+    /// runs: the metrics' "seconds since the last success".
+    #[serde(default)]
+    pub last_success_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub details: D,
+}
+
+impl<D> JobRecord<D> {
+    /// `ok` or `failed`.
+    pub fn result(&self) -> &'static str {
+        if self.ok { "ok" } else { "failed" }
+    }
+}
+
+/// Written with, besides the fields above, the keys the previous version's documents had
+/// (`result` of the replication, `at` and `duration_ms` of the sync), for the scripts that
+/// read them; readers of this crate use the fields.
+impl<D: Serialize> Serialize for JobRecord<D> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a, D> {
+            summary: &'a str,
+            started_at: &'a DateTime<Utc>,
+            seconds: f64,
+            ok: bool,
+            error: &'a Option<String>,
+            last_success_at: &'a Option<DateTime<Utc>>,
+            #[serde(flatten)]
+            details: &'a D,
+            result: &'static str,
+            at: &'a DateTime<Utc>,
+            duration_ms: u64,
+        }
+        Wire {
+            summary: &self.summary,
+            started_at: &self.started_at,
+            seconds: self.seconds,
+            ok: self.ok,
+            error: &self.error,
+            last_success_at: &self.last_success_at,
+            details: &self.details,
+            result: self.result(),
+            at: &self.started_at,
+            duration_ms: (self.seconds * 1000.0) as u64,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// What a replication did (`replication.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationDetails {
+    /// The slave database, as `user@host:port/db`.
+    pub slave: String,
+    pub tables_copied: usize,
+    pub tables_unchanged: usize,
+    pub rows_copied: u64,
+    pub bytes_copied: u64,
+    /// Names of the tables copied.
+    pub copied: Vec<String>,
+}
+
+pub type ReplicationDoc = JobRecord<ReplicationDetails>;
+
+/// What a sync did (`sync.json`, `sync-back.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncDetails {
+    /// The other node, as ssh reaches it.
+    pub remote: String,
+    pub files_transferred: u64,
+    pub bytes_transferred: u64,
+    pub files_deleted: u64,
+    /// Listed directories missing on the master, skipped.
+    pub skipped: Vec<String>,
+}
+
+pub type SyncDoc = JobRecord<SyncDetails>;
+
+/// Which hourly job of the monitor ran.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HourlyJob {
+    pub job: String,
+}
+
+/// The latest run of one of the master's hourly jobs, in the monitor's document.
+pub type HourlyRun = JobRecord<HourlyJob>;
+
+/// The latest transition of the master's verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransitionRecord {
+    pub from: Verdict,
+    pub to: Verdict,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+    /// What the probes saw in the round that decided.
+    pub evidence: String,
+}
+
+/// The monitor's document (`monitor.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MonitorDoc {
+    pub summary: String,
+    pub node_type: NodeType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_transition: Option<TransitionRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_round: Option<RoundReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counters: Option<Counters>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub services: Option<KeeperStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hourly: Vec<HourlyRun>,
+    /// ha.conf could not be read again: the monitor keeps its previous role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// DB Replic's mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DbReplicMode {
+    /// Event tables only: this node is an HA slave.
+    #[serde(rename = "HA mode")]
+    Ha,
+    /// Event tables and the configuration tables.
+    #[default]
+    #[serde(rename = "normal mode")]
+    Normal,
+}
+
+impl fmt::Display for DbReplicMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DbReplicMode::Ha => "HA mode",
+            DbReplicMode::Normal => "normal mode",
+        })
+    }
+}
+
+/// Where one (table, sink) task stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkState {
+    /// Delivering.
+    #[default]
+    Ok,
+    /// Failing, retried with backoff.
+    Retrying,
+    /// Given up on an error that retrying cannot fix.
+    Stopped,
+}
+
+impl fmt::Display for SinkState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SinkState::Ok => "ok",
+            SinkState::Retrying => "retrying",
+            SinkState::Stopped => "stopped",
+        })
+    }
+}
+
+/// One (table, sink) line of DB Replic's document.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SinkStatus {
+    pub destination: String,
+    /// The highest id delivered durably.
+    pub last_id: i64,
+    /// Rows of the source not yet delivered.
+    pub behind: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub state: SinkState,
+}
+
+/// The configuration tables' refresh (normal mode only).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    pub tables: Vec<String>,
+    pub last_refresh: Option<DateTime<Utc>>,
+    pub rows: u64,
+    pub last_error: Option<String>,
+}
+
+/// DB Replic's document (`dbreplic.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DbReplicDoc {
+    pub summary: String,
+    pub mode: DbReplicMode,
+    pub origin: String,
+    /// table → sink → status.
+    pub tables: BTreeMap<String, BTreeMap<String, SinkStatus>>,
+    pub config_tables: Option<ConfigStatus>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Every component's latest document, those that exist and could be read (serialized as an
+/// object keyed by component name, as `status --json` and `/status` show it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Documents {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dbreplic: Option<DbReplicDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<MonitorDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncDoc>,
+    #[serde(rename = "sync-back", skip_serializing_if = "Option::is_none")]
+    pub sync_back: Option<SyncDoc>,
+}
+
+impl Documents {
+    /// The summary of each document present, in [`Component::ALL`]'s order.
+    pub fn summaries(&self) -> Vec<(Component, &str)> {
+        Component::ALL
+            .into_iter()
+            .filter_map(|component| {
+                let summary = match component {
+                    Component::DbReplic => self.dbreplic.as_ref().map(|d| &d.summary),
+                    Component::Monitor => self.monitor.as_ref().map(|d| &d.summary),
+                    Component::Replication => self.replication.as_ref().map(|d| &d.summary),
+                    Component::Sync => self.sync.as_ref().map(|d| &d.summary),
+                    Component::SyncBack => self.sync_back.as_ref().map(|d| &d.summary),
+                }?;
+                Some((component, summary.as_str()))
+            })
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.summaries().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::docker::ContainerStatus;
+    use crate::monitor::probe::PathReport;
+    use crate::monitor::services::Desired;
+    use serde::de::DeserializeOwned;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    /// Serialized and read back, `doc` is the same; returns its JSON.
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + fmt::Debug>(
+        doc: &T,
+    ) -> serde_json::Value {
+        let text = serde_json::to_string_pretty(doc).unwrap();
+        let back: T = serde_json::from_str(&text).unwrap();
+        assert_eq!(&back, doc, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn hourly(job: &str, ok: bool) -> HourlyRun {
+        HourlyRun {
+            summary: format!("{job} ok at 2026-11-25 11:00"),
+            started_at: at("2026-11-25T11:00:00Z"),
+            seconds: 12.5,
+            ok,
+            error: (!ok).then(|| "disk full".to_owned()),
+            last_success_at: Some(at("2026-11-25T10:00:00Z")),
+            details: HourlyJob { job: job.into() },
+        }
+    }
+
+    #[test]
+    fn a_replication_document_round_trips_with_the_previous_keys() {
+        let doc = ReplicationDoc {
+            summary: "2026-11-25 11:00:00 UTC to slave: FAILED".into(),
+            started_at: at("2026-11-25T11:00:00Z"),
+            seconds: 1.5,
+            ok: false,
+            error: Some("refused".into()),
+            last_success_at: Some(at("2026-11-25T10:00:00Z")),
+            details: ReplicationDetails {
+                slave: "asterisk@192.0.2.20:5432/asterisk".into(),
+                tables_copied: 2,
+                tables_unchanged: 14,
+                rows_copied: 30,
+                bytes_copied: 4000,
+                copied: vec!["userfeatures".into(), "linefeatures".into()],
+            },
+        };
+        let json = round_trip(&doc);
+        assert_eq!(json["result"], "failed");
+        assert_eq!(json["ok"], false);
+        assert_eq!(json["seconds"], 1.5);
+        assert_eq!(json["tables_copied"], 2);
+        assert_eq!(json["copied"][1], "linefeatures");
+    }
+
+    #[test]
+    fn a_sync_document_round_trips_with_the_previous_keys() {
+        let doc = SyncDoc {
+            summary: "ok".into(),
+            started_at: at("2026-11-25T11:00:05Z"),
+            seconds: 2.5,
+            ok: true,
+            error: None,
+            last_success_at: Some(at("2026-11-25T11:00:05Z")),
+            details: SyncDetails {
+                remote: "root@192.0.2.20".into(),
+                files_transferred: 3,
+                bytes_transferred: 1200,
+                files_deleted: 1,
+                skipped: vec!["/var/lib/xivo/sounds".into()],
+            },
+        };
+        let json = round_trip(&doc);
+        assert_eq!(json["at"], "2026-11-25T11:00:05Z");
+        assert_eq!(json["duration_ms"], 2500);
+        assert_eq!(json["result"], "ok");
+        assert_eq!(json["files_transferred"], 3);
+    }
+
+    #[test]
+    fn a_monitor_document_round_trips() {
+        let path = |answered, detail: &str| PathReport {
+            answered,
+            rtt_ms: answered.then_some(1.5),
+            detail: detail.into(),
+        };
+        let doc = MonitorDoc {
+            summary: "master 192.0.2.10 down".into(),
+            node_type: NodeType::Slave,
+            master: Some("192.0.2.10".parse().unwrap()),
+            verdict: Some(Verdict::Down),
+            since: Some(at("2026-11-25T11:00:00Z")),
+            last_transition: Some(TransitionRecord {
+                from: Verdict::Up,
+                to: Verdict::Down,
+                at: at("2026-11-25T11:00:00Z"),
+                reason: "3 rounds without SIP".into(),
+                evidence: "icmp connected".into(),
+            }),
+            last_round: Some(RoundReport {
+                icmp: path(true, "reply"),
+                tcp: path(true, "connected"),
+                sip: path(false, "timeout"),
+            }),
+            counters: Some(Counters {
+                rounds: 10,
+                good: 7,
+                sip_dead: 3,
+                to_down: 1,
+                ..Counters::default()
+            }),
+            services: Some(KeeperStatus {
+                desired: Some(Desired::Running),
+                settled: true,
+                containers: vec![ContainerStatus {
+                    name: "asterisk".into(),
+                    state: "running".into(),
+                    health: Some("healthy".into()),
+                    restart_policy: "no".into(),
+                }],
+                errors: 1,
+                last_error: Some("engine down".into()),
+                last_error_at: Some(at("2026-11-25T10:59:00Z")),
+                last_action: Some("start asterisk".into()),
+                last_action_at: Some(at("2026-11-25T11:00:01Z")),
+            }),
+            hourly: vec![hourly("replication", false), hourly("sync", true)],
+            config_error: Some("ha.conf: unreadable".into()),
+            updated_at: at("2026-11-25T11:00:02Z"),
+        };
+        let json = round_trip(&doc);
+        assert_eq!(json["verdict"], "down");
+        assert_eq!(json["services"]["desired"], "running");
+        assert_eq!(json["hourly"][0]["job"], "replication");
+        // A master's and a disabled node's document leave the slave's fields out.
+        round_trip(&MonitorDoc {
+            node_type: NodeType::Disabled,
+            master: None,
+            verdict: None,
+            since: None,
+            last_transition: None,
+            last_round: None,
+            counters: None,
+            services: None,
+            hourly: Vec::new(),
+            config_error: None,
+            ..doc
+        });
+    }
+
+    #[test]
+    fn a_dbreplic_document_round_trips() {
+        let sink = |state, last_error: Option<&str>| SinkStatus {
+            destination: "reporting@127.0.0.1:5433/xc".into(),
+            last_id: 42,
+            behind: Some(3),
+            last_error: last_error.map(str::to_owned),
+            last_error_at: last_error.map(|_| at("2026-11-25T11:00:00Z")),
+            state,
+        };
+        let doc = DbReplicDoc {
+            summary: "HA mode (xivo1): cel → ...".into(),
+            mode: DbReplicMode::Ha,
+            origin: "xivo1".into(),
+            tables: [(
+                "cel".to_owned(),
+                [
+                    ("postgresql".to_owned(), sink(SinkState::Ok, None)),
+                    (
+                        "elasticsearch".to_owned(),
+                        sink(SinkState::Retrying, Some("503")),
+                    ),
+                ]
+                .into(),
+            )]
+            .into(),
+            config_tables: Some(ConfigStatus {
+                tables: vec!["agentfeatures".into()],
+                last_refresh: Some(at("2026-11-25T11:00:00Z")),
+                rows: 12,
+                last_error: None,
+            }),
+            updated_at: Some(at("2026-11-25T11:00:01Z")),
+        };
+        let json = round_trip(&doc);
+        assert_eq!(json["mode"], "HA mode");
+        assert_eq!(json["tables"]["cel"]["elasticsearch"]["state"], "retrying");
+        round_trip(&DbReplicDoc {
+            mode: DbReplicMode::Normal,
+            config_tables: None,
+            ..doc
+        });
+    }
+
+    #[test]
+    fn a_document_of_the_previous_shape_is_refused_not_misread() {
+        // The previous replication document: `result`, no `ok`.
+        let old = r#"{"summary": "s", "result": "ok", "started_at": "2026-11-25T11:00:00Z",
+            "seconds": 1.0, "slave": "x", "tables_copied": 1, "tables_unchanged": 0,
+            "rows_copied": 1, "bytes_copied": 1, "copied": ["t"], "error": null}"#;
+        assert!(serde_json::from_str::<ReplicationDoc>(old).is_err());
+    }
+
+    #[test]
+    fn documents_are_keyed_by_component_name() {
+        assert_eq!(
+            serde_json::to_value(Documents::default()).unwrap(),
+            serde_json::json!({})
+        );
+        let docs = Documents {
+            sync_back: Some(SyncDoc {
+                summary: "back".into(),
+                started_at: at("2026-11-25T11:00:00Z"),
+                seconds: 1.0,
+                ok: true,
+                error: None,
+                last_success_at: None,
+                details: SyncDetails::default(),
+            }),
+            ..Documents::default()
+        };
+        let json = serde_json::to_value(&docs).unwrap();
+        assert_eq!(json["sync-back"]["summary"], "back");
+        assert_eq!(docs.summaries(), vec![(Component::SyncBack, "back")]);
+        let names: Vec<&str> = Component::ALL.iter().map(|c| c.name()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(
+            names, sorted,
+            "ALL is in name order, as `status` lists them"
+        );
+        assert_eq!(Component::DbReplic.file_name(), "dbreplic.json");
+    }
+}
