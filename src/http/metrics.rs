@@ -186,18 +186,8 @@ mod tests {
 
     fn monitor(verdict: Verdict) -> MonitorDoc {
         MonitorDoc {
-            summary: String::new(),
-            node_type: NodeType::Slave,
-            master: None,
             verdict: Some(verdict),
-            since: None,
-            last_transition: None,
-            last_round: None,
-            counters: None,
-            services: None,
-            hourly: Vec::new(),
-            config_error: None,
-            updated_at: Utc::now(),
+            ..MonitorDoc::bare(NodeType::Slave, Utc::now())
         }
     }
 

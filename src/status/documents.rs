@@ -204,6 +204,27 @@ pub struct MonitorDoc {
     pub updated_at: DateTime<Utc>,
 }
 
+impl MonitorDoc {
+    /// A document with only a role (for tests to fill in what they look at).
+    #[cfg(test)]
+    pub(crate) fn bare(node_type: NodeType, updated_at: DateTime<Utc>) -> MonitorDoc {
+        MonitorDoc {
+            summary: String::new(),
+            node_type,
+            master: None,
+            verdict: None,
+            since: None,
+            last_transition: None,
+            last_round: None,
+            counters: None,
+            services: None,
+            hourly: Vec::new(),
+            config_error: None,
+            updated_at,
+        }
+    }
+}
+
 /// DB Replic's mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DbReplicMode {
@@ -462,17 +483,8 @@ mod tests {
         assert_eq!(json["hourly"][0]["job"], "replication");
         // A master's and a disabled node's document leave the slave's fields out.
         round_trip(&MonitorDoc {
-            node_type: NodeType::Disabled,
-            master: None,
-            verdict: None,
-            since: None,
-            last_transition: None,
-            last_round: None,
-            counters: None,
-            services: None,
-            hourly: Vec::new(),
-            config_error: None,
-            ..doc
+            summary: "HA disabled: idle".into(),
+            ..MonitorDoc::bare(NodeType::Disabled, doc.updated_at)
         });
     }
 
