@@ -47,9 +47,6 @@ pub use target::SlaveDbSettings;
 /// database ("xivohaRp" in ASCII).
 pub const LOCK_KEY: i64 = 0x7869_766f_6861_5270;
 
-/// The component of the state file (`status` shows its summary).
-pub const STATE_COMPONENT: Component = Component::Replication;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicationError {
     #[error(transparent)]
@@ -240,8 +237,9 @@ pub async fn run_and_record(
             error,
         ),
     };
-    state.last_success_at = store::last_success(&ctx.paths, STATE_COMPONENT, state.last_success_at);
-    if let Err(e) = store::save(&ctx.paths, STATE_COMPONENT, &state) {
+    state.last_success_at =
+        store::last_success(&ctx.paths, Component::Replication, state.last_success_at);
+    if let Err(e) = store::save(&ctx.paths, Component::Replication, &state) {
         tracing::warn!("replication state not recorded: {e}");
     }
     result

@@ -32,7 +32,10 @@ pub fn load<T: DeserializeOwned>(paths: &Paths, component: Component) -> Option<
     match serde_json::from_slice(&bytes) {
         Ok(doc) => Some(doc),
         Err(e) => {
-            tracing::warn!("ignoring {}: {e}", path.display());
+            tracing::warn!(
+                "ignoring {}: {e} (one left by another version is replaced at {component}'s next run)",
+                path.display()
+            );
             None
         }
     }

@@ -33,9 +33,6 @@ use ssh::SshTarget;
 pub const KEY_PATH: &str = "/root/.ssh/xivo_id_rsa";
 /// Where the slave's host key is recorded on first contact.
 pub const KNOWN_HOSTS_PATH: &str = "/root/.ssh/known_hosts";
-/// The state component of the master → slave sync (and `sync-back` for `--back`).
-pub const STATE_COMPONENT: Component = Component::Sync;
-pub const BACK_STATE_COMPONENT: Component = Component::SyncBack;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -278,8 +275,8 @@ enum Direction {
 impl Direction {
     fn component(self) -> Component {
         match self {
-            Direction::ToSlave => STATE_COMPONENT,
-            Direction::Back => BACK_STATE_COMPONENT,
+            Direction::ToSlave => Component::Sync,
+            Direction::Back => Component::SyncBack,
         }
     }
 }
