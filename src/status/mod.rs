@@ -54,3 +54,45 @@ impl Status {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ha::NodeType;
+    use documents::{MonitorDoc, SyncDetails, SyncDoc};
+
+    #[test]
+    fn one_line_for_the_role_then_one_per_component_in_name_order() {
+        let sync = |summary: &str| SyncDoc {
+            summary: summary.into(),
+            started_at: chrono::Utc::now(),
+            seconds: 1.0,
+            ok: true,
+            error: None,
+            last_success_at: None,
+            details: SyncDetails::default(),
+        };
+        let mut status = Status {
+            node_type: NodeType::Master,
+            remote_address: "192.0.2.20".into(),
+            components: Documents::default(),
+        };
+        assert_eq!(
+            status.render(),
+            "HA: master, slave at 192.0.2.20\n(no monitor, replication, sync or DB Replic run recorded yet)\n"
+        );
+        status.components = Documents {
+            sync_back: Some(sync("back ok")),
+            sync: Some(sync("to ok")),
+            monitor: Some(MonitorDoc {
+                summary: "master: hourly jobs".into(),
+                ..MonitorDoc::bare(NodeType::Master, chrono::Utc::now())
+            }),
+            ..Documents::default()
+        };
+        assert_eq!(
+            status.render(),
+            "HA: master, slave at 192.0.2.20\nmonitor: master: hourly jobs\nsync: to ok\nsync-back: back ok\n"
+        );
+    }
+}
