@@ -4,12 +4,13 @@
 //!
 //! This file owns the runner: one task per (table, sink), each with its own source connection
 //! and checkpoint, so that a sink that is down never holds back the other, nor one table the
-//! other; the retry loop that applies the policy of [`retry`]; the status board saved for
-//! `xivo-ha status`. The command's checks (xc_enabled flag, settings) are in [`command`].
+//! other; and the retry loop that applies the policy of [`retry`]. The command's checks
+//! (xc_enabled flag, settings) are in [`command`].
 //!
 //! Layout, after vector's sinks and supabase/etl: [`settings`] (custom.env), [`source`]
 //! (incremental reads), [`sink`] (the trait and its delivery contract), [`pg`] and [`es`] (the
-//! two sinks), [`retry`] (the one retry table), [`config_tables`], [`logfile`].
+//! two sinks), [`retry`] (the one retry table), [`config_tables`], [`logfile`], `board` (the
+//! status board the tasks report to, saved for `xivo-ha status`).
 
 mod board;
 pub mod command;
