@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use common::TestDb;
 use common::es_server::EsServer;
-use xivo_ha::config::EnvFile;
 use xivo_ha::db::DbTarget;
-use xivo_ha::dbreplic::settings::Settings;
+use xivo_ha::dbreplic::settings::DbReplicSettings;
 use xivo_ha::dbreplic::{self, RunOptions};
 use xivo_ha::paths::Paths;
+use xivo_ha::settings::EnvFile;
 
 const BACKLOG: i64 = 1_000_000;
 const STEADY_RATE: u64 = 1_000;
@@ -100,7 +100,8 @@ async fn main() {
          ELASTICSEARCH={}\nIS_HA_SLAVE=true\nDB_REPLIC_ORIGIN={ORIGIN}\n",
         reporting_db.name, es.url
     );
-    let settings = Settings::load(&EnvFile::parse(Path::new("bench.env"), &env).unwrap()).unwrap();
+    let settings =
+        DbReplicSettings::load(&EnvFile::parse(Path::new("bench.env"), &env).unwrap()).unwrap();
     println!(
         "batch_rows={} poll_ms={}",
         settings.batch_rows,

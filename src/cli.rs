@@ -28,21 +28,17 @@ pub struct Cli {
     /// Prefix of every filesystem path the program touches (tests and demos use a temp dir).
     #[arg(long, global = true, env = "XIVO_HA_ROOT", default_value = "/")]
     pub root: PathBuf,
-    /// The local XiVO configuration database: a PostgreSQL URL or key=value string.
-    #[arg(
-        long,
-        global = true,
-        env = "XIVO_HA_DB",
-        default_value = crate::db::DEFAULT_CONFIG_DB,
-        hide_env_values = true
-    )]
-    pub db: String,
+    /// The local XiVO configuration database: a PostgreSQL URL or key=value string
+    /// [default: XIVO_HA_DB from the environment or the settings file, else XiVO's local socket].
+    #[arg(long, global = true)]
+    pub db: Option<String>,
     /// The KEY=value settings file [default: <root>/etc/docker/xivo/custom.env].
     #[arg(long, global = true, env = "XIVO_HA_ENV_FILE")]
     pub env_file: Option<PathBuf>,
-    /// Log lines (on stderr) for people or for a log collector.
-    #[arg(long, global = true, env = "XIVO_HA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
+    /// Log lines (on stderr) for people or for a log collector
+    /// [default: XIVO_HA_LOG_FORMAT from the environment or the settings file, else human].
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -79,13 +75,31 @@ pub enum Command {
     MonitoringUpdate(monit::command::MonitoringUpdateArgs),
     /// Create XiVO's classic command names as links to this binary in DIR.
     InstallLinks(links::command::InstallLinksArgs),
+    /// Print the settings reference generated from the catalog (env/custom.env, docs/settings.md).
+    #[command(hide = true)]
+    Settings(crate::settings::command::SettingsArgs),
 }
 
 /// The whole program: parse, set up logging and the runtime, run, print one line on error.
 pub fn main(args: Vec<OsString>) -> ExitCode {
     let (args, link) = links::rewrite_args(args);
     let cli = parse(args, link);
-    init_logging(cli.log_format);
+    let start = match Context::start(cli.root.clone(), cli.db.clone(), cli.env_file.clone()) {
+        Ok(start) => start,
+        Err(error) => {
+            let error = crate::Error::from(error);
+            eprintln!("xivo-ha: error: {error}");
+            return error.exit_code();
+        }
+    };
+    init_logging(
+        cli.log_format.unwrap_or(start.global.log_format),
+        &start.global.log,
+    );
+    for warning in &start.warnings {
+        tracing::warn!("{warning}");
+    }
+    crate::db::trust_ca_file(start.global.pg_ca_file.clone());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -96,7 +110,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(start.ctx, cli.command)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("xivo-ha: error: {error}");
@@ -143,11 +157,13 @@ fn help_context(args: &[OsString]) -> Option<Context> {
         .disable_help_subcommand(true)
         .try_get_matches_from(without_help)
         .ok()?;
-    Some(Context::new(
+    Context::start(
         matches.get_one::<PathBuf>("root")?.clone(),
-        matches.get_one::<String>("db")?.clone(),
+        matches.get_one::<String>("db").cloned(),
         matches.get_one::<PathBuf>("env_file").cloned(),
-    ))
+    )
+    .ok()
+    .map(|start| start.ctx)
 }
 
 /// `command` with, after the help of each subcommand that has some, the settings of this node
@@ -184,8 +200,8 @@ fn configured_note(ctx: &Context, lines: Result<Vec<String>, impl Display>) -> O
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("XIVO_HA_LOG")
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a person at a terminal: not in cron mail, log files or pipes.
     let builder = tracing_subscriber::fmt()
@@ -198,10 +214,10 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-/// Runs one parsed command line: each command returns its component's error, wrapped here.
-pub async fn run(cli: Cli) -> Result<ExitCode> {
-    let ctx = Context::new(cli.root, cli.db, cli.env_file);
-    Ok(match cli.command {
+/// Runs one parsed command in its context (see [`Context::start`]): each command returns its
+/// component's error, wrapped here.
+pub async fn run(ctx: Context, command: Command) -> Result<ExitCode> {
+    Ok(match command {
         Command::Status(args) => status::command::run(&ctx, args)?,
         Command::Configure(args) => ha::command::configure(&ctx, args).await?,
         Command::InstallLinks(args) => links::command::install(&args)?,
@@ -217,6 +233,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::DbReplication(args) => replication::command::run(&ctx, args).await?,
         Command::Doctor(args) => doctor::command::run(&ctx, args).await,
         Command::DbReplic(args) => dbreplic::command::run(&ctx, args).await?,
+        Command::Settings(args) => crate::settings::command::run(&args),
     })
 }
 

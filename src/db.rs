@@ -124,10 +124,27 @@ pub fn error_reason(error: &tokio_postgres::Error) -> String {
     reason
 }
 
+/// `XIVO_HA_PG_CA_FILE` as the command resolved it (environment over site file), set once at
+/// start-up by the command line.
+static CA_FILE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+/// Trusts `path`'s certificates (PEM) for PostgreSQL over TLS, in addition to the web roots.
+/// The first call wins; without one, `XIVO_HA_PG_CA_FILE` is read from the environment.
+pub fn trust_ca_file(path: Option<std::path::PathBuf>) {
+    let _ = CA_FILE.set(path);
+}
+
+fn ca_file() -> Option<String> {
+    match CA_FILE.get() {
+        Some(path) => path.as_ref().map(|p| p.display().to_string()),
+        None => std::env::var("XIVO_HA_PG_CA_FILE").ok(),
+    }
+}
+
 fn tls_config() -> Result<rustls::ClientConfig, DbError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Ok(path) = std::env::var("XIVO_HA_PG_CA_FILE") {
+    if let Some(path) = ca_file() {
         let ca_error = |reason: String| DbError::CaFile {
             path: path.clone(),
             reason,

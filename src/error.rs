@@ -11,6 +11,7 @@ use crate::links::LinksError;
 use crate::monit::MonitError;
 use crate::monitor::MonitorError;
 use crate::replication::ReplicationError;
+use crate::settings::ConfigError;
 use crate::sync::SyncError;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,9 @@ pub enum Error {
     Monitor(#[from] MonitorError),
     #[error(transparent)]
     Replication(#[from] ReplicationError),
+    /// The site file or a global setting (read before any command runs).
+    #[error(transparent)]
+    Settings(#[from] ConfigError),
     #[error(transparent)]
     Sync(#[from] SyncError),
 }
@@ -40,7 +44,11 @@ impl Error {
             Error::Ha(e) => matches!(e, HaError::Usage(_)),
             Error::Links(e) => e.is_usage(),
             Error::Monitor(e) => matches!(e, MonitorError::Usage(_)),
-            Error::DbReplic(_) | Error::Monit(_) | Error::Replication(_) | Error::Sync(_) => false,
+            Error::DbReplic(_)
+            | Error::Monit(_)
+            | Error::Replication(_)
+            | Error::Settings(_)
+            | Error::Sync(_) => false,
         };
         if usage {
             ExitCode::from(2)

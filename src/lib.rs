@@ -8,7 +8,9 @@
 //! - [`context`]: what every command receives: the `--root` paths, the configuration database URL,
 //!   the `custom.env` file.
 //! - [`paths`]: every filesystem path the program touches, under one `--root` prefix.
-//! - [`config`]: `custom.env`-style files and environment variables, read with envy.
+//! - [`settings`]: environment settings: the catalog of every variable (name, default, help,
+//!   reader) that generates env/custom.env and docs/settings.md, the `custom.env` parser and
+//!   envy deserialisation (environment over file), the unknown/repeated-name warnings.
 //! - [`db`]: connections to PostgreSQL (tokio-postgres, TLS with rustls when asked for).
 //! - [`net`]: this host's interfaces and subnets, TCP reachability checks.
 //! - [`fsutil`]: atomic file writes and file errors a user can act on.
@@ -30,7 +32,6 @@
 
 pub mod backoff;
 pub mod cli;
-pub mod config;
 pub mod context;
 pub mod db;
 pub mod dbreplic;
@@ -46,6 +47,7 @@ pub mod net;
 pub mod paths;
 pub mod replication;
 pub mod secret;
+pub mod settings;
 pub mod status;
 pub mod sync;
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::config_tables;
 use super::logfile::LogFile;
-use super::settings::Settings;
+use super::settings::DbReplicSettings;
 use super::sink::SinkError;
 use super::source::{EventTable, Source};
 use crate::paths::Paths;
@@ -24,7 +24,7 @@ pub(super) struct Board {
 }
 
 impl Board {
-    pub(super) fn new(settings: &Settings, log: Arc<LogFile>, paths: Paths) -> Board {
+    pub(super) fn new(settings: &DbReplicSettings, log: Arc<LogFile>, paths: Paths) -> Board {
         let doc = DbReplicDoc {
             mode: if settings.ha_slave {
                 DbReplicMode::Ha

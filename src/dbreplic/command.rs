@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::settings::Settings;
+use super::settings::DbReplicSettings;
 use super::{DbReplicError, RunOptions};
 use crate::context::Context;
 use crate::db::DbTarget;
@@ -29,7 +29,7 @@ pub async fn run(ctx: &Context, args: DbReplicArgs) -> Result<ExitCode, DbReplic
         return Ok(ExitCode::SUCCESS);
     }
     let env = ctx.env()?;
-    let settings = Settings::load(&env)?;
+    let settings = DbReplicSettings::load(&env)?;
     let options = RunOptions {
         source: DbTarget::parse("XiVO (source)", ctx.db_url.expose())?,
         paths: ctx.paths.clone(),

@@ -34,7 +34,7 @@ use crate::paths::Paths;
 use board::Board;
 use logfile::{LogDirError, LogFile};
 use retry::{Decision, ErrorKind};
-use settings::Settings;
+use settings::DbReplicSettings;
 use sink::{Sink, SinkError};
 use source::{EventTable, Source};
 
@@ -44,7 +44,7 @@ pub const LOG_DIR: &str = "/var/log/xivo-db-replication";
 #[derive(Debug, thiserror::Error)]
 pub enum DbReplicError {
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::settings::ConfigError),
     #[error(transparent)]
     LogDir(#[from] LogDirError),
     #[error(transparent)]
@@ -70,7 +70,7 @@ pub struct RunOptions {
 /// task per (table, sink) ([`spawn_deliveries`]) and the configuration refresh, wait
 /// ([`wait_for_tasks`]), then wind down and record the last status.
 pub async fn run(
-    settings: Settings,
+    settings: DbReplicSettings,
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DbReplicError> {
@@ -125,7 +125,12 @@ pub async fn run(
 }
 
 /// The start-up line, in the log and DB Replic's own log file.
-fn announce(settings: &Settings, options: &RunOptions, reporting: &DbTarget, log: &LogFile) {
+fn announce(
+    settings: &DbReplicSettings,
+    options: &RunOptions,
+    reporting: &DbTarget,
+    log: &LogFile,
+) {
     let mode = if settings.ha_slave {
         "HA mode (cel and queue_log only)"
     } else {
@@ -145,7 +150,7 @@ fn announce(settings: &Settings, options: &RunOptions, reporting: &DbTarget, log
 /// One delivery task per (event table, sink) into `tasks`; returns the Elasticsearch sinks'
 /// checkpoint writers, to be awaited once the sinks are gone.
 fn spawn_deliveries(
-    settings: &Settings,
+    settings: &DbReplicSettings,
     options: &RunOptions,
     reporting: &DbTarget,
     board: &Board,
@@ -218,7 +223,7 @@ struct Drive {
 }
 
 impl Drive {
-    fn new(settings: &Settings, options: &RunOptions) -> Self {
+    fn new(settings: &DbReplicSettings, options: &RunOptions) -> Self {
         Drive {
             poll: settings.poll,
             batch_rows: settings.batch_rows,

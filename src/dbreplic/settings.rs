@@ -9,9 +9,9 @@ use std::time::Duration;
 use elasticsearch::http::Url;
 use serde::Deserialize;
 
-use crate::config::{self, ConfigError, EnvFile};
 use crate::db::DbTarget;
 pub use crate::secret::Secret;
+use crate::settings::{ConfigError, EnvFile, from_env};
 
 /// XiVO CC's reporting PostgreSQL (the `pgxivocc` container) is published on port 5443.
 pub const DEFAULT_REPORTING_DB_PORT: u16 = 5443;
@@ -133,7 +133,7 @@ pub struct Elasticsearch {
 }
 
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub struct DbReplicSettings {
     pub reporting: ReportingDb,
     pub elasticsearch: Elasticsearch,
     /// HA mode: forward only cel and queue_log, never the configuration tables.
@@ -152,11 +152,11 @@ pub struct Settings {
     pub gap_wait: Duration,
 }
 
-impl Settings {
+impl DbReplicSettings {
     /// Reads and checks every variable; the first problem is one line naming the variable
     /// (and its line in the file).
-    pub fn load(file: &EnvFile) -> Result<Settings, ConfigError> {
-        let raw: Raw = config::from_env("", file)?;
+    pub fn load(file: &EnvFile) -> Result<DbReplicSettings, ConfigError> {
+        let raw: Raw = from_env("", file)?;
         let nonempty = |variable: &str, value: &str| {
             if value.trim().is_empty() {
                 Err(file.variable_error(variable, "is empty: give it a value"))
@@ -227,7 +227,7 @@ impl Settings {
                 "not set and the host name is empty: set DB_REPLIC_ORIGIN to this node's name",
             ));
         }
-        Ok(Settings {
+        Ok(DbReplicSettings {
             reporting: ReportingDb {
                 host: raw.reporting_db_host,
                 port: raw.reporting_db_port,
@@ -259,9 +259,22 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn parse(text: &str) -> Result<Settings, ConfigError> {
+    fn parse(text: &str) -> Result<DbReplicSettings, ConfigError> {
         let file = EnvFile::parse(Path::new("/etc/docker/xivo/custom.env"), text).unwrap();
-        Settings::load(&file)
+        DbReplicSettings::load(&file)
+    }
+
+    #[test]
+    fn the_variables_and_defaults_are_the_catalogs() {
+        use crate::settings::catalog::{Component, check_struct};
+        check_struct::<Raw>(
+            Component::DbReplic,
+            "",
+            &[
+                ("REPORTING_DB_HOST", "h"),
+                ("ELASTICSEARCH", "http://es:9200"),
+            ],
+        );
     }
 
     #[test]

@@ -492,8 +492,8 @@ pub async fn slave_database(
 /// DB Replic, where XiVO CC enabled it: its settings parse, both sinks answer, its log
 /// directory is writable.
 pub async fn db_replic(ctx: &Context) -> Vec<Finding> {
-    use crate::dbreplic::settings::Settings;
-    let settings = match ctx.env().and_then(|env| Settings::load(&env)) {
+    use crate::dbreplic::settings::DbReplicSettings;
+    let settings = match ctx.env().and_then(|env| DbReplicSettings::load(&env)) {
         Ok(settings) => settings,
         Err(e) => {
             return vec![Finding::failed(

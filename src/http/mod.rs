@@ -105,7 +105,7 @@ pub async fn serve(
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::settings::ConfigError),
     #[error(
         "XIVO_HA_HTTP_LISTEN: `{0}` is not an address:port (e.g. 127.0.0.1:9660), nor empty to turn the endpoint off"
     )]
@@ -138,11 +138,11 @@ impl Running {
 /// Starts the endpoint where `XIVO_HA_HTTP_LISTEN` says (default loopback); `None` when empty
 /// or when the address cannot be bound (logged).
 pub async fn start(
-    env: &crate::config::EnvFile,
+    env: &crate::settings::EnvFile,
     paths: &Paths,
     heartbeat: Heartbeat,
 ) -> Result<Option<Running>, HttpError> {
-    let settings: HttpSettings = crate::config::from_env("XIVO_HA_", env)?;
+    let settings: HttpSettings = crate::settings::from_env("XIVO_HA_", env)?;
     let listen = settings.http_listen.trim();
     if listen.is_empty() {
         return Ok(None);

@@ -27,10 +27,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
 use crate::context::Context;
 use crate::fsutil::{self, FileError};
 use crate::ha::{HaConfig, HaError, NodeType};
+use crate::settings::ConfigError;
 
 pub use checks::CheckFile;
 pub use reload::ReloadOutcome;
@@ -133,7 +133,7 @@ impl MonitSettings {
     /// Reads the settings from the context's custom.env and the environment, and checks them.
     pub fn load(ctx: &Context) -> Result<MonitSettings, MonitError> {
         let env = ctx.env()?;
-        let mut settings: MonitSettings = crate::config::from_env(Self::PREFIX, &env)?;
+        let mut settings: MonitSettings = crate::settings::from_env(Self::PREFIX, &env)?;
         // envy splits on commas but keeps blanks: `asterisk, x` and a trailing comma are fine.
         settings.telephony_containers = settings
             .telephony_containers

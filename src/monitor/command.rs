@@ -13,9 +13,9 @@ use super::probe::{ProbeSettings, Prober};
 use super::services::{self, Desired};
 use super::settings::{MonitorSettings, PREFIX};
 use super::{Monitor, MonitorError, verdict};
-use crate::config::differing;
 use crate::context::Context;
 use crate::ha::{HaConfig, NodeType};
+use crate::settings::differing;
 
 /// `monitor`.
 #[derive(Debug, Args)]

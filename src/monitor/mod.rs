@@ -40,7 +40,7 @@ pub enum MonitorError {
     #[error(transparent)]
     Settings(#[from] settings::SettingsError),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::settings::ConfigError),
     #[error(transparent)]
     Ha(#[from] crate::ha::HaError),
     #[error(transparent)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{self, EnvFile};
+use crate::settings::{ConfigError, EnvFile, from_env};
 
 /// The prefix of every monitor variable (`XIVO_HA_MONITOR_INTERVAL_MS`, ...).
 pub const PREFIX: &str = "XIVO_HA_MONITOR_";
@@ -120,7 +120,7 @@ pub struct MonitorSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error(transparent)]
-    Config(#[from] config::ConfigError),
+    Config(#[from] ConfigError),
     #[error("{variable}: {reason}")]
     Invalid { variable: String, reason: String },
 }
@@ -135,7 +135,7 @@ impl Default for MonitorSettings {
 impl MonitorSettings {
     /// Reads the `XIVO_HA_MONITOR_*` variables (environment over custom.env) and checks them.
     pub fn load(env: &EnvFile) -> Result<MonitorSettings, SettingsError> {
-        let raw: Raw = config::from_env(PREFIX, env)?;
+        let raw: Raw = from_env(PREFIX, env)?;
         MonitorSettings::check(raw)
     }
 
@@ -242,6 +242,12 @@ mod tests {
 
     fn load(text: &str) -> Result<MonitorSettings, SettingsError> {
         MonitorSettings::load(&EnvFile::parse(Path::new("/x/custom.env"), text).unwrap())
+    }
+
+    #[test]
+    fn the_variables_and_defaults_are_the_catalogs() {
+        use crate::settings::catalog::{Component, check_struct};
+        check_struct::<Raw>(Component::Monitor, PREFIX, &[]);
     }
 
     #[test]

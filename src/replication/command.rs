@@ -11,10 +11,10 @@ use clap::Args;
 
 use super::target::{self, ENV_PREFIX, SlaveDbSettings};
 use super::{Options, ReplicationError, run_and_record};
-use crate::config::differing;
 use crate::context::Context;
 use crate::ha::HaError;
 use crate::secret::Secret;
+use crate::settings::differing;
 
 #[derive(Debug, Args)]
 pub struct DbReplicationArgs {

@@ -32,10 +32,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::{Client, IsolationLevel, Transaction};
 
-use crate::config::ConfigError;
 use crate::context::Context;
 use crate::db::{DbError, DbTarget, error_reason};
 use crate::ha::{HaConfig, HaError, NodeType};
+use crate::settings::ConfigError;
 use crate::status::documents::{Component, ReplicationDetails, ReplicationDoc};
 use crate::status::store;
 use copy::{CopyFailure, Plan, TableCopy};

@@ -7,10 +7,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio_postgres::config::SslMode;
 
-use crate::config::{ConfigError, from_env};
 use crate::context::Context;
 use crate::db::{DbError, DbTarget};
 use crate::secret::Secret;
+use crate::settings::{ConfigError, from_env};
 
 /// Prefix of the slave connection settings in custom.env or the environment.
 pub const ENV_PREFIX: &str = "XIVO_HA_SLAVE_DB_";

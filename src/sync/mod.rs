@@ -21,10 +21,10 @@ use std::time::Instant;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
 use crate::context::Context;
 use crate::fsutil::FileError;
 use crate::ha::{HaConfig, NodeType};
+use crate::settings::ConfigError;
 use crate::status::documents::{Component, SyncDetails, SyncDoc};
 use crate::status::store;
 use ssh::SshTarget;
@@ -172,7 +172,7 @@ pub struct SyncSettings {
 
 impl SyncSettings {
     pub fn load(ctx: &Context) -> Result<SyncSettings, SyncError> {
-        let raw: RawSettings = crate::config::from_env("XIVO_HA_", &ctx.env()?)?;
+        let raw: RawSettings = crate::settings::from_env("XIVO_HA_", &ctx.env()?)?;
         let list = |variable: &'static str, value: Option<String>, default: &[&str]| match value {
             None => Ok(dirs::defaults(default)),
             Some(text) => {
@@ -518,6 +518,12 @@ async fn run_locked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_variables_and_defaults_are_the_catalogs() {
+        use crate::settings::catalog::{Component, check_struct};
+        check_struct::<RawSettings>(Component::Sync, "XIVO_HA_", &[]);
+    }
 
     fn settings_from(text: &str) -> Result<SyncSettings, SyncError> {
         let dir = tempfile::tempdir().unwrap();

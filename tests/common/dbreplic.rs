@@ -7,11 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use xivo_ha::config::EnvFile;
 use xivo_ha::db::DbTarget;
-use xivo_ha::dbreplic::settings::Settings;
+use xivo_ha::dbreplic::settings::DbReplicSettings;
 use xivo_ha::dbreplic::{self, DbReplicError, RunOptions};
 use xivo_ha::paths::Paths;
+use xivo_ha::settings::EnvFile;
 
 use super::db::{TestDb, connect, pg_port};
 use super::es_server::EsServer;
@@ -121,9 +121,9 @@ impl Pipeline {
         std::fs::write(self.root().join("var/lib/xivo/xc_enabled"), "").unwrap();
     }
 
-    pub fn settings(&self) -> Settings {
+    pub fn settings(&self) -> DbReplicSettings {
         let file = EnvFile::parse(Path::new("/test/custom.env"), &self.env_text()).unwrap();
-        Settings::load(&file).unwrap()
+        DbReplicSettings::load(&file).unwrap()
     }
 
     pub fn options(&self, exit_when_idle: bool) -> RunOptions {

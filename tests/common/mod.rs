@@ -62,7 +62,8 @@ pub fn xivo_ha_isolated(root: &Path, db: &str, args: &[&str]) -> Output {
     command.output().expect("unshare runs (tests run as root)")
 }
 
-fn clear_xivo_env(command: &mut Command) {
+/// Removes xivo-ha's variables (`XIVO_HA_*`) of the test process from `command`'s environment.
+pub fn clear_xivo_env(command: &mut Command) {
     for (key, _) in std::env::vars() {
         if key.starts_with("XIVO_HA_") {
             command.env_remove(key);

@@ -1,7 +1,8 @@
-//! `custom.env`-style configuration: `KEY=value` files (XiVO CC's /etc/docker/xivo/custom.env,
-//! the file docker compose passes as `env_file`) merged with the process environment, which
-//! wins, and deserialised with envy into each component's typed settings. Errors name the
-//! variable and, when it came from the file, the file and line.
+//! `custom.env` files: `KEY=value` lines (XiVO CC's /etc/docker/xivo/custom.env, the file
+//! docker compose passes as `env_file`), merged with the process environment, which wins, and
+//! deserialised with envy into each component's typed settings. Errors name the variable and,
+//! when it came from the file, the file and line. The names, defaults and help are declared in
+//! [`super::catalog`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,11 +38,23 @@ pub struct EnvEntry {
     pub line: usize,
 }
 
+/// A name given a second time in a file: the later line applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Duplicate {
+    pub name: String,
+    /// The line that no longer applies (the previous occurrence).
+    pub first_line: usize,
+    /// The line that applies.
+    pub line: usize,
+}
+
 /// A parsed `KEY=value` file. Later entries override earlier ones, as with docker compose.
 #[derive(Clone, Debug, Default)]
 pub struct EnvFile {
     pub path: PathBuf,
     pub entries: BTreeMap<String, EnvEntry>,
+    /// Names given more than once, in file order.
+    pub duplicates: Vec<Duplicate>,
 }
 
 impl EnvFile {
@@ -51,7 +64,7 @@ impl EnvFile {
             Ok(text) => EnvFile::parse(path, &text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(EnvFile {
                 path: path.to_owned(),
-                entries: BTreeMap::new(),
+                ..EnvFile::default()
             }),
             Err(source) => Err(ConfigError::Read {
                 path: path.to_owned(),
@@ -64,6 +77,7 @@ impl EnvFile {
     /// `#` comments, values optionally in single or double quotes.
     pub fn parse(path: &Path, text: &str) -> Result<EnvFile, ConfigError> {
         let mut entries = BTreeMap::new();
+        let mut duplicates = Vec::new();
         for (index, raw) in text.lines().enumerate() {
             let line = index + 1;
             let syntax = |reason: String| ConfigError::Syntax {
@@ -87,11 +101,18 @@ impl EnvFile {
                 return Err(syntax(format!("`{key}` is not a variable name")));
             }
             let value = unquote(value.trim()).map_err(syntax)?;
-            entries.insert(key.to_owned(), EnvEntry { value, line });
+            if let Some(previous) = entries.insert(key.to_owned(), EnvEntry { value, line }) {
+                duplicates.push(Duplicate {
+                    name: key.to_owned(),
+                    first_line: previous.line,
+                    line,
+                });
+            }
         }
         Ok(EnvFile {
             path: path.to_owned(),
             entries,
+            duplicates,
         })
     }
 
@@ -212,6 +233,21 @@ mod tests {
         assert!(sample.enabled);
         assert_eq!(sample.port, Some(5433));
         assert_eq!(env.entries["XT_PORT"].line, 5);
+        assert!(env.duplicates.is_empty());
+    }
+
+    #[test]
+    fn a_name_given_twice_is_recorded_with_both_lines() {
+        let env = file("XT_HOST=a\n# c\nXT_HOST=b\nXT_PORT=1\n");
+        assert_eq!(env.entries["XT_HOST"].value, "b");
+        assert_eq!(
+            env.duplicates,
+            vec![Duplicate {
+                name: "XT_HOST".into(),
+                first_line: 1,
+                line: 3
+            }]
+        );
     }
 
     #[test]
