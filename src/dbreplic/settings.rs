@@ -1,8 +1,9 @@
 //! DB Replic's settings, read from XiVO CC's `custom.env` (environment variables win) with
 //! envy, and checked before anything starts: the reporting database, Elasticsearch, the HA
-//! mode, the origin name and the batching knobs. Owns the list of variables and their defaults
-//! (the README's DB Replic section documents the same list). Secrets (the passwords, the
-//! Elasticsearch URL) live in [`Secret`], so they never reach a log line or a state file.
+//! mode, the origin name and the batching knobs. The variables, their defaults and help are
+//! declared in the settings catalog (src/settings/catalog.rs, listed in docs/settings.md).
+//! Secrets (the passwords, the Elasticsearch URL) live in [`Secret`], so they never reach a log
+//! line or a state file.
 
 use std::time::Duration;
 

@@ -420,7 +420,7 @@ pub async fn slave_database(
             return Finding::failed(
                 CHECK,
                 e.to_string(),
-                "allow the master in the slave's pg_hba.conf (see README) and check XIVO_HA_SLAVE_DB_USER / _PASSWORD",
+                "allow the master in the slave's pg_hba.conf (docs/operations.md, 'The slave's PostgreSQL: password and TLS') and check XIVO_HA_SLAVE_DB_USER / _PASSWORD",
             );
         }
     };

@@ -56,7 +56,7 @@ pub enum ReplicationError {
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(
-        "cannot connect to the slave database {target}: {reason}: check that the slave's PostgreSQL listens on that address (listen_addresses) and that its pg_hba.conf admits this master (see the README, Configuration database replication)"
+        "cannot connect to the slave database {target}: {reason}: check that the slave's PostgreSQL listens on that address (listen_addresses) and that its pg_hba.conf admits this master (docs/operations.md, 'The slave's PostgreSQL: password and TLS')"
     )]
     SlaveUnreachable { target: String, reason: String },
     #[error(

@@ -286,7 +286,7 @@ pub const SETTINGS: &[Setting] = {
             Replication,
             "XIVO_HA_SLAVE_DB_USER",
             "postgres",
-            "The slave's PostgreSQL user the master writes with (superuser, or see README for the grants).",
+            "The slave's PostgreSQL user the master writes with (superuser, or the grants in docs/operations.md).",
         ),
         unset(
             Replication,
