@@ -6,11 +6,12 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
-use common::sshd::{Sshd, keygen, start_sshd};
+use common::sshd::{Sshd, keygen, start_sshd, start_sshd_with_password};
 use common::{assert_success, stderr, stdout, wait_for_blocking, xivo_ha_bin};
 
 /// A master and a slave tree, the slave served by its own sshd.
@@ -26,11 +27,16 @@ impl Pair {
     /// `node_type` in the master's ha.conf (the slave at 127.0.0.1), custom.env pointing the
     /// sync at the test sshd and the slave tree.
     fn new(node_type: &str) -> Pair {
+        Pair::with_sshd(node_type, start_sshd)
+    }
+
+    /// As [`Pair::new`], the slave's sshd started by `start` with its authorized_keys file.
+    fn with_sshd(node_type: &str, start: impl FnOnce(&Path) -> Sshd) -> Pair {
         let master = tempfile::tempdir().unwrap();
         let slave = tempfile::tempdir().unwrap();
         let authorized_keys = slave.path().join("root/.ssh/authorized_keys");
         fs::create_dir_all(authorized_keys.parent().unwrap()).unwrap();
-        let sshd = start_sshd(&authorized_keys);
+        let sshd = start(&authorized_keys);
         // Written directly: `configure` rightly refuses a loopback peer.
         write(
             &master.path().join("etc/xivo/ha.conf"),
@@ -81,7 +87,28 @@ impl Pair {
     }
 
     fn run_with(&self, args: &[&str], env: &[(&str, &Path)]) -> Output {
-        let mut command = Command::new(xivo_ha_bin());
+        self.run_under(&[], args, env)
+    }
+
+    /// `wrapper... xivo-ha --root <master> <args>`, stdin closed, in a session of its own: no
+    /// controlling terminal (even when the tests run on one) unless the wrapper makes one.
+    fn run_under(&self, wrapper: &[&str], args: &[&str], env: &[(&str, &Path)]) -> Output {
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(xivo_ha_bin());
+                command
+            }
+            None => Command::new(xivo_ha_bin()),
+        };
+        // SAFETY: setsid is async-signal-safe and touches nothing of the parent's.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
+        }
         for (key, _) in std::env::vars() {
             if key.starts_with("XIVO_HA_") || key == "SSH_AUTH_SOCK" {
                 command.env_remove(key);
@@ -325,6 +352,36 @@ fn key_set_up_creates_installs_and_refuses_a_second_time() {
     );
     assert_eq!(fs::read(&key).unwrap(), before);
     assert_eq!(read(&pair.authorized_keys), authorized);
+}
+
+#[test]
+fn key_set_up_under_sshpass_gets_the_password_from_its_terminal() {
+    // Set in the slave's sshd only (see start_sshd_with_password), never this machine's.
+    let password = "xivo-ha test password";
+    let pair = Pair::with_sshd("master", |keys| start_sshd_with_password(keys, password));
+    // As Wazo's acceptance suite and administrators' scripts do: sshpass gives the command a
+    // terminal of its own and answers ssh's prompt there; stdin is no terminal at all.
+    let output = pair.run_under(&["sshpass", "-p", password], &["sync", "-i"], &[]);
+    assert_success(&output);
+    assert!(stdout(&output).contains("password"), "{}", stdout(&output));
+    let public = read(&pub_of(&pair.key()));
+    assert_eq!(read(&pair.authorized_keys), public);
+
+    // The hourly sync then logs in with the installed key alone, no password.
+    write(&pair.m("var/lib/xivo/sounds/playback/hello.wav"), "hello");
+    let output = pair.run(&["sync"]);
+    assert_success(&output);
+    assert_eq!(
+        read(&pair.s("var/lib/xivo/sounds/playback/hello.wav")),
+        "hello"
+    );
+
+    // A wrong password: one clear error, and no key left behind to trip the next attempt.
+    let pair = Pair::with_sshd("master", |keys| start_sshd_with_password(keys, password));
+    let output = pair.run_under(&["sshpass", "-p", "wrong"], &["sync", "-i"], &[]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    assert!(!pair.key().exists() && !pub_of(&pair.key()).exists());
+    assert_eq!(fs::read(&pair.authorized_keys).unwrap_or_default(), b"");
 }
 
 #[test]

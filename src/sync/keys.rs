@@ -1,11 +1,11 @@
 //! `sync -i`: creating the dedicated passwordless key of the master (`/root/.ssh/xivo_id_rsa`)
 //! and installing its public half in the slave's authorized_keys, as `ssh-copy-id` does: with an
-//! agent or key the slave already trusts, or by asking the slave's password once on a terminal
-//! (ssh asks it itself, xivo-ha never sees it). A key that could not be installed is removed, so
+//! agent or key the slave already trusts, or by asking the slave's password once on the
+//! controlling terminal (ssh asks it itself on /dev/tty, xivo-ha never sees it; stdin may be a
+//! pipe, as under `sshpass -p PASSWORD xivo-ha sync -i`). A key that could not be installed is removed, so
 //! that `sync -i` can simply be run again.
 
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -136,8 +136,20 @@ fn install_command(authorized_keys: &str) -> String {
     )
 }
 
+/// Whether this process has a controlling terminal ssh can prompt on: ssh reads passwords from
+/// /dev/tty, not from stdin, so that is what counts (as for ssh-copy-id): a terminal session
+/// whose stdin is a pipe has one, and so has a command run by `sshpass`, which gives it a
+/// pseudo-terminal of its own; a cron job or a service has none.
+fn has_controlling_terminal() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .is_ok()
+}
+
 /// Appends the public key on the slave: first without any prompt (agent, default keys), then,
-/// when someone is at a terminal, with the password asked once by ssh.
+/// when the process has a controlling terminal, with the password asked once by ssh.
 async fn install(
     target: &SshTarget,
     public_line: &str,
@@ -150,13 +162,13 @@ async fn install(
         return Ok("existing key or agent");
     };
     let auth_refused = stderr.contains("Permission denied");
-    if !(auth_refused && std::io::stdin().is_terminal()) {
+    if !(auth_refused && has_controlling_terminal()) {
         let error = target.explain("installing the key on", None, &stderr);
         return Err(match error {
             SyncError::Remote { reason, .. } if auth_refused => SyncError::Install {
                 target: target.destination(),
                 reason,
-                hint: "run `xivo-ha sync -i` on a terminal to type the slave's password, or load a key the slave trusts in ssh-agent",
+                hint: "run `xivo-ha sync -i` on a terminal (or under `sshpass -p PASSWORD`) to type the slave's password, or load a key the slave trusts in ssh-agent",
             },
             other => other,
         });
