@@ -108,8 +108,14 @@ async fn names(db: &TestDb, relkind: &str) -> Vec<String> {
 
 /// The whole database as `pg_dump` prints it: "byte for byte as before".
 fn dump(db: &TestDb) -> String {
+    dump_with(&["-h", "127.0.0.1", "-U", "postgres", &db.name])
+}
+
+/// `pg_dump --no-owner <connection args>`, without its random `\restrict` lines.
+fn dump_with(args: &[&str]) -> String {
     let output = Command::new("pg_dump")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "--no-owner", &db.name])
+        .arg("--no-owner")
+        .args(args)
         .output()
         .expect("pg_dump runs");
     assert!(output.status.success(), "{}", stderr(&output));
@@ -636,6 +642,129 @@ async fn a_connection_dropped_in_the_middle_leaves_the_slave_as_it_was_and_says_
     .unwrap();
     assert_eq!(state["result"], "failed");
     assert!(state["summary"].as_str().unwrap().contains("FAILED"));
+}
+
+/// A master that vanishes mid-copy (its host gone: the link cut, then the replicating process
+/// killed, so that not even a reset reaches the slave) must not leave the slave's tables locked:
+/// the slave's server drops the session, and with it the TRUNCATE's locks, within 30 s, and the
+/// slave is exactly as before. The slave's PostgreSQL runs on a test host behind a throttled
+/// link, so that the COPY is still streaming when the link goes.
+#[tokio::test]
+async fn a_master_that_vanishes_mid_copy_leaves_the_slave_unlocked_within_30_s() {
+    let master = TestDb::create().await;
+    master
+        .client()
+        .await
+        .batch_execute(
+            "INSERT INTO staticsip (filename, category, var_name, var_val)
+             SELECT 'bulk.conf', 'bulk', 'row', repeat('x', 200) || i FROM generate_series(1, 20000) i",
+        )
+        .await
+        .unwrap();
+    let host = common::testhost::TestHost::create();
+    let cluster = common::cluster::start_cluster_on(&host);
+    let admin = connect(&cluster.socket_url("postgres")).await;
+    admin
+        .batch_execute("CREATE DATABASE asterisk ENCODING 'UTF8' TEMPLATE template0")
+        .await
+        .unwrap();
+    let slave = connect(&cluster.socket_url("asterisk")).await;
+    slave.batch_execute(SCHEMA_SQL).await.unwrap();
+    slave.batch_execute(DATA_SQL).await.unwrap();
+    let socket_args = cluster.socket_args();
+    let mut dump_args: Vec<&str> = socket_args.iter().map(String::as_str).collect();
+    dump_args.push("asterisk");
+    let before = dump_with(&dump_args);
+    // About 4 MB to send at 2 Mbit/s: the copy of staticsip takes some 15 s.
+    host.throttle("2mbit");
+
+    let root = tempfile::tempdir().unwrap();
+    write_custom_env(root.path(), "XIVO_HA_SLAVE_DB_CONNECT_TIMEOUT_S=5\n");
+    let mut replication = Command::new(xivo_ha_bin());
+    replication
+        .arg("--root")
+        .arg(root.path())
+        .args([
+            "--db",
+            &master.url(),
+            "db-replication",
+            &host.ip.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = replication.spawn().unwrap();
+
+    // The slave's session is streaming staticsip: its tables are truncated and locked.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let copying: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity a
+                 JOIN pg_stat_progress_copy p ON p.pid = a.pid
+                 WHERE a.application_name = 'xivo-ha db-replication'
+                   AND a.query LIKE 'COPY%staticsip%' AND p.tuples_processed > 0",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if copying > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replication never started copying staticsip"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the replication ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let held: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE a.application_name = 'xivo-ha db-replication' AND l.mode = 'AccessExclusiveLock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(held > 0, "no exclusive lock held mid-copy");
+
+    // The master's host vanishes: the link first, so that nothing of its end reaches the slave.
+    host.unplug();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let vanished = Instant::now();
+
+    let reader = connect(&cluster.socket_url("asterisk")).await;
+    reader
+        .batch_execute("SET lock_timeout = '500ms'")
+        .await
+        .unwrap();
+    loop {
+        match reader
+            .query_one("SELECT count(*) FROM staticsip", &[])
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => assert_eq!(
+                e.code(),
+                Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE),
+                "{e}"
+            ),
+        }
+        assert!(
+            vanished.elapsed() < Duration::from_secs(30),
+            "the slave's tables are still locked {:?} after the master vanished",
+            vanished.elapsed()
+        );
+    }
+    let after = dump_with(&dump_args);
+    assert_same_dump(&after, &before);
+    drop(reader);
+    drop(admin);
+    drop(slave);
+    drop(cluster);
+    drop(host);
 }
 
 #[tokio::test]

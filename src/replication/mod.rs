@@ -340,6 +340,11 @@ impl Sides<'_> {
             }
             other => other.into(),
         })?;
+        // Before anything is locked on the slave: its server drops this session, and with it
+        // the locks, soon after this master vanished.
+        target::detect_vanished_master(&slave)
+            .await
+            .map_err(|e| self.on_slave(e))?;
         Ok((master, slave))
     }
 

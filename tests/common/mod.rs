@@ -1,12 +1,14 @@
 //! Fixtures shared by the black-box tests, one submodule each: `db` (a fresh XiVO `asterisk`
 //! database per test in the real PostgreSQL), `dbreplic` (DB Replic's whole pipeline: source,
 //! reporting database, Elasticsearch stand-in, settings, the running component), `docker_lab`
-//! (the slave's Docker lab), `es_server` (the Elasticsearch stand-in), `sshd` and `testhost`;
+//! (the slave's Docker lab), `es_server` (the Elasticsearch stand-in), `cluster` (a PostgreSQL
+//! server on a test host), `sshd` and `testhost`;
 //! here, temporary node roots, the `xivo-ha` binary and waiting for an event.
 //!
 //! Every test file says `mod common;`; a fixture some test binaries do not use is not dead code.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod db;
 pub mod dbreplic;
 pub mod docker_lab;

@@ -121,6 +121,30 @@ impl TestHost {
         ip(&["-n", &self.netns, "link", "set", &self.peer_link, "down"]).unwrap();
     }
 
+    /// Limits what this machine sends to the test host to `rate` (tc's syntax, e.g. `2mbit`) on
+    /// our end of the link: a transfer lasts long enough to be caught in the middle.
+    pub fn throttle(&self, rate: &str) {
+        let output = Command::new("tc")
+            .args([
+                "qdisc",
+                "add",
+                "dev",
+                &self.host_link,
+                "root",
+                "tbf",
+                "rate",
+                rate,
+            ])
+            .args(["burst", "32kbit", "latency", "1s"])
+            .output()
+            .expect("tc runs");
+        assert!(
+            output.status.success(),
+            "tc: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     pub fn plug(&self) {
         ip(&["-n", &self.netns, "link", "set", &self.peer_link, "up"]).unwrap();
     }
