@@ -6,6 +6,11 @@
 //! CLI: `docker top NAME` exits non-zero when the container is missing or stopped, which is what
 //! a `check program` tests. Monit then shows each container in `monit summary` (and in XiVO's
 //! monitoring page), sends XiVO's alert e-mails, and starts the container again.
+//!
+//! Every check is named `xivo-ha-...` ([`check_name`]): never the name of one of XiVO's own
+//! checks (`asterisk`), which monit would refuse as a duplicate. The slave's telephony checks
+//! read XiVO's flag `/var/lib/xivo/disabled` themselves, so that monit follows failover and
+//! failback without a reload, and a reload at any time never starts Asterisk on a standby slave.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -26,6 +31,21 @@ pub const DB_REPLIC_CONTAINER: &str = "xivo-ha-db-replic";
 pub const MONITOR_FILE: &str = "xivo-ha-monitor";
 pub const DB_REPLIC_FILE: &str = "xivo-ha-db-replic";
 pub const TELEPHONY_FILE: &str = "xivo-ha-telephony";
+/// The check (file and service of the same name) that has monit reload itself.
+pub const RELOAD_FILE: &str = "xivo-ha-reload";
+
+/// What every check xivo-ha writes is named after.
+pub const NAME_PREFIX: &str = "xivo-ha-";
+
+/// The monit service name of a container's check: `xivo-ha-asterisk` for `asterisk`; names
+/// that already start with `xivo-ha-` stay as they are.
+pub fn check_name(container: &str) -> String {
+    if container.starts_with(NAME_PREFIX) {
+        container.to_owned()
+    } else {
+        format!("{NAME_PREFIX}{container}")
+    }
+}
 
 /// One check file: its name in conf.d, why it applies, and its text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +53,8 @@ pub struct CheckFile {
     pub name: &'static str,
     pub reason: String,
     pub contents: String,
+    /// The monit services it declares.
+    pub services: Vec<String>,
 }
 
 fn header(out: &mut String, lines: &[&str]) {
@@ -49,19 +71,34 @@ fn header(out: &mut String, lines: &[&str]) {
 /// down: the sidecars have docker's `restart: always`, so monit restarts them only when docker
 /// did not (e.g. after a `docker stop`); the telephony containers of an active slave have no
 /// restart policy (they must never start by themselves on a slave), so monit is what keeps them
-/// up while the slave carries the calls.
-fn container_check(out: &mut String, docker: &Path, container: &str, group: &str) {
+/// up while the slave carries the calls. With `unless_flag`, the check passes and the start
+/// does nothing while that file exists (a standby slave). Returns the service name.
+fn container_check(
+    out: &mut String,
+    docker: &Path,
+    container: &str,
+    group: &str,
+    unless_flag: Option<&Path>,
+) -> String {
     let docker = docker.display();
-    // Monit runs these programs without a shell: plain words only, no quoting needed.
+    let name = check_name(container);
+    // Monit runs these programs without a shell: plain words, or an explicit `sh -c '...'`.
+    let guarded = |command: String| match unless_flag {
+        Some(flag) => format!("/bin/sh -c '[ -e {} ] || exec {command}'", flag.display()),
+        None => command,
+    };
     let _ = write!(
         out,
-        "check program {container} with path \"{docker} top {container}\" with timeout 20 seconds\n\
+        "check program {name} with path \"{}\" with timeout 20 seconds\n\
          \x20   group {group}\n\
-         \x20   start program = \"{docker} start {container}\" with timeout 60 seconds\n\
+         \x20   start program = \"{}\" with timeout 60 seconds\n\
          \x20   stop program = \"{docker} stop {container}\" with timeout 60 seconds\n\
          \x20   if status != 0 for 2 cycles then restart\n\
-         \x20   if 5 restarts within 5 cycles then timeout\n"
+         \x20   if 5 restarts within 5 cycles then timeout\n",
+        guarded(format!("{docker} top {container}")),
+        guarded(format!("{docker} start {container}")),
     );
+    name
 }
 
 /// The HA monitor's check (HA on: master or slave).
@@ -76,11 +113,12 @@ pub fn monitor(docker: &Path, node: &str) -> CheckFile {
             "Removed by xivo-ha monitoring-update when HA is disabled.",
         ],
     );
-    container_check(&mut out, docker, MONITOR_CONTAINER, "xivo-ha");
+    let service = container_check(&mut out, docker, MONITOR_CONTAINER, "xivo-ha", None);
     CheckFile {
         name: MONITOR_FILE,
         reason: format!("HA monitor: this node is {node}"),
         contents: out,
+        services: vec![service],
     }
 }
 
@@ -97,15 +135,17 @@ pub fn db_replic(docker: &Path, flag: &Path) -> CheckFile {
             "Removed by xivo-ha monitoring-update when that file is gone.",
         ],
     );
-    container_check(&mut out, docker, DB_REPLIC_CONTAINER, "xivo-ha");
+    let service = container_check(&mut out, docker, DB_REPLIC_CONTAINER, "xivo-ha", None);
     CheckFile {
         name: DB_REPLIC_FILE,
         reason: format!("DB Replic: {} exists", flag.display()),
         contents: out,
+        services: vec![service],
     }
 }
 
-/// The telephony containers of a slave that carries the calls (its master is down). Group
+/// The telephony containers of a slave, watched while it carries the calls: while XiVO's flag
+/// `disabled` exists (the slave stands by) the checks pass and never start anything. Group
 /// `telephony`, as XiVO's own asterisk check, so that `monit stop -g telephony` and
 /// `monit start -g telephony` act on them as on a XiVO.
 pub fn telephony(docker: &Path, containers: &[String], flag: &Path) -> CheckFile {
@@ -113,27 +153,64 @@ pub fn telephony(docker: &Path, containers: &[String], flag: &Path) -> CheckFile
     header(
         &mut out,
         &[
+            "The slave's telephony containers, watched while this slave carries the calls:",
             &format!(
-                "The slave's telephony containers: this slave is active ({} is absent).",
+                "while {} exists (the slave stands by) each check passes and starts nothing,",
                 flag.display()
             ),
-            "Removed by xivo-ha monitoring-update as soon as the slave stands by again, so that",
-            "monit never restarts Asterisk on a standby slave.",
+            "so that monit never starts Asterisk on a standby slave, whenever it reloads.",
+            "Removed by xivo-ha monitoring-update when this node is no longer a slave.",
         ],
     );
+    let mut services = Vec::new();
     for (index, container) in containers.iter().enumerate() {
         if index > 0 {
             out.push('\n');
         }
-        container_check(&mut out, docker, container, "telephony");
+        services.push(container_check(
+            &mut out,
+            docker,
+            container,
+            "telephony",
+            Some(flag),
+        ));
     }
     CheckFile {
         name: TELEPHONY_FILE,
         reason: format!(
-            "telephony ({}): this slave is active",
-            containers.join(", ")
+            "telephony ({}): this node is a slave, watched while {} is absent",
+            containers.join(", "),
+            flag.display()
         ),
         contents: out,
+        services,
+    }
+}
+
+/// The check that has monit reload itself (`command`, on the host) when `stamp` changes: how
+/// xivo-ha, in its container, gets the host's monit to read its checks again (see
+/// [`super::reload`]). Always present.
+pub fn reload(stamp: &Path, command: &str) -> CheckFile {
+    let mut out = String::new();
+    header(
+        &mut out,
+        &[
+            "xivo-ha's way to reload monit from its container: xivo-ha monitoring-update rewrites",
+            "the stamp file and wakes monit up through its HTTP interface; monit then reloads.",
+        ],
+    );
+    let _ = write!(
+        out,
+        "check file {RELOAD_FILE} with path {}\n\
+         \x20   group xivo-ha\n\
+         \x20   if changed checksum then exec \"{command}\"\n",
+        stamp.display()
+    );
+    CheckFile {
+        name: RELOAD_FILE,
+        reason: "monit reloads itself when xivo-ha asks".to_owned(),
+        contents: out,
+        services: vec![RELOAD_FILE.to_owned()],
     }
 }
 
@@ -161,5 +238,21 @@ mod tests {
             b"check process asterisk\n# xivo-ha: generated by \n"
         ));
         assert!(!is_ours(b""));
+    }
+
+    #[test]
+    fn check_names_never_clash_with_xivos() {
+        assert_eq!(check_name("asterisk"), "xivo-ha-asterisk");
+        assert_eq!(check_name("xivo-ha-monitor"), "xivo-ha-monitor");
+        let file = telephony(
+            Path::new("/usr/bin/docker"),
+            &["asterisk".into(), "xivo-agid".into()],
+            Path::new("/var/lib/xivo/disabled"),
+        );
+        assert_eq!(file.services, vec!["xivo-ha-asterisk", "xivo-ha-xivo-agid"]);
+        assert!(file.contents.contains(
+            "start program = \"/bin/sh -c '[ -e /var/lib/xivo/disabled ] || exec /usr/bin/docker start asterisk'\""
+        ));
+        assert!(!file.contents.contains("check program asterisk"));
     }
 }

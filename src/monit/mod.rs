@@ -1,21 +1,21 @@
 //! `xivo-ha monitoring-update` (XiVO's `xivo-monitoring-update`): regenerates the monit check
-//! files for what is enabled on this node, then asks monit to reload.
+//! files for what is enabled on this node, then has the host's monit reload through its HTTP
+//! interface (see [`reload`]).
 //!
 //! What is enabled:
 //! - the HA monitor when HA is on (`ha.conf` says master or slave);
 //! - DB Replic when XiVO CC's flag `/var/lib/xivo/xc_enabled` exists;
-//! - the slave's telephony containers only while the slave is active, i.e. on a slave whose
-//!   flag `/var/lib/xivo/disabled` (XiVO's "services kept down") is absent. On a master they are
-//!   XiVO's own checks, which this command leaves alone.
+//! - the slave's telephony containers on a slave, the checks themselves passing while XiVO's
+//!   flag `/var/lib/xivo/disabled` ("services kept down") exists: monit follows failover and
+//!   failback with no reload. On a master they are XiVO's own checks, left alone;
+//! - always, `xivo-ha-reload`, the check through which monit reloads itself.
 //!
 //! It only ever writes, and removes, files that start with its marker line (see [`checks`]), so
 //! XiVO's and the administrator's checks in the same directory are never touched. Writes are
 //! atomic; a second run with nothing new changes nothing and does not reload monit.
 //!
-//! Order matters for the slave's services: whoever stops them (the slave going back to
-//! standby) must set the `disabled` flag and run this command *before* stopping the
-//! containers, otherwise monit may start Asterisk again in between; on takeover, start the
-//! containers first, then run it.
+//! Whoever stops the slave's services (the slave going back to standby) sets the `disabled`
+//! flag *before* stopping the containers, as the monitor does: from then on monit's checks pass.
 //!
 //! [`command`] is the command line's side (arguments, what it prints).
 
@@ -64,33 +64,42 @@ pub enum MonitError {
     )]
     RelativeDocker(PathBuf),
     #[error(
-        "XIVO_HA_MONITORING_RELOAD_COMMAND is empty: set it to the command that reloads monit (default `monit reload`)"
+        "XIVO_HA_MONITORING_RELOAD_COMMAND `{0}` does not start with an absolute path: monit runs it on the host without a shell (default `/usr/bin/monit reload`)"
     )]
-    EmptyReloadCommand,
+    RelativeReloadCommand(String),
     #[error(
-        "`{command}` failed ({status}){detail}: check monit's configuration with `monit -t`, then run `monit reload`"
+        "XIVO_HA_MONITORING_URL `{0}` is not http://HOST:PORT: give monit's HTTP interface, e.g. http://127.0.0.1:2812 (monit's `set httpd port 2812 and use address localhost`)"
     )]
-    ReloadFailed {
-        command: String,
-        status: String,
-        detail: String,
-    },
-    #[error("cannot run `{command}`: {source}: fix XIVO_HA_MONITORING_RELOAD_COMMAND")]
-    ReloadSpawn {
-        command: String,
-        source: std::io::Error,
-    },
+    BadUrl(String),
+    #[error(
+        "monit at {url} refuses xivo-ha's credentials (401): set XIVO_HA_MONITORING_USER and XIVO_HA_MONITORING_PASSWORD to one of monitrc's `allow user:password`"
+    )]
+    HttpAuth { url: String },
+    #[error(
+        "monit at {url} refuses the reload (403): give XIVO_HA_MONITORING_USER a user that is not read-only in monitrc"
+    )]
+    HttpForbidden { url: String },
+    #[error("monit at {url} answered HTTP {status}: check XIVO_HA_MONITORING_URL")]
+    HttpStatus { url: String, status: u16 },
 }
 
 /// The settings, from `XIVO_HA_MONITORING_*` in custom.env or the environment.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 pub struct MonitSettings {
     /// monit's include directory, as a path on the node (under `--root`).
     #[serde(default = "default_conf_dir")]
     pub conf_dir: PathBuf,
-    /// The command that makes a running monit read its checks again.
+    /// The command monit runs on the host to reload itself (`xivo-ha-reload`).
     #[serde(default = "default_reload_command")]
     pub reload_command: String,
+    /// monit's HTTP interface.
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// The user and password of monitrc's `allow user:password`, if it asks for one.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
     /// The docker CLI as monit on the host finds it.
     #[serde(default = "default_docker")]
     pub docker: PathBuf,
@@ -104,7 +113,26 @@ fn default_conf_dir() -> PathBuf {
 }
 
 fn default_reload_command() -> String {
-    "monit reload".to_owned()
+    "/usr/bin/monit reload".to_owned()
+}
+
+fn default_url() -> String {
+    "http://127.0.0.1:2812".to_owned()
+}
+
+// Never print the password, even in a debug dump.
+impl std::fmt::Debug for MonitSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MonitSettings")
+            .field("conf_dir", &self.conf_dir)
+            .field("reload_command", &self.reload_command)
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("docker", &self.docker)
+            .field("telephony_containers", &self.telephony_containers)
+            .finish()
+    }
 }
 
 fn default_docker() -> PathBuf {
@@ -121,6 +149,9 @@ impl Default for MonitSettings {
         MonitSettings {
             conf_dir: default_conf_dir(),
             reload_command: default_reload_command(),
+            url: default_url(),
+            user: None,
+            password: None,
             docker: default_docker(),
             telephony_containers: default_telephony_containers(),
         }
@@ -166,10 +197,22 @@ impl MonitSettings {
         if !self.docker.is_absolute() {
             return Err(MonitError::RelativeDocker(self.docker.clone()));
         }
-        if self.reload_command.split_whitespace().next().is_none() {
-            return Err(MonitError::EmptyReloadCommand);
+        if !self.reload_command.trim_start().starts_with('/') {
+            return Err(MonitError::RelativeReloadCommand(
+                self.reload_command.clone(),
+            ));
         }
+        self.interface().authority()?;
         Ok(())
+    }
+
+    /// monit's HTTP interface with these settings.
+    pub fn interface(&self) -> reload::Interface {
+        reload::Interface {
+            url: self.url.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+        }
     }
 }
 
@@ -192,14 +235,24 @@ pub fn desired_checks(
             Path::new("/var/lib/xivo/xc_enabled"),
         ));
     }
-    if ha.node_type == NodeType::Slave && !paths.services_disabled_flag().exists() {
+    // monit tests this file itself: its path as monit on the node sees it.
+    if ha.node_type == NodeType::Slave {
         wanted.push(checks::telephony(
             docker,
             &settings.telephony_containers,
-            Path::new("/var/lib/xivo/disabled"),
+            &paths.services_disabled_flag(),
         ));
     }
+    wanted.push(checks::reload(
+        &reload_stamp(&ctx.paths),
+        settings.reload_command.trim(),
+    ));
     Ok(wanted)
+}
+
+/// The file whose change has monit reload (see [`checks::reload`]).
+pub fn reload_stamp(paths: &crate::paths::Paths) -> PathBuf {
+    paths.state_dir().join("monit-reload")
 }
 
 /// One change made to the conf.d directory.
@@ -294,6 +347,20 @@ pub fn apply(dir: &Path, wanted: &[CheckFile]) -> Result<Vec<Change>, MonitError
     Ok(changes)
 }
 
+/// A new content for the stamp file: monit reloads when it sees it change.
+fn write_stamp(stamp: &Path) -> Result<(), MonitError> {
+    if let Some(dir) = stamp.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| FileError::new("create", dir, e))?;
+    }
+    let text = format!(
+        "{} {:016x}\n",
+        chrono::Utc::now().to_rfc3339(),
+        rand::random::<u64>()
+    );
+    fsutil::write_atomic(stamp, text.as_bytes(), Some(0o644))?;
+    Ok(())
+}
+
 /// What `monitoring-update` did.
 #[derive(Debug)]
 pub struct Outcome {
@@ -310,9 +377,21 @@ pub fn update(ctx: &Context, conf_dir: Option<&Path>, reload: bool) -> Result<Ou
         .paths
         .under(conf_dir.unwrap_or(settings.conf_dir.as_path()));
     let wanted = desired_checks(ctx, &settings)?;
+    let stamp = reload_stamp(&ctx.paths);
+    // The reload check's file must exist before monit loads the check.
+    if !stamp.exists() {
+        write_stamp(&stamp)?;
+    }
     let changes = apply(&dir, &wanted)?;
     let reload = if reload && !changes.is_empty() {
-        Some(reload::reload_monit(&settings.reload_command)?)
+        write_stamp(&stamp)?;
+        let services: Vec<String> = wanted.iter().flat_map(|c| c.services.clone()).collect();
+        Some(reload::reload_monit(
+            &settings.interface(),
+            checks::NAME_PREFIX,
+            checks::RELOAD_FILE,
+            &services,
+        )?)
     } else {
         None
     };
@@ -332,6 +411,7 @@ mod tests {
             name,
             reason: "test".into(),
             contents: format!("{}\n{body}\n", checks::MARKER),
+            services: vec![name.to_owned()],
         }
     }
 
@@ -391,5 +471,17 @@ mod tests {
             settings.check(),
             Err(MonitError::RelativeDocker(_))
         ));
+        settings.docker = default_docker();
+        settings.reload_command = "monit reload".into();
+        assert!(matches!(
+            settings.check(),
+            Err(MonitError::RelativeReloadCommand(_))
+        ));
+        settings.reload_command = default_reload_command();
+        settings.url = "https://127.0.0.1:2812".into();
+        assert!(matches!(settings.check(), Err(MonitError::BadUrl(_))));
+        settings.url = default_url();
+        settings.password = Some("s3cret".into());
+        assert!(!format!("{settings:?}").contains("s3cret"));
     }
 }
