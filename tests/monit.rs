@@ -620,3 +620,47 @@ fn without_monits_http_interface_the_reload_is_skipped_with_a_note() {
     assert!(stdout(&output).contains("set httpd port 2812"));
     assert!(node.files().contains("xivo-ha-monitor"));
 }
+
+/// The monitor keeps monit's checks in line with the node's role: at start-up and when
+/// ha.conf changes, it rewrites them and has monit reload, with no administrator involved.
+#[test]
+fn the_monitor_has_monit_follow_its_role() {
+    let node = Node::new();
+    node.set_ha("disabled");
+    let daemon = MonitDaemon::start(&node.conf_d());
+    node.set_env(&format!(
+        "{}XIVO_HA_MONITORING_DOCKER=/bin/true\nXIVO_HA_HTTP_LISTEN=\n",
+        daemon.env()
+    ));
+    // Installation: the checks written once and monit reloaded by hand, as the README says.
+    assert_success(&node.update(&["--no-reload"]));
+    daemon.reload_by_hand();
+    assert!(daemon.status("xivo-ha-reload").is_some());
+
+    node.set_ha("master");
+    let mut command = Command::new(xivo_ha_bin());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("XIVO_HA_") {
+            command.env_remove(key);
+        }
+    }
+    let mut monitor = command
+        .arg("--root")
+        .arg(node.path())
+        .args(["--db", NO_DB, "monitor"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    daemon.wait_until("loaded xivo-ha-monitor", || {
+        daemon.status("xivo-ha-monitor").is_some()
+    });
+    // HA turned off while the monitor runs: its check goes from monit too.
+    node.set_ha("disabled");
+    daemon.wait_until("dropped xivo-ha-monitor", || {
+        daemon.status("xivo-ha-monitor").is_none()
+    });
+    assert!(monitor.try_wait().unwrap().is_none(), "the monitor exited");
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+}

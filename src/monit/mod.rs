@@ -361,6 +361,25 @@ fn write_stamp(stamp: &Path) -> Result<(), MonitError> {
     Ok(())
 }
 
+/// The monitor's call when what runs on this node changes (its role at start-up, a new
+/// ha.conf): `monitoring-update` with its reload, logged; it never stops the monitor. Failover
+/// and failback need no call: the slave's checks read XiVO's flag themselves.
+pub fn follow(ctx: &Context) {
+    match update(ctx, None, true) {
+        Ok(outcome) => {
+            for change in &outcome.changes {
+                tracing::info!("monit: {change}");
+            }
+            match &outcome.reload {
+                Some(reload @ ReloadOutcome::Reloaded { .. }) => tracing::info!("{reload}"),
+                Some(other) => tracing::warn!("{other}"),
+                None => {}
+            }
+        }
+        Err(e) => tracing::warn!("monit's checks not updated: {e}"),
+    }
+}
+
 /// What `monitoring-update` did.
 #[derive(Debug)]
 pub struct Outcome {

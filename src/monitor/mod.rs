@@ -342,6 +342,9 @@ impl Monitor {
     /// The role `ha` gives this node. `keeper` is the slave's keeper carried over from the
     /// previous role (a slave that stays one keeps its services' keeper).
     fn enter_role(&self, ha: &HaConfig, keeper: Option<Keeper>) -> Role {
+        // monit's checks follow the role (files and a reload, off the monitor's loop).
+        let ctx = self.ctx.clone();
+        tokio::task::spawn_blocking(move || crate::monit::follow(&ctx));
         match (ha.node_type, ha.remote_ip()) {
             (NodeType::Slave, Some(ip)) => {
                 let keeper = keeper.unwrap_or_else(|| Keeper::spawn(self.settings.clone()));
