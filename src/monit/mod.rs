@@ -30,6 +30,7 @@ use serde::Deserialize;
 use crate::context::Context;
 use crate::fsutil::{self, FileError};
 use crate::ha::{HaConfig, HaError, NodeType};
+use crate::secret::Secret;
 use crate::settings::ConfigError;
 
 pub use checks::CheckFile;
@@ -83,8 +84,9 @@ pub enum MonitError {
     HttpStatus { url: String, status: u16 },
 }
 
-/// The settings, from `XIVO_HA_MONITORING_*` in custom.env or the environment.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+/// The settings, from `XIVO_HA_MONITORING_*` in custom.env or the environment. `Debug` is
+/// derived: the password is a [`Secret`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct MonitSettings {
     /// monit's include directory, as a path on the node (under `--root`).
     #[serde(default = "default_conf_dir")]
@@ -99,7 +101,7 @@ pub struct MonitSettings {
     #[serde(default)]
     pub user: Option<String>,
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// The docker CLI as monit on the host finds it.
     #[serde(default = "default_docker")]
     pub docker: PathBuf,
@@ -118,21 +120,6 @@ fn default_reload_command() -> String {
 
 fn default_url() -> String {
     "http://127.0.0.1:2812".to_owned()
-}
-
-// Never print the password, even in a debug dump.
-impl std::fmt::Debug for MonitSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MonitSettings")
-            .field("conf_dir", &self.conf_dir)
-            .field("reload_command", &self.reload_command)
-            .field("url", &self.url)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("docker", &self.docker)
-            .field("telephony_containers", &self.telephony_containers)
-            .finish()
-    }
 }
 
 fn default_docker() -> PathBuf {
@@ -500,7 +487,7 @@ mod tests {
         settings.url = "https://127.0.0.1:2812".into();
         assert!(matches!(settings.check(), Err(MonitError::BadUrl(_))));
         settings.url = default_url();
-        settings.password = Some("s3cret".into());
+        settings.password = Some(Secret::new("s3cret"));
         assert!(!format!("{settings:?}").contains("s3cret"));
     }
 }

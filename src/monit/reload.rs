@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 use super::MonitError;
+use crate::secret::Secret;
 
 /// How long monit may take to wake up, reload and show the new checks.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(15);
@@ -66,7 +67,7 @@ impl std::fmt::Display for ReloadOutcome {
 pub struct Interface {
     pub url: String,
     pub user: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
 }
 
 /// A failed exchange: nothing answered, or monit said no.
@@ -107,7 +108,8 @@ impl Interface {
         stream.set_write_timeout(Some(HTTP_TIMEOUT)).map_err(io)?;
         let mut request = format!("{request_line} HTTP/1.0\r\nHost: {authority}\r\n");
         if let Some(user) = &self.user {
-            let pair = format!("{user}:{}", self.password.as_deref().unwrap_or(""));
+            let password = self.password.as_ref().map(Secret::expose).unwrap_or("");
+            let pair = format!("{user}:{password}");
             let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
             request.push_str(&format!("Authorization: Basic {encoded}\r\n"));
         }
