@@ -422,15 +422,11 @@ impl MonitDaemon {
     }
 
     fn wait_until(&self, what: &str, done: impl Fn() -> bool) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !done() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "monit never {what}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        wait_for_blocking(
+            &format!("monit to have {what}"),
+            std::time::Duration::from_secs(20),
+            done,
+        );
     }
 
     fn wait_for_log(&self, text: &str) {

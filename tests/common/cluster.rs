@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::testhost::TestHost;
 
@@ -108,25 +108,21 @@ pub fn start_cluster_on(host: &TestHost) -> Cluster {
         port,
         child,
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = Command::new(bin.join("pg_isready"))
-            .arg("-q")
-            .arg("-h")
-            .arg(cluster.dir.path())
-            .args(["-p", &port.to_string()])
-            .status()
-            .unwrap();
-        if ready.success() {
-            return cluster;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the test host's PostgreSQL did not start: {}",
-            std::fs::read_to_string(cluster.dir.path().join("server.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    super::wait_for_blocking(
+        "the test host's PostgreSQL to accept connections",
+        Duration::from_secs(30),
+        || {
+            Command::new(bin.join("pg_isready"))
+                .arg("-q")
+                .arg("-h")
+                .arg(cluster.dir.path())
+                .args(["-p", &port.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        },
+    );
+    cluster
 }
 
 impl Cluster {
