@@ -65,9 +65,9 @@ pub enum MonitError {
     )]
     RelativeDocker(PathBuf),
     #[error(
-        "XIVO_HA_MONITORING_RELOAD_COMMAND `{0}` does not start with an absolute path: monit runs it on the host without a shell (default `/usr/bin/monit reload`)"
+        "XIVO_HA_MONITORING_RELOAD_COMMAND `{0}` is not an absolute path and its arguments: monit runs it on the host without a shell, from a quoted string (default `/usr/bin/monit reload`)"
     )]
-    RelativeReloadCommand(String),
+    BadReloadCommand(String),
     #[error(
         "XIVO_HA_MONITORING_URL `{0}` is not http://HOST:PORT: give monit's HTTP interface, e.g. http://127.0.0.1:2812 (monit's `set httpd port 2812 and use address localhost`)"
     )]
@@ -184,8 +184,8 @@ impl MonitSettings {
         if !self.docker.is_absolute() {
             return Err(MonitError::RelativeDocker(self.docker.clone()));
         }
-        if !self.reload_command.trim_start().starts_with('/') {
-            return Err(MonitError::RelativeReloadCommand(
+        if !self.reload_command.trim_start().starts_with('/') || self.reload_command.contains('"') {
+            return Err(MonitError::BadReloadCommand(
                 self.reload_command.clone(),
             ));
         }
@@ -481,7 +481,7 @@ mod tests {
         settings.reload_command = "monit reload".into();
         assert!(matches!(
             settings.check(),
-            Err(MonitError::RelativeReloadCommand(_))
+            Err(MonitError::BadReloadCommand(_))
         ));
         settings.reload_command = default_reload_command();
         settings.url = "https://127.0.0.1:2812".into();
