@@ -165,8 +165,26 @@ pub const SETTINGS: &[Setting] = {
         value(
             Monit,
             "XIVO_HA_MONITORING_RELOAD_COMMAND",
-            "monit reload",
-            "The command that makes a running monit read its checks again (run without a shell).",
+            "/usr/bin/monit reload",
+            "The command monit runs on the host to reload itself when xivo-ha asks (absolute path, no shell).",
+        ),
+        value(
+            Monit,
+            "XIVO_HA_MONITORING_URL",
+            "http://127.0.0.1:2812",
+            "monit's HTTP interface, through which xivo-ha has monit reload (monitrc: set httpd port 2812 and use address localhost allow localhost).",
+        ),
+        unset(
+            Monit,
+            "XIVO_HA_MONITORING_USER",
+            "admin",
+            "The user of monitrc's `allow user:password`; unset: none (monit allows localhost by address).",
+        ),
+        unset(
+            Monit,
+            "XIVO_HA_MONITORING_PASSWORD",
+            "",
+            "That user's password (never logged nor shown).",
         ),
         value(
             Monit,
