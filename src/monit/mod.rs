@@ -185,9 +185,7 @@ impl MonitSettings {
             return Err(MonitError::RelativeDocker(self.docker.clone()));
         }
         if !self.reload_command.trim_start().starts_with('/') || self.reload_command.contains('"') {
-            return Err(MonitError::BadReloadCommand(
-                self.reload_command.clone(),
-            ));
+            return Err(MonitError::BadReloadCommand(self.reload_command.clone()));
         }
         self.interface().authority()?;
         Ok(())
