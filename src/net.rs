@@ -34,6 +34,22 @@ impl InterfaceAddress {
     }
 }
 
+impl InterfaceAddress {
+    /// The directed broadcast address of this address's IPv4 subnet (none for /31 and /32,
+    /// which have no broadcast, nor for IPv6, which has none).
+    pub fn broadcast(&self) -> Option<IpAddr> {
+        match self.address {
+            IpAddr::V4(mine) if self.prefix_len <= 30 => {
+                let host_bits = u32::MAX
+                    .checked_shr(u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                Some(IpAddr::V4((u32::from(mine) | host_bits).into()))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for InterfaceAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}/{}", self.interface, self.address, self.prefix_len)
@@ -83,6 +99,18 @@ pub fn is_own_address(ip: IpAddr) -> bool {
     ip.is_loopback() || interface_addresses().iter().any(|a| a.address == ip)
 }
 
+/// Whether `ip` is a broadcast address: the limited broadcast or the broadcast of one of this
+/// host's subnets.
+pub fn is_broadcast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) if v4.is_broadcast() => true,
+        IpAddr::V4(_) => interface_addresses()
+            .iter()
+            .any(|a| a.broadcast() == Some(ip)),
+        IpAddr::V6(_) => false,
+    }
+}
+
 /// Connects to `address` within `timeout`; returns how long the connection took.
 pub async fn tcp_answers(address: SocketAddr, timeout: Duration) -> std::io::Result<Duration> {
     let started = Instant::now();
@@ -120,6 +148,30 @@ mod tests {
             ..mine
         };
         assert!(everything.contains("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn broadcast_is_the_subnet_with_every_host_bit_set() {
+        let at = |address: &str, prefix_len| InterfaceAddress {
+            interface: "eth0".into(),
+            address: address.parse().unwrap(),
+            prefix_len,
+        };
+        let broadcast = |a: InterfaceAddress| a.broadcast().map(|b| b.to_string());
+        assert_eq!(
+            broadcast(at("192.0.2.7", 24)).as_deref(),
+            Some("192.0.2.255")
+        );
+        assert_eq!(broadcast(at("192.0.2.7", 30)).as_deref(), Some("192.0.2.7"));
+        assert_eq!(
+            broadcast(at("192.0.2.7", 0)).as_deref(),
+            Some("255.255.255.255")
+        );
+        assert_eq!(broadcast(at("192.0.2.7", 31)), None);
+        assert_eq!(broadcast(at("2001:db8::7", 64)), None);
+        assert!(is_broadcast("255.255.255.255".parse().unwrap()));
+        assert!(is_broadcast("127.255.255.255".parse().unwrap()));
+        assert!(!is_broadcast("192.0.2.7".parse().unwrap()));
     }
 
     #[test]

@@ -319,17 +319,20 @@ async fn bad_input_is_one_clear_line_and_touches_nothing() {
 }
 
 /// Docker unreachable: the monitor keeps probing, logs, retries with backoff and shows the
-/// error in `status`; it does not crash. (No Docker lab needed: the "master" is loopback with
-/// closed ports, so ICMP answers and SIP does not: the master is down and the monitor wants the
-/// services started.)
+/// error in `status`; it does not crash. (No Docker lab needed: the monitor runs in a network
+/// namespace without routes and the "master" is a documentation address, never contacted: no
+/// answer, so the master is down and the monitor wants the services started.)
 #[test]
 fn an_unreachable_docker_engine_is_retried_and_shown_never_fatal() {
     let root = tempfile::tempdir().unwrap();
-    let mut env = fast_env(&["asterisk", "monit"]);
-    env.push(("XIVO_HA_MONITOR_SIP_PORT", "9".into()));
-    env.push(("XIVO_HA_MONITOR_PG_PORT", "9".into()));
-    slave_node(root.path(), "127.0.0.1".parse().unwrap(), &env);
-    let mut child = std::process::Command::new(xivo_ha_bin())
+    slave_node(
+        root.path(),
+        "198.51.100.7".parse().unwrap(),
+        &fast_env(&["asterisk", "monit"]),
+    );
+    let mut child = std::process::Command::new("unshare")
+        .arg("-n")
+        .arg(xivo_ha_bin())
         .arg("--root")
         .arg(root.path())
         .arg("monitor")
@@ -377,4 +380,214 @@ fn an_unreachable_docker_engine_is_retried_and_shown_never_fatal() {
     );
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains("retrying"), "{log}");
+}
+
+/// A Docker lab of its own, without a master (the tests here name one that is never reached).
+fn new_lab() -> Lab {
+    Lab::new(Path::new(env!("CARGO_BIN_EXE_xivo-ha-sip-standin")))
+}
+
+/// `xivo-ha monitor` in a network namespace of its own (`unshare -n`) holding loopback and a
+/// veth pair whose one end has 192.0.2.1/24, so that this node has an address and a subnet
+/// broadcast of its own, and no route out: every address written in its ha.conf is data that
+/// no packet reaches. Its log goes to a file; stopped with SIGTERM (and reaped) on drop.
+struct Isolated {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Isolated {
+    fn start(root: &Path) -> Isolated {
+        let log = root.join("monitor.log");
+        let script = "ip link set lo up && ip link add xha0 type veth peer name xha1 \
+             && ip addr add 192.0.2.1/24 dev xha0 && ip link set xha0 up && ip link set xha1 up \
+             && exec \"$0\" --root \"$1\" monitor";
+        let child = std::process::Command::new("unshare")
+            .args(["-n", "sh", "-c", script])
+            .arg(xivo_ha_bin())
+            .arg(root)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("unshare runs (tests run as root)");
+        Isolated { child, log }
+    }
+
+    /// `/metrics` of the monitor's HTTP endpoint (default 127.0.0.1:9660 in its namespace).
+    fn metrics(&self) -> String {
+        let output = std::process::Command::new("nsenter")
+            .arg("-t")
+            .arg(self.child.id().to_string())
+            .args(["-n", "curl", "-sf", "http://127.0.0.1:9660/metrics"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+impl Drop for Isolated {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (up to 15 s) for the monitor's state document to satisfy `wanted`; returns it.
+fn wait_doc(
+    root: &Path,
+    what: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(root.join("var/lib/xivo-ha/monitor.json"))
+            && let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            if wanted(&doc) {
+                return doc;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "after 15 s, still no {what}: {doc:#}"
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "after 15 s, no state document"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn unix_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
+/// What Docker did to `names` between two `unix_now()` instants (start, stop, update...).
+fn docker_events(names: &[&str], since: &str, until: &str) -> Vec<String> {
+    let mut args = vec!["events", "--since", since, "--until", until];
+    let filters: Vec<String> = names.iter().map(|n| format!("container={n}")).collect();
+    for filter in &filters {
+        args.extend(["--filter", filter.as_str()]);
+    }
+    args.extend(["--format", "{{.Actor.Attributes.name}} {{.Action}}"]);
+    docker(&args)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A ha.conf written by hand with a peer that `configure` refuses (unspecified, loopback, this
+/// node's own address, a broadcast, multicast): the monitor neither probes nor starts nor stops
+/// anything, and says why in its state, its log (once per peer) and `/metrics`; fixed, it
+/// follows ha.conf again by itself.
+#[test]
+fn a_peer_that_configure_refuses_makes_the_monitor_do_nothing_until_fixed() {
+    let mut lab = new_lab();
+    let asterisk = lab.service("asterisk", false);
+    let monit = lab.service("monit", false);
+    docker(&["stop", "-t", "0", &monit]);
+    let services = [asterisk.as_str(), monit.as_str()];
+    let root = tempfile::tempdir().unwrap();
+    let write_peer = |peer: &str| {
+        std::fs::write(
+            root.path().join("etc/xivo/ha.conf"),
+            format!(r#"{{"node_type": "slave", "remote_address": "{peer}"}}"#),
+        )
+        .unwrap()
+    };
+    let bad = [
+        "0.0.0.0",
+        "127.0.0.1",
+        "192.0.2.1",
+        "192.0.2.255",
+        "255.255.255.255",
+        "224.0.0.1",
+        "ff02::1",
+        "::ffff:127.0.0.1",
+    ];
+    slave_node(
+        root.path(),
+        bad[0].parse().unwrap(),
+        &fast_env(&[&asterisk, &monit]),
+    );
+    // Recorded as kept down: a slave monitor would stop asterisk at once, before any verdict.
+    std::fs::create_dir_all(root.path().join("var/lib/xivo")).unwrap();
+    std::fs::write(root.path().join("var/lib/xivo/disabled"), "").unwrap();
+    let since = unix_now();
+    let monitor = Isolated::start(root.path());
+
+    let mut doc = serde_json::Value::Null;
+    for (i, peer) in bad.iter().enumerate() {
+        if i > 0 {
+            write_peer(peer);
+        }
+        let refusal = format!(": {peer} is not usable as the master's address");
+        doc = wait_doc(root.path(), &refusal, |doc| {
+            doc["peer_refused"]
+                .as_str()
+                .is_some_and(|r| r.contains(&refusal))
+        });
+        let summary = doc["summary"].as_str().unwrap();
+        assert!(
+            summary.starts_with("slave: doing nothing: ") && summary.contains("ha.conf"),
+            "{summary}"
+        );
+        assert!(
+            doc.get("verdict").is_none() && doc.get("services").is_none(),
+            "{doc:#}"
+        );
+    }
+    // The state is saved again after 5 s unchanged: 25 more rounds of doing nothing.
+    let saved = doc["updated_at"].clone();
+    wait_doc(root.path(), "new save", |doc| doc["updated_at"] != saved);
+    let metrics = monitor.metrics();
+    assert!(
+        metrics.lines().any(|l| l == "xivo_ha_config_error 1"),
+        "{metrics}"
+    );
+    let until = unix_now();
+    assert_eq!(
+        docker_events(&services, &since, &until),
+        Vec::<String>::new()
+    );
+    assert_eq!(lab.states(&services), ["running", "exited"]);
+    assert_eq!(lab.restart_policy(&asterisk), "always");
+    assert!(flag(root.path()));
+    let log = monitor.log();
+    for peer in bad {
+        let refusal = format!(": {peer} is not usable as the master's address");
+        assert_eq!(
+            log.lines().filter(|l| l.contains(&refusal)).count(),
+            1,
+            "{peer} logged once:\n{log}"
+        );
+    }
+
+    // Fixed (a master with no route to it: down): the monitor acts again, by itself.
+    write_peer("198.51.100.7");
+    lab.wait_state(&services, "running", Duration::from_secs(15));
+    let doc = wait_doc(root.path(), "verdict down", |doc| doc["verdict"] == "down");
+    assert!(doc.get("peer_refused").is_none(), "{doc:#}");
+    assert_eq!(lab.restart_policy(&asterisk), "no");
+    assert!(
+        monitor
+            .metrics()
+            .lines()
+            .any(|l| l == "xivo_ha_config_error 0"),
+        "{}",
+        monitor.metrics()
+    );
+    assert!(monitor.log().contains("ha.conf's peer is usable again"));
 }

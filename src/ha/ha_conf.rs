@@ -56,6 +56,23 @@ impl HaConfig {
         }
     }
 
+    /// The peer's address when HA is on, checked with the rules of the command line
+    /// ([`super::check_peer`]): an error says why a peer written in ha.conf (by hand, or by an
+    /// older tool) is refused.
+    pub fn peer(&self) -> Result<Option<IpAddr>, HaError> {
+        let peer = match self.node_type {
+            NodeType::Disabled => return Ok(None),
+            NodeType::Master => "slave",
+            NodeType::Slave => "master",
+        };
+        let ip = self
+            .remote_address
+            .trim()
+            .parse()
+            .map_err(|_| HaError::BadAddress(self.remote_address.clone()))?;
+        super::check_peer(ip, peer).map(Some)
+    }
+
     /// Reads ha.conf; a missing file means disabled. A corrupt file is an error naming the file,
     /// line and column.
     pub fn load(paths: &Paths) -> Result<HaConfig, HaError> {
@@ -155,6 +172,34 @@ mod tests {
         let message = HaConfig::load(&paths).unwrap_err().to_string();
         assert!(message.contains("ha.conf:2:"), "{message}");
         assert!(message.contains("primary"), "{message}");
+    }
+
+    #[test]
+    fn a_peer_is_checked_as_on_the_command_line() {
+        let slave = |address: &str| HaConfig {
+            node_type: NodeType::Slave,
+            remote_address: address.into(),
+        };
+        assert_eq!(
+            slave("192.0.2.20").peer().unwrap(),
+            Some("192.0.2.20".parse().unwrap())
+        );
+        for bad in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "::1",
+            "::ffff:127.0.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "ff02::1",
+        ] {
+            let message = slave(bad).peer().unwrap_err().to_string();
+            assert!(
+                message.contains(&format!("{bad} is not usable as the master's address")),
+                "{message}"
+            );
+        }
+        assert_eq!(HaConfig::default().peer().unwrap(), None);
     }
 
     #[test]

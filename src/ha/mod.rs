@@ -115,15 +115,28 @@ pub fn parse_peer(address: &str, peer: &'static str) -> Result<IpAddr, HaError> 
         .trim()
         .parse()
         .map_err(|_| HaError::BadAddress(address.to_owned()))?;
+    check_peer(ip, peer)
+}
+
+/// The rules for a peer's address, the same wherever one is read (the command line, ha.conf):
+/// a host address (not unspecified, multicast or broadcast) that is not this node's own (a
+/// node that names itself probes itself and stops its own services). `peer` is the peer's
+/// role (`master`, `slave`) for the message.
+pub fn check_peer(ip: IpAddr, peer: &'static str) -> Result<IpAddr, HaError> {
     let unusable = |reason| HaError::UnusableAddress {
         address: ip,
         peer,
         reason,
     };
-    if ip.is_unspecified() || ip.is_multicast() {
+    // `::ffff:127.0.0.1` is 127.0.0.1.
+    let canonical = ip.to_canonical();
+    if canonical.is_unspecified() || canonical.is_multicast() {
         return Err(unusable("it is not a host address"));
     }
-    if crate::net::is_own_address(ip) {
+    if crate::net::is_broadcast(canonical) {
+        return Err(unusable("it is a broadcast address, not a host's"));
+    }
+    if crate::net::is_own_address(canonical) {
         return Err(unusable(
             "it is this node's own address; give the other node's",
         ));

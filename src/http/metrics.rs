@@ -63,6 +63,15 @@ fn register_monitor(registry: &mut Registry, monitor: &MonitorDoc) {
             up,
         );
     }
+    let config_error = Gauge::<i64>::default();
+    config_error.set(i64::from(
+        monitor.config_error.is_some() || monitor.peer_refused.is_some(),
+    ));
+    registry.register(
+        "config_error",
+        "1 while the monitor does not follow ha.conf (unreadable: previous settings kept; a refused peer: nothing done); status says why",
+        config_error,
+    );
     let counters = monitor.counters.unwrap_or_default();
     let changes = Counter::<u64>::default();
     changes.inc_by(counters.to_down + counters.to_up);
@@ -276,6 +285,10 @@ mod tests {
             line(&text, "xivo_ha_docker_api_errors_total"),
             Some("xivo_ha_docker_api_errors_total 5")
         );
+        assert_eq!(
+            line(&text, "xivo_ha_config_error "),
+            Some("xivo_ha_config_error 0")
+        );
         assert!(
             text.contains("xivo_ha_probe_rounds_total{result=\"host_down\"} 4"),
             "{text}"
@@ -320,5 +333,26 @@ mod tests {
             Utc::now(),
         );
         assert!(line(&text, "xivo_ha_master_up").is_none(), "{text}");
+    }
+
+    #[test]
+    fn a_refused_peer_is_a_config_error() {
+        let components = Documents {
+            monitor: Some(MonitorDoc {
+                peer_refused: Some("ha.conf: 127.0.0.1 is not usable".into()),
+                ..MonitorDoc::bare(NodeType::Slave, Utc::now())
+            }),
+            ..Documents::default()
+        };
+        let text = render_from(
+            &components,
+            &Heartbeat::new(std::time::Duration::from_secs(5)),
+            Utc::now(),
+        );
+        assert_eq!(
+            line(&text, "xivo_ha_config_error "),
+            Some("xivo_ha_config_error 1"),
+            "{text}"
+        );
     }
 }

@@ -71,6 +71,8 @@ pub async fn check_master_status(ctx: &Context, args: CheckArgs) -> Result<ExitC
             args.master_ip
         ))
     })?;
+    // The rules of ha.conf: probing this node itself would stop its own services.
+    crate::ha::check_peer(master, "master")?;
     let ha = HaConfig::load(&ctx.paths)?;
     if ha.node_type != NodeType::Slave {
         println!(

@@ -99,6 +99,8 @@ struct Node {
     role: Role,
     /// ha.conf could not be read again (shown in the state until it can).
     config_error: Option<String>,
+    /// Why ha.conf's peer is refused: the role is then [`Role::Idle`] whatever ha.conf says.
+    refused: Option<String>,
 }
 
 /// The long-running monitor.
@@ -227,12 +229,20 @@ impl Monitor {
                 None => String::new(),
             }
         );
-        let role = self.enter_role(&ha, None);
+        let refused = self.refusal(&ha);
+        let role = match &refused {
+            None => self.enter_role(&ha, None),
+            Some(reason) => {
+                tracing::error!("{reason}");
+                Role::Idle
+            }
+        };
         Node {
             ha,
             ha_bytes,
             role,
             config_error: None,
+            refused,
         }
     }
 
@@ -253,16 +263,25 @@ impl Monitor {
 
     /// Reads ha.conf again (each round: a small file, and inotify would miss an atomic replace
     /// of a bind-mounted file); a change of settings changes the role, an unreadable file keeps
-    /// the previous one and is shown in the state.
+    /// the previous one and is shown in the state. The peer is checked every round (this
+    /// node's addresses may change too): a refused one leaves the role for [`Role::Idle`]
+    /// without touching the services, and the role comes back when the peer is fixed.
     async fn reread_ha(&self, node: &mut Node) {
         let paths = &self.ctx.paths;
         let loaded = match fsutil::read_optional(&paths.ha_conf()) {
-            Ok(bytes) if bytes != node.ha_bytes => HaConfig::load(paths).map(|ha| (bytes, ha)),
-            Ok(_) => return,
+            Ok(bytes) if bytes != node.ha_bytes => {
+                HaConfig::load(paths).map(|ha| Some((bytes, ha)))
+            }
+            Ok(_) => Ok(None),
             Err(e) => Err(e.into()),
         };
-        let (bytes, new) = match loaded {
-            Ok(loaded) => loaded,
+        let new = match loaded {
+            Ok(Some((bytes, new))) => {
+                node.ha_bytes = bytes;
+                node.config_error = None;
+                new
+            }
+            Ok(None) => node.ha.clone(),
             Err(e) => {
                 if node.config_error.is_none() {
                     tracing::warn!(
@@ -274,8 +293,10 @@ impl Monitor {
                 return;
             }
         };
-        node.ha_bytes = bytes;
-        node.config_error = None;
+        let refused = self.refusal(&new);
+        if new == node.ha && refused == node.refused {
+            return;
+        }
         if new != node.ha {
             tracing::info!(
                 "ha.conf changed: {} {} -> {} {}",
@@ -284,11 +305,32 @@ impl Monitor {
                 new.node_type,
                 new.remote_address
             );
-            let role = std::mem::replace(&mut node.role, Role::Idle);
-            let keeper = self.leave_role(role, &new).await;
-            node.ha = new;
+        }
+        match &refused {
+            Some(reason) if node.refused.as_ref() != Some(reason) => tracing::error!("{reason}"),
+            Some(_) => {}
+            None if node.refused.is_some() => tracing::info!("ha.conf's peer is usable again"),
+            None => {}
+        }
+        let role = std::mem::replace(&mut node.role, Role::Idle);
+        let keeper = self
+            .leave_role(role, refused.is_none().then_some(&new))
+            .await;
+        node.ha = new;
+        if refused.is_none() {
             node.role = self.enter_role(&node.ha, keeper);
         }
+        node.refused = refused;
+    }
+
+    /// Why the monitor must not act on `ha` (its peer breaks the rules of `configure`), as the
+    /// line for the log and the state.
+    fn refusal(&self, ha: &HaConfig) -> Option<String> {
+        let e = ha.peer().err()?;
+        Some(format!(
+            "{}: {e}: the monitor probes, starts and stops nothing until it is fixed (`xivo-ha configure`)",
+            self.ctx.paths.ha_conf().display()
+        ))
     }
 
     /// One round's report seen by the slave's verdict machine; on a transition, the services
@@ -413,18 +455,21 @@ impl Monitor {
 
     /// Leaves `role` for the settings `next`; returns the keeper when this node stays a slave.
     /// A slave that stops being one gets its services back (a master or a standalone node
-    /// must serve calls) and its flag file removed.
-    async fn leave_role(&self, role: Role, next: &HaConfig) -> Option<Keeper> {
+    /// must serve calls) and its flag file removed. `next` is `None` when the new settings are
+    /// refused: the services are left as they are.
+    async fn leave_role(&self, role: Role, next: Option<&HaConfig>) -> Option<Keeper> {
         let keeper = match role {
             Role::Master(run) => {
                 run.cancel.cancel();
                 return None;
             }
             Role::Idle => return None,
-            Role::Slave { keeper, .. } if next.node_type == NodeType::Slave => return Some(keeper),
+            Role::Slave { keeper, .. } if next.is_some_and(|n| n.node_type == NodeType::Slave) => {
+                return Some(keeper);
+            }
             Role::Slave { keeper, .. } => keeper,
         };
-        if services::recorded(&self.ctx.paths) == Desired::Stopped {
+        if next.is_some() && services::recorded(&self.ctx.paths) == Desired::Stopped {
             tracing::info!("no longer a slave: starting the services kept down");
             if let Err(e) = services::record(&self.ctx.paths, Desired::Running) {
                 tracing::error!("{e}");
@@ -459,6 +504,7 @@ impl Monitor {
             services,
             hourly,
             config_error: node.config_error.clone(),
+            peer_refused: node.refused.clone(),
             updated_at: Utc::now(),
         };
         state.summary = summary(&state, &self.jobs);
@@ -470,7 +516,7 @@ impl Monitor {
 /// written every few seconds).
 fn state_key(state: &MonitorDoc) -> String {
     format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         state.node_type,
         state.verdict,
         state.last_transition.as_ref().map(|t| t.at),
@@ -479,13 +525,17 @@ fn state_key(state: &MonitorDoc) -> String {
             .as_ref()
             .map(|s| (s.desired, s.settled, s.errors, &s.last_action)),
         state.hourly.len(),
-        state.config_error
+        state.config_error,
+        state.peer_refused
     )
 }
 
 /// The one line `status` prints.
 fn summary(state: &MonitorDoc, jobs: &[hourly::Job]) -> String {
     let mut out = match state.node_type {
+        node_type if let Some(reason) = &state.peer_refused => {
+            format!("{node_type}: doing nothing: {reason}")
+        }
         NodeType::Disabled => "HA disabled: idle".to_owned(),
         NodeType::Master => {
             let names: Vec<&str> = jobs.iter().map(|j| j.name).collect();

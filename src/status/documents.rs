@@ -201,6 +201,10 @@ pub struct MonitorDoc {
     /// ha.conf could not be read again: the monitor keeps its previous role.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_error: Option<String>,
+    /// ha.conf names a peer that `configure` would refuse (this node, loopback, broadcast...):
+    /// the monitor probes, starts and stops nothing until it is fixed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_refused: Option<String>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -220,6 +224,7 @@ impl MonitorDoc {
             services: None,
             hourly: Vec::new(),
             config_error: None,
+            peer_refused: None,
             updated_at,
         }
     }
@@ -475,6 +480,7 @@ mod tests {
             }),
             hourly: vec![hourly("replication", false), hourly("sync", true)],
             config_error: Some("ha.conf: unreadable".into()),
+            peer_refused: None,
             updated_at: at("2026-11-25T11:00:02Z"),
         };
         let json = round_trip(&doc);
