@@ -591,3 +591,174 @@ fn a_peer_that_configure_refuses_makes_the_monitor_do_nothing_until_fixed() {
     );
     assert!(monitor.log().contains("ha.conf's peer is usable again"));
 }
+
+/// An image FROM scratch with this machine's /bin/sh and /bin/sleep (no registry), for
+/// services that fail: built once per process.
+const SHELL_IMAGE: &str = "xivoha-shell:test";
+static SHELL_IMAGE_BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
+/// Containers of a test outside the lab's own list, removed on drop.
+struct Extra(Vec<String>);
+
+impl Extra {
+    /// A stopped service container named `name` whose command is the shell `script`.
+    fn failing(&mut self, name: String, script: &str) -> String {
+        SHELL_IMAGE_BUILT.get_or_init(|| {
+            let output = std::process::Command::new("bash")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/scratch-image.sh"))
+                .args([SHELL_IMAGE, "/bin/sh=/bin/sh", "/bin/sleep=/bin/sleep"])
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "{}", stderr(&output));
+        });
+        docker(&[
+            "create",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            SHELL_IMAGE,
+            "/bin/sh",
+            "-c",
+            script,
+        ]);
+        self.0.push(name.clone());
+        name
+    }
+}
+
+impl Drop for Extra {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            docker_quiet(&["rm", "-f", name]);
+        }
+    }
+}
+
+/// A service that exits at once, or a moment after `docker start`: a failed start, named with
+/// its exit code and the end of its log, while the healthy and the plain services around it
+/// count as started.
+#[test]
+fn a_service_that_exits_right_after_its_start_is_a_failed_start() {
+    let mut lab = new_lab();
+    let mut extra = Extra(Vec::new());
+    let asterisk = lab.service("asterisk", true);
+    let monit = lab.service("monit", false);
+    docker(&["stop", "-t", "0", &asterisk, &monit]);
+    let late = extra.failing(
+        lab.name("late"),
+        "echo loading modules; echo 'ERROR: chan_sip.so: cannot bind 5060' >&2; sleep 0.3; exit 3",
+    );
+    let early = extra.failing(
+        lab.name("early"),
+        "echo 'fatal: no asterisk.conf' >&2; exit 1",
+    );
+    let root = tempfile::tempdir().unwrap();
+    let mut env = fast_env(&[&asterisk, &late, &early, &monit]);
+    env.push(("XIVO_HA_MONITOR_START_SETTLE_MS", "1000".into()));
+    slave_node(root.path(), "198.51.100.7".parse().unwrap(), &env);
+
+    let output = xivo_ha(root.path(), "", &["manage-slave-services", "start"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    // One error line, after the log of what was done.
+    let log = stderr(&output);
+    let err = log.trim().lines().last().unwrap();
+    assert!(err.starts_with("xivo-ha: error: "), "{log}");
+    for (name, code, log) in [
+        (&late, 3, "ERROR: chan_sip.so: cannot bind 5060"),
+        (&early, 1, "fatal: no asterisk.conf"),
+    ] {
+        assert!(
+            err.contains(&format!("container `{name}` exited with code {code} ")),
+            "{err}"
+        );
+        assert!(err.contains(log), "{err}");
+    }
+    assert!(err.contains("loading modules | ERROR"), "{err}");
+    assert_eq!(
+        lab.states(&[&asterisk, &late, &early, &monit]),
+        ["running", "exited", "exited", "running"]
+    );
+    assert_eq!(lab.health(&asterisk), "healthy");
+}
+
+/// The monitor keeping a slave's services up while one exits a moment after each start: the
+/// failure is in its state (exit code, log tail), its log (ERROR) and `/metrics`, and the tries,
+/// each running the start hook again, back off instead of coming every 10 s.
+#[test]
+fn a_failing_start_is_shown_and_retried_with_backoff() {
+    let mut lab = new_lab();
+    let mut extra = Extra(Vec::new());
+    let asterisk = lab.service("asterisk", true);
+    let monit = lab.service("monit", false);
+    docker(&["stop", "-t", "0", &asterisk, &monit]);
+    let broken = extra.failing(
+        lab.name("broken"),
+        "echo 'ERROR: chan_sip.so: cannot bind 5060' >&2; sleep 0.3; exit 3",
+    );
+    let root = tempfile::tempdir().unwrap();
+    let hook_log = root.path().join("pre-start.log");
+    let mut env = fast_env(&[&asterisk, &broken, &monit]);
+    env.push(("XIVO_HA_MONITOR_START_SETTLE_MS", "1000".into()));
+    env.push((
+        "XIVO_HA_MONITOR_HOOK_PRE_START",
+        format!("date +%s.%N >> {}", hook_log.display()),
+    ));
+    // No route to the master: it is down, the services are wanted running.
+    slave_node(root.path(), "198.51.100.7".parse().unwrap(), &env);
+    let monitor = Isolated::start(root.path());
+
+    let doc = wait_doc(root.path(), "4 failed starts", |doc| {
+        doc["services"]["start_failures"].as_u64().unwrap_or(0) >= 4
+    });
+    let services = &doc["services"];
+    assert_eq!(services["settled"], false, "{doc:#}");
+    assert_eq!(services["errors"], 0, "{doc:#}");
+    let failed = &services["failed_starts"][0];
+    assert_eq!(failed["container"], broken.as_str(), "{doc:#}");
+    assert_eq!(failed["exit_code"], 3, "{doc:#}");
+    assert_eq!(
+        failed["log_tail"],
+        serde_json::json!(["ERROR: chan_sip.so: cannot bind 5060"]),
+        "{doc:#}"
+    );
+    let summary = doc["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!(
+            "FAILED TO START: container `{broken}` exited with code 3"
+        )),
+        "{summary}"
+    );
+    // The healthy service and the plain one count as started.
+    assert_eq!(lab.states(&[&asterisk, &monit]), ["running", "running"]);
+    let count = services["start_failures"].as_u64().unwrap();
+    let metrics = monitor.metrics();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("xivo_ha_service_start_failures_total "))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let counted: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(counted >= count, "{line} after {count}");
+    let log = monitor.log();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains(&format!("container `{broken}` exited with code 3"))
+            && l.contains("cannot bind 5060")),
+        "{log}"
+    );
+
+    // The hook ran once per try, and the tries back off (1 s, 2 s, 4 s... after each failure).
+    let runs: Vec<f64> = std::fs::read_to_string(&hook_log)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(runs.len() >= 4, "{runs:?}");
+    let gaps: Vec<f64> = runs.windows(2).map(|w| w[1] - w[0]).collect();
+    // The first try also waited for the healthy service; each later gap is the try plus a
+    // wait of at least 1.6 s, then 3.2 s (the backoff from 1 s, jitter taken off).
+    assert!(
+        gaps[1] >= 1.6 && gaps[2] >= 3.2 && gaps[2] > gaps[1],
+        "the tries do not back off: {gaps:?}"
+    );
+}

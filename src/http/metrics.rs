@@ -111,6 +111,13 @@ fn register_monitor(registry: &mut Registry, monitor: &MonitorDoc) {
         "Docker API errors since the monitor started",
         docker_errors,
     );
+    let start_failures = Counter::<u64>::default();
+    start_failures.inc_by(monitor.services.as_ref().map_or(0, |s| s.start_failures));
+    registry.register(
+        "service_start_failures",
+        "Slave service containers found stopped right after their start, since the monitor started",
+        start_failures,
+    );
 }
 
 /// The replication's and the sync's last runs: age of the last success, duration.
@@ -235,6 +242,7 @@ mod tests {
                 }),
                 services: Some(KeeperStatus {
                     errors: 5,
+                    start_failures: 2,
                     ..KeeperStatus::default()
                 }),
                 ..monitor(Verdict::Down)
@@ -284,6 +292,10 @@ mod tests {
         assert_eq!(
             line(&text, "xivo_ha_docker_api_errors_total"),
             Some("xivo_ha_docker_api_errors_total 5")
+        );
+        assert_eq!(
+            line(&text, "xivo_ha_service_start_failures_total"),
+            Some("xivo_ha_service_start_failures_total 2")
         );
         assert_eq!(
             line(&text, "xivo_ha_config_error "),

@@ -1,6 +1,7 @@
 //! The Docker engine, through bollard: inspect, start (and wait until running and, where the
-//! container has a health check, healthy), stop with a grace time, unpause, and set the restart
-//! policy to `no`. Only containers named by the caller are touched. Errors are typed and say
+//! container has a health check, healthy), watch a started container for an early exit (its
+//! exit code and the tail of its log then make the error), stop with a grace time, unpause,
+//! and set the restart policy to `no`. Only containers named by the caller are touched. Errors are typed and say
 //! what to fix; retrying is the caller's business (see `services`).
 
 use std::time::Duration;
@@ -10,7 +11,11 @@ use bollard::models::{
     ContainerStateStatusEnum, ContainerUpdateBody, HealthStatusEnum, RestartPolicy,
     RestartPolicyNameEnum,
 };
-use bollard::query_parameters::{InspectContainerOptions, StopContainerOptions};
+use bollard::query_parameters::{
+    InspectContainerOptions, LogsOptionsBuilder, StopContainerOptions, WaitContainerOptionsBuilder,
+};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -39,6 +44,53 @@ pub enum DockerError {
         secs: u64,
         state: String,
     },
+    /// Containers that stopped right after being started (each named with its exit code and
+    /// log tail).
+    #[error("{}", failed_starts(.0))]
+    StartFailed(Vec<StartFailure>),
+}
+
+fn failed_starts(failures: &[StartFailure]) -> String {
+    let lines: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    lines.join("; ")
+}
+
+/// The last lines of a container's log kept for a failed start.
+pub const LOG_TAIL_LINES: usize = 5;
+
+/// A container that stopped within its settle time after being started: Docker said it was
+/// started, but it is not running.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartFailure {
+    pub container: String,
+    /// Its exit code (`None` when Docker gives none).
+    pub exit_code: Option<i64>,
+    /// How long it ran after the start, in milliseconds.
+    pub ran_ms: u64,
+    /// The last lines of its log (stdout and stderr), oldest first.
+    pub log_tail: Vec<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl std::fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "container `{}` ", self.container)?;
+        match self.exit_code {
+            Some(code) => write!(f, "exited with code {code}")?,
+            None => f.write_str("stopped")?,
+        }
+        write!(
+            f,
+            " {:.1} s after being started",
+            self.ran_ms as f64 / 1000.0
+        )?;
+        if self.log_tail.is_empty() {
+            f.write_str(" (its log is empty)")?;
+        } else {
+            write!(f, " (last log lines: {})", self.log_tail.join(" | "))?;
+        }
+        write!(f, ": see `docker logs {}`", self.container)
+    }
 }
 
 /// What the monitor needs to know about one container.
@@ -188,8 +240,14 @@ impl Engine {
     }
 
     /// Starts `name` (or unpauses it) and waits until it runs, and is healthy when it has a
-    /// health check, for at most `timeout`.
-    pub async fn start(&self, name: &str, timeout: Duration) -> Result<(), DockerError> {
+    /// health check, for at most `timeout`; returns its status then. A container that stops
+    /// meanwhile is a [`DockerError::StartFailed`].
+    pub async fn start(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<ContainerStatus, DockerError> {
+        let started = Instant::now();
         let status = self.inspect(name).await?;
         if status.state == "paused" {
             self.docker
@@ -207,11 +265,13 @@ impl Engine {
         loop {
             let status = self.inspect(name).await?;
             if status.is_ready() {
-                return Ok(());
+                return Ok(status);
             }
             // A container that exits at once will not become ready by waiting.
-            let gave_up = matches!(status.state.as_str(), "exited" | "dead");
-            if gave_up || Instant::now() >= deadline {
+            if matches!(status.state.as_str(), "exited" | "dead") {
+                return Err(self.start_failure(name, started).await);
+            }
+            if Instant::now() >= deadline {
                 return Err(DockerError::NotReady {
                     name: name.to_owned(),
                     wanted: if status.health.is_some() {
@@ -229,6 +289,101 @@ impl Engine {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
+    }
+
+    /// Watches `name`, started at `started`, until `until`: Docker's wait for the container to
+    /// stop, cut off at `until`. A container still up then is started; one that stopped is a
+    /// [`DockerError::StartFailed`].
+    pub async fn settle(
+        &self,
+        name: &str,
+        started: Instant,
+        until: Instant,
+    ) -> Result<(), DockerError> {
+        let options = WaitContainerOptionsBuilder::new()
+            .condition("not-running")
+            .build();
+        let mut wait = self.docker.wait_container(name, Some(options));
+        match tokio::time::timeout_at(until, wait.next()).await {
+            // Checked again: a watch begun after `until` (other starts came first) saw nothing.
+            Err(_elapsed) => match self.inspect(name).await? {
+                status if status.is_up() => Ok(()),
+                _ => Err(self.start_failure(name, started).await),
+            },
+            // The wait reports a non-zero exit as an error: both mean it stopped.
+            Ok(Some(Ok(_) | Err(bollard::errors::Error::DockerContainerWaitError { .. }))) => {
+                Err(self.start_failure(name, started).await)
+            }
+            Ok(Some(Err(e))) => Err(action_error(name, "wait", e)),
+            Ok(None) => Err(DockerError::Action {
+                name: name.to_owned(),
+                action: "wait",
+                reason: "the engine ended the wait without an answer".into(),
+            }),
+        }
+    }
+
+    /// The failed start of `name` (started at `started`, not running now): its exit code and
+    /// the last lines of its log since that start. An engine failure on the way is returned
+    /// instead.
+    async fn start_failure(&self, name: &str, started: Instant) -> DockerError {
+        let ran_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let info = match self
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => info,
+            Err(e) => return action_error(name, "inspect", e),
+        };
+        let state = info.state.unwrap_or_default();
+        let since = state
+            .started_at
+            .and_then(|at| at.parse::<DateTime<Utc>>().ok());
+        DockerError::StartFailed(vec![StartFailure {
+            container: name.to_owned(),
+            exit_code: state.exit_code,
+            ran_ms,
+            log_tail: self.log_tail(name, since).await,
+            at: Utc::now(),
+        }])
+    }
+
+    /// The last [`LOG_TAIL_LINES`] non-empty lines of `name`'s log written since `since` (its
+    /// last start: the earlier runs' lines are not this failure's), each cut at 200
+    /// characters; what went wrong reading it takes the place of the log.
+    async fn log_tail(&self, name: &str, since: Option<DateTime<Utc>>) -> Vec<String> {
+        // Docker's own `since` counts whole seconds: the lines carry their timestamps instead.
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            .tail(&(LOG_TAIL_LINES * 10).to_string())
+            .build();
+        let mut stream = self.docker.logs(name, Some(options));
+        let mut text = String::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+                Ok(Some(Ok(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk.into_bytes())),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return vec![format!("(its log cannot be read: {e})")],
+                Err(_) => return vec!["(its log cannot be read: no answer within 5 s)".into()],
+            }
+        }
+        let lines: Vec<String> = text
+            .lines()
+            .filter_map(|line| {
+                let (at, message) = line.split_once(' ').unwrap_or(("", line));
+                let at = at.parse::<DateTime<Utc>>().ok();
+                let current = match (at, since) {
+                    (Some(at), Some(since)) => at >= since,
+                    _ => true,
+                };
+                let message = message.trim_end();
+                (current && !message.is_empty()).then(|| message.chars().take(200).collect())
+            })
+            .collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].to_vec()
     }
 
     /// Stops `name`: SIGTERM, then SIGKILL after `grace` (Docker's own logic), and checks that

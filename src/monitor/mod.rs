@@ -520,10 +520,13 @@ fn state_key(state: &MonitorDoc) -> String {
         state.node_type,
         state.verdict,
         state.last_transition.as_ref().map(|t| t.at),
-        state
-            .services
-            .as_ref()
-            .map(|s| (s.desired, s.settled, s.errors, &s.last_action)),
+        state.services.as_ref().map(|s| (
+            s.desired,
+            s.settled,
+            s.errors,
+            s.start_failures,
+            &s.last_action
+        )),
         state.hourly.len(),
         state.config_error,
         state.peer_refused
@@ -582,6 +585,18 @@ fn summary(state: &MonitorDoc, jobs: &[hourly::Job]) -> String {
                         if s.settled { "" } else { " (in progress)" }
                     )),
                     None => out.push_str("; services untouched until the first verdict"),
+                }
+                if !s.failed_starts.is_empty() {
+                    let failed: Vec<String> =
+                        s.failed_starts.iter().map(|f| f.to_string()).collect();
+                    out.push_str(&format!(
+                        ", FAILED TO START: {}; {} failed starts{}",
+                        failed.join("; "),
+                        s.start_failures,
+                        s.next_attempt_at
+                            .map(|at| format!(", next try at {}", at.format("%H:%M:%S")))
+                            .unwrap_or_default()
+                    ));
                 }
                 if s.errors > 0 {
                     out.push_str(&format!(

@@ -1,8 +1,8 @@
 //! The slave's telephony services (`manage-slave-services start|stop`): their desired state,
 //! recorded in XiVO's flag file `/var/lib/xivo/disabled` (present = kept down) so that it
 //! survives a restart of the monitor, and the keeper that brings the containers to that state
-//! with the hooks around it, retrying with backoff when Docker fails, never giving up or
-//! crashing, and reporting what it did for `status`.
+//! with the hooks around it, retrying with backoff when Docker fails or a container stops right
+//! after its start, never giving up or crashing, and reporting what it did for `status`.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::docker::{ContainerStatus, DockerError, Engine};
+use super::docker::{ContainerStatus, DockerError, Engine, StartFailure};
 use super::settings::MonitorSettings;
 use crate::backoff::backoff;
 use crate::fsutil::{self, FileError};
@@ -66,7 +66,10 @@ pub struct Applied {
 /// Brings every container to `desired`: restart policy `no` on all (a slave's services must
 /// stay down after a reboot or a dockerd restart), then start in list order or stop in reverse
 /// order, with the hooks around the action when there is one. Every container is inspected
-/// first, so that a missing one fails the pass before anything is started or stopped.
+/// first, so that a missing one fails the pass before anything is started or stopped. A
+/// start counts once the container is healthy (with a health check) or still running after
+/// the settle time; the others are started meanwhile, and the containers that stopped make
+/// the pass a [`DockerError::StartFailed`] (the hook after the start is then not run).
 pub async fn apply(
     engine: &Engine,
     settings: &MonitorSettings,
@@ -94,23 +97,72 @@ pub async fn apply(
             Desired::Stopped => (&settings.hooks.pre_stop, &settings.hooks.post_stop),
         };
         run_hook(pre, "before", desired, settings.start_timeout).await;
-        for status in to_act {
-            match desired {
-                Desired::Running => {
-                    engine.start(&status.name, settings.start_timeout).await?;
-                    applied.actions.push(format!("started {}", status.name));
+        let names = to_act.iter().map(|s| s.name.as_str());
+        let done = match desired {
+            Desired::Running => start_all(engine, settings, names).await?,
+            Desired::Stopped => {
+                let mut done = Vec::new();
+                for name in names {
+                    engine.stop(name, settings.stop_grace).await?;
+                    tracing::info!("stopped {name}");
+                    done.push(format!("stopped {name}"));
                 }
-                Desired::Stopped => {
-                    engine.stop(&status.name, settings.stop_grace).await?;
-                    applied.actions.push(format!("stopped {}", status.name));
-                }
+                done
             }
-            tracing::info!("{}", applied.actions.last().expect("just pushed"));
-        }
+        };
+        applied.actions.extend(done);
         run_hook(post, "after", desired, settings.start_timeout).await;
     }
     applied.containers = engine.inspect_all(&settings.containers).await?;
     Ok(applied)
+}
+
+/// Starts `names` in order, then watches those without a health check side by side until
+/// each has run for the settle time: the report waits, the services do not. Returns the
+/// actions, or every container that stopped meanwhile.
+async fn start_all(
+    engine: &Engine,
+    settings: &MonitorSettings,
+    names: impl Iterator<Item = &str>,
+) -> Result<Vec<String>, DockerError> {
+    let mut failed: Vec<StartFailure> = Vec::new();
+    let mut settling = Vec::new();
+    let mut started = Vec::new();
+    for name in names {
+        let at = Instant::now();
+        match engine.start(name, settings.start_timeout).await {
+            Ok(status) if status.health.is_some() || settings.start_settle.is_zero() => {
+                tracing::info!("started {name}");
+                started.push(format!("started {name}"));
+            }
+            // The settle time runs from the moment it runs (a start may take a while).
+            Ok(_) => settling.push((name, at, Instant::now() + settings.start_settle)),
+            Err(DockerError::StartFailed(failures)) => failed.extend(failures),
+            Err(e) => return Err(e),
+        }
+    }
+    let watches = settling
+        .iter()
+        .map(|&(name, at, until)| engine.settle(name, at, until));
+    let outcomes = futures_util::future::join_all(watches).await;
+    for ((name, ..), outcome) in settling.iter().zip(outcomes) {
+        match outcome {
+            Ok(()) => {
+                tracing::info!(
+                    "started {name} (still running after {} ms)",
+                    settings.start_settle.as_millis()
+                );
+                started.push(format!("started {name}"));
+            }
+            Err(DockerError::StartFailed(failures)) => failed.extend(failures),
+            Err(e) => return Err(e),
+        }
+    }
+    if failed.is_empty() {
+        Ok(started)
+    } else {
+        Err(DockerError::StartFailed(failed))
+    }
 }
 
 /// Runs a hook with `/bin/sh -c`; a failure is logged, not fatal: the services matter more.
@@ -153,6 +205,16 @@ pub struct KeeperStatus {
     pub containers: Vec<ContainerStatus>,
     /// Docker failures since the start of the monitor.
     pub errors: u64,
+    /// Containers found stopped right after their start, since the start of the monitor.
+    #[serde(default)]
+    pub start_failures: u64,
+    /// The containers that stopped right after their start in the last pass (empty once a
+    /// pass succeeds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_starts: Vec<StartFailure>,
+    /// When the keeper tries again after a failed pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -173,6 +235,10 @@ pub struct Keeper {
 /// The first wait after a failed pass; then [`crate::backoff`] doubles it to 30 s, with jitter
 /// so that two nodes restarted together do not hammer their engines in step.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
+
+/// The first wait after a container stopped right after its start: longer, as each try runs
+/// the start hooks again and a crashing service rarely mends in half a second.
+const FIRST_RETRY_AFTER_FAILED_START: Duration = Duration::from_secs(1);
 
 /// One pass of the keeper towards `want`, connecting to the engine first when there is no
 /// connection (or the last one failed).
@@ -206,6 +272,8 @@ fn note(
         Ok(applied) => {
             *failures = 0;
             status.settled = true;
+            status.failed_starts.clear();
+            status.next_attempt_at = None;
             status.containers = applied.containers;
             if !applied.actions.is_empty() {
                 status.last_action = Some(applied.actions.join(", "));
@@ -214,13 +282,33 @@ fn note(
             RECHECK
         }
         Err(e) => {
-            tracing::warn!("slave services ({want}): {e}; retrying");
             status.settled = false;
-            status.errors += 1;
-            status.last_error = Some(e.to_string());
-            status.last_error_at = Some(Utc::now());
             *failures += 1;
-            backoff(FIRST_RETRY, *failures - 1)
+            let first = match e {
+                DockerError::StartFailed(failed) => {
+                    for failure in &failed {
+                        tracing::error!("slave services ({want}): failed start: {failure}");
+                    }
+                    status.start_failures += failed.len() as u64;
+                    status.failed_starts = failed;
+                    FIRST_RETRY_AFTER_FAILED_START
+                }
+                DockerError::Engine { .. }
+                | DockerError::Missing { .. }
+                | DockerError::Action { .. }
+                | DockerError::NotReady { .. } => {
+                    tracing::warn!("slave services ({want}): {e}; retrying");
+                    status.errors += 1;
+                    status.last_error = Some(e.to_string());
+                    status.last_error_at = Some(Utc::now());
+                    FIRST_RETRY
+                }
+            };
+            let wait = backoff(first, *failures - 1);
+            status.next_attempt_at = chrono::TimeDelta::from_std(wait)
+                .ok()
+                .map(|wait| Utc::now() + wait);
+            wait
         }
     }
 }

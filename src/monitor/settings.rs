@@ -38,6 +38,8 @@ struct Raw {
     stop_grace_s: u32,
     #[serde(default = "d_start_timeout_s")]
     start_timeout_s: u64,
+    #[serde(default = "d_start_settle_ms")]
+    start_settle_ms: u64,
     #[serde(default)]
     hook_pre_start: Option<String>,
     #[serde(default)]
@@ -78,6 +80,9 @@ fn d_stop_grace_s() -> u32 {
 fn d_start_timeout_s() -> u64 {
     60
 }
+fn d_start_settle_ms() -> u64 {
+    1500
+}
 
 /// Shell commands run around the start and stop of the slave's services (XiVO regenerates its
 /// configuration and updates DHCP there). Run with `/bin/sh -c`; a failing hook is logged and
@@ -114,6 +119,9 @@ pub struct MonitorSettings {
     pub stop_grace: Duration,
     /// How long a started container may take to be running (and healthy, with a health check).
     pub start_timeout: Duration,
+    /// How long a started container without a health check must keep running to count as
+    /// started (one with a health check counts once healthy); 0: as soon as it runs.
+    pub start_settle: Duration,
     pub hooks: Hooks,
 }
 
@@ -191,6 +199,7 @@ impl MonitorSettings {
             containers,
             stop_grace: Duration::from_secs(raw.stop_grace_s.into()),
             start_timeout: Duration::from_secs(raw.start_timeout_s),
+            start_settle: Duration::from_millis(raw.start_settle_ms),
             hooks: Hooks {
                 pre_start: hook(raw.hook_pre_start),
                 post_start: hook(raw.hook_post_start),
@@ -259,6 +268,7 @@ mod tests {
         assert_eq!(settings.hold_down, Duration::from_secs(10));
         assert_eq!((settings.pg_port, settings.sip_port), (5432, 5060));
         assert_eq!(settings.containers, vec!["asterisk", "monit"]);
+        assert_eq!(settings.start_settle, Duration::from_millis(1500));
         assert_eq!(settings.hooks, Hooks::default());
     }
 

@@ -270,6 +270,12 @@ pub const SETTINGS: &[Setting] = {
             "60",
             "How long a started container may take to run (and be healthy), in s.",
         ),
+        value(
+            Monitor,
+            "XIVO_HA_MONITOR_START_SETTLE_MS",
+            "1500",
+            "How long a started container without a health check must keep running to count as started, in ms (0: as soon as it runs).",
+        ),
         unset(
             Monitor,
             "XIVO_HA_MONITOR_HOOK_PRE_START",

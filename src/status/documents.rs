@@ -350,7 +350,7 @@ impl Documents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitor::docker::ContainerStatus;
+    use crate::monitor::docker::{ContainerStatus, StartFailure};
     use crate::monitor::probe::PathReport;
     use crate::monitor::services::Desired;
     use serde::de::DeserializeOwned;
@@ -473,6 +473,15 @@ mod tests {
                     restart_policy: "no".into(),
                 }],
                 errors: 1,
+                start_failures: 2,
+                failed_starts: vec![StartFailure {
+                    container: "monit".into(),
+                    exit_code: Some(3),
+                    ran_ms: 300,
+                    log_tail: vec!["cannot bind".into()],
+                    at: at("2026-11-25T11:00:01Z"),
+                }],
+                next_attempt_at: Some(at("2026-11-25T11:00:03Z")),
                 last_error: Some("engine down".into()),
                 last_error_at: Some(at("2026-11-25T10:59:00Z")),
                 last_action: Some("start asterisk".into()),
@@ -486,6 +495,7 @@ mod tests {
         let json = round_trip(&doc);
         assert_eq!(json["verdict"], "down");
         assert_eq!(json["services"]["desired"], "running");
+        assert_eq!(json["services"]["failed_starts"][0]["exit_code"], 3);
         assert_eq!(json["hourly"][0]["job"], "replication");
         // A master's and a disabled node's document leave the slave's fields out.
         round_trip(&MonitorDoc {
