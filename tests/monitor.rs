@@ -635,6 +635,14 @@ impl Drop for Extra {
     }
 }
 
+/// A healthy `asterisk` (with a health check) and a plain `monit`, both stopped.
+fn stopped_services(lab: &mut Lab) -> (String, String) {
+    let asterisk = lab.service("asterisk", true);
+    let monit = lab.service("monit", false);
+    docker(&["stop", "-t", "0", &asterisk, &monit]);
+    (asterisk, monit)
+}
+
 /// A service that exits at once, or a moment after `docker start`: a failed start, named with
 /// its exit code and the end of its log, while the healthy and the plain services around it
 /// count as started.
@@ -642,9 +650,7 @@ impl Drop for Extra {
 fn a_service_that_exits_right_after_its_start_is_a_failed_start() {
     let mut lab = new_lab();
     let mut extra = Extra(Vec::new());
-    let asterisk = lab.service("asterisk", true);
-    let monit = lab.service("monit", false);
-    docker(&["stop", "-t", "0", &asterisk, &monit]);
+    let (asterisk, monit) = stopped_services(&mut lab);
     let late = extra.failing(
         lab.name("late"),
         "echo loading modules; echo 'ERROR: chan_sip.so: cannot bind 5060' >&2; sleep 0.3; exit 3",
@@ -689,9 +695,7 @@ fn a_service_that_exits_right_after_its_start_is_a_failed_start() {
 fn a_failing_start_is_shown_and_retried_with_backoff() {
     let mut lab = new_lab();
     let mut extra = Extra(Vec::new());
-    let asterisk = lab.service("asterisk", true);
-    let monit = lab.service("monit", false);
-    docker(&["stop", "-t", "0", &asterisk, &monit]);
+    let (asterisk, monit) = stopped_services(&mut lab);
     let broken = extra.failing(
         lab.name("broken"),
         "echo 'ERROR: chan_sip.so: cannot bind 5060' >&2; sleep 0.3; exit 3",
