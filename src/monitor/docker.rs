@@ -370,7 +370,7 @@ impl Engine {
                 Err(_) => return vec!["(its log cannot be read: no answer within 5 s)".into()],
             }
         }
-        let lines: Vec<String> = text
+        let mut lines: Vec<(Option<DateTime<Utc>>, String)> = text
             .lines()
             .filter_map(|line| {
                 let (at, message) = line.split_once(' ').unwrap_or(("", line));
@@ -380,10 +380,13 @@ impl Engine {
                     _ => true,
                 };
                 let message = message.trim_end();
-                (current && !message.is_empty()).then(|| message.chars().take(200).collect())
+                (current && !message.is_empty()).then(|| (at, message.chars().take(200).collect()))
             })
             .collect();
-        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].to_vec()
+        // stdout and stderr come as separate streams: their timestamps put them in order.
+        lines.sort_by_key(|(at, _)| *at);
+        let start = lines.len().saturating_sub(LOG_TAIL_LINES);
+        lines.drain(start..).map(|(_, line)| line).collect()
     }
 
     /// Stops `name`: SIGTERM, then SIGKILL after `grace` (Docker's own logic), and checks that
