@@ -21,7 +21,7 @@ pub async fn all(ctx: &Context, ha: &HaConfig) -> Vec<Finding> {
     let Some(peer) = ha.remote_ip() else {
         return findings;
     };
-    findings.push(peer_is_not_self(peer));
+    findings.push(peer_is_not_self(ha, peer));
     findings.push(same_subnet(peer, &net::interface_addresses()));
     findings.extend(configuration_db(ctx).await);
     match ha.node_type {
@@ -90,15 +90,15 @@ pub fn ha_configured(ha: &HaConfig) -> Finding {
     }
 }
 
-pub fn peer_is_not_self(peer: IpAddr) -> Finding {
-    if net::is_own_address(peer) {
-        Finding::failed(
+/// The peer's address by the rules of `configure` ([`crate::ha::check_peer`]): another host.
+pub fn peer_is_not_self(ha: &HaConfig, peer: IpAddr) -> Finding {
+    match ha.peer() {
+        Ok(_) => Finding::ok("peer-address", format!("the peer {peer} is another host")),
+        Err(e) => Finding::failed(
             "peer-address",
-            format!("the peer address {peer} is this node's own"),
+            e.to_string(),
             "configure the other node's address: xivo-ha configure <role> <peer_ip>",
-        )
-    } else {
-        Finding::ok("peer-address", format!("the peer {peer} is another host"))
+        ),
     }
 }
 
@@ -551,4 +551,38 @@ pub async fn db_replic(ctx: &Context) -> Vec<Finding> {
         ),
     });
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::Level;
+
+    #[test]
+    fn the_peer_is_checked_by_the_rules_of_configure() {
+        let finding = |address: &str| {
+            let ha = HaConfig {
+                node_type: NodeType::Master,
+                remote_address: address.into(),
+            };
+            peer_is_not_self(&ha, address.parse().unwrap())
+        };
+        assert_eq!(finding("192.0.2.20").level, Level::Ok);
+        for (address, reason) in [
+            ("127.0.0.1", "this node's own address"),
+            ("255.255.255.255", "a broadcast address"),
+            ("224.0.0.1", "not a host address"),
+        ] {
+            let found = finding(address);
+            assert_eq!(found.level, Level::Failed, "{address}");
+            assert!(
+                found
+                    .found
+                    .contains(&format!("{address} is not usable as the slave's address"))
+                    && found.found.contains(reason),
+                "{}",
+                found.found
+            );
+        }
+    }
 }
