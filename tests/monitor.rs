@@ -557,6 +557,16 @@ fn a_peer_that_configure_refuses_makes_the_monitor_do_nothing_until_fixed() {
         metrics.lines().any(|l| l == "xivo_ha_config_error 1"),
         "{metrics}"
     );
+    // XiVO's cron command refuses the same addresses.
+    for peer in ["127.0.0.1", "224.0.0.1"] {
+        let output = xivo_ha_isolated(root.path(), "", &["check-master-status", peer]);
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains(&format!("{peer} is not usable as the master's address")),
+            "{}",
+            stderr(&output)
+        );
+    }
     let until = unix_now();
     assert_eq!(
         docker_events(&services, &since, &until),
