@@ -411,3 +411,31 @@ impl Engine {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_start_is_one_line_with_code_log_and_what_to_run() {
+        let failure = |exit_code, log_tail: &[&str]| StartFailure {
+            container: "asterisk".into(),
+            exit_code,
+            ran_ms: 340,
+            log_tail: log_tail.iter().map(|l| l.to_string()).collect(),
+            at: Utc::now(),
+        };
+        let both = DockerError::StartFailed(vec![
+            failure(Some(1), &["loading", "chan_sip: cannot bind"]),
+            failure(None, &[]),
+        ])
+        .to_string();
+        assert_eq!(
+            both,
+            "container `asterisk` exited with code 1 0.3 s after being started (last log lines: \
+             loading | chan_sip: cannot bind): see `docker logs asterisk`; container `asterisk` \
+             stopped 0.3 s after being started (its log is empty): see `docker logs asterisk`"
+        );
+        assert!(!both.contains('\n'));
+    }
+}
