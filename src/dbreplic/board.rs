@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::config_tables;
+use super::holes::HoleReport;
 use super::logfile::LogFile;
 use super::settings::DbReplicSettings;
 use super::sink::SinkError;
@@ -78,6 +79,31 @@ impl Board {
 
     pub(super) fn delivered(&self, key: (EventTable, &'static str), last_id: i64) {
         self.entry(key, |s| s.last_id = last_id);
+    }
+
+    pub(super) fn holes(&self, key: (EventTable, &'static str), holes: HoleReport) {
+        self.entry(key, |s| {
+            s.holes_waiting = holes.waiting;
+            s.hole_after = holes.after;
+            s.hole_transactions = holes.transactions;
+            s.hole_since = holes.since;
+            s.holes_passed = holes.skipped;
+        });
+    }
+
+    pub(super) fn reconciled(&self, key: (EventTable, &'static str), recovered: u64) {
+        self.entry(key, |s| {
+            s.recovered += recovered;
+            s.last_reconcile_at = Some(chrono::Utc::now());
+        });
+        if recovered > 0 {
+            let message = format!(
+                "{} → {}: reconciliation delivered {recovered} row(s) the sink lacked below its checkpoint",
+                key.0, key.1
+            );
+            tracing::warn!("{message}");
+            self.log.line("WARN", &message);
+        }
     }
 
     pub(super) fn error(&self, key: (EventTable, &'static str), error: &SinkError) {
@@ -181,7 +207,19 @@ fn summarise(doc: &mut DbReplicDoc) {
                     }
                     _ => String::new(),
                 };
-                format!("{sink} #{}{behind}{error}", s.last_id)
+                let hole = match (s.holes_waiting, s.hole_after, s.hole_since) {
+                    (0, _, _) | (_, None, _) | (_, _, None) => String::new(),
+                    (n, Some(after), Some(since)) => format!(
+                        ", waiting on {n} hole(s) after #{after} for {} open transaction(s) since {}",
+                        s.hole_transactions,
+                        since.format("%H:%M:%S")
+                    ),
+                };
+                let recovered = match s.recovered {
+                    0 => String::new(),
+                    n => format!(", {n} recovered by reconciliation"),
+                };
+                format!("{sink} #{}{behind}{hole}{recovered}{error}", s.last_id)
             })
             .collect();
         parts.push(format!("{table} → {}", sinks.join(", ")));

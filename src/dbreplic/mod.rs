@@ -8,16 +8,20 @@
 //! (xc_enabled flag, settings) are in [`command`].
 //!
 //! Layout, after vector's sinks and supabase/etl: [`settings`] (custom.env), [`source`]
-//! (incremental reads), [`sink`] (the trait and its delivery contract), [`pg`] and [`es`] (the
-//! two sinks), [`retry`] (the one retry table), [`config_tables`], [`logfile`], `board` (the
-//! status board the tasks report to, saved for `xivo-ha status`).
+//! (incremental reads), [`holes`] (when a hole in the ids may be passed), [`reconcile`] (the
+//! pass that delivers rows a sink lacks below its checkpoint), [`sink`] (the trait and its
+//! delivery contract), [`pg`] and [`es`] (the two sinks), [`retry`] (the one retry table),
+//! [`config_tables`], [`logfile`], `board` (the status board the tasks report to, saved for
+//! `xivo-ha status`).
 
 mod board;
 pub mod command;
 pub mod config_tables;
 pub mod es;
+pub mod holes;
 pub mod logfile;
 pub mod pg;
+pub mod reconcile;
 pub mod retry;
 pub mod settings;
 pub mod sink;
@@ -25,7 +29,7 @@ pub mod source;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
@@ -217,6 +221,7 @@ async fn wait_for_tasks(
 #[derive(Clone, Copy)]
 struct Drive {
     poll: Duration,
+    reconcile: Duration,
     batch_rows: usize,
     retry_initial: Duration,
     exit_when_idle: bool,
@@ -226,6 +231,7 @@ impl Drive {
     fn new(settings: &DbReplicSettings, options: &RunOptions) -> Self {
         Drive {
             poll: settings.poll,
+            reconcile: settings.reconcile,
             batch_rows: settings.batch_rows,
             retry_initial: settings.retry_initial,
             exit_when_idle: options.exit_when_idle,
@@ -236,6 +242,8 @@ impl Drive {
 enum Step {
     /// Nothing new: wait a poll interval.
     Idle,
+    /// Nothing deliverable before a hole that may still be filled: wait a poll interval.
+    Waiting,
     /// A partial batch: more rows are arriving, look again soon.
     Some,
     /// A full batch: there is a backlog, go on at once.
@@ -252,7 +260,7 @@ async fn drive<S: Sink>(
     board: Board,
     knobs: Drive,
 ) -> Result<(), SinkError> {
-    let mut delivery = Delivery::new(sink, table, source, board);
+    let mut delivery = Delivery::new(sink, table, source, board, knobs.reconcile);
     let mut attempt = 0u32;
     loop {
         match delivery.step(knobs.batch_rows).await {
@@ -263,7 +271,7 @@ async fn drive<S: Sink>(
                 }
                 match step {
                     Step::Idle if knobs.exit_when_idle => return Ok(()),
-                    Step::Idle => tokio::time::sleep(knobs.poll).await,
+                    Step::Idle | Step::Waiting => tokio::time::sleep(knobs.poll).await,
                     Step::Some => tokio::time::sleep(knobs.poll / 10).await,
                     Step::Full => tokio::task::yield_now().await,
                 }
@@ -289,10 +297,13 @@ struct Delivery<S> {
     checkpoint: Option<i64>,
     /// A batch read while the previous one was being written, and the id it was read after.
     prefetched: Option<(i64, source::Batch)>,
+    /// The period of the reconciliation pass (see [`reconcile`]) and when the next is due.
+    reconcile_every: Duration,
+    next_reconcile: Instant,
 }
 
 impl<S: Sink> Delivery<S> {
-    fn new(sink: S, table: EventTable, source: Source, board: Board) -> Self {
+    fn new(sink: S, table: EventTable, source: Source, board: Board, reconcile: Duration) -> Self {
         let key = (table, sink.name());
         board.register(key, sink.describe());
         Delivery {
@@ -304,15 +315,28 @@ impl<S: Sink> Delivery<S> {
             started: false,
             checkpoint: None,
             prefetched: None,
+            reconcile_every: reconcile,
+            next_reconcile: Instant::now() + reconcile,
         }
     }
 
-    /// One batch: (re)start the sink and read its checkpoint if needed, read after it, write.
+    /// One batch: (re)start the sink and read its checkpoint if needed, reconcile when due,
+    /// read after the checkpoint, write.
     async fn step(&mut self, batch_rows: usize) -> Result<Step, SinkError> {
         let after = self.resume().await?;
+        if Instant::now() >= self.next_reconcile {
+            self.reconcile(after).await?;
+            self.next_reconcile = Instant::now() + self.reconcile_every;
+        }
         let batch = self.read(after).await?;
+        self.board.holes(self.key, self.source.holes());
         let Some(last) = batch.last_id() else {
-            return Ok(Step::Idle);
+            // Not idle while a hole may still be filled: a backfill waits for it too.
+            return Ok(if self.source.holes().waiting > 0 {
+                Step::Waiting
+            } else {
+                Step::Idle
+            });
         };
         let full = batch.rows.len() >= batch_rows;
         let report = |e: &SinkError| self.board.error(self.key, e);
@@ -354,13 +378,22 @@ impl<S: Sink> Delivery<S> {
     async fn read(&mut self, after: i64) -> Result<source::Batch, SinkError> {
         match self.prefetched.take() {
             Some((read_after, batch)) if read_after == after => Ok(batch),
-            _ => self.source.read(self.table, after).await.map_err(|e| {
-                SinkError::new(
-                    ErrorKind::Source,
-                    format!("{e} (the local XiVO database; is PostgreSQL up?)"),
-                )
-            }),
+            _ => self
+                .source
+                .read(self.table, after)
+                .await
+                .map_err(source_error),
         }
+    }
+
+    /// The reconciliation pass over the ids up to the checkpoint `after`.
+    async fn reconcile(&mut self, after: i64) -> Result<(), SinkError> {
+        let (board, key) = (&self.board, self.key);
+        let report = |e: &SinkError| board.error(key, e);
+        let recovered =
+            reconcile::pass(&mut self.sink, &mut self.source, self.table, after, &report).await?;
+        self.board.reconciled(self.key, recovered);
+        Ok(())
     }
 
     /// A failed step, shown and judged by the retry policy: `Err` when the sink must stop,
@@ -387,6 +420,14 @@ impl<S: Sink> Delivery<S> {
         }
         Ok(())
     }
+}
+
+/// A failure of the local XiVO database, as the runner's error.
+fn source_error(e: crate::db::DbError) -> SinkError {
+    SinkError::new(
+        ErrorKind::Source,
+        format!("{e} (the local XiVO database; is PostgreSQL up?)"),
+    )
 }
 
 /// The configuration tables, every `interval` (normal mode only).

@@ -55,6 +55,8 @@ struct Raw {
     db_replic_retry_initial_ms: u64,
     #[serde(default = "default_gap_wait_ms")]
     db_replic_gap_wait_ms: u64,
+    #[serde(default = "default_reconcile_ms")]
+    db_replic_reconcile_ms: u64,
 }
 
 fn default_port() -> u16 {
@@ -92,6 +94,9 @@ fn default_retry_initial_ms() -> u64 {
 }
 fn default_gap_wait_ms() -> u64 {
     5000
+}
+fn default_reconcile_ms() -> u64 {
+    300_000
 }
 
 /// The reporting PostgreSQL (XiVO CC's `xivo_stats`).
@@ -149,8 +154,11 @@ pub struct DbReplicSettings {
     pub config_interval: Duration,
     /// First retry delay; doubles up to 30 s.
     pub retry_initial: Duration,
-    /// How long a hole in the ids is waited for before it is taken as permanent (see source.rs).
+    /// The least time a hole in the ids is waited for, even when no transaction that could
+    /// fill it is open (see holes.rs).
     pub gap_wait: Duration,
+    /// How often each (table, sink) runs the reconciliation pass (see reconcile.rs).
+    pub reconcile: Duration,
 }
 
 impl DbReplicSettings {
@@ -251,6 +259,7 @@ impl DbReplicSettings {
             config_interval: Duration::from_secs(raw.db_replic_config_interval_s.max(1)),
             retry_initial: Duration::from_millis(raw.db_replic_retry_initial_ms.max(1)),
             gap_wait: Duration::from_millis(raw.db_replic_gap_wait_ms),
+            reconcile: Duration::from_millis(raw.db_replic_reconcile_ms.max(1)),
         })
     }
 }
@@ -287,6 +296,7 @@ mod tests {
         assert!(!s.ha_slave);
         assert_eq!((s.batch_rows, s.batch_bytes), (5000, 5_000_000));
         assert_eq!(s.poll, Duration::from_secs(1));
+        assert_eq!(s.reconcile, Duration::from_secs(300));
         assert_eq!(
             (s.cel_index.as_str(), s.queue_log_index.as_str()),
             ("cel", "queue_log")

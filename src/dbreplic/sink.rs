@@ -12,6 +12,9 @@
 //!   every row of the batch is stored and the checkpoint that `checkpoint` will return from then
 //!   on (also after a restart) is the batch's last id. At-least-once plus idempotence gives
 //!   exactly one copy of every row in every sink.
+//! - **Rows below the checkpoint** (found missing by the reconciliation pass,
+//!   [`super::reconcile`]) are stored with `write_below`, the same idempotent write that leaves
+//!   the checkpoint where it is.
 //! - **Errors are classified** ([`SinkError::kind`]) and the runner applies the one retry
 //!   policy of [`super::retry`]; a sink never sleeps on behalf of the runner, except to retry
 //!   the failed items of a partially successful request.
@@ -66,4 +69,31 @@ pub trait Sink: Send + 'static {
         batch: &Batch,
         report: Report<'_>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Stores every row of `batch` (ids at or below the checkpoint), checkpoint unchanged.
+    fn write_below(
+        &mut self,
+        batch: &Batch,
+        report: Report<'_>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// This origin's rows of `table` with ids up to `upto`, per bucket `id / width`: (rows, sum
+    /// of the ids). May lag the writes by a refresh (Elasticsearch): a bucket that differs is
+    /// checked with [`Sink::missing`], which does not.
+    fn digest(
+        &mut self,
+        table: EventTable,
+        width: i64,
+        upto: i64,
+    ) -> impl Future<Output = Result<Digest, SinkError>> + Send;
+
+    /// Of `ids`, those this origin's `table` lacks, in order.
+    fn missing(
+        &mut self,
+        table: EventTable,
+        ids: &[i64],
+    ) -> impl Future<Output = Result<Vec<i64>, SinkError>> + Send;
 }
+
+/// Bucket (`id / width`) → (rows, sum of ids).
+pub type Digest = std::collections::BTreeMap<i64, (i64, f64)>;

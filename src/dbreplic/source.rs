@@ -1,19 +1,21 @@
 //! The source side: XiVO's event tables (`cel`, `queue_log`) in the local `asterisk` database,
 //! read incrementally by primary key `id`, in batches bounded by rows and bytes. Owns the
 //! column lists of both tables (the single description that the sinks' layouts derive from)
-//! and the guard against ids that become visible out of order.
+//! and the queries behind the guard against ids that become visible out of order.
 //!
 //! Why the guard: ids come from a sequence, so a transaction that took id 10 may commit after
 //! the one that took id 11. A reader that has moved its checkpoint to 11 would never see 10.
-//! So a batch stops before the first hole in the ids; a hole that is still there after
-//! `gap_wait` is taken as permanent (a rolled-back insert, sequence values lost in a crash,
-//! rows purged by XiVO) and skipped.
+//! So a batch stops before the first hole in the ids, and the hole is passed only once no
+//! transaction that could still fill it is open: [`super::holes`] explains the rule (the
+//! table's write-lock holders in `pg_locks`) and decides; this file lists the writers.
+//! The reads by id range and by id list serve the reconciliation pass ([`super::reconcile`]).
 
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
 use tokio_postgres::Client;
 
+use super::holes::{HoleReport, Holes};
 use crate::db::{DbError, DbTarget};
 
 /// The PostgreSQL type a column is forwarded as.
@@ -95,6 +97,15 @@ impl EventTable {
     /// The incremental read. Casts make the row shape independent of XiVO's version (later
     /// versions made queue_log.time a timestamptz and widened columns).
     fn select_sql(self) -> String {
+        self.select_where("t.id > $1::bigint ORDER BY t.id LIMIT $2::bigint")
+    }
+
+    /// The rows of an id list (`$1`), for the reconciliation pass.
+    fn select_ids_sql(self) -> String {
+        self.select_where("t.id = ANY($1::bigint[]) ORDER BY t.id")
+    }
+
+    fn select_where(self, condition: &str) -> String {
         let columns: Vec<String> = self
             .columns()
             .iter()
@@ -111,7 +122,7 @@ impl EventTable {
         // sorting by that expression cannot walk the primary key (every row after the
         // checkpoint would be read and sorted for each batch).
         format!(
-            "SELECT t.id::bigint, {} FROM {} t WHERE t.id > $1::bigint ORDER BY t.id LIMIT $2::bigint",
+            "SELECT t.id::bigint, {} FROM {} t WHERE {condition}",
             columns.join(", "),
             self.name()
         )
@@ -172,9 +183,23 @@ pub struct Source {
     client: Option<Client>,
     batch_rows: usize,
     batch_bytes: usize,
-    gap_wait: Duration,
-    /// The hole last seen: (the id just before it, when it was first seen).
-    gap: Option<(i64, Instant)>,
+    holes: Holes,
+}
+
+/// The virtual transaction ids of the sessions holding a lock on the table that an INSERT
+/// takes (or a stronger one), in this database, this session excluded (see [`super::holes`]).
+const WRITERS_SQL: &str = "SELECT coalesce(array_agg(virtualtransaction::text), '{}') \
+     FROM pg_locks WHERE locktype = 'relation' AND relation = $1::text::regclass \
+     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+     AND mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock') \
+     AND pid IS DISTINCT FROM pg_backend_pid()";
+
+/// Counts and id sums per bucket (`id / $1`) of the ids up to `$2`, for the reconciliation.
+pub fn digest_sql(table: &str, condition: &str) -> String {
+    format!(
+        "SELECT (id / $1::bigint)::bigint, count(*)::bigint, sum(id)::float8 FROM {table} \
+         WHERE {condition} id <= $2::bigint GROUP BY 1"
+    )
 }
 
 impl Source {
@@ -189,8 +214,7 @@ impl Source {
             client: None,
             batch_rows,
             batch_bytes,
-            gap_wait,
-            gap: None,
+            holes: Holes::new(gap_wait),
         }
     }
 
@@ -204,23 +228,100 @@ impl Source {
     /// The next rows of `table` after `after`: at most `batch_rows` rows and about
     /// `batch_bytes` bytes (always at least one row), stopping before a recent hole in the ids.
     pub async fn read(&mut self, table: EventTable, after: i64) -> Result<Batch, DbError> {
+        if self.holes.must_check() {
+            // Before the read, so that the read's snapshot is later than this check.
+            let open = self.writers(table).await?;
+            self.holes.check(&open, Instant::now());
+        }
         let limit = self.batch_rows as i64;
-        let sql = table.select_sql();
+        let pg_rows = self.query(&table.select_sql(), &[&after, &limit]).await?;
+        let mut rows = Self::decode(table, &pg_rows, self.batch_bytes);
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let prefix = self.holes.prefix(after, &ids, Instant::now());
+        if prefix.list_writers {
+            let holders = self.writers(table).await?;
+            self.holes.wait_for(holders);
+        }
+        rows.truncate(prefix.keep);
+        Ok(Batch { table, rows })
+    }
+
+    /// The rows of `table` with these ids (those that exist), in id order.
+    pub async fn read_ids(&mut self, table: EventTable, ids: &[i64]) -> Result<Batch, DbError> {
+        let pg_rows = self.query(&table.select_ids_sql(), &[&ids]).await?;
+        let rows = Self::decode(table, &pg_rows, usize::MAX);
+        Ok(Batch { table, rows })
+    }
+
+    /// The ids of `table` in `[from, to]`, in order.
+    pub async fn ids_between(
+        &mut self,
+        table: EventTable,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<i64>, DbError> {
+        let sql = format!(
+            "SELECT id::bigint FROM {} WHERE id >= $1::bigint AND id <= $2::bigint ORDER BY id",
+            table.name()
+        );
+        let rows = self.query(&sql, &[&from, &to]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Per bucket of `width` ids up to `upto`: (rows, sum of ids).
+    pub async fn digest(
+        &mut self,
+        table: EventTable,
+        width: i64,
+        upto: i64,
+    ) -> Result<std::collections::BTreeMap<i64, (i64, f64)>, DbError> {
+        let rows = self
+            .query(&digest_sql(table.name(), ""), &[&width, &upto])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect())
+    }
+
+    /// Where the reader stands with holes, for `status`.
+    pub fn holes(&self) -> HoleReport {
+        self.holes.report()
+    }
+
+    /// The table's writers now (see [`WRITERS_SQL`]).
+    async fn writers(&mut self, table: EventTable) -> Result<Vec<String>, DbError> {
+        let rows = self.query(WRITERS_SQL, &[&table.name()]).await?;
+        Ok(rows[0].get(0))
+    }
+
+    async fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, DbError> {
         let target = self.target.clone();
         let client = self.client().await?;
-        let result = client.query(&sql, &[&after, &limit]).await;
-        let pg_rows = match result {
-            Ok(rows) => rows,
+        match client.query(sql, params).await {
+            Ok(rows) => Ok(rows),
             Err(e) => {
                 if e.is_closed() {
                     self.client = None;
                 }
-                return Err(target.query_error(crate::db::error_reason(&e)));
+                Err(target.query_error(crate::db::error_reason(&e)))
             }
-        };
+        }
+    }
+
+    /// Decodes rows, stopping once about `batch_bytes` are read (always at least one row).
+    fn decode(
+        table: EventTable,
+        pg_rows: &[tokio_postgres::Row],
+        batch_bytes: usize,
+    ) -> Vec<SourceRow> {
         let mut rows = Vec::with_capacity(pg_rows.len());
         let mut bytes = 0;
-        for pg_row in &pg_rows {
+        for pg_row in pg_rows {
             let mut cells = Vec::with_capacity(table.columns().len());
             for (index, (_, kind)) in table.columns().iter().enumerate() {
                 let at = index + 1;
@@ -236,96 +337,17 @@ impl Source {
             };
             bytes += row.approx_bytes();
             rows.push(row);
-            if bytes >= self.batch_bytes {
+            if bytes >= batch_bytes {
                 break;
             }
         }
-        let keep = self.contiguous_prefix(after, &rows, Instant::now());
-        rows.truncate(keep);
-        Ok(Batch { table, rows })
-    }
-
-    /// How many of `rows` can be delivered now: up to the first hole in the ids, unless that
-    /// hole has been there for `gap_wait` already at `now`.
-    fn contiguous_prefix(&mut self, after: i64, rows: &[SourceRow], now: Instant) -> usize {
-        let mut previous = after;
-        for (index, row) in rows.iter().enumerate() {
-            // `after == 0` is a fresh start: the first id is whatever XiVO's purge left.
-            let hole = row.id != previous + 1 && !(index == 0 && after == 0);
-            if hole {
-                match self.gap {
-                    Some((before, since)) if before == previous => {
-                        if now.duration_since(since) < self.gap_wait {
-                            return index;
-                        }
-                        tracing::debug!(
-                            after = previous,
-                            next = row.id,
-                            "skipping a permanent hole in the ids"
-                        );
-                    }
-                    _ => {
-                        self.gap = Some((previous, now));
-                        if !self.gap_wait.is_zero() {
-                            return index;
-                        }
-                    }
-                }
-            }
-            previous = row.id;
-        }
-        rows.len()
+        rows
     }
 
     /// The highest id in `table` (0 when empty), for "rows behind".
     pub async fn max_id(&mut self, table: EventTable) -> Result<i64, DbError> {
-        let target = self.target.clone();
-        let client = self.client().await?;
         let sql = format!("SELECT coalesce(max(id), 0)::bigint FROM {}", table.name());
-        match client.query_one(&sql, &[]).await {
-            Ok(row) => Ok(row.get(0)),
-            Err(e) => {
-                if e.is_closed() {
-                    self.client = None;
-                }
-                Err(target.query_error(crate::db::error_reason(&e)))
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rows(ids: &[i64]) -> Vec<SourceRow> {
-        ids.iter()
-            .map(|&id| SourceRow { id, cells: vec![] })
-            .collect()
-    }
-
-    fn source(wait_ms: u64) -> Source {
-        let target = DbTarget::parse("source", "host=127.0.0.1 dbname=x").unwrap();
-        Source::new(target, 10, 1000, Duration::from_millis(wait_ms))
-    }
-
-    #[test]
-    fn a_batch_stops_before_a_recent_hole_then_skips_it() {
-        let start = Instant::now();
-        let at = |ms| start + Duration::from_millis(ms);
-        let mut s = source(50);
-        assert_eq!(s.contiguous_prefix(0, &rows(&[5, 6, 8, 9]), at(0)), 2);
-        assert_eq!(s.contiguous_prefix(6, &rows(&[8, 9]), at(49)), 0);
-        assert_eq!(s.contiguous_prefix(6, &rows(&[8, 9]), at(50)), 2);
-        // The late row filled the hole: nothing is skipped.
-        let mut s = source(50);
-        assert_eq!(s.contiguous_prefix(6, &rows(&[8]), at(0)), 0);
-        assert_eq!(s.contiguous_prefix(6, &rows(&[7, 8]), at(10)), 2);
-    }
-
-    #[test]
-    fn no_wait_means_holes_are_skipped_at_once() {
-        let mut s = source(0);
-        assert_eq!(s.contiguous_prefix(1, &rows(&[3, 4, 9]), Instant::now()), 3);
+        let rows = self.query(&sql, &[]).await?;
+        Ok(rows[0].get(0))
     }
 }

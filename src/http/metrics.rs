@@ -160,10 +160,14 @@ fn register_jobs(registry: &mut Registry, docs: &Documents, now: DateTime<Utc>) 
     );
 }
 
-/// DB Replic's delivered id and rows behind, per table and sink.
+/// DB Replic's delivered id, rows behind, holes waited on and rows recovered, per table and
+/// sink.
 fn register_dbreplic(registry: &mut Registry, dbreplic: &DbReplicDoc) {
     let last_id: Family<Labels, Gauge> = Family::default();
     let behind: Family<Labels, Gauge> = Family::default();
+    let holes: Family<Labels, Gauge> = Family::default();
+    let passed: Family<Labels, Counter> = Family::default();
+    let recovered: Family<Labels, Counter> = Family::default();
     for (table, sinks) in &dbreplic.tables {
         for (sink, status) in sinks {
             let labels = vec![
@@ -174,6 +178,11 @@ fn register_dbreplic(registry: &mut Registry, dbreplic: &DbReplicDoc) {
             if let Some(rows) = status.behind {
                 behind.get_or_create(&labels).set(rows);
             }
+            holes
+                .get_or_create(&labels)
+                .set(status.holes_waiting as i64);
+            passed.get_or_create(&labels).inc_by(status.holes_passed);
+            recovered.get_or_create(&labels).inc_by(status.recovered);
         }
     }
     registry.register(
@@ -185,6 +194,21 @@ fn register_dbreplic(registry: &mut Registry, dbreplic: &DbReplicDoc) {
         "dbreplic_rows_behind",
         "Rows of the source not yet delivered, per table and sink",
         behind,
+    );
+    registry.register(
+        "dbreplic_holes_waiting",
+        "Holes in the ids that delivery waits on (a transaction that may fill them is open)",
+        holes,
+    );
+    registry.register(
+        "dbreplic_holes_passed",
+        "Holes in the ids found permanent and passed since DB Replic started",
+        passed,
+    );
+    registry.register(
+        "dbreplic_rows_recovered",
+        "Rows the reconciliation pass found missing in the sink and delivered, since DB Replic started",
+        recovered,
     );
 }
 
@@ -265,7 +289,14 @@ mod tests {
         dbreplic.tables.insert(
             "cel".into(),
             [
-                ("postgresql".to_owned(), sink(42, 3)),
+                (
+                    "postgresql".to_owned(),
+                    SinkStatus {
+                        holes_waiting: 2,
+                        recovered: 7,
+                        ..sink(42, 3)
+                    },
+                ),
                 ("elasticsearch".to_owned(), sink(40, 5)),
             ]
             .into(),
@@ -324,6 +355,16 @@ mod tests {
         assert!(
             text.contains(
                 "xivo_ha_dbreplic_last_delivered_id{table=\"cel\",sink=\"postgresql\"} 42"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("xivo_ha_dbreplic_holes_waiting{table=\"cel\",sink=\"postgresql\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "xivo_ha_dbreplic_rows_recovered_total{table=\"cel\",sink=\"postgresql\"} 7"
             ),
             "{text}"
         );

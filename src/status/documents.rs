@@ -285,6 +285,22 @@ pub struct SinkStatus {
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
     pub state: SinkState,
+    /// Holes in the ids that delivery waits on (0: none), see dbreplic/holes.rs.
+    #[serde(default)]
+    pub holes_waiting: u64,
+    /// The id delivery waits after, while a hole is waited on.
+    pub hole_after: Option<i64>,
+    /// Open transactions that may still fill the holes.
+    #[serde(default)]
+    pub hole_transactions: usize,
+    pub hole_since: Option<DateTime<Utc>>,
+    /// Holes found permanent and passed since the start.
+    #[serde(default)]
+    pub holes_passed: u64,
+    /// Rows the reconciliation pass found missing in the sink and delivered, since the start.
+    #[serde(default)]
+    pub recovered: u64,
+    pub last_reconcile_at: Option<DateTime<Utc>>,
 }
 
 /// The configuration tables' refresh (normal mode only).
@@ -513,6 +529,13 @@ mod tests {
             last_error: last_error.map(str::to_owned),
             last_error_at: last_error.map(|_| at("2026-11-25T11:00:00Z")),
             state,
+            holes_waiting: 1,
+            hole_after: Some(41),
+            hole_transactions: 2,
+            hole_since: Some(at("2026-11-25T11:01:00Z")),
+            holes_passed: 4,
+            recovered: 5,
+            last_reconcile_at: Some(at("2026-11-25T11:02:00Z")),
         };
         let doc = DbReplicDoc {
             summary: "HA mode (xivo1): cel → ...".into(),

@@ -1,6 +1,7 @@
 //! The Elasticsearch client (the `elasticsearch` crate over reqwest with rustls) and the two
 //! calls DB Replic makes: `PUT _index_template/<name>` at start, and `_bulk` with the answer
-//! parsed item by item.
+//! parsed item by item; for the reconciliation, `_search` with a histogram aggregation and
+//! `_mget` without sources.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use bytes::Bytes;
 use elasticsearch::auth::Credentials;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::IndicesPutIndexTemplateParts;
-use elasticsearch::{BulkParts, Elasticsearch};
+use elasticsearch::{BulkParts, Elasticsearch, MgetParts, SearchParts};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -184,5 +185,110 @@ impl EsService {
             tracing::debug!("_bulk said errors=false but some items failed");
         }
         Ok(items)
+    }
+
+    /// This origin's documents in `index` with `id` ≤ `upto`, per bucket `id / width`:
+    /// (documents, sum of ids). A missing index is empty.
+    pub async fn id_histogram(
+        &self,
+        index: &str,
+        origin: &str,
+        width: i64,
+        upto: i64,
+    ) -> Result<crate::dbreplic::sink::Digest, SinkError> {
+        let what = format!("count the documents of index {index}");
+        let body = serde_json::json!({
+            "size": 0,
+            "query": {"bool": {"filter": [
+                {"term": {"origin": origin}},
+                {"range": {"id": {"lte": upto}}}
+            ]}},
+            "aggs": {"ids": {
+                "histogram": {"field": "id", "interval": width, "min_doc_count": 1},
+                "aggs": {"sum": {"sum": {"field": "id"}}}
+            }}
+        });
+        let response = self
+            .client
+            .search(SearchParts::Index(&[index]))
+            .ignore_unavailable(true)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&what, e))?;
+        if response.status_code().as_u16() == 404 {
+            return Ok(Default::default());
+        }
+        if !response.status_code().is_success() {
+            return Err(self.refused(&what, response).await);
+        }
+        let answer: Value = response
+            .json()
+            .await
+            .map_err(|e| self.transport_error(&what, e))?;
+        let Some(buckets) = answer
+            .pointer("/aggregations/ids/buckets")
+            .and_then(Value::as_array)
+        else {
+            return Ok(Default::default());
+        };
+        let mut digest = crate::dbreplic::sink::Digest::new();
+        for bucket in buckets {
+            let key = bucket["key"].as_f64().unwrap_or(0.0);
+            let count = bucket["doc_count"].as_i64().unwrap_or(0);
+            let sum = bucket
+                .pointer("/sum/value")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
+            digest.insert((key / width as f64).floor() as i64, (count, sum));
+        }
+        Ok(digest)
+    }
+
+    /// Whether each of the documents `ids` of `index` exists (real-time, unlike a search).
+    pub async fn found(&self, index: &str, ids: &[String]) -> Result<Vec<bool>, SinkError> {
+        #[derive(Deserialize)]
+        struct Doc {
+            #[serde(default)]
+            found: bool,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            docs: Vec<Doc>,
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let what = format!("look up documents of index {index}");
+        let response = self
+            .client
+            .mget(MgetParts::Index(index))
+            ._source(&["false"])
+            .body(serde_json::json!({"ids": ids}))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&what, e))?;
+        if response.status_code().as_u16() == 404 {
+            return Ok(vec![false; ids.len()]);
+        }
+        if !response.status_code().is_success() {
+            return Err(self.refused(&what, response).await);
+        }
+        let answer: Answer = response
+            .json()
+            .await
+            .map_err(|e| self.transport_error(&what, e))?;
+        if answer.docs.len() != ids.len() {
+            return Err(SinkError::new(
+                ErrorKind::Server,
+                format!(
+                    "Elasticsearch {}: {what}: {} answers for {} ids",
+                    self.url,
+                    answer.docs.len(),
+                    ids.len()
+                ),
+            ));
+        }
+        Ok(answer.docs.into_iter().map(|d| d.found).collect())
     }
 }

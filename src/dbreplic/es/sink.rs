@@ -1,6 +1,9 @@
 //! The Elasticsearch sink: `_bulk` with `index` actions (`_id = <origin>-<table>-<id>`), items
 //! that failed with 429/5xx sent again (alone) after a backoff, any other item failure stops
-//! the sink, and the checkpoint moved only when every item succeeded.
+//! the sink, and the checkpoint moved only when every item succeeded. For the reconciliation:
+//! rows below the checkpoint by the same `_bulk` (checkpoint untouched), the digest by one
+//! `histogram` aggregation on `id` (with a `sum`) over this origin's documents, and the
+//! anti-join by `_mget` (real-time: it sees documents not yet refreshed).
 //!
 //! Where the checkpoint lives: a small JSON file per table under
 //! `/var/lib/xivo-ha/dbreplic/` (replaced atomically, fsynced), not in the reporting database.
@@ -25,7 +28,7 @@ use super::config;
 use super::retry::classify_item;
 use super::service::EsService;
 use crate::dbreplic::retry::{self, Decision, ErrorKind};
-use crate::dbreplic::sink::{Report, Sink, SinkError};
+use crate::dbreplic::sink::{Digest, Report, Sink, SinkError};
 use crate::dbreplic::source::{Batch, EventTable};
 use crate::fsutil;
 
@@ -168,6 +171,59 @@ impl Sink for EsSink {
         let Some(last_id) = batch.last_id() else {
             return Ok(());
         };
+        self.store(batch, report).await?;
+        let file = CheckpointFile {
+            origin: self.origin.clone(),
+            index: self.index.clone(),
+            url: self.service.describe().to_owned(),
+            last_id,
+        };
+        if let Some(message) = self
+            .save_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            return Err(Self::file_error(message));
+        }
+        let json = serde_json::to_vec(&file).expect("checkpoints serialise");
+        self.saver.send_replace(Some(json));
+        Ok(())
+    }
+
+    async fn write_below(&mut self, batch: &Batch, report: Report<'_>) -> Result<(), SinkError> {
+        self.store(batch, report).await
+    }
+
+    async fn digest(
+        &mut self,
+        _table: EventTable,
+        width: i64,
+        upto: i64,
+    ) -> Result<Digest, SinkError> {
+        self.service
+            .id_histogram(&self.index, &self.origin, width, upto)
+            .await
+    }
+
+    async fn missing(&mut self, table: EventTable, ids: &[i64]) -> Result<Vec<i64>, SinkError> {
+        let doc_ids: Vec<String> = ids
+            .iter()
+            .map(|&id| config::document_id(&self.origin, table, id))
+            .collect();
+        let found = self.service.found(&self.index, &doc_ids).await?;
+        Ok(ids
+            .iter()
+            .zip(found)
+            .filter(|(_, found)| !found)
+            .map(|(&id, _)| id)
+            .collect())
+    }
+}
+
+impl EsSink {
+    /// Every row of `batch` indexed (failed items retried), checkpoint untouched.
+    async fn store(&mut self, batch: &Batch, report: Report<'_>) -> Result<(), SinkError> {
         let table = batch.table;
         let mut pending: Vec<usize> = (0..batch.rows.len()).collect();
         let mut attempt = 0;
@@ -224,22 +280,6 @@ impl Sink for EsSink {
             attempt += 1;
             pending = failed;
         }
-        let file = CheckpointFile {
-            origin: self.origin.clone(),
-            index: self.index.clone(),
-            url: self.service.describe().to_owned(),
-            last_id,
-        };
-        if let Some(message) = self
-            .save_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            return Err(Self::file_error(message));
-        }
-        let json = serde_json::to_vec(&file).expect("checkpoints serialise");
-        self.saver.send_replace(Some(json));
         Ok(())
     }
 }

@@ -1,7 +1,9 @@
 //! The reporting PostgreSQL sink. Each batch is ONE transaction: binary COPY into the
 //! connection's staging table, `INSERT ... SELECT ... ON CONFLICT (origin, id) DO NOTHING` into
 //! the reporting table, and the checkpoint row. A crash at any point either commits all three
-//! or none; a replay inserts nothing twice.
+//! or none; a replay inserts nothing twice. Rows below the checkpoint (reconciliation) take
+//! the same transaction without the checkpoint row; the reconciliation's digest and anti-join
+//! read the reporting table by its primary key (origin, id).
 
 use futures_util::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -10,8 +12,8 @@ use tokio_postgres::types::ToSql;
 use super::config;
 use super::service::PgService;
 use crate::db::DbTarget;
-use crate::dbreplic::sink::{Report, Sink, SinkError};
-use crate::dbreplic::source::{Batch, Cell, EventTable};
+use crate::dbreplic::sink::{Digest, Report, Sink, SinkError};
+use crate::dbreplic::source::{self, Batch, Cell, EventTable};
 
 pub struct PgSink {
     service: PgService,
@@ -57,6 +59,50 @@ impl Sink for PgSink {
     }
 
     async fn write(&mut self, batch: &Batch, _report: Report<'_>) -> Result<(), SinkError> {
+        self.store(batch, true).await
+    }
+
+    async fn write_below(&mut self, batch: &Batch, _report: Report<'_>) -> Result<(), SinkError> {
+        self.store(batch, false).await
+    }
+
+    async fn digest(
+        &mut self,
+        table: EventTable,
+        width: i64,
+        upto: i64,
+    ) -> Result<Digest, SinkError> {
+        let sql = source::digest_sql(table.name(), "origin = $3 AND");
+        let origin = self.origin.clone();
+        let client = self.service.client()?;
+        let result = client.query(&sql, &[&width, &upto, &origin]).await;
+        match result {
+            Ok(rows) => Ok(rows
+                .iter()
+                .map(|r| (r.get(0), (r.get(1), r.get(2))))
+                .collect()),
+            Err(e) => Err(self.service.error(&format!("count {table} rows"), &e)),
+        }
+    }
+
+    async fn missing(&mut self, table: EventTable, ids: &[i64]) -> Result<Vec<i64>, SinkError> {
+        let sql = format!(
+            "SELECT s.id FROM unnest($1::bigint[]) AS s(id) WHERE NOT EXISTS \
+             (SELECT 1 FROM {table} t WHERE t.origin = $2 AND t.id = s.id) ORDER BY s.id"
+        );
+        let origin = self.origin.clone();
+        let client = self.service.client()?;
+        let result = client.query(&sql, &[&ids, &origin]).await;
+        match result {
+            Ok(rows) => Ok(rows.iter().map(|r| r.get(0)).collect()),
+            Err(e) => Err(self.service.error(&format!("look up {table} rows"), &e)),
+        }
+    }
+}
+
+impl PgSink {
+    /// One transaction: the rows, and the checkpoint when `checkpoint`.
+    async fn store(&mut self, batch: &Batch, checkpoint: bool) -> Result<(), SinkError> {
         let Some(last_id) = batch.last_id() else {
             return Ok(());
         };
@@ -94,12 +140,14 @@ impl Sink for PgSink {
             tx.execute(&config::merge_sql(table), &[])
                 .await
                 .map_err(|e| ("insert", e))?;
-            tx.execute(
-                &config::checkpoint_upsert_sql(),
-                &[&origin, &table.name(), &last_id],
-            )
-            .await
-            .map_err(|e| ("save the checkpoint", e))?;
+            if checkpoint {
+                tx.execute(
+                    &config::checkpoint_upsert_sql(),
+                    &[&origin, &table.name(), &last_id],
+                )
+                .await
+                .map_err(|e| ("save the checkpoint", e))?;
+            }
             tx.commit().await.map_err(|e| ("commit", e))?;
             Ok(())
         }
