@@ -246,8 +246,12 @@ impl RunningDbReplic {
 
 /// `n` CEL rows (every other one with a JSON `extra`).
 pub async fn insert_cel(db: &TestDb, n: i64) {
-    db.client()
-        .await
+    insert_cel_on(&db.client().await, n).await;
+}
+
+/// The same in `client`'s session (inside its open transaction, if any).
+pub async fn insert_cel_on(client: &tokio_postgres::Client, n: i64) {
+    client
         .execute(
             "INSERT INTO cel (eventtype, eventtime, userdeftype, cid_name, cid_num, cid_ani, cid_rdnis, \
              cid_dnid, exten, context, channame, appname, appdata, amaflags, accountcode, peeraccount, \

@@ -2,7 +2,10 @@
 //! server on 127.0.0.1 that speaks the parts of the real protocol DB Replic uses, `_bulk`
 //! (NDJSON action/source line pairs, `index` and `create` actions, per-item results with
 //! `items[].index.status`/`error` and the top-level `errors` flag) and
-//! `PUT _index_template/<name>`, stores documents by `_index`/`_id`, and can be told to fail:
+//! `PUT _index_template/<name>`, `<index>/_mget` (`ids` or `docs`, answering `found`) and
+//! `<index>/_search` with a `bool` filter of `term`/`range` clauses and a `histogram`
+//! aggregation (with an optional `sum` under it), which is what DB Replic's reconciliation
+//! sends; stores documents by `_index`/`_id`, and can be told to fail:
 //! whole requests with 429 or 500, chosen items with an error status, slow answers, or "down"
 //! (every `_bulk` answered 503) until told otherwise.
 
@@ -86,6 +89,8 @@ impl EsServer {
             .route("/", axum::routing::get(info))
             .route("/_bulk", post(bulk).put(bulk))
             .route("/{index}/_bulk", post(bulk_in_index).put(bulk_in_index))
+            .route("/{index}/_mget", post(mget).get(mget))
+            .route("/{index}/_search", post(search).get(search))
             .route(
                 "/_index_template/{name}",
                 put(put_template).post(put_template),
@@ -128,6 +133,14 @@ impl EsServer {
     pub fn count(&self, index: &str) -> usize {
         let indices = self.inner.indices.lock().unwrap();
         indices.get(index).map(|i| i.docs.len()).unwrap_or(0)
+    }
+
+    /// Deletes a document (a sink that lost one).
+    pub fn remove(&self, index: &str, id: &str) -> bool {
+        let mut indices = self.inner.indices.lock().unwrap();
+        indices
+            .get_mut(index)
+            .is_some_and(|i| i.docs.remove(id).is_some())
     }
 
     pub fn max_id(&self, index: &str) -> i64 {
@@ -328,4 +341,193 @@ async fn handle_bulk(inner: Arc<Inner>, default_index: Option<String>, body: Byt
     }
     drop(indices);
     axum::Json(json!({"took": 1, "errors": errors, "items": items})).into_response()
+}
+
+async fn mget(State(inner): State<Arc<Inner>>, Path(index): Path<String>, body: Bytes) -> Response {
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return error(400, "parse_exception", "request body is not JSON");
+    };
+    let ids: Vec<String> = match (request.get("ids"), request.get("docs")) {
+        (Some(Value::Array(ids)), _) => ids
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_owned))
+            .collect(),
+        (_, Some(Value::Array(docs))) => docs
+            .iter()
+            .filter_map(|d| d.get("_id").and_then(Value::as_str).map(str::to_owned))
+            .collect(),
+        _ => {
+            return error(
+                400,
+                "action_request_validation_exception",
+                "no documents to get",
+            );
+        }
+    };
+    let indices = inner.indices.lock().unwrap();
+    let stored = indices.get(&index);
+    let docs: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let found = stored.is_some_and(|i| i.docs.contains_key(id));
+            json!({"_index": index, "_id": id, "found": found})
+        })
+        .collect();
+    axum::Json(json!({ "docs": docs })).into_response()
+}
+
+/// Whether `doc` passes one `term` or `range` clause.
+fn matches(clause: &Value, doc: &Value) -> Result<bool, String> {
+    let (kind, spec) = clause
+        .as_object()
+        .and_then(|o| o.iter().next())
+        .ok_or("empty clause")?;
+    let (field, condition) = spec
+        .as_object()
+        .and_then(|o| o.iter().next())
+        .ok_or("empty clause")?;
+    let value = doc.get(field);
+    match kind.as_str() {
+        "term" => {
+            let wanted = condition.get("value").unwrap_or(condition);
+            Ok(value == Some(wanted))
+        }
+        "range" => {
+            let Some(v) = value.and_then(Value::as_f64) else {
+                return Ok(false);
+            };
+            let mut ok = true;
+            for (op, bound) in condition.as_object().ok_or("bad range")? {
+                let b = bound.as_f64().ok_or("range bounds must be numbers")?;
+                ok &= match op.as_str() {
+                    "lte" => v <= b,
+                    "lt" => v < b,
+                    "gte" => v >= b,
+                    "gt" => v > b,
+                    other => return Err(format!("range operator {other} is not supported")),
+                };
+            }
+            Ok(ok)
+        }
+        other => Err(format!(
+            "query [{other}] is not supported by the test server"
+        )),
+    }
+}
+
+async fn search(
+    State(inner): State<Arc<Inner>>,
+    Path(index): Path<String>,
+    body: Bytes,
+) -> Response {
+    if !inner.keep_sources {
+        return error(
+            400,
+            "illegal_argument_exception",
+            "this test server keeps no sources: start it with EsServer::start() to search",
+        );
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return error(400, "parse_exception", "request body is not JSON");
+    };
+    let filters: Vec<Value> = match request.pointer("/query/bool/filter") {
+        None => Vec::new(),
+        Some(Value::Array(clauses)) => clauses.clone(),
+        Some(clause) => vec![clause.clone()],
+    };
+    let indices = inner.indices.lock().unwrap();
+    let mut hits = Vec::new();
+    for doc in indices
+        .get(&index)
+        .into_iter()
+        .flat_map(|i| i.docs.values())
+    {
+        let Some(doc) = doc
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<Value>(d).ok())
+        else {
+            continue;
+        };
+        let mut keep = true;
+        for clause in &filters {
+            match matches(clause, &doc) {
+                Ok(ok) => keep &= ok,
+                Err(reason) => return error(400, "parsing_exception", &reason),
+            }
+        }
+        if keep {
+            hits.push(doc);
+        }
+    }
+    drop(indices);
+    let mut aggregations = serde_json::Map::new();
+    for (name, agg) in request
+        .get("aggs")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let Some(histogram) = agg.get("histogram") else {
+            return error(
+                400,
+                "parsing_exception",
+                "only histogram aggregations are supported by the test server",
+            );
+        };
+        let (Some(field), Some(interval)) = (
+            histogram.get("field").and_then(Value::as_str),
+            histogram.get("interval").and_then(Value::as_f64),
+        ) else {
+            return error(
+                400,
+                "parsing_exception",
+                "histogram needs field and interval",
+            );
+        };
+        let sums: Vec<(String, String)> = agg
+            .get("aggs")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(sub, spec)| {
+                let field = spec.pointer("/sum/field")?.as_str()?;
+                Some((sub.clone(), field.to_owned()))
+            })
+            .collect();
+        // key → (documents, sums per sub-aggregation)
+        let mut buckets: BTreeMap<i64, (u64, Vec<f64>)> = BTreeMap::new();
+        for doc in &hits {
+            let Some(v) = doc.get(field).and_then(Value::as_f64) else {
+                continue;
+            };
+            let key = (v / interval).floor() as i64;
+            let entry = buckets
+                .entry(key)
+                .or_insert_with(|| (0, vec![0.0; sums.len()]));
+            entry.0 += 1;
+            for (slot, (_, sum_field)) in entry.1.iter_mut().zip(&sums) {
+                *slot += doc.get(sum_field).and_then(Value::as_f64).unwrap_or(0.0);
+            }
+        }
+        let buckets: Vec<Value> = buckets
+            .into_iter()
+            .map(|(key, (count, values))| {
+                let mut bucket = serde_json::Map::new();
+                bucket.insert("key".into(), json!(key as f64 * interval));
+                bucket.insert("doc_count".into(), json!(count));
+                for ((sub, _), value) in sums.iter().zip(values) {
+                    bucket.insert(sub.clone(), json!({ "value": value }));
+                }
+                Value::Object(bucket)
+            })
+            .collect();
+        aggregations.insert(name.clone(), json!({ "buckets": buckets }));
+    }
+    axum::Json(json!({
+        "took": 1,
+        "timed_out": false,
+        "hits": {"total": {"value": hits.len(), "relation": "eq"}, "hits": []},
+        "aggregations": aggregations
+    }))
+    .into_response()
 }
