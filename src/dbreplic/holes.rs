@@ -64,8 +64,10 @@ struct Waiting {
     after: i64,
     /// The highest id the read that saw the hole looked at.
     through: i64,
-    /// Virtual transaction ids of the table's writers when the hole was seen.
-    holders: Vec<String>,
+    /// Virtual transaction ids of the table's writers when the hole was seen (`None` until
+    /// listed: then the first check's list stands in, still a superset of the transactions
+    /// that can fill the hole, as such a transaction keeps its lock until it ends).
+    holders: Option<Vec<String>>,
     seen: Instant,
     seen_at: chrono::DateTime<chrono::Utc>,
     /// Holes counted in that read, up to `through`.
@@ -116,7 +118,8 @@ impl Holes {
         let Some(waiting) = self.waiting.as_mut() else {
             return;
         };
-        waiting.open = waiting.holders.iter().filter(|h| open.contains(h)).count();
+        let holders = waiting.holders.get_or_insert_with(|| open.to_vec());
+        waiting.open = holders.iter().filter(|h| open.contains(h)).count();
         if waiting.open == 0 && now.duration_since(waiting.seen) >= self.gap_wait {
             self.passed_through = self.passed_through.max(waiting.through);
             self.waiting = None;
@@ -150,7 +153,7 @@ impl Holes {
                         self.waiting = Some(Waiting {
                             after: previous,
                             through,
-                            holders: Vec::new(),
+                            holders: None,
                             seen: now,
                             seen_at: chrono::Utc::now(),
                             holes,
@@ -179,7 +182,7 @@ impl Holes {
     pub fn wait_for(&mut self, holders: Vec<String>) {
         if let Some(waiting) = self.waiting.as_mut() {
             waiting.open = holders.len();
-            waiting.holders = holders;
+            waiting.holders = Some(holders);
         }
     }
 
@@ -259,6 +262,20 @@ mod tests {
         assert_eq!(h.prefix(6, &[7, 8], t0).keep, 2);
         assert!(!h.must_check());
         assert_eq!(h.report(), HoleReport::default());
+    }
+
+    #[test]
+    fn writers_never_listed_after_the_read_are_listed_at_the_first_check() {
+        // The listing after the read failed: the check's own list stands in.
+        let t0 = Instant::now();
+        let mut h = Holes::new(Duration::ZERO);
+        assert!(h.prefix(6, &[8], t0).list_writers);
+        h.check(&vx(&["3/10"]), t0);
+        assert_eq!(h.prefix(6, &[8], t0).keep, 0);
+        h.check(&vx(&["3/10", "4/1"]), t0);
+        assert_eq!(h.prefix(6, &[8], t0).keep, 0);
+        h.check(&vx(&["4/1"]), t0);
+        assert_eq!(h.prefix(6, &[8], t0).keep, 1);
     }
 
     #[test]
