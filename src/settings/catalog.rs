@@ -498,7 +498,13 @@ pub const SETTINGS: &[Setting] = {
             DbReplic,
             "DB_REPLIC_GAP_WAIT_MS",
             "5000",
-            "How long a batch waits for a hole in the ids (a transaction not yet committed), in ms.",
+            "The least time a batch waits for a hole in the ids, in ms; it waits longer while a transaction that may still fill the hole is open.",
+        ),
+        value(
+            DbReplic,
+            "DB_REPLIC_RECONCILE_MS",
+            "300000",
+            "Milliseconds between two reconciliation passes (rows a sink lacks below its checkpoint are delivered).",
         ),
     ]
 };
