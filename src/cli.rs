@@ -16,7 +16,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use crate::context::Context;
 use crate::error::Result;
 use crate::links::{self, Link};
-use crate::{dbreplic, doctor, ha, monit, monitor, replication, status, sync};
+use crate::{alert, dbreplic, doctor, ha, maintenance, monit, monitor, replication, status, sync};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,6 +78,8 @@ pub enum Command {
     /// Print the settings reference generated from the catalog (env/custom.env, docs/settings.md).
     #[command(hide = true)]
     Settings(crate::settings::command::SettingsArgs),
+    /// Maintenance mode: the monitor leaves the services and the hourly jobs alone (upgrades).
+    Maintenance(maintenance::command::MaintenanceArgs),
 }
 
 /// The whole program: parse, set up logging and the runtime, run, print one line on error.
@@ -110,7 +112,14 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(start.ctx, cli.command)) {
+    let result = runtime.block_on(async {
+        let result = run(start.ctx, cli.command).await;
+        // The alerts this command raised go out before it exits (bounded: a mail server that
+        // does not answer is recorded as such, and the command's result stands).
+        alert::flush(ALERT_FLUSH).await;
+        result
+    });
+    match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("xivo-ha: error: {error}");
@@ -118,6 +127,9 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         }
     }
 }
+
+/// How long a command waits at its end for its alert mails to go out.
+const ALERT_FLUSH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The clap definition, its usage in XiVO's words when invoked through a classic name.
 pub fn command(link: Option<&Link>) -> clap::Command {
@@ -217,6 +229,9 @@ fn init_logging(format: LogFormat, filter: &str) {
 /// Runs one parsed command in its context (see [`Context::start`]): each command returns its
 /// component's error, wrapped here.
 pub async fn run(ctx: Context, command: Command) -> Result<ExitCode> {
+    if raises_alerts(&command) {
+        alert::install(&ctx);
+    }
     Ok(match command {
         Command::Status(args) => status::command::run(&ctx, args)?,
         Command::Configure(args) => ha::command::configure(&ctx, args).await?,
@@ -234,7 +249,27 @@ pub async fn run(ctx: Context, command: Command) -> Result<ExitCode> {
         Command::Doctor(args) => doctor::command::run(&ctx, args).await,
         Command::DbReplic(args) => dbreplic::command::run(&ctx, args).await?,
         Command::Settings(args) => crate::settings::command::run(&args),
+        Command::Maintenance(args) => maintenance::command::run(&ctx, args)?,
     })
+}
+
+/// The commands that may raise an alert (the others never start the alert task).
+fn raises_alerts(command: &Command) -> bool {
+    match command {
+        Command::Monitor(_)
+        | Command::CheckMasterStatus(_)
+        | Command::ManageSlaveServices(_)
+        | Command::DbReplication(_)
+        | Command::Sync(_)
+        | Command::DbReplic(_) => true,
+        Command::Status(_)
+        | Command::Configure(_)
+        | Command::Doctor(_)
+        | Command::MonitoringUpdate(_)
+        | Command::InstallLinks(_)
+        | Command::Maintenance(_)
+        | Command::Settings(_) => false,
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use crate::dbreplic::DbReplicError;
+use crate::fsutil::FileError;
 use crate::ha::HaError;
 use crate::links::LinksError;
 use crate::monit::MonitError;
@@ -20,6 +21,9 @@ pub enum Error {
     DbReplic(#[from] DbReplicError),
     #[error(transparent)]
     Ha(#[from] HaError),
+    /// A command whose only failure is a file (`maintenance`).
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error(transparent)]
     Links(#[from] LinksError),
     #[error(transparent)]
@@ -45,6 +49,7 @@ impl Error {
             Error::Links(e) => e.is_usage(),
             Error::Monitor(e) => matches!(e, MonitorError::Usage(_)),
             Error::DbReplic(_)
+            | Error::File(_)
             | Error::Monit(_)
             | Error::Replication(_)
             | Error::Settings(_)

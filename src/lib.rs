@@ -28,8 +28,13 @@
 //! - [`replication`]: configuration database replication master → slave (`db-replication`).
 //! - [`doctor`]: the preflight checks of an HA pair (`xivo-ha doctor`).
 //! - [`http`]: the monitor's HTTP endpoint: `/status`, `/metrics` (Prometheus), `/healthz`.
+//! - [`alert`]: alerts by mail (SMTP, lettre): failures, their recoveries, at most one mail an
+//!   hour per failure; what could not be sent is shown in `status`.
+//! - [`maintenance`]: maintenance mode (`xivo-ha maintenance on|off|status`): the monitor leaves
+//!   the services and the hourly jobs alone until it ends.
 //! - [`error`]: the program's error at the edge (a command's error), its exit codes.
 
+pub mod alert;
 pub mod backoff;
 pub mod cli;
 pub mod context;
@@ -41,6 +46,7 @@ pub mod fsutil;
 pub mod ha;
 pub mod http;
 pub mod links;
+pub mod maintenance;
 pub mod monit;
 pub mod monitor;
 pub mod net;

@@ -10,6 +10,7 @@ use super::logfile::LogFile;
 use super::settings::DbReplicSettings;
 use super::sink::SinkError;
 use super::source::{EventTable, Source};
+use crate::alert::{Event, Kind};
 use crate::paths::Paths;
 use crate::status::documents::{
     Component, ConfigStatus, DbReplicDoc, DbReplicMode, SinkState, SinkStatus,
@@ -115,6 +116,12 @@ impl Board {
             s.state = SinkState::Retrying;
             new
         });
+        // Every retry: the alerts mail it once it lasted 5 minutes, then hourly.
+        crate::alert::raise(Event::failing(
+            Kind::DbReplicSink,
+            sink_key(key),
+            error.message.clone(),
+        ));
         // Once per distinct error, not once per retry.
         if new {
             let message = format!("{} → {}: {}", key.0, key.1, error.message);
@@ -125,6 +132,7 @@ impl Board {
 
     pub(super) fn recovered(&self, key: (EventTable, &'static str)) {
         self.entry(key, |s| s.state = SinkState::Ok);
+        crate::alert::raise(Event::recovered(Kind::DbReplicSink, sink_key(key), ""));
         let message = format!("{} → {}: delivering again", key.0, key.1);
         tracing::info!("{message}");
         self.log.line("INFO", &message);
@@ -188,6 +196,11 @@ impl Board {
             tracing::warn!("{e}");
         }
     }
+}
+
+/// A sink's key in the alerts: `cel -> elasticsearch`.
+fn sink_key(key: (EventTable, &'static str)) -> String {
+    format!("{} -> {}", key.0, key.1)
 }
 
 /// The one line `status` prints.

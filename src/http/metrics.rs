@@ -36,6 +36,7 @@ pub fn render_from(docs: &Documents, heartbeat: &Heartbeat, now: DateTime<Utc>) 
     if let Some(dbreplic) = &docs.dbreplic {
         register_dbreplic(&mut registry, dbreplic);
     }
+    register_operations(&mut registry, docs, now);
     let mut text = String::new();
     encode(&mut text, &registry).expect("writing to a String cannot fail");
     text
@@ -160,6 +161,31 @@ fn register_jobs(registry: &mut Registry, docs: &Documents, now: DateTime<Utc>) 
     );
 }
 
+/// Maintenance mode (on until its deadline) and the alert mails that could not be sent.
+fn register_operations(registry: &mut Registry, docs: &Documents, now: DateTime<Utc>) {
+    let on = Gauge::<i64>::default();
+    on.set(i64::from(
+        docs.maintenance.as_ref().is_some_and(|m| m.is_on(now)),
+    ));
+    registry.register(
+        "maintenance",
+        "1 while maintenance mode is on: the monitor leaves the services and hourly jobs alone",
+        on,
+    );
+    if let Some(alerts) = &docs.alerts {
+        let failed = Counter::<u64>::default();
+        failed.inc_by(alerts.mails_failed);
+        registry.register(
+            "alert_mails_failed",
+            "Alert mails that could not be sent",
+            failed,
+        );
+        let sent = Counter::<u64>::default();
+        sent.inc_by(alerts.mails_sent);
+        registry.register("alert_mails_sent", "Alert mails sent", sent);
+    }
+}
+
 /// DB Replic's delivered id, rows behind, holes waited on and rows recovered, per table and
 /// sink.
 fn register_dbreplic(registry: &mut Registry, dbreplic: &DbReplicDoc) {
@@ -249,6 +275,49 @@ mod tests {
             behind: Some(behind),
             ..SinkStatus::default()
         }
+    }
+
+    #[test]
+    fn maintenance_shows_until_its_deadline_and_failed_mails_are_counted() {
+        let now: DateTime<Utc> = "2026-11-25T12:00:00Z".parse().unwrap();
+        let heartbeat = Heartbeat::new(std::time::Duration::from_secs(5));
+        let text = render_from(&Documents::default(), &heartbeat, now);
+        assert_eq!(
+            line(&text, "xivo_ha_maintenance "),
+            Some("xivo_ha_maintenance 0")
+        );
+        let doc = crate::maintenance::new_doc(
+            "upgrade",
+            "root@xivo1",
+            now - chrono::Duration::minutes(10),
+            std::time::Duration::from_secs(3600),
+        );
+        let docs = Documents {
+            maintenance: Some(doc),
+            alerts: Some(crate::status::documents::AlertsDoc {
+                mails_failed: 2,
+                mails_sent: 1,
+                ..Default::default()
+            }),
+            ..Documents::default()
+        };
+        let text = render_from(&docs, &heartbeat, now);
+        assert_eq!(
+            line(&text, "xivo_ha_maintenance "),
+            Some("xivo_ha_maintenance 1"),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, "xivo_ha_alert_mails_failed_total"),
+            Some("xivo_ha_alert_mails_failed_total 2")
+        );
+        let later = now + chrono::Duration::hours(1);
+        let text = render_from(&docs, &heartbeat, later);
+        assert_eq!(
+            line(&text, "xivo_ha_maintenance "),
+            Some("xivo_ha_maintenance 0"),
+            "past its deadline"
+        );
     }
 
     #[test]

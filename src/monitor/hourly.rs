@@ -141,7 +141,15 @@ pub async fn run(
                 _ = tokio::time::sleep(wait) => continue,
             }
         }
-        for job in jobs.iter() {
+        let maintenance = crate::maintenance::is_on(&ctx.paths, Utc::now());
+        if let Some(m) = &maintenance {
+            tracing::info!(
+                "hourly jobs ({}) skipped: maintenance mode on ({})",
+                jobs.iter().map(|j| j.name).collect::<Vec<_>>().join(", "),
+                crate::maintenance::describe(m)
+            );
+        }
+        for job in jobs.iter().filter(|_| maintenance.is_none()) {
             if cancel.is_cancelled() {
                 return;
             }

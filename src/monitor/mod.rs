@@ -24,10 +24,14 @@ use chrono::{DateTime, Utc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::{self, Event, Kind};
 use crate::context::Context;
 use crate::fsutil::{self, FileError};
 use crate::ha::{HaConfig, NodeType};
-use crate::status::documents::{Component, HourlyRun, MonitorDoc, TransitionRecord};
+use crate::maintenance::{self, Phase};
+use crate::status::documents::{
+    Component, HourlyRun, MaintenanceDoc, MonitorDoc, TransitionRecord,
+};
 use crate::status::store;
 use docker::{DockerError, Engine};
 use probe::{ProbeSettings, Prober, RoundReport};
@@ -101,6 +105,8 @@ struct Node {
     config_error: Option<String>,
     /// Why ha.conf's peer is refused: the role is then [`Role::Idle`] whatever ha.conf says.
     refused: Option<String>,
+    /// Maintenance mode, while it is on: the services and the hourly jobs are left alone.
+    maintenance: Option<MaintenanceDoc>,
 }
 
 /// The long-running monitor.
@@ -185,6 +191,8 @@ impl Monitor {
                 heartbeat.beat();
             }
             self.reread_ha(&mut node).await;
+            self.watch_maintenance(&mut node);
+            let hold = node.maintenance.is_some();
             if let Role::Slave {
                 keeper,
                 probing: Some(probing),
@@ -194,13 +202,13 @@ impl Monitor {
                     _ = &mut shutdown => break,
                     report = probing.prober.round() => report,
                 };
-                if self.observe(probing, keeper, report) {
+                if self.observe(probing, keeper, report, hold) {
                     last_saved = None;
                 }
             }
 
             let state = self.state(&node);
-            let key = state_key(&state);
+            let key = format!("{}|{hold}", state_key(&state));
             let due = match &last_saved {
                 None => true,
                 Some((at, last_key)) => *last_key != key || at.elapsed() >= Duration::from_secs(5),
@@ -229,9 +237,16 @@ impl Monitor {
                 None => String::new(),
             }
         );
+        let maintenance = maintenance::is_on(&self.ctx.paths, Utc::now());
+        if let Some(m) = &maintenance {
+            tracing::info!(
+                "maintenance mode on ({}): services and hourly jobs left alone",
+                maintenance::describe(m)
+            );
+        }
         let refused = self.refusal(&ha);
         let role = match &refused {
-            None => self.enter_role(&ha, None),
+            None => self.enter_role(&ha, None, maintenance.is_some()),
             Some(reason) => {
                 tracing::error!("{reason}");
                 Role::Idle
@@ -243,6 +258,7 @@ impl Monitor {
             role,
             config_error: None,
             refused,
+            maintenance,
         }
     }
 
@@ -318,7 +334,7 @@ impl Monitor {
             .await;
         node.ha = new;
         if refused.is_none() {
-            node.role = self.enter_role(&node.ha, keeper);
+            node.role = self.enter_role(&node.ha, keeper, node.maintenance.is_some());
         }
         node.refused = refused;
     }
@@ -333,9 +349,88 @@ impl Monitor {
         ))
     }
 
+    /// Reads the maintenance file (each round, as ha.conf); ends maintenance at its deadline
+    /// (log line, mail); when it starts, the slave's keeper holds; when it ends, the services
+    /// follow the verdict again.
+    fn watch_maintenance(&self, node: &mut Node) {
+        let paths = &self.ctx.paths;
+        let current = match maintenance::phase(maintenance::load(paths), Utc::now()) {
+            Phase::Off => None,
+            Phase::On(doc) => Some(doc),
+            Phase::Expired(doc) => {
+                let what = maintenance::describe(&doc);
+                tracing::warn!(
+                    "maintenance mode ended by its deadline ({what}): the monitor acts again"
+                );
+                if let Err(e) = maintenance::clear(paths) {
+                    tracing::error!("{e}");
+                }
+                alert::raise(Event::happened(Kind::MaintenanceEnded, "", what));
+                None
+            }
+        };
+        if current == node.maintenance {
+            return;
+        }
+        let was_on = node.maintenance.is_some();
+        match &current {
+            Some(doc) => tracing::info!(
+                "maintenance mode on ({}): {}",
+                maintenance::describe(doc),
+                match node.ha.node_type {
+                    NodeType::Slave => "probing goes on, the services are left as they are",
+                    NodeType::Master => "no replication and no sync",
+                    NodeType::Disabled => "nothing to hold on a node without HA",
+                }
+            ),
+            None => tracing::info!("maintenance mode off: the monitor acts again"),
+        }
+        node.maintenance = current;
+        if let Role::Slave { keeper, probing } = &node.role {
+            if node.maintenance.is_some() {
+                keeper.hold();
+            } else if was_on {
+                self.resume(keeper, probing.as_deref());
+            }
+        }
+    }
+
+    /// After maintenance: the services follow the verdict reached meanwhile (a master that went
+    /// down is taken over now), or, undecided, what the flag file recorded.
+    fn resume(&self, keeper: &Keeper, probing: Option<&SlaveRun>) {
+        let paths = &self.ctx.paths;
+        let desired = match probing.map(|p| p.machine.verdict()) {
+            Some(Verdict::Down) => Desired::Running,
+            Some(Verdict::Up) => Desired::Stopped,
+            Some(Verdict::Unknown) | None => services::recorded(paths),
+        };
+        if desired == Desired::Running && services::recorded(paths) == Desired::Stopped {
+            let master = probing
+                .map(|p| p.prober.master().to_string())
+                .unwrap_or_default();
+            let evidence = probing
+                .and_then(|p| p.last_transition.as_ref())
+                .map(|t| format!("{} [{}]", t.reason, t.evidence))
+                .unwrap_or_default();
+            tracing::warn!("after maintenance: the master {master} is down, taking over");
+            alert::raise(Event::failing(Kind::Failover, master, evidence));
+        }
+        if let Err(e) = services::record(paths, desired) {
+            tracing::error!("{e}");
+        }
+        keeper.set(desired);
+    }
+
     /// One round's report seen by the slave's verdict machine; on a transition, the services
-    /// are recorded and set to follow it. Returns whether a transition happened.
-    fn observe(&self, probing: &mut SlaveRun, keeper: &Keeper, report: RoundReport) -> bool {
+    /// are recorded and set to follow it, unless `hold` (maintenance mode). Returns whether a
+    /// transition happened.
+    fn observe(
+        &self,
+        probing: &mut SlaveRun,
+        keeper: &Keeper,
+        report: RoundReport,
+        hold: bool,
+    ) -> bool {
         let Some(t) = probing
             .machine
             .observe(Instant::now(), report.observation())
@@ -362,12 +457,30 @@ impl Monitor {
             Verdict::Up => Some(Desired::Stopped),
             Verdict::Unknown => None,
         };
+        if hold && desired.is_some() {
+            tracing::warn!("maintenance mode: the services are left as they are");
+            probing.last_transition = Some(record);
+            probing.last_round = Some(report);
+            return true;
+        }
         if let Some(desired) = desired {
             // Recorded first: a restart mid-action finishes the job.
             if let Err(e) = services::record(&self.ctx.paths, desired) {
                 tracing::error!("{e}");
             }
             keeper.set(desired);
+        }
+        let evidence = format!("{} [{}]", record.reason, record.evidence);
+        match (t.from, t.to) {
+            (_, Verdict::Down) => {
+                alert::raise(Event::failing(Kind::Failover, master.to_string(), evidence))
+            }
+            (Verdict::Down, Verdict::Up) => alert::raise(Event::recovered(
+                Kind::Failover,
+                master.to_string(),
+                evidence,
+            )),
+            _ => {}
         }
         if t.from == Verdict::Down && t.to == Verdict::Up {
             // This node answered calls meanwhile: what it recorded stays here until the master
@@ -383,7 +496,8 @@ impl Monitor {
 
     /// The role `ha` gives this node. `keeper` is the slave's keeper carried over from the
     /// previous role (a slave that stays one keeps its services' keeper).
-    fn enter_role(&self, ha: &HaConfig, keeper: Option<Keeper>) -> Role {
+    /// In maintenance (`hold`), a slave's keeper starts held: nothing is reconciled.
+    fn enter_role(&self, ha: &HaConfig, keeper: Option<Keeper>, hold: bool) -> Role {
         // monit's checks follow the role (files and a reload, off the monitor's loop).
         let ctx = self.ctx.clone();
         tokio::task::spawn_blocking(move || crate::monit::follow(&ctx));
@@ -394,7 +508,9 @@ impl Monitor {
                 // reboot, an upgrade or someone may have started them); services recorded as
                 // running wait for the first verdict, so that a monitor restarted while the
                 // master serves never starts a second Asterisk.
-                if services::recorded(&self.ctx.paths) == Desired::Stopped {
+                if hold {
+                    keeper.hold();
+                } else if services::recorded(&self.ctx.paths) == Desired::Stopped {
                     keeper.set(Desired::Stopped);
                 }
                 let probing = Box::new(self.probe(ip));
@@ -508,6 +624,19 @@ impl Monitor {
             updated_at: Utc::now(),
         };
         state.summary = summary(&state, &self.jobs);
+        if let Some(m) = &node.maintenance {
+            state.summary.push_str(&format!(
+                "; MAINTENANCE until {} ({}, set by {}): {}",
+                m.until.format("%Y-%m-%d %H:%M:%S UTC"),
+                m.reason,
+                m.set_by,
+                match node.ha.node_type {
+                    NodeType::Slave => "services left as they are",
+                    NodeType::Master => "hourly jobs skipped",
+                    NodeType::Disabled => "nothing to hold",
+                }
+            ));
+        }
         state
     }
 }
@@ -646,6 +775,67 @@ mod tests {
         let text = std::fs::read_to_string(root.join("var/lib/xivo-ha/monitor.json")).unwrap();
         let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
         doc["summary"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_master_in_maintenance_skips_its_hourly_jobs_and_runs_them_once_it_is_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write_ha(
+            root,
+            r#"{"node_type": "master", "remote_address": "192.0.2.20"}"#,
+        );
+        let paths = crate::paths::Paths::new(root);
+        let doc = maintenance::new_doc(
+            "upgrade",
+            "root@xivo1",
+            Utc::now(),
+            Duration::from_secs(6 * 3600),
+        );
+        maintenance::set(&paths, &doc).unwrap();
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = runs.clone();
+        let job = hourly::Job::new("replication", move |_ctx| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), String>(())
+            }
+        });
+        let clock = Arc::new(hourly::TokioClock {
+            start_wall: hourly::tests::at("2026-11-25 15:59:57"),
+            start: Instant::now(),
+        });
+        let settings = MonitorSettings {
+            interval: Duration::from_secs(60),
+            ..MonitorSettings::default()
+        };
+        let monitor = Monitor::new(Context::new(root, "", None), settings)
+            .with_jobs(vec![job])
+            .with_clock(clock);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(monitor.run(async move {
+            let _ = stopped.await;
+        }));
+
+        // 16:00 passes in maintenance: skipped, and the state says so.
+        tokio::time::sleep(Duration::from_secs(62)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "skipped in maintenance");
+        let summary = summary_of(root);
+        assert!(
+            summary.contains("MAINTENANCE until")
+                && summary.contains("(upgrade, set by root@xivo1): hourly jobs skipped"),
+            "{summary}"
+        );
+
+        // Off: the next :00 runs the job, the note goes.
+        maintenance::clear(&paths).unwrap();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "17:00 runs");
+        assert!(!summary_of(root).contains("MAINTENANCE"));
+
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::docker::{ContainerStatus, DockerError, Engine, StartFailure};
 use super::settings::MonitorSettings;
+use crate::alert::{Event, Kind};
 use crate::backoff::backoff;
 use crate::fsutil::{self, FileError};
 use crate::paths::Paths;
@@ -270,6 +271,15 @@ fn note(
 ) -> Duration {
     match outcome {
         Ok(applied) => {
+            if want == Desired::Running {
+                for failed in &status.failed_starts {
+                    crate::alert::raise(Event::recovered(
+                        Kind::ContainerStart,
+                        failed.container.clone(),
+                        applied.actions.join(", "),
+                    ));
+                }
+            }
             *failures = 0;
             status.settled = true;
             status.failed_starts.clear();
@@ -288,6 +298,11 @@ fn note(
                 DockerError::StartFailed(failed) => {
                     for failure in &failed {
                         tracing::error!("slave services ({want}): failed start: {failure}");
+                        crate::alert::raise(Event::failing(
+                            Kind::ContainerStart,
+                            failure.container.clone(),
+                            failure.to_string(),
+                        ));
                     }
                     status.start_failures += failed.len() as u64;
                     status.failed_starts = failed;
@@ -366,6 +381,13 @@ impl Keeper {
             }
             changed
         });
+    }
+
+    /// Stops acting (maintenance mode): a pass under way finishes, then the containers are
+    /// left as they are, not even checked, until the next [`Keeper::set`].
+    pub fn hold(&self) {
+        self.desired
+            .send_if_modified(|current| current.take().is_some());
     }
 
     pub fn status(&self) -> KeeperStatus {

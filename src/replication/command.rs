@@ -55,7 +55,15 @@ pub async fn run(ctx: &Context, args: DbReplicationArgs) -> Result<ExitCode, Rep
         full: args.full,
         progress: std::io::stdout().is_terminal(),
     };
-    let report = run_and_record(ctx, &source, &target, options).await?;
+    let report = run_and_record(ctx, &source, &target, options)
+        .await
+        .inspect_err(|e| {
+            // XiVO's script's words, which administrators and their scripts look for.
+            eprintln!(
+                "Slave replication failed: {}",
+                super::one_line(&e.to_string())
+            );
+        })?;
     println!("{}", report.summary());
     Ok(ExitCode::SUCCESS)
 }

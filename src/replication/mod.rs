@@ -32,6 +32,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::{Client, IsolationLevel, Transaction};
 
+use crate::alert::{Event, Kind};
 use crate::context::Context;
 use crate::db::{DbError, DbTarget, error_reason};
 use crate::ha::{HaConfig, HaError, NodeType};
@@ -242,7 +243,16 @@ pub async fn run_and_record(
     if let Err(e) = store::save(&ctx.paths, Component::Replication, &state) {
         tracing::warn!("replication state not recorded: {e}");
     }
+    crate::alert::raise(match &result {
+        Ok(_) => Event::recovered(Kind::Replication, "", ""),
+        Err(e) => Event::failing(Kind::Replication, "", one_line(&e.to_string())),
+    });
     result
+}
+
+/// An error's text on one line (a reason in a mail subject, XiVO's stderr line).
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Replicates `source` (the master) into `target` (the slave). Nothing is changed on the slave

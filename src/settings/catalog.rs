@@ -13,19 +13,21 @@ pub enum Component {
     Http,
     Replication,
     Sync,
+    Alert,
     Compose,
     DbReplic,
 }
 
 impl Component {
     /// In the order of the generated files.
-    pub const ALL: [Component; 8] = [
+    pub const ALL: [Component; 9] = [
         Component::Global,
         Component::Monit,
         Component::Monitor,
         Component::Http,
         Component::Replication,
         Component::Sync,
+        Component::Alert,
         Component::Compose,
         Component::DbReplic,
     ];
@@ -46,6 +48,9 @@ impl Component {
             }
             Component::Sync => {
                 "File sync (xivo-ha sync, xivo-sync; hourly from the monitor on a master)"
+            }
+            Component::Alert => {
+                "Alert mails (the monitor, db-replication, sync, db-replic; at most one an hour per failure)"
             }
             Component::Compose => {
                 "docker compose (compose/docker-compose.yml, compose/xivo-service)"
@@ -390,6 +395,24 @@ pub const SETTINGS: &[Setting] = {
             "XIVO_HA_SYNC_IO_TIMEOUT",
             "300",
             "Seconds rsync waits with no data moving before it gives up.",
+        ),
+        value(
+            Alert,
+            "XIVO_HA_ALERT_SMTP",
+            "127.0.0.1:25",
+            "The SMTP server (host:port) the alert mails go through, the node's own postfix by default; empty turns mail off.",
+        ),
+        value(
+            Alert,
+            "XIVO_HA_ALERT_TO",
+            "root@localhost",
+            "Who receives the alert mails (comma-separated addresses), root as XiVO mails it.",
+        ),
+        unset(
+            Alert,
+            "XIVO_HA_ALERT_FROM",
+            "xivo-ha@xivo1.example.com",
+            "The alert mails' sender; unset: xivo-ha@<this node's host name>.",
         ),
         value(
             Compose,

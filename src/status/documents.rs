@@ -22,8 +22,13 @@ use crate::monitor::verdict::{Counters, Verdict};
 /// A component that leaves a state document; its file is `<name>.json`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Component {
+    /// The mail alerts: what is failing, what was mailed, whether the mail went out.
+    Alerts,
     /// DB Replic's per-table, per-sink progress (`dbreplic.json`).
     DbReplic,
+    /// Maintenance mode (`maintenance.json`, present while it is on): the monitor leaves the
+    /// services and the hourly jobs alone.
+    Maintenance,
     /// The monitor: verdict, counters, the slave's services, the master's hourly jobs.
     Monitor,
     /// The last configuration database replication.
@@ -36,8 +41,10 @@ pub enum Component {
 
 impl Component {
     /// Every component, in the order of their names (the order `status` shows them in).
-    pub const ALL: [Component; 5] = [
+    pub const ALL: [Component; 7] = [
+        Component::Alerts,
         Component::DbReplic,
+        Component::Maintenance,
         Component::Monitor,
         Component::Replication,
         Component::Sync,
@@ -46,7 +53,9 @@ impl Component {
 
     pub fn name(self) -> &'static str {
         match self {
+            Component::Alerts => "alerts",
             Component::DbReplic => "dbreplic",
+            Component::Maintenance => "maintenance",
             Component::Monitor => "monitor",
             Component::Replication => "replication",
             Component::Sync => "sync",
@@ -324,12 +333,74 @@ pub struct DbReplicDoc {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+/// Maintenance mode, while it is on (`maintenance.json`; `xivo-ha maintenance on|off`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MaintenanceDoc {
+    pub summary: String,
+    pub reason: String,
+    /// `user@host` of whoever set it.
+    pub set_by: String,
+    pub set_at: DateTime<Utc>,
+    /// Its deadline: the monitor ends it then.
+    pub until: DateTime<Utc>,
+}
+
+impl MaintenanceDoc {
+    /// On at `now` (before its deadline).
+    pub fn is_on(&self, now: DateTime<Utc>) -> bool {
+        now < self.until
+    }
+}
+
+/// One alert's key (`replication`, `dbreplic-sink:cel → elasticsearch`): what is failing, and
+/// what was mailed about it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertEntry {
+    pub kind: crate::alert::Kind,
+    /// Since when it fails (`None`: a one-off event, remembered for the hourly limit).
+    pub failing_since: Option<DateTime<Utc>>,
+    /// The latest one-line reason.
+    pub reason: String,
+    /// A mail about this failure went out (or was attempted), so its recovery is mailed too.
+    pub mailed: bool,
+    pub last_mail_at: Option<DateTime<Utc>>,
+    /// Reports of this failure not mailed (within the hour after the last mail).
+    pub held_back: u64,
+}
+
+/// The outcome of the last mail sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MailRecord {
+    pub at: DateTime<Utc>,
+    pub subject: String,
+    /// Why it could not be sent (`None`: sent).
+    pub error: Option<String>,
+}
+
+/// The alerts' document (`alerts.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertsDoc {
+    pub summary: String,
+    /// By key.
+    pub entries: BTreeMap<String, AlertEntry>,
+    pub mails_sent: u64,
+    pub mails_failed: u64,
+    pub last_mail: Option<MailRecord>,
+    /// The last mail that could not be sent (kept after later successes, for `status`).
+    pub last_failure: Option<MailRecord>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
 /// Every component's latest document, those that exist and could be read (serialized as an
 /// object keyed by component name, as `status --json` and `/status` show it).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Documents {
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertsDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dbreplic: Option<DbReplicDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor: Option<MonitorDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -347,7 +418,9 @@ impl Documents {
             .into_iter()
             .filter_map(|component| {
                 let summary = match component {
+                    Component::Alerts => self.alerts.as_ref().map(|d| &d.summary),
                     Component::DbReplic => self.dbreplic.as_ref().map(|d| &d.summary),
+                    Component::Maintenance => self.maintenance.as_ref().map(|d| &d.summary),
                     Component::Monitor => self.monitor.as_ref().map(|d| &d.summary),
                     Component::Replication => self.replication.as_ref().map(|d| &d.summary),
                     Component::Sync => self.sync.as_ref().map(|d| &d.summary),

@@ -17,6 +17,17 @@ pub fn save<T: Serialize>(paths: &Paths, component: Component, doc: &T) -> Resul
     fsutil::write_atomic(&path, &json, Some(0o644))
 }
 
+/// Removes `component`'s document (a state that ended, e.g. maintenance mode); returns
+/// whether there was one.
+pub fn remove(paths: &Paths, component: Component) -> Result<bool, FileError> {
+    let path = paths.state_dir().join(component.file_name());
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(FileError::new("remove", &path, e)),
+    }
+}
+
 /// The latest document of `component`, or `None` when it never ran (or its file is unreadable,
 /// e.g. written by an older version in another shape, which is reported as a warning: a state
 /// file never stops a command).
@@ -59,7 +70,9 @@ pub fn last_success(
 /// Every component's latest document.
 pub fn load_all(paths: &Paths) -> Documents {
     Documents {
+        alerts: load(paths, Component::Alerts),
         dbreplic: load(paths, Component::DbReplic),
+        maintenance: load(paths, Component::Maintenance),
         monitor: load(paths, Component::Monitor),
         replication: load(paths, Component::Replication),
         sync: load(paths, Component::Sync),

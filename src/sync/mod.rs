@@ -21,6 +21,7 @@ use std::time::Instant;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
+use crate::alert::{Event, Kind};
 use crate::context::Context;
 use crate::fsutil::FileError;
 use crate::ha::{HaConfig, NodeType};
@@ -390,6 +391,12 @@ async fn run_recorded(
     if let Err(e) = store::save(&ctx.paths, direction.component(), &state) {
         // The sync's own outcome matters more than its record: report both.
         tracing::warn!("cannot record the sync's state: {e}");
+    }
+    if direction == Direction::ToSlave {
+        crate::alert::raise(match &result {
+            Ok(_) => Event::recovered(Kind::Sync, "", ""),
+            Err(e) => Event::failing(Kind::Sync, "", crate::replication::one_line(&e.to_string())),
+        });
     }
     result
 }
