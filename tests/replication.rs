@@ -175,13 +175,16 @@ fn db_replication(root: &Path, master: &TestDb, slave_url: &str) -> std::process
     )
 }
 
+/// The one error line, after the same reason in XiVO's words (`Slave replication failed: `).
 fn one_error_line(output: &std::process::Output) -> String {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(output));
     let err = stderr(output);
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line, got:\n{err}");
-    assert!(lines[0].starts_with("xivo-ha: error: "), "{err}");
-    lines[0].to_owned()
+    assert_eq!(lines.len(), 2, "expected XiVO's line and ours, got:\n{err}");
+    let xivo = lines[0].strip_prefix("Slave replication failed: ");
+    let ours = lines[1].strip_prefix("xivo-ha: error: ");
+    assert!(xivo.is_some() && xivo == ours, "{err}");
+    lines[1].to_owned()
 }
 
 #[tokio::test]

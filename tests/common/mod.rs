@@ -2,7 +2,8 @@
 //! database per test in the real PostgreSQL), `dbreplic` (DB Replic's whole pipeline: source,
 //! reporting database, Elasticsearch stand-in, settings, the running component), `docker_lab`
 //! (the slave's Docker lab), `es_server` (the Elasticsearch stand-in), `cluster` (a PostgreSQL
-//! server on a test host), `sshd` and `testhost`;
+//! server on a test host), `smtp` (a real SMTP server storing what it receives), `sshd` and
+//! `testhost`;
 //! here, temporary node roots, the `xivo-ha` binary and waiting for an event.
 //!
 //! Every test file says `mod common;`; a fixture some test binaries do not use is not dead code.
@@ -13,6 +14,7 @@ pub mod db;
 pub mod dbreplic;
 pub mod docker_lab;
 pub mod es_server;
+pub mod smtp;
 pub mod sshd;
 pub mod testhost;
 
@@ -37,8 +39,14 @@ pub fn xivo_ha_bin() -> PathBuf {
 
 /// `xivo-ha --root <root> --db <db> <args>`, with a clean environment for xivo-ha's variables.
 pub fn xivo_ha(root: &Path, db: &str, args: &[&str]) -> Output {
+    xivo_ha_env(root, db, &[], args)
+}
+
+/// The same with `env` set (over custom.env), e.g. `XIVO_HA_ALERT_SMTP` at a test's server.
+pub fn xivo_ha_env(root: &Path, db: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut command = Command::new(xivo_ha_bin());
-    clear_xivo_env(&mut command);
+    test_env(&mut command);
+    command.envs(env.iter().copied());
     command
         .arg("--root")
         .arg(root)
@@ -52,7 +60,7 @@ pub fn xivo_ha(root: &Path, db: &str, args: &[&str]) -> Output {
 /// arguments hold documentation addresses that must never be contacted.
 pub fn xivo_ha_isolated(root: &Path, db: &str, args: &[&str]) -> Output {
     let mut command = Command::new("unshare");
-    clear_xivo_env(&mut command);
+    test_env(&mut command);
     command
         .arg("-n")
         .arg(xivo_ha_bin())
@@ -71,6 +79,13 @@ pub fn clear_xivo_env(command: &mut Command) {
             command.env_remove(key);
         }
     }
+}
+
+/// [`clear_xivo_env`], and mail off (never to a port 25 of the machine) unless the test sets
+/// `XIVO_HA_ALERT_SMTP` at its own server.
+fn test_env(command: &mut Command) {
+    clear_xivo_env(command);
+    command.env("XIVO_HA_ALERT_SMTP", "");
 }
 
 pub fn stdout(output: &Output) -> String {

@@ -1,0 +1,120 @@
+//! Alert mails against a real SMTP server (aiosmtpd, started by the test on a loopback port):
+//! a failed replication run by hand prints XiVO's `Slave replication failed: <reason>` and
+//! mails it to the recipients, at most once an hour while it keeps failing; with the mail
+//! server down the job still runs and `status` says the mail could not be sent.
+
+mod common;
+
+use std::time::Duration;
+
+use common::smtp::start_smtp_server;
+use common::*;
+
+/// A slave database nobody listens for (loopback port 1): the replication fails at once.
+const DEAD_SLAVE: &str = "postgresql://asterisk@127.0.0.1:1/asterisk?connect_timeout=2";
+
+fn failed_replication(root: &std::path::Path, master: &TestDb, smtp: &str) -> std::process::Output {
+    xivo_ha_env(
+        root,
+        &master.url(),
+        &[
+            ("XIVO_HA_ALERT_SMTP", smtp),
+            ("XIVO_HA_ALERT_TO", "root@localhost, ops@localhost"),
+            ("XIVO_HA_ALERT_FROM", "xivo-ha@xivo1.test"),
+        ],
+        &["db-replication", "127.0.0.1", "--target-db", DEAD_SLAVE],
+    )
+}
+
+/// The line XiVO's script prints, from the command's stderr.
+fn xivo_line(output: &std::process::Output) -> String {
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(output));
+    stderr(output)
+        .lines()
+        .find(|l| l.starts_with("Slave replication failed: "))
+        .unwrap_or_else(|| panic!("no `Slave replication failed:` in:\n{}", stderr(output)))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_failed_replication_mails_root_with_the_reason_once_an_hour() {
+    let master = TestDb::create().await;
+    let smtp = start_smtp_server();
+    let root = tempfile::tempdir().unwrap();
+
+    let output = failed_replication(root.path(), &master, &smtp.address());
+    let line = xivo_line(&output);
+    let reason = line.strip_prefix("Slave replication failed: ").unwrap();
+    assert!(reason.contains("127.0.0.1:1"), "the reason names the slave: {line}");
+
+    let mails = smtp.wait_messages(1, Duration::from_secs(10));
+    assert_eq!(mails.len(), 1);
+    let mail = &mails[0];
+    let subject = mail.subject();
+    assert!(
+        subject.contains("Slave replication failed: ") && subject.contains("127.0.0.1:1"),
+        "{subject}"
+    );
+    assert_eq!(
+        mail.header("X-RcptTo").as_deref(),
+        Some("root@localhost, ops@localhost")
+    );
+    assert_eq!(
+        mail.header("X-MailFrom").as_deref(),
+        Some("xivo-ha@xivo1.test")
+    );
+    assert!(
+        mail.body().contains(&line),
+        "the body has XiVO's line `{line}`:\n{}",
+        mail.body()
+    );
+
+    // Failing again within the hour: no second mail (the command waits for its alerts before
+    // it exits, so the count is final when it returns).
+    let output = failed_replication(root.path(), &master, &smtp.address());
+    xivo_line(&output);
+    assert_eq!(smtp.messages().len(), 1, "at most one mail an hour");
+
+    let status = xivo_ha(root.path(), "", &["status"]);
+    assert_success(&status);
+    let text = stdout(&status);
+    let alerts = text
+        .lines()
+        .find(|l| l.starts_with("alerts: "))
+        .unwrap_or_else(|| panic!("no alerts line in:\n{text}"));
+    assert!(
+        alerts.contains("1 sent, 0 not sent") && alerts.contains("failing: replication since"),
+        "{alerts}"
+    );
+}
+
+#[tokio::test]
+async fn mail_server_down_the_job_still_runs_and_status_says_the_mail_failed() {
+    let master = TestDb::create().await;
+    // A loopback port nobody listens on.
+    let port = common::sshd::free_port();
+    let root = tempfile::tempdir().unwrap();
+
+    let output = failed_replication(root.path(), &master, &format!("127.0.0.1:{port}"));
+    xivo_line(&output);
+    let err = stderr(&output);
+    assert!(err.contains("alert mail not sent"), "{err}");
+    assert!(
+        err.lines().last().unwrap().starts_with("xivo-ha: error: "),
+        "the job's own error stays the last word:\n{err}"
+    );
+    // The job ran and recorded its run.
+    let recorded = std::fs::read_to_string(root.path().join("var/lib/xivo-ha/replication.json"))
+        .expect("the replication recorded its run");
+    assert!(recorded.contains("\"ok\": false"), "{recorded}");
+
+    let status = xivo_ha(root.path(), "", &["status", "--json"]);
+    assert_success(&status);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    let alerts = &json["components"]["alerts"];
+    assert_eq!(alerts["mails_failed"], 1, "{alerts:#}");
+    let error = alerts["last_failure"]["error"].as_str().unwrap();
+    assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
+    let summary = alerts["summary"].as_str().unwrap();
+    assert!(summary.contains("LAST mail not sent"), "{summary}");
+}
