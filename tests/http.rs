@@ -322,3 +322,128 @@ async fn metrics_follow_db_replic_progress() {
             .await;
     }
 }
+
+fn read_summary(root: &Path) -> String {
+    std::fs::read_to_string(root.join("var/lib/xivo-ha/monitor.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|doc| doc["summary"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_maintenance_a_stopped_master_is_not_taken_over_and_off_it_is() {
+    let port = free_port();
+    let slave = start_slave_lab(
+        &[("asterisk", false)],
+        &[("XIVO_HA_HTTP_LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    let (master, root) = (&slave.master, slave.root());
+    let monitor = MonitorProcess::start(root, port);
+    monitor.wait_healthy().await;
+    monitor
+        .wait_metric("xivo_ha_master_up 1", Duration::from_secs(10))
+        .await;
+    tokio::task::block_in_place(|| slave.wait_services("exited", Duration::from_secs(10)));
+    monitor
+        .wait_metric("xivo_ha_maintenance 0", Duration::from_secs(1))
+        .await;
+
+    let output = xivo_ha(root, "", &["maintenance", "on", "--reason", "upgrade"]);
+    assert_success(&output);
+    let said = stdout(&output);
+    assert!(said.contains("set it on the other node too"), "{said}");
+    monitor
+        .wait_metric("xivo_ha_maintenance 1", Duration::from_secs(2))
+        .await;
+    wait_for(
+        "the monitor to see the maintenance",
+        Duration::from_secs(10),
+        async || read_summary(root).contains("MAINTENANCE until"),
+    )
+    .await;
+
+    // The master goes: the slave sees it (verdict down) but leaves its services as they are.
+    docker(&["stop", "-t", "0", master]);
+    monitor
+        .wait_metric("xivo_ha_master_up 0", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        slave.lab.states(&slave.service_names()),
+        vec!["exited"],
+        "not taken over in maintenance"
+    );
+    assert!(
+        root.join("var/lib/xivo/disabled").exists(),
+        "the services stay recorded as kept down"
+    );
+    let summary = read_summary(root);
+    assert!(
+        summary.contains("(upgrade, set by ") && summary.contains("services left as they are"),
+        "{summary}"
+    );
+    let (_, body) = monitor.get("/status").await.unwrap();
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let maintenance = &status["components"]["maintenance"];
+    assert_eq!(maintenance["reason"], "upgrade", "{status:#}");
+    assert!(maintenance["set_by"].as_str().unwrap().contains('@'));
+    let output = xivo_ha(root, "", &["status"]);
+    assert!(
+        stdout(&output).contains("maintenance: ON until"),
+        "{}",
+        stdout(&output)
+    );
+
+    // Off: the verdict reached meanwhile is acted on, the slave takes over.
+    let output = xivo_ha(root, "", &["maintenance", "off"]);
+    assert_success(&output);
+    assert!(stdout(&output).starts_with("maintenance mode off (was \"upgrade\""));
+    tokio::task::block_in_place(|| slave.wait_services("running", Duration::from_secs(15)));
+    assert!(!root.join("var/lib/xivo/disabled").exists());
+    monitor
+        .wait_metric("xivo_ha_maintenance 0", Duration::from_secs(2))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_ends_by_its_deadline_with_a_mail() {
+    let smtp = common::smtp::start_smtp_server();
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_custom_env(
+        root.path(),
+        &format!(
+            "XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\nXIVO_HA_ALERT_SMTP={}\nXIVO_HA_ALERT_TO=root@localhost\n",
+            smtp.address()
+        ),
+    );
+    let monitor = MonitorProcess::start(root.path(), port);
+    monitor.wait_healthy().await;
+
+    let output = xivo_ha(
+        root.path(),
+        "",
+        &["maintenance", "on", "--for", "2s", "--reason", "quick fix"],
+    );
+    assert_success(&output);
+    let file = root.path().join("var/lib/xivo-ha/maintenance.json");
+    assert!(file.exists());
+    wait_for(
+        "the monitor to end the maintenance at its deadline",
+        Duration::from_secs(15),
+        async || !file.exists(),
+    )
+    .await;
+    let mails = tokio::task::block_in_place(|| smtp.wait_messages(1, Duration::from_secs(15)));
+    let subject = mails[0].subject();
+    assert!(
+        subject.contains("Maintenance mode ended by its deadline") && subject.contains("quick fix"),
+        "{subject}"
+    );
+    assert_eq!(mails[0].header("X-RcptTo").as_deref(), Some("root@localhost"));
+    monitor
+        .wait_metric("xivo_ha_maintenance 0", Duration::from_secs(2))
+        .await;
+    let output = xivo_ha(root.path(), "", &["maintenance", "status"]);
+    assert_eq!(stdout(&output), "maintenance mode off\n");
+}
