@@ -45,7 +45,10 @@ async fn a_failed_replication_mails_root_with_the_reason_once_an_hour() {
     let output = failed_replication(root.path(), &master, &smtp.address());
     let line = xivo_line(&output);
     let reason = line.strip_prefix("Slave replication failed: ").unwrap();
-    assert!(reason.contains("127.0.0.1:1"), "the reason names the slave: {line}");
+    assert!(
+        reason.contains("127.0.0.1:1"),
+        "the reason names the slave: {line}"
+    );
 
     let mails = smtp.wait_messages(1, Duration::from_secs(10));
     assert_eq!(mails.len(), 1);

@@ -440,7 +440,10 @@ async fn maintenance_ends_by_its_deadline_with_a_mail() {
         subject.contains("Maintenance mode ended by its deadline") && subject.contains("quick fix"),
         "{subject}"
     );
-    assert_eq!(mails[0].header("X-RcptTo").as_deref(), Some("root@localhost"));
+    assert_eq!(
+        mails[0].header("X-RcptTo").as_deref(),
+        Some("root@localhost")
+    );
     monitor
         .wait_metric("xivo_ha_maintenance 0", Duration::from_secs(2))
         .await;
