@@ -78,6 +78,19 @@ pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
     }
 }
 
+/// Opens (creating it and its directory) the lock file `path`, for `nix::fcntl::Flock`.
+pub fn open_lock_file(path: &Path) -> Result<std::fs::File, FileError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| FileError::new("create directory", dir, e))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| FileError::new("open", path, e))
+}
+
 /// Makes `path` exist (empty) or not, as `present` says. Returns whether anything changed.
 pub fn set_flag_file(path: &Path, present: bool) -> Result<bool, FileError> {
     let exists = path.exists();

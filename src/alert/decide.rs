@@ -52,6 +52,20 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// The entry of `key`, new when there is none.
+fn entry<'a>(doc: &'a mut AlertsDoc, key: &str, kind: Kind) -> &'a mut AlertEntry {
+    doc.entries
+        .entry(key.to_owned())
+        .or_insert_with(|| AlertEntry {
+            kind,
+            failing_since: None,
+            reason: String::new(),
+            mailed: false,
+            last_mail_at: None,
+            held_back: 0,
+        })
+}
+
 /// `event` seen at `now`: updates `doc` and returns the mail to send, if any. `node` names this
 /// node in the mail.
 pub fn decide(doc: &mut AlertsDoc, event: &Event, now: DateTime<Utc>, node: &str) -> Option<Mail> {
@@ -59,17 +73,7 @@ pub fn decide(doc: &mut AlertsDoc, event: &Event, now: DateTime<Utc>, node: &str
     let kind = event.kind;
     match &event.change {
         Change::Failing(reason) => {
-            let entry = doc
-                .entries
-                .entry(key.clone())
-                .or_insert_with(|| AlertEntry {
-                    kind,
-                    failing_since: None,
-                    reason: String::new(),
-                    mailed: false,
-                    last_mail_at: None,
-                    held_back: 0,
-                });
+            let entry = entry(doc, &key, kind);
             let since = *entry.failing_since.get_or_insert(now);
             entry.reason = reason.clone();
             failing_mail(entry, &key, now, node, since)
@@ -96,17 +100,7 @@ pub fn decide(doc: &mut AlertsDoc, event: &Event, now: DateTime<Utc>, node: &str
             })
         }
         Change::Happened(detail) => {
-            let entry = doc
-                .entries
-                .entry(key.clone())
-                .or_insert_with(|| AlertEntry {
-                    kind,
-                    failing_since: None,
-                    reason: String::new(),
-                    mailed: false,
-                    last_mail_at: None,
-                    held_back: 0,
-                });
+            let entry = entry(doc, &key, kind);
             entry.reason = detail.clone();
             if entry
                 .last_mail_at

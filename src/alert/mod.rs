@@ -317,16 +317,10 @@ fn update<R>(paths: &Paths, settings: &Settings, f: impl FnOnce(&mut AlertsDoc) 
     result
 }
 
+/// Takes the alerts' lock (flock, waiting: the other holder only reads and writes one file).
 fn lock(paths: &Paths) -> Result<nix::fcntl::Flock<std::fs::File>, FileError> {
-    let dir = paths.state_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| FileError::new("create directory", &dir, e))?;
-    let path = dir.join("alerts.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| FileError::new("open", &path, e))?;
+    let path = paths.state_dir().join("alerts.lock");
+    let file = crate::fsutil::open_lock_file(&path)?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, errno)| FileError::new("lock", &path, errno.into()))
 }

@@ -777,25 +777,26 @@ mod tests {
         doc["summary"].as_str().unwrap().to_owned()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_master_in_maintenance_skips_its_hourly_jobs_and_runs_them_once_it_is_off() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
+    /// A master's monitor at `root`, in a task, with one hourly job `name` that counts its runs,
+    /// on a paused clock that starts at 15:59:57. Rounds of 60 s: the tests span hours of
+    /// paused time, and each round reads ha.conf and writes the state file (with fsync, the
+    /// slow part). Returns the count, the stop switch and the task.
+    fn start_master(
+        root: &std::path::Path,
+        name: &'static str,
+    ) -> (
+        Arc<AtomicU32>,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), MonitorError>>,
+    ) {
+        // A master probes nothing: the documentation address is never contacted.
         write_ha(
             root,
             r#"{"node_type": "master", "remote_address": "192.0.2.20"}"#,
         );
-        let paths = crate::paths::Paths::new(root);
-        let doc = maintenance::new_doc(
-            "upgrade",
-            "root@xivo1",
-            Utc::now(),
-            Duration::from_secs(6 * 3600),
-        );
-        maintenance::set(&paths, &doc).unwrap();
         let runs = Arc::new(AtomicU32::new(0));
         let counted = runs.clone();
-        let job = hourly::Job::new("replication", move |_ctx| {
+        let job = hourly::Job::new(name, move |_ctx| {
             let counted = counted.clone();
             async move {
                 counted.fetch_add(1, Ordering::SeqCst);
@@ -817,6 +818,22 @@ mod tests {
         let task = tokio::spawn(monitor.run(async move {
             let _ = stopped.await;
         }));
+        (runs, stop, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_master_in_maintenance_skips_its_hourly_jobs_and_runs_them_once_it_is_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let paths = crate::paths::Paths::new(root);
+        let doc = maintenance::new_doc(
+            "upgrade",
+            "root@xivo1",
+            Utc::now(),
+            Duration::from_secs(6 * 3600),
+        );
+        maintenance::set(&paths, &doc).unwrap();
+        let (runs, stop, task) = start_master(root, "replication");
 
         // 16:00 passes in maintenance: skipped, and the state says so.
         tokio::time::sleep(Duration::from_secs(62)).await;
@@ -842,37 +859,7 @@ mod tests {
     async fn a_master_runs_its_hourly_jobs_and_follows_ha_conf_changes() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        // A master probes nothing: the documentation address is never contacted.
-        write_ha(
-            root,
-            r#"{"node_type": "master", "remote_address": "192.0.2.20"}"#,
-        );
-        let runs = Arc::new(AtomicU32::new(0));
-        let counted = runs.clone();
-        let job = hourly::Job::new("test-job", move |_ctx| {
-            let counted = counted.clone();
-            async move {
-                counted.fetch_add(1, Ordering::SeqCst);
-                Ok::<(), String>(())
-            }
-        });
-        let clock = Arc::new(hourly::TokioClock {
-            start_wall: hourly::tests::at("2026-11-25 15:59:57"),
-            start: Instant::now(),
-        });
-        // Rounds of 60 s: the test spans an hour of paused time, and each round reads ha.conf
-        // and writes the state file (with fsync, the slow part).
-        let settings = MonitorSettings {
-            interval: Duration::from_secs(60),
-            ..MonitorSettings::default()
-        };
-        let monitor = Monitor::new(Context::new(root, "", None), settings)
-            .with_jobs(vec![job])
-            .with_clock(clock);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(monitor.run(async move {
-            let _ = stopped.await;
-        }));
+        let (runs, stop, task) = start_master(root, "test-job");
 
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 0, "not before 16:00");

@@ -403,15 +403,8 @@ async fn run_recorded(
 
 /// Takes the sync lock (flock, released when the guard drops or the process dies).
 fn lock(ctx: &Context) -> Result<nix::fcntl::Flock<std::fs::File>, SyncError> {
-    let dir = ctx.paths.state_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| FileError::new("create directory", &dir, e))?;
-    let path = dir.join("sync.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| FileError::new("open", &path, e))?;
+    let path = ctx.paths.state_dir().join("sync.lock");
+    let file = crate::fsutil::open_lock_file(&path)?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
         |(_, errno)| match errno {
             nix::errno::Errno::EWOULDBLOCK => SyncError::Busy { path: path.clone() },
