@@ -119,10 +119,36 @@ async fn a_second_node_with_the_same_origin_is_refused_and_writes_nothing() {
     let log = std::fs::read_to_string(b.root().join(LOG_FILE)).unwrap();
     assert!(log.contains("ERROR") && log.contains("refused"), "{log}");
 
+    // doctor says so on node B, and that all is well on node A.
+    assert_eq!(
+        doctor_origin(&b.xivo_ha(&["doctor", "--json"]))["level"],
+        "failed"
+    );
+    let found = doctor_origin(&b.xivo_ha(&["doctor", "--json"]))["found"].clone();
+    assert_refusal(found.as_str().unwrap(), &p.node_id(), &b.node_id());
+    p.enable_xc();
+    write_custom_env(p.root(), &p.env_text());
+    let a = doctor_origin(&xivo_ha(p.root(), &p.source.url(), &["doctor", "--json"]));
+    assert_eq!(a["level"], "ok", "{a}");
+    assert!(a["found"].as_str().unwrap().contains("this node's"), "{a}");
+
     // Node A restarting (same identity) keeps working.
     p.insert_cel(25).await;
     p.run_until_idle().await.unwrap();
     p.assert_exactly_once().await;
+}
+
+/// doctor's finding on the origin claim.
+fn doctor_origin(output: &std::process::Output) -> serde_json::Value {
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout(output)).unwrap_or_else(|e| panic!("{e}: {}", stdout(output)));
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "db-replic-origin")
+        .unwrap_or_else(|| panic!("no db-replic-origin in {report:#}"))
+        .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

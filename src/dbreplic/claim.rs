@@ -57,6 +57,12 @@ impl Claimant {
     }
 }
 
+impl std::fmt::Display for Claimant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node {} (host {})", self.node_id, self.hostname)
+    }
+}
+
 /// A claim as a sink keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Claim {
@@ -73,57 +79,75 @@ pub fn judge(origin: &str, store: &str, me: &Claimant, found: &Claim) -> Result<
     }
     Err(SinkError::new(
         ErrorKind::OriginClaimed,
-        format!(
-            "origin `{origin}` belongs to node {} (host {}, since {}) in {store}, and this is node {} \
-             (host {}): give this node its own DB_REPLIC_ORIGIN in custom.env, or, if it replaces \
-             that node, run `xivo-ha db-replic --take-over-origin` on it once",
-            found.node_id,
-            found.hostname,
-            found.claimed_at.format("%Y-%m-%d %H:%M:%S UTC"),
-            me.node_id,
-            me.hostname,
-        ),
+        conflict(origin, store, found, &me.to_string()),
     ))
 }
 
-/// Reads the claim of every sink that answers within a few seconds, and refuses when one
-/// belongs to another node. Writes nothing; a sink that does not answer is skipped (it claims
-/// the origin itself before its first write).
+/// The one line that says `origin` is another node's: both identities and the fix. `this`
+/// describes this node (its [`Claimant`]).
+pub fn conflict(origin: &str, store: &str, found: &Claim, this: &str) -> String {
+    format!(
+        "origin `{origin}` belongs to node {} (host {}, since {}) in {store}, and this is {this}: \
+         give this node its own DB_REPLIC_ORIGIN in custom.env, or, if it replaces that node, \
+         run `xivo-ha db-replic --take-over-origin` on it once",
+        found.node_id,
+        found.hostname,
+        found.claimed_at.format("%Y-%m-%d %H:%M:%S UTC"),
+    )
+}
+
+/// The claim of `settings.origin` as each sink keeps it, read within a few seconds (an error
+/// for a sink that does not answer). Writes nothing.
+pub async fn read_all(
+    settings: &DbReplicSettings,
+) -> Vec<(String, Result<Option<Claim>, SinkError>)> {
+    let origin = &settings.origin;
+    let timed_out = |store: &str| {
+        SinkError::new(
+            ErrorKind::Unavailable,
+            format!("{store}: no answer within {CHECK_TIMEOUT:?}"),
+        )
+    };
+    let pg = async {
+        let mut service = PgService::new(settings.reporting.target());
+        let store = service.claim_store();
+        let found = tokio::time::timeout(CHECK_TIMEOUT, service.read_claim(origin))
+            .await
+            .unwrap_or_else(|_| Err(timed_out(&store)));
+        (store, found)
+    };
+    let es = async {
+        let service = EsService::new(&settings.elasticsearch)?;
+        let store = service.claim_store();
+        let found = tokio::time::timeout(CHECK_TIMEOUT, service.read_claim(origin))
+            .await
+            .unwrap_or_else(|_| Err(timed_out(&store)));
+        Ok::<_, SinkError>((store, found))
+    };
+    let (pg, es) = tokio::join!(pg, es);
+    let mut all = vec![pg];
+    match es {
+        Ok(es) => all.push(es),
+        Err(e) => all.push(("Elasticsearch".into(), Err(e))),
+    }
+    all
+}
+
+/// Reads the claim of every sink that answers ([`read_all`]), and refuses when one belongs to
+/// another node. Writes nothing; a sink that does not answer is skipped (it claims the origin
+/// itself before its first write).
 pub async fn check_before_start(
     settings: &DbReplicSettings,
     me: &Claimant,
 ) -> Result<(), SinkError> {
-    let origin = &settings.origin;
-    let pg = async {
-        let mut service = PgService::new(settings.reporting.target());
-        let store = service.claim_store();
-        match tokio::time::timeout(CHECK_TIMEOUT, service.read_claim(origin)).await {
-            Ok(Ok(Some(found))) => judge(origin, &store, me, &found),
-            Ok(Ok(None)) => Ok(()),
-            Ok(Err(e)) => {
-                tracing::debug!("origin claim not checked in advance: {e}");
-                Ok(())
-            }
-            Err(_) => Ok(()),
+    for (store, found) in read_all(settings).await {
+        match found {
+            Ok(Some(found)) => judge(&settings.origin, &store, me, &found)?,
+            Ok(None) => {}
+            Err(e) => tracing::debug!("origin claim not checked in advance: {e}"),
         }
-    };
-    let es = async {
-        let Ok(service) = EsService::new(&settings.elasticsearch) else {
-            return Ok(());
-        };
-        let store = service.claim_store();
-        match tokio::time::timeout(CHECK_TIMEOUT, service.read_claim(origin)).await {
-            Ok(Ok(Some(found))) => judge(origin, &store, me, &found),
-            Ok(Ok(None)) => Ok(()),
-            Ok(Err(e)) => {
-                tracing::debug!("origin claim not checked in advance: {e}");
-                Ok(())
-            }
-            Err(_) => Ok(()),
-        }
-    };
-    let (pg, es) = tokio::join!(pg, es);
-    pg.and(es)
+    }
+    Ok(())
 }
 
 /// Gives `settings.origin` to this node in both sinks (`--take-over-origin`); returns where.
