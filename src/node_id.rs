@@ -5,10 +5,7 @@
 //! (see `dbreplic::claim`).
 
 use std::fmt;
-use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::io;
 
 use crate::fsutil::{self, FileError};
 use crate::paths::Paths;
@@ -73,7 +70,8 @@ impl NodeId {
             return Ok(id);
         }
         let path = paths.node_id();
-        create(&path, &NodeId::random())?;
+        let text = format!("{}\n", NodeId::random());
+        fsutil::create_atomic(&path, text.as_bytes(), Some(0o644))?;
         match NodeId::read(paths)? {
             Some(id) => Ok(id),
             None => Err(FileError::new(
@@ -92,32 +90,11 @@ impl fmt::Display for NodeId {
     }
 }
 
-/// Writes `id` to `path` unless it exists (then leaves it alone).
-fn create(path: &Path, id: &NodeId) -> Result<(), FileError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| FileError::new("create directory", dir, e))?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".node-id-")
-        .tempfile_in(dir)
-        .map_err(|e| FileError::new("create a temporary file in", dir, e))?;
-    writeln!(temp, "{id}")
-        .and_then(|()| {
-            temp.as_file()
-                .set_permissions(fs::Permissions::from_mode(0o644))
-        })
-        .and_then(|()| temp.as_file().sync_all())
-        .map_err(|e| FileError::new("write", path, e))?;
-    match fs::hard_link(temp.path(), path) {
-        Ok(()) => fsutil::sync_dir(dir),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(FileError::new("create", path, e)),
-    }
-    // The temporary name is removed when `temp` drops.
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn made_once_then_kept() {

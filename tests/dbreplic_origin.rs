@@ -80,6 +80,19 @@ fn assert_refusal(message: &str, first: &str, second: &str) {
     }
 }
 
+/// DB Replic on `node`, left to run until it ends: refused, as `owner`'s origin.
+async fn assert_run_refused(node: &OtherNode, owner: &str) {
+    let refused = tokio::time::timeout(Duration::from_secs(60), node.run(false))
+        .await
+        .expect("the node is refused, not left running");
+    match refused {
+        Err(DbReplicError::OriginClaimed(message)) => {
+            assert_refusal(&message, owner, &node.node_id())
+        }
+        other => panic!("the node was not refused: {other:?}"),
+    }
+}
+
 /// A's rows and B's differ in number and content, so that anything of B's that got through
 /// would show in the sinks.
 async fn other_node_with_rows(p: &Pipeline, extra_env: &str) -> OtherNode {
@@ -169,15 +182,7 @@ async fn a_postgresql_only_site_enforces_the_claim() {
 
     let b = other_node_with_rows(&p, "IS_HA_SLAVE=true\n").await;
     // Elasticsearch never answers: the reporting database alone refuses node B.
-    let refused = tokio::time::timeout(Duration::from_secs(60), b.run(false))
-        .await
-        .expect("node B is refused, not left running");
-    match refused {
-        Err(DbReplicError::OriginClaimed(message)) => {
-            assert_refusal(&message, &p.node_id(), &b.node_id())
-        }
-        other => panic!("node B was not refused: {other:?}"),
-    }
+    assert_run_refused(&b, &p.node_id()).await;
     assert_eq!(sinks(&p).await, before, "node B wrote to a sink");
 
     // Node A again, Elasticsearch back: everything in both, B's nowhere.
@@ -201,15 +206,7 @@ async fn an_elasticsearch_only_site_enforces_the_claim() {
     assert!(before.contains("es xivo-ha-dbreplic-claims/origin-claim-xivo-test"));
 
     let b = other_node_with_rows(&p, "IS_HA_SLAVE=true\n").await;
-    let refused = tokio::time::timeout(Duration::from_secs(60), b.run(false))
-        .await
-        .expect("node B is refused, not left running");
-    match refused {
-        Err(DbReplicError::OriginClaimed(message)) => {
-            assert_refusal(&message, &p.node_id(), &b.node_id())
-        }
-        other => panic!("node B was not refused: {other:?}"),
-    }
+    assert_run_refused(&b, &p.node_id()).await;
     assert_eq!(sinks(&p).await, before, "node B wrote to a sink");
     assert_eq!(checkpoint_files(b.root()), Vec::<String>::new());
 

@@ -172,7 +172,8 @@ impl EsService {
             SinkError::new(
                 ErrorKind::Rejected,
                 format!(
-                    "{}: document {id} is not an origin claim ({e}): delete it, or run                      `xivo-ha db-replic --take-over-origin` on the node that owns the origin",
+                    "{}: document {id} is not an origin claim ({e}): delete it, or run \
+                     `xivo-ha db-replic --take-over-origin` on the node that owns the origin",
                     self.claim_store()
                 ),
             )
@@ -182,20 +183,8 @@ impl EsService {
     /// Claims `origin` for `me` unless it is claimed (`_create` only creates), then judges
     /// the claim that is there.
     pub async fn claim(&self, origin: &str, me: &Claimant) -> Result<(), SinkError> {
-        let what = format!("claim origin {origin}");
-        let id = claim::es_document_id(origin);
-        let response = self
-            .client
-            .create(CreateParts::IndexId(claim::ES_INDEX, &id))
-            .body(Self::claim_body(origin, me))
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&what, e))?;
-        match response.status_code().as_u16() {
-            200..=299 => return Ok(()),
-            // version_conflict_engine_exception: claimed already (by us or another node).
-            409 => {}
-            _ => return Err(self.refused(&what, response).await),
+        if self.write_claim(origin, me, false).await? {
+            return Ok(());
         }
         match self.read_claim(origin).await? {
             Some(found) => claim::judge(origin, &self.claim_store(), me, &found),
@@ -211,19 +200,39 @@ impl EsService {
 
     /// `--take-over-origin`: the claim document says `me`, whatever it said before.
     pub async fn take_over_claim(&self, origin: &str, me: &Claimant) -> Result<(), SinkError> {
-        let what = format!("take over origin {origin}");
+        self.write_claim(origin, me, true).await.map(|_| ())
+    }
+
+    /// Writes `me`'s claim document: `_create` (false when it exists: 409
+    /// `version_conflict_engine_exception`), or, to take over, `_doc` (replaces any).
+    async fn write_claim(
+        &self,
+        origin: &str,
+        me: &Claimant,
+        take_over: bool,
+    ) -> Result<bool, SinkError> {
+        let what = format!("claim origin {origin}");
         let id = claim::es_document_id(origin);
-        let response = self
-            .client
-            .index(IndexParts::IndexId(claim::ES_INDEX, &id))
-            .body(Self::claim_body(origin, me))
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&what, e))?;
-        if !response.status_code().is_success() {
-            return Err(self.refused(&what, response).await);
+        let body = Self::claim_body(origin, me);
+        let request = if take_over {
+            self.client
+                .index(IndexParts::IndexId(claim::ES_INDEX, &id))
+                .body(body)
+                .send()
+                .await
+        } else {
+            self.client
+                .create(CreateParts::IndexId(claim::ES_INDEX, &id))
+                .body(body)
+                .send()
+                .await
+        };
+        let response = request.map_err(|e| self.transport_error(&what, e))?;
+        match response.status_code().as_u16() {
+            200..=299 => Ok(true),
+            409 if !take_over => Ok(false),
+            _ => Err(self.refused(&what, response).await),
         }
-        Ok(())
     }
 
     pub async fn put_template(&self, name: &str, body: Value) -> Result<(), SinkError> {

@@ -135,10 +135,11 @@ impl PgService {
         claim::judge(origin, &self.claim_store(), me, &found)
     }
 
-    /// Only the claim, in a transaction of its own: for a writer that is not a sink (the
-    /// configuration tables' refresh), and for `--take-over-origin` (`take_over`).
-    pub async fn claim_origin(&mut self, take_over: bool) -> Result<(), SinkError> {
-        let mut client = self.connect().await?;
+    /// A transaction holding the schema's advisory lock.
+    async fn begin_locked<'a>(
+        &self,
+        client: &'a mut Client,
+    ) -> Result<tokio_postgres::Transaction<'a>, SinkError> {
         let tx = client
             .transaction()
             .await
@@ -146,6 +147,14 @@ impl PgService {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
             .await
             .map_err(|e| self.error("lock the schema", &e))?;
+        Ok(tx)
+    }
+
+    /// Only the claim, in a transaction of its own: for a writer that is not a sink (the
+    /// configuration tables' refresh), and for `--take-over-origin` (`take_over`).
+    pub async fn claim_origin(&mut self, take_over: bool) -> Result<(), SinkError> {
+        let mut client = self.connect().await?;
+        let tx = self.begin_locked(&mut client).await?;
         tx.batch_execute(&config::create_claim_sql())
             .await
             .map_err(|e| self.error("create the origin claims table", &e))?;
@@ -160,13 +169,7 @@ impl PgService {
     pub async fn start(&mut self, table: EventTable) -> Result<(), SinkError> {
         self.client = None;
         let mut client = self.connect().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| self.error("begin", &e))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
-            .await
-            .map_err(|e| self.error("lock the schema", &e))?;
+        let tx = self.begin_locked(&mut client).await?;
         tx.batch_execute(&config::create_table_sql(table))
             .await
             .map_err(|e| self.error(&format!("create table {table}"), &e))?;
