@@ -42,12 +42,37 @@ fn hint(error: &io::Error) -> &'static str {
 /// Replaces `path` with `contents` so that a reader sees either the old or the new file, never a
 /// mix, even across a crash. Creates the parent directories. `mode` sets the permissions.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: Option<u32>) -> Result<(), FileError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| FileError::new("create directory", dir, e))?;
+    let (dir, temp) = written_beside(path, contents, mode)?;
+    temp.persist(path)
+        .map_err(|e| FileError::new("replace", path, e.error))?;
+    sync_dir(&dir)
+}
+
+/// Creates `path` with `contents` unless it exists (then leaves it alone and returns false),
+/// so that a reader sees it complete or not at all, and of two writers racing exactly one
+/// wins: written beside it, then hard-linked into place, which fails when it exists.
+pub fn create_atomic(path: &Path, contents: &[u8], mode: Option<u32>) -> Result<bool, FileError> {
+    let (dir, temp) = written_beside(path, contents, mode)?;
+    match fs::hard_link(temp.path(), path) {
+        Ok(()) => sync_dir(&dir).map(|()| true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(FileError::new("create", path, e)),
+    }
+    // The temporary name is removed when `temp` drops.
+}
+
+/// `contents` in a synced temporary file in `path`'s directory (created when missing).
+fn written_beside(
+    path: &Path,
+    contents: &[u8],
+    mode: Option<u32>,
+) -> Result<(PathBuf, tempfile::NamedTempFile), FileError> {
+    let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+    fs::create_dir_all(&dir).map_err(|e| FileError::new("create directory", &dir, e))?;
     let mut temp = tempfile::Builder::new()
         .prefix(".xivo-ha-")
-        .tempfile_in(dir)
-        .map_err(|e| FileError::new("create a temporary file in", dir, e))?;
+        .tempfile_in(&dir)
+        .map_err(|e| FileError::new("create a temporary file in", &dir, e))?;
     temp.write_all(contents)
         .and_then(|()| match mode {
             Some(mode) => temp
@@ -57,9 +82,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: Option<u32>) -> Result<(
         })
         .and_then(|()| temp.as_file().sync_all())
         .map_err(|e| FileError::new("write", path, e))?;
-    temp.persist(path)
-        .map_err(|e| FileError::new("replace", path, e.error))?;
-    sync_dir(dir)
+    Ok((dir, temp))
 }
 
 /// Makes a rename or a removal in `dir` durable.

@@ -489,8 +489,8 @@ pub async fn slave_database(
     }
 }
 
-/// DB Replic, where XiVO CC enabled it: its settings parse, both sinks answer, its log
-/// directory is writable.
+/// DB Replic, where XiVO CC enabled it: its settings parse, both sinks answer, the origin is
+/// not another node's, its log directory is writable.
 pub async fn db_replic(ctx: &Context) -> Vec<Finding> {
     use crate::dbreplic::settings::DbReplicSettings;
     let settings = match ctx.env().and_then(|env| DbReplicSettings::load(&env)) {
@@ -541,6 +541,7 @@ pub async fn db_replic(ctx: &Context) -> Vec<Finding> {
             ),
         },
     );
+    findings.push(origin_claim(ctx, &settings).await);
     let dir = ctx.paths.under(crate::dbreplic::LOG_DIR);
     findings.push(match crate::dbreplic::logfile::LogFile::open(&dir) {
         Ok(_) => Finding::ok("db-replic-log", format!("{} is writable", dir.display())),
@@ -551,6 +552,67 @@ pub async fn db_replic(ctx: &Context) -> Vec<Finding> {
         ),
     });
     findings
+}
+
+/// Whether DB_REPLIC_ORIGIN is this node's in the sinks that answer (read only: the node's
+/// identity is not made here).
+async fn origin_claim(
+    ctx: &Context,
+    settings: &crate::dbreplic::settings::DbReplicSettings,
+) -> Finding {
+    use crate::dbreplic::claim;
+    const CHECK: &str = "db-replic-origin";
+    let me = match crate::node_id::NodeId::read(&ctx.paths) {
+        Ok(id) => id,
+        Err(e) => {
+            return Finding::failed(CHECK, e.to_string(), "restore or remove the node-id file");
+        }
+    };
+    let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+    let mut mine = Vec::new();
+    for (store, found) in claim::read_all(settings).await {
+        let Ok(Some(found)) = found else { continue };
+        let conflict = match &me {
+            Some(id) => claim::judge(
+                &settings.origin,
+                &store,
+                &claim::Claimant::new(id.clone()),
+                &found,
+            )
+            .err()
+            .map(|e| e.message),
+            // DB Replic never ran here: any claim is another node's.
+            None => Some(claim::conflict(
+                &settings.origin,
+                &store,
+                &found,
+                &format!("a node without an identity yet (host {hostname})"),
+            )),
+        };
+        if let Some(message) = conflict {
+            return Finding::failed(
+                CHECK,
+                message,
+                "give this node its own DB_REPLIC_ORIGIN, or run `xivo-ha db-replic --take-over-origin` if it replaces that node",
+            );
+        }
+        mine.push(store);
+    }
+    Finding::ok(
+        CHECK,
+        if mine.is_empty() {
+            format!(
+                "origin `{}` is not claimed yet (DB Replic claims it at its first start)",
+                settings.origin
+            )
+        } else {
+            format!(
+                "origin `{}` is this node's in {}",
+                settings.origin,
+                mine.join(" and ")
+            )
+        },
+    )
 }
 
 #[cfg(test)]
