@@ -14,6 +14,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use common::docker_lab::*;
 use xivo_ha::context::Context;
 use xivo_ha::monitor::Monitor;
 use xivo_ha::monitor::settings::MonitorSettings;
+use xivo_ha::monitor::witness::{Witness, Witnesses};
 
 /// Failover/failback cycles (`XIVO_HA_BENCH_CYCLES` to change; the goal asks for 10 or more).
 const CYCLES: usize = 12;
@@ -91,6 +93,8 @@ fn main() {
     // The defaults, except which containers to act on.
     let settings = MonitorSettings {
         containers: vec![asterisk.clone(), monit.clone()],
+        // Loopback as the witness: the default (this machine's gateway) is no test address.
+        witnesses: Witnesses::List(vec![Witness::Icmp(Ipv4Addr::LOCALHOST.into())]),
         ..MonitorSettings::default()
     };
     let hold_down = settings.hold_down;

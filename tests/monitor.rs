@@ -789,3 +789,150 @@ fn a_failing_start_is_shown_and_retried_with_backoff() {
         "the tries do not back off: {gaps:?}"
     );
 }
+
+/// A process of the test, killed when the test ends (also when it fails).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free port on this host for `bind` (the stand-in master binds it again).
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        std::net::UdpSocket::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    } else {
+        std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
+
+/// The split-brain guard with the slave's monitor inside a network namespace (a test host):
+/// the master is a stand-in on this machine's end of the link, the witness a TCP port there.
+/// Unplugging the slave's far end cuts it from both: it must not take over, and say so; with the
+/// link back and then the master gone while the witness answers, it takes over as before.
+#[test]
+fn a_slave_cut_off_from_master_and_witness_does_not_take_over() {
+    let mut lab = Lab::new(Path::new(env!("CARGO_BIN_EXE_xivo-ha-sip-standin")));
+    let asterisk = lab.service("asterisk", false);
+    let mut slave = common::testhost::TestHost::create();
+    let (sip_port, pg_port) = (free_port(true), free_port(false));
+    let mut master = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_xivo-ha-sip-standin"))
+            .args(["--sip-port", &sip_port.to_string()])
+            .args(["--tcp-port", &pg_port.to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let witness = std::net::TcpListener::bind((slave.gateway, 0)).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut env: Vec<(&str, String)> = fast_env(&[&asterisk])
+        .into_iter()
+        .filter(|(k, _)| *k != "XIVO_HA_MONITOR_WITNESSES")
+        .collect();
+    env.extend([
+        ("XIVO_HA_MONITOR_SIP_PORT", sip_port.to_string()),
+        ("XIVO_HA_MONITOR_PG_PORT", pg_port.to_string()),
+        (
+            "XIVO_HA_MONITOR_WITNESSES",
+            witness.local_addr().unwrap().to_string(),
+        ),
+    ]);
+    slave_node(root.path(), slave.gateway.into(), &env);
+    let log = root.path().join("monitor.log");
+    let mut command = slave.command(xivo_ha_bin().to_str().unwrap());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("XIVO_HA_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .arg("--root")
+        .arg(root.path())
+        .arg("monitor")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let monitor = slave.spawn(command);
+    let doc = |key: &str| state(root.path())[key].clone();
+    let summary = || {
+        std::fs::read_to_string(root.path().join("var/lib/xivo-ha/monitor.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|d| d["summary"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let long = Duration::from_secs(20);
+
+    // The master answers: the slave's services go down.
+    lab.wait_state(&[&asterisk], "exited", long);
+
+    // Cut off: the master looks down, but no witness answers either.
+    slave.unplug();
+    wait_for_blocking("the slave says it is isolated", long, || {
+        summary().contains("isolated: no witness answers, not taking over")
+    });
+    let rounds = doc("counters")["rounds"].as_u64().unwrap();
+    wait_for_blocking("five more rounds", long, || {
+        doc("counters")["rounds"].as_u64().unwrap() >= rounds + 5
+    });
+    assert_eq!(doc("verdict"), "down");
+    assert_eq!(
+        lab.state(&asterisk),
+        "exited",
+        "a cut-off slave never starts"
+    );
+    assert!(flag(root.path()));
+    assert!(
+        doc("isolated")["witnesses"]
+            .as_str()
+            .unwrap()
+            .contains("(tcp)"),
+        "{}",
+        doc("isolated")
+    );
+
+    // The network back: the master answers, the episode ends without a takeover.
+    slave.plug();
+    wait_for_blocking("the isolation ends", long, || {
+        let s = summary();
+        s.contains(" up since") && !s.contains("isolated")
+    });
+    assert_eq!(lab.state(&asterisk), "exited");
+
+    // The master gone, the witness answering: takeover as before.
+    master.0.kill().unwrap();
+    master.0.wait().unwrap();
+    lab.wait_state(&[&asterisk], "running", long);
+    assert_eq!(doc("verdict"), "down");
+    assert!(doc("isolated").is_null());
+    assert!(!flag(root.path()));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_for_blocking("the monitor stops", long, || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("monitor stopping")
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("isolated: no witness answers, not taking over")
+            .count(),
+        1,
+        "logged once per episode: {text}"
+    );
+    assert!(text.contains("network back after"), "{text}");
+}

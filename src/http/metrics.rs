@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::Heartbeat;
+use crate::ha::NodeType;
 use crate::monitor::verdict::Verdict;
 use crate::paths::Paths;
 use crate::status::documents::{Component, DbReplicDoc, Documents, MonitorDoc};
@@ -72,6 +73,15 @@ fn register_monitor(registry: &mut Registry, monitor: &MonitorDoc) {
         "1 while the monitor does not follow ha.conf (unreadable: previous settings kept; a refused peer: nothing done); status says why",
         config_error,
     );
+    if monitor.node_type == NodeType::Slave {
+        let isolated = Gauge::<i64>::default();
+        isolated.set(i64::from(monitor.isolated.is_some()));
+        registry.register(
+            "isolated",
+            "1 while the slave sees the master down but no witness answers: cut off, it does not take over",
+            isolated,
+        );
+    }
     let counters = monitor.counters.unwrap_or_default();
     let changes = Counter::<u64>::default();
     changes.inc_by(counters.to_down + counters.to_up);
@@ -269,6 +279,10 @@ mod tests {
                     start_failures: 2,
                     ..KeeperStatus::default()
                 }),
+                isolated: Some(crate::status::documents::IsolationRecord {
+                    since: now,
+                    witnesses: "192.0.2.1 (icmp) no answer".into(),
+                }),
                 ..monitor(Verdict::Down)
             }),
             replication: Some(job(
@@ -316,6 +330,7 @@ mod tests {
             line(&text, "xivo_ha_failovers_total"),
             Some("xivo_ha_failovers_total 2")
         );
+        assert_eq!(line(&text, "xivo_ha_isolated "), Some("xivo_ha_isolated 1"));
         assert_eq!(
             line(&text, "xivo_ha_verdict_changes_total"),
             Some("xivo_ha_verdict_changes_total 3")
@@ -386,6 +401,7 @@ mod tests {
             Utc::now(),
         );
         assert!(line(&text, "xivo_ha_master_up").is_none(), "{text}");
+        assert_eq!(line(&text, "xivo_ha_isolated "), Some("xivo_ha_isolated 0"));
     }
 
     #[test]

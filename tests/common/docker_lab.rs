@@ -218,7 +218,7 @@ impl Drop for Lab {
 }
 
 /// Short rounds so that the suite stays fast: down after 3 × 200 ms, up after 3 good rounds
-/// and 1 s down.
+/// and 1 s down; loopback as the witness.
 pub fn fast_env(containers: &[&str]) -> Vec<(&'static str, String)> {
     vec![
         ("XIVO_HA_MONITOR_INTERVAL_MS", "200".into()),
@@ -231,6 +231,9 @@ pub fn fast_env(containers: &[&str]) -> Vec<(&'static str, String)> {
         ("XIVO_HA_MONITOR_STOP_GRACE_S", "1".into()),
         ("XIVO_HA_MONITOR_START_TIMEOUT_S", "15".into()),
         ("XIVO_HA_MONITOR_CONTAINERS", containers.join(",")),
+        // The witness before a takeover: loopback (the default, this machine's gateway, is no
+        // test address).
+        ("XIVO_HA_MONITOR_WITNESSES", "127.0.0.1".into()),
     ]
 }
 
