@@ -82,6 +82,24 @@ fn register_monitor(registry: &mut Registry, monitor: &MonitorDoc) {
             isolated,
         );
     }
+    if let Some(services) = &monitor.services {
+        let draining = Gauge::<i64>::default();
+        draining.set(i64::from(services.draining.is_some()));
+        registry.register(
+            "draining",
+            "1 while a failback lets the slave's calls finish before stopping its Asterisk",
+            draining,
+        );
+        if let Some(calls) = services.draining.as_ref().and_then(|d| d.calls) {
+            let active = Gauge::<i64>::default();
+            active.set(i64::try_from(calls).unwrap_or(i64::MAX));
+            registry.register(
+                "drain_active_calls",
+                "Calls still active on the draining slave (core show channels count)",
+                active,
+            );
+        }
+    }
     let counters = monitor.counters.unwrap_or_default();
     let changes = Counter::<u64>::default();
     changes.inc_by(counters.to_down + counters.to_up);
@@ -277,6 +295,12 @@ mod tests {
                 services: Some(KeeperStatus {
                     errors: 5,
                     start_failures: 2,
+                    draining: Some(crate::monitor::drain::DrainStatus {
+                        containers: vec!["asterisk".into()],
+                        since: now,
+                        calls: Some(3),
+                        max_s: 1800,
+                    }),
                     ..KeeperStatus::default()
                 }),
                 isolated: Some(crate::status::documents::IsolationRecord {
@@ -331,6 +355,11 @@ mod tests {
             Some("xivo_ha_failovers_total 2")
         );
         assert_eq!(line(&text, "xivo_ha_isolated "), Some("xivo_ha_isolated 1"));
+        assert_eq!(line(&text, "xivo_ha_draining "), Some("xivo_ha_draining 1"));
+        assert_eq!(
+            line(&text, "xivo_ha_drain_active_calls "),
+            Some("xivo_ha_drain_active_calls 3")
+        );
         assert_eq!(
             line(&text, "xivo_ha_verdict_changes_total"),
             Some("xivo_ha_verdict_changes_total 3")

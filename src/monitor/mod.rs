@@ -10,6 +10,7 @@
 
 pub mod command;
 pub mod docker;
+pub mod drain;
 pub mod hourly;
 pub mod isolation;
 pub mod probe;
@@ -619,7 +620,8 @@ fn state_key(state: &MonitorDoc) -> String {
             s.settled,
             s.errors,
             s.start_failures,
-            &s.last_action
+            &s.last_action,
+            s.draining.as_ref().map(|d| d.calls)
         )),
         state.hourly.len(),
         state.config_error,
@@ -697,6 +699,19 @@ fn summary(state: &MonitorDoc, jobs: &[hourly::Job]) -> String {
                         s.next_attempt_at
                             .map(|at| format!(", next try at {}", at.format("%H:%M:%S")))
                             .unwrap_or_default()
+                    ));
+                }
+                if let Some(d) = &s.draining {
+                    out.push_str(&format!(
+                        ", draining {} ({}, since {}, stopped after {} s at most)",
+                        match d.calls {
+                            Some(1) => "1 call".to_owned(),
+                            Some(n) => format!("{n} calls"),
+                            None => "calls".to_owned(),
+                        },
+                        d.containers.join(", "),
+                        d.since.format("%H:%M:%S"),
+                        d.max_s
                     ));
                 }
                 if s.errors > 0 {

@@ -519,6 +519,12 @@ mod tests {
                 last_error_at: Some(at("2026-11-25T10:59:00Z")),
                 last_action: Some("start asterisk".into()),
                 last_action_at: Some(at("2026-11-25T11:00:01Z")),
+                draining: Some(crate::monitor::drain::DrainStatus {
+                    containers: vec!["asterisk".into()],
+                    since: at("2026-11-25T11:00:01Z"),
+                    calls: Some(1),
+                    max_s: 1800,
+                }),
             }),
             hourly: vec![hourly("replication", false), hourly("sync", true)],
             config_error: Some("ha.conf: unreadable".into()),

@@ -52,6 +52,8 @@ pub fn build_image(standin: &Path) {
             .arg(IMAGE)
             .arg(standin)
             .arg("/bin/sh=/bin/sh")
+            // The stand-in's remote console under Asterisk's name: `asterisk -rx COMMAND`.
+            .args(["--links", "/usr/local/bin/asterisk=xivo-ha-sip-standin"])
             .output()
             .map_err(|e| e.to_string())?;
         if output.status.success() {
