@@ -936,3 +936,107 @@ fn a_slave_cut_off_from_master_and_witness_does_not_take_over() {
     );
     assert!(text.contains("network back after"), "{text}");
 }
+
+/// `asterisk -rx COMMAND` in the container `name` (the stand-in's remote console).
+fn asterisk_rx(name: &str, command: &str) -> String {
+    docker(&["exec", name, "asterisk", "-rx", command])
+}
+
+fn summary_of(root: &Path) -> String {
+    std::fs::read_to_string(root.join("var/lib/xivo-ha/monitor.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|d| d["summary"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn wait_summary(root: &Path, what: &str, check: impl Fn(&str) -> bool) {
+    wait_for(what, Duration::from_secs(20), async || {
+        check(&summary_of(root))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failback_lets_the_calls_finish() {
+    let slave = start_slave_lab(&[("asterisk", false)], &[]);
+    let (lab, master, root) = (&slave.lab, &slave.master, slave.root());
+    let asterisk = slave.services[0].as_str();
+    // The stand-in logs on stderr.
+    let logs = || {
+        let output = std::process::Command::new("docker")
+            .args(["logs", asterisk])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let graceful_exits = || logs().matches("last call ended, exiting").count();
+
+    let monitor = Running::start(root);
+    wait_services(&slave, "exited", Duration::from_secs(15)).await;
+
+    // Failover, and a call on the slave.
+    docker(&["stop", "-t", "0", master]);
+    wait_services(&slave, "running", Duration::from_secs(15)).await;
+    assert_eq!(asterisk_rx(asterisk, "standin call start"), "1 active call");
+
+    // The master back: the slave drains instead of cutting the call.
+    docker(&["start", master]);
+    wait_summary(root, "draining 1 call", |s| s.contains("draining 1 call")).await;
+    assert_eq!(lab.state(asterisk), "running");
+    assert!(logs().contains("stopping gracefully"), "{}", logs());
+    let doc = state(root);
+    assert_eq!(doc["services"]["draining"]["calls"], 1, "{doc:#}");
+
+    // The master down again: the drain is cancelled, the slave takes new calls again.
+    docker(&["stop", "-t", "0", master]);
+    wait_summary(root, "the drain cancelled", |s| {
+        s.contains(" down since") && !s.contains("draining")
+    })
+    .await;
+    assert_eq!(lab.state(asterisk), "running");
+    assert_eq!(
+        asterisk_rx(asterisk, "standin call start"),
+        "2 active calls"
+    );
+    let check = std::process::Command::new("docker")
+        .args(["exec", asterisk, STANDIN, "--check"])
+        .status()
+        .unwrap();
+    assert!(check.success(), "SIP answers 200 again");
+
+    // Back again: both calls held, then released; the container exits by itself.
+    docker(&["start", master]);
+    wait_summary(root, "draining 2 calls", |s| s.contains("draining 2 calls")).await;
+    asterisk_rx(asterisk, "standin call end");
+    wait_summary(root, "draining 1 call", |s| s.contains("draining 1 call")).await;
+    assert_eq!(lab.state(asterisk), "running");
+    let released = std::time::Instant::now();
+    asterisk_rx(asterisk, "standin call end");
+    lab.wait_state(&[asterisk], "exited", Duration::from_secs(5));
+    let took = released.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "exited {took:?} after the last call"
+    );
+    assert_eq!(graceful_exits(), 2, "no call cut: {}", logs());
+    wait_summary(root, "the drain over", |s| !s.contains("draining")).await;
+    monitor.stop().await;
+
+    // XIVO_HA_MONITOR_DRAIN_MAX_S=0: stopped at once, as before.
+    slave.configure(&[asterisk], &[("XIVO_HA_MONITOR_DRAIN_MAX_S", "0".into())]);
+    docker(&["start", asterisk]);
+    lab.wait_state(&[asterisk], "running", Duration::from_secs(10));
+    asterisk_rx(asterisk, "standin call start");
+    std::fs::remove_file(root.join("var/lib/xivo/disabled")).unwrap();
+    let monitor = Running::start(root);
+    wait_services(&slave, "exited", Duration::from_secs(15)).await;
+    assert_eq!(graceful_exits(), 2, "stopped, not drained: {}", logs());
+    assert_eq!(
+        logs().matches("stopping gracefully").count(),
+        3,
+        "{}",
+        logs()
+    );
+    monitor.stop().await;
+}
