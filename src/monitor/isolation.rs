@@ -2,7 +2,10 @@
 //! the master and what the witnesses said. A down verdict is acted on (the slave takes over)
 //! only when a witness answered in the same round, or when the check is off; with every
 //! witness silent the slave is the one cut off: it stays as it is, says so once per episode
-//! and asks again each round. No I/O and no clock of its own (the caller passes the time).
+//! and asks again each round. The round in which a witness answers again ends the episode
+//! without a takeover: it may straddle the network's return (a path that failed at once, a
+//! witness that answered a retry), so the master is judged on the next round, with the network
+//! back. No I/O and no clock of its own (the caller passes the time).
 
 use std::time::Duration;
 
@@ -24,8 +27,8 @@ pub enum Witnessed {
 pub enum Decision {
     /// Nothing new.
     Hold,
-    /// Take over (start the services). `after_isolation`: how long the node had been cut off.
-    TakeOver { after_isolation: Option<Duration> },
+    /// Take over (start the services).
+    TakeOver,
     /// The master is down and no witness answers: this node is cut off; `first` on the first
     /// round of the episode (log it once).
     Isolated { first: bool },
@@ -90,11 +93,13 @@ impl Guard {
             return self.recover(now);
         }
         let connected = !self.enabled || witnessed != Witnessed::Silent;
+        if connected && self.isolated_since.is_some() {
+            // The network is back: the next round decides, on a link that is up.
+            return self.recover(now);
+        }
         if connected {
             self.taken_over = true;
-            return Decision::TakeOver {
-                after_isolation: self.isolated_since.take().map(|since| now - since),
-            };
+            return Decision::TakeOver;
         }
         let first = self.isolated_since.is_none();
         self.isolated_since.get_or_insert(now);
@@ -137,13 +142,13 @@ mod tests {
             "asked again each round"
         );
         tokio::time::sleep(S).await;
+        // A witness answers again: the episode ends, and the next round (on a link that is up)
+        // decides.
         let d = guard.step(Instant::now(), Verdict::Down, true, Witnessed::Answered);
-        assert_eq!(
-            d,
-            Decision::TakeOver {
-                after_isolation: Some(2 * S)
-            }
-        );
+        assert_eq!(d, Decision::Recovered { lasted: 2 * S });
+        assert!(guard.wants_witness(Verdict::Down, 6, 3));
+        let d = guard.step(Instant::now(), Verdict::Down, true, Witnessed::Answered);
+        assert_eq!(d, Decision::TakeOver);
         assert!(!guard.wants_witness(Verdict::Down, 6, 3), "taken over");
         assert_eq!(
             guard.step(Instant::now(), Verdict::Down, true, Witnessed::NotAsked),
@@ -186,9 +191,7 @@ mod tests {
         let now = Instant::now();
         assert_eq!(
             guard.step(now, Verdict::Down, true, Witnessed::NotAsked),
-            Decision::TakeOver {
-                after_isolation: None
-            }
+            Decision::TakeOver
         );
         // Unknown or up: nothing to do.
         let mut guard = Guard::new(true);

@@ -426,14 +426,7 @@ impl Monitor {
         };
         match decision {
             Decision::Hold => {}
-            Decision::TakeOver { after_isolation } => {
-                if let Some(lasted) = after_isolation {
-                    tracing::warn!(
-                        "network back after {} s cut off, a witness answers [{}]; the master {master} is still down: taking over",
-                        lasted.as_secs(),
-                        witnesses()
-                    );
-                }
+            Decision::TakeOver => {
                 probing.isolated = None;
                 self.follow(keeper, Desired::Running);
             }
@@ -451,11 +444,11 @@ impl Monitor {
                 });
             }
             Decision::Recovered { lasted } => {
-                tracing::warn!(
-                    "network back after {} s cut off: the master {master} answers [{}]",
-                    lasted.as_secs(),
-                    report.evidence()
-                );
+                let seen = match &witnessed {
+                    Some(w) if w.answered => format!("a witness answers [{}]", w.detail),
+                    _ => format!("the master {master} answers [{}]", report.evidence()),
+                };
+                tracing::warn!("network back after {} s cut off: {seen}", lasted.as_secs());
                 probing.isolated = None;
             }
         }
