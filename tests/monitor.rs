@@ -1040,3 +1040,36 @@ async fn a_failback_lets_the_calls_finish() {
     );
     monitor.stop().await;
 }
+
+/// The drain's `docker exec`: a container without the command is told apart (it is then stopped
+/// as before), and the stand-in's console answers with Asterisk's lines.
+#[tokio::test]
+async fn exec_tells_a_missing_asterisk_command_apart() {
+    use xivo_ha::monitor::docker::{Engine, Exec};
+    let mut lab = Lab::new(Path::new(env!("CARGO_BIN_EXE_xivo-ha-sip-standin")));
+    let service = lab.service("asterisk", false);
+    let engine = Engine::connect().await.unwrap();
+    let timeout = Duration::from_secs(10);
+    let missing = engine
+        .exec(
+            &service,
+            &["no-asterisk-here", "-rx", "core show channels count"],
+            timeout,
+        )
+        .await
+        .unwrap();
+    assert_eq!(missing, Exec::NotFound);
+    let count = engine
+        .exec(
+            &service,
+            &["asterisk", "-rx", "core show channels count"],
+            timeout,
+        )
+        .await
+        .unwrap();
+    let Exec::Ran { exit: 0, output } = count else {
+        panic!("{count:?}")
+    };
+    let parsed = xivo_ha::monitor::drain::parse_channels_count(&output).unwrap();
+    assert_eq!((parsed.channels, parsed.calls), (0, 0), "{output}");
+}

@@ -427,22 +427,12 @@ impl Engine {
         cmd: &[&str],
         timeout: Duration,
     ) -> Result<Exec, DockerError> {
-        use bollard::exec::{CreateExecOptions, StartExecResults};
+        use bollard::exec::StartExecResults;
         use futures_util::StreamExt;
-        let options = CreateExecOptions {
-            cmd: Some(cmd.to_vec()),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            ..Default::default()
-        };
-        let created = self
-            .docker
-            .create_exec(name, options)
-            .await
-            .map_err(|e| action_error(name, "exec", e))?;
+        let id = self.create_exec(name, cmd, true).await?;
         let run = async {
             let mut text = String::new();
-            match self.docker.start_exec(&created.id, None).await {
+            match self.docker.start_exec(&id, None).await {
                 Ok(StartExecResults::Attached { mut output, .. }) => {
                     while let Some(Ok(chunk)) = output.next().await {
                         text.push_str(&chunk.to_string());
@@ -471,7 +461,7 @@ impl Engine {
         };
         let inspected = self
             .docker
-            .inspect_exec(&created.id)
+            .inspect_exec(&id)
             .await
             .map_err(|e| action_error(name, "exec", e))?;
         let exit = inspected.exit_code.unwrap_or(-1);
@@ -481,12 +471,17 @@ impl Engine {
         Ok(Exec::Ran { exit, output })
     }
 
-    /// Starts `cmd` in the running container `name` without waiting for it (a command that
-    /// returns only when its work is done, as `core stop gracefully`).
-    pub async fn exec_detached(&self, name: &str, cmd: &[&str]) -> Result<(), DockerError> {
-        use bollard::exec::{CreateExecOptions, StartExecOptions};
-        let options = CreateExecOptions {
+    /// Creates the exec of `cmd` in `name` (its output attached or not); returns its id.
+    async fn create_exec(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        attach: bool,
+    ) -> Result<String, DockerError> {
+        let options = bollard::exec::CreateExecOptions {
             cmd: Some(cmd.to_vec()),
+            attach_stdout: Some(attach),
+            attach_stderr: Some(attach),
             ..Default::default()
         };
         let created = self
@@ -494,9 +489,17 @@ impl Engine {
             .create_exec(name, options)
             .await
             .map_err(|e| action_error(name, "exec", e))?;
+        Ok(created.id)
+    }
+
+    /// Starts `cmd` in the running container `name` without waiting for it (a command that
+    /// returns only when its work is done, as `core stop gracefully`).
+    pub async fn exec_detached(&self, name: &str, cmd: &[&str]) -> Result<(), DockerError> {
+        use bollard::exec::StartExecOptions;
+        let id = self.create_exec(name, cmd, false).await?;
         self.docker
             .start_exec(
-                &created.id,
+                &id,
                 Some(StartExecOptions {
                     detach: true,
                     ..Default::default()
