@@ -81,6 +81,8 @@ pub enum Drained {
     TimedOut,
     /// The desired state changed (the master is down again): aborted, they keep serving.
     Cancelled,
+    /// The keeper is shutting down (the monitor stops): Asterisk goes on draining by itself.
+    KeeperGone,
 }
 
 /// Drains the running containers that have Asterisk's command, until they exit, the maximum
@@ -143,7 +145,7 @@ pub async fn run(
         tokio::select! {
             changed = desired.changed() => {
                 if changed.is_err() {
-                    break Drained::Cancelled;
+                    break Drained::KeeperGone;
                 }
                 if *desired.borrow() == Some(Desired::Stopped) {
                     continue;

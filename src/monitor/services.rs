@@ -363,11 +363,12 @@ impl Keeper {
                     continue;
                 };
                 shared.lock().expect("status lock").desired = Some(want);
-                if want == Desired::Stopped
-                    && drain_first(&mut engine, &settings, &shared, &mut rx).await
-                        == Some(Drained::Cancelled)
-                {
-                    continue;
+                if want == Desired::Stopped {
+                    match drain_first(&mut engine, &settings, &shared, &mut rx).await {
+                        Some(Drained::Cancelled) => continue,
+                        Some(Drained::KeeperGone) => return,
+                        Some(Drained::Nothing | Drained::Exited | Drained::TimedOut) | None => {}
+                    }
                 }
                 let outcome = pass(&mut engine, &settings, want).await;
                 let wait = note(
