@@ -203,10 +203,10 @@ async fn console(stream: UnixStream, calls: Arc<Mutex<Calls>>, changed: watch::S
     }
     let command = line.trim();
     let answer = calls.lock().expect("calls lock").command(command);
-    changed.send_replace(());
     if command.split_whitespace().collect::<Vec<_>>() == ["core", "stop", "gracefully"] {
         eprintln!("xivo-ha-sip-standin: stopping gracefully");
         let mut watch = changed.subscribe();
+        changed.send_replace(());
         while calls.lock().expect("calls lock").stopping {
             if watch.changed().await.is_err() {
                 break;
@@ -214,6 +214,9 @@ async fn console(stream: UnixStream, calls: Arc<Mutex<Calls>>, changed: watch::S
         }
     }
     let _ = write.write_all(answer.as_bytes()).await;
+    let _ = write.shutdown().await;
+    // After the answer: the console that ended the last call gets it before the exit.
+    changed.send_replace(());
 }
 
 async fn check(port: u16) -> ExitCode {
@@ -339,6 +342,8 @@ async fn main() -> ExitCode {
             _ = watch_calls.changed() => {
                 if calls.lock().expect("calls lock").done() {
                     eprintln!("xivo-ha-sip-standin: last call ended, exiting");
+                    // The console client that ended it prints its answer first.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     return ExitCode::SUCCESS;
                 }
             }
