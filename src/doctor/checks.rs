@@ -57,6 +57,7 @@ pub async fn all(ctx: &Context, ha: &HaConfig) -> Vec<Finding> {
             }) {
                 Ok(settings) => {
                     findings.push(master_answers(peer, &settings).await);
+                    findings.push(witnesses_answer(&settings).await);
                     findings.extend(telephony_containers(&settings.containers).await);
                 }
                 Err(e) => findings.push(Finding::failed(
@@ -361,6 +362,37 @@ pub async fn master_answers(
                 round.evidence()
             ),
             "let ICMP echo through between the nodes (and give xivo-ha CAP_NET_RAW): it is the monitor's first path",
+        )
+    }
+}
+
+/// The witnesses the slave tries before a takeover answer (or the check is off, or there is
+/// none to try: said, as a cut-off slave could then never be told apart from a dead master).
+pub async fn witnesses_answer(settings: &crate::monitor::settings::MonitorSettings) -> Finding {
+    use crate::monitor::witness;
+    const CHECK: &str = "witnesses";
+    let Some(witnesses) = witness::resolve(&settings.witnesses) else {
+        return Finding::warning(
+            CHECK,
+            "the witness check is off (XIVO_HA_MONITOR_WITNESSES=none): a slave cut off from the network takes over while the master may still serve",
+            "set XIVO_HA_MONITOR_WITNESSES to addresses this node reaches through the network the master uses (e.g. its gateway, another server's IP:port)",
+        );
+    };
+    if witnesses.is_empty() {
+        return Finding::failed(
+            CHECK,
+            "no witness configured and no default route: the slave can never confirm it is not the one cut off, so it never takes over",
+            "set XIVO_HA_MONITOR_WITNESSES (IPs for ICMP, IP:port for TCP), or give this node a default route",
+        );
+    }
+    let round = witness::round(&witnesses, settings.round_timeout()).await;
+    if round.answered {
+        Finding::ok(CHECK, format!("a witness answers: {}", round.detail))
+    } else {
+        Finding::failed(
+            CHECK,
+            format!("no witness answers: {}", round.detail),
+            "check the witnesses in XIVO_HA_MONITOR_WITNESSES (or the default gateway): while none answers, the slave never takes over",
         )
     }
 }

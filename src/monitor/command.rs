@@ -8,10 +8,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use tokio::time::Instant;
 
+use super::isolation::{Decision, Guard, Witnessed};
 use super::probe::{ProbeSettings, Prober};
 use super::services::{self, Desired};
 use super::settings::{MonitorSettings, PREFIX};
+use super::verdict::Verdict;
 use super::{Monitor, MonitorError, verdict};
 use crate::context::Context;
 use crate::ha::{HaConfig, NodeType};
@@ -99,6 +102,25 @@ pub async fn check_master_status(ctx: &Context, args: CheckArgs) -> Result<ExitC
         verdict::RoundClass::HostDown => ("down (no answer)", Desired::Running),
     };
     println!("master {master} {verdict}: {}", report.evidence());
+    if desired == Desired::Running
+        && let Some(witnesses) = super::witness::resolve(&settings.witnesses)
+    {
+        // The same guard as the monitor's, for one round.
+        let round = super::witness::round(&witnesses, settings.round_timeout()).await;
+        let witnessed = if round.answered {
+            Witnessed::Answered
+        } else {
+            Witnessed::Silent
+        };
+        let decision = Guard::new(true).step(Instant::now(), Verdict::Down, true, witnessed);
+        if matches!(decision, Decision::Isolated { .. }) {
+            println!(
+                "isolated: no witness answers, not taking over [{}]",
+                round.detail
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let applied = services::manage(&ctx.paths, &settings, desired).await?;
     print_applied(desired, &applied);
     Ok(ExitCode::SUCCESS)

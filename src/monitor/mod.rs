@@ -10,11 +10,14 @@
 
 pub mod command;
 pub mod docker;
+pub mod drain;
 pub mod hourly;
+pub mod isolation;
 pub mod probe;
 pub mod services;
 pub mod settings;
 pub mod verdict;
+pub mod witness;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -30,14 +33,16 @@ use crate::fsutil::{self, FileError};
 use crate::ha::{HaConfig, NodeType};
 use crate::maintenance::{self, Phase};
 use crate::status::documents::{
-    Component, HourlyRun, MaintenanceDoc, MonitorDoc, TransitionRecord,
+    Component, HourlyRun, IsolationRecord, MaintenanceDoc, MonitorDoc, TransitionRecord,
 };
 use crate::status::store;
 use docker::{DockerError, Engine};
+use isolation::{Decision, Guard, Witnessed};
 use probe::{ProbeSettings, Prober, RoundReport};
 use services::{Desired, Keeper};
 use settings::MonitorSettings;
-use verdict::{Machine, Rules, Verdict};
+use verdict::{Machine, RoundClass, Rules, Verdict};
+use witness::{WitnessRound, Witnesses};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
@@ -64,9 +69,34 @@ pub enum MonitorError {
 struct SlaveRun {
     prober: Prober,
     machine: Machine,
+    /// Acts on a down verdict only when a witness answers.
+    guard: Guard,
+    /// Cut off: since when, and what the witnesses said last.
+    isolated: Option<IsolationRecord>,
     since: DateTime<Utc>,
     last_transition: Option<TransitionRecord>,
     last_round: Option<RoundReport>,
+}
+
+impl SlaveRun {
+    /// One probe round of the master, with a witness round beside it when the guard needs
+    /// one (before a takeover only: the failover is not delayed by more than one timeout).
+    async fn round(&mut self, settings: &MonitorSettings) -> (RoundReport, Option<WitnessRound>) {
+        let (_, bad_streak) = self.machine.streaks();
+        let needed =
+            self.guard
+                .wants_witness(self.machine.verdict(), bad_streak, settings.down_after);
+        match witness::resolve(&settings.witnesses).filter(|_| needed) {
+            Some(witnesses) => {
+                let (report, witnessed) = tokio::join!(
+                    self.prober.round(),
+                    witness::round(&witnesses, settings.round_timeout())
+                );
+                (report, Some(witnessed))
+            }
+            None => (self.prober.round().await, None),
+        }
+    }
 }
 
 /// Proof that [`Monitor::preflight`] passed, with what it read.
@@ -198,11 +228,11 @@ impl Monitor {
                 probing: Some(probing),
             } = &mut node.role
             {
-                let report = tokio::select! {
+                let (report, witnessed) = tokio::select! {
                     _ = &mut shutdown => break,
-                    report = probing.prober.round() => report,
+                    round = probing.round(&self.settings) => round,
                 };
-                if self.observe(probing, keeper, report, hold) {
+                if self.observe(probing, keeper, report, witnessed, hold) {
                     last_saved = None;
                 }
             }
@@ -399,8 +429,11 @@ impl Monitor {
     /// down is taken over now), or, undecided, what the flag file recorded.
     fn resume(&self, keeper: &Keeper, probing: Option<&SlaveRun>) {
         let paths = &self.ctx.paths;
+        // A cut-off slave (no witness answered) does not take over after maintenance either.
+        let isolated = probing.is_some_and(|p| p.isolated.is_some());
         let desired = match probing.map(|p| p.machine.verdict()) {
-            Some(Verdict::Down) => Desired::Running,
+            Some(Verdict::Down) if !isolated => Desired::Running,
+            Some(Verdict::Down) => services::recorded(paths),
             Some(Verdict::Up) => Desired::Stopped,
             Some(Verdict::Unknown) | None => services::recorded(paths),
         };
@@ -421,77 +454,134 @@ impl Monitor {
         keeper.set(desired);
     }
 
-    /// One round's report seen by the slave's verdict machine; on a transition, the services
-    /// are recorded and set to follow it, unless `hold` (maintenance mode). Returns whether a
-    /// transition happened.
+    /// One round's report seen by the slave's verdict machine, then by the split-brain guard
+    /// with what the witnesses said: a transition is recorded, a failback stops the services,
+    /// a down verdict starts them when the guard lets it, unless `hold` (maintenance mode).
+    /// Returns whether anything changed.
     fn observe(
         &self,
         probing: &mut SlaveRun,
         keeper: &Keeper,
         report: RoundReport,
+        witnessed: Option<WitnessRound>,
         hold: bool,
     ) -> bool {
-        let Some(t) = probing
-            .machine
-            .observe(Instant::now(), report.observation())
-        else {
-            probing.last_round = Some(report);
-            return false;
+        let now = Instant::now();
+        let observation = report.observation();
+        let taken_over = probing.guard.taken_over();
+        let transition = probing.machine.observe(now, observation);
+        let witness_said = match &witnessed {
+            None => Witnessed::NotAsked,
+            Some(w) if w.answered => Witnessed::Answered,
+            Some(_) => Witnessed::Silent,
         };
-        let record = TransitionRecord {
-            from: t.from,
-            to: t.to,
-            at: Utc::now(),
-            reason: t.reason,
-            evidence: report.evidence(),
-        };
-        let master = probing.prober.master();
-        tracing::warn!(
-            master = %master,
-            "master {} -> {}: {} [{}]",
-            record.from, record.to, record.reason, record.evidence
+        let decision = probing.guard.step(
+            now,
+            probing.machine.verdict(),
+            observation.class() != RoundClass::Good,
+            witness_said,
         );
-        probing.since = record.at;
-        let desired = match t.to {
-            Verdict::Down => Some(Desired::Running),
-            Verdict::Up => Some(Desired::Stopped),
-            Verdict::Unknown => None,
-        };
-        if hold && desired.is_some() {
-            tracing::warn!("maintenance mode: the services are left as they are");
-            probing.last_transition = Some(record);
-            probing.last_round = Some(report);
-            return true;
-        }
-        if let Some(desired) = desired {
-            // Recorded first: a restart mid-action finishes the job.
-            if let Err(e) = services::record(&self.ctx.paths, desired) {
-                tracing::error!("{e}");
-            }
-            keeper.set(desired);
-        }
-        let evidence = format!("{} [{}]", record.reason, record.evidence);
-        match (t.from, t.to) {
-            (_, Verdict::Down) => {
-                alert::raise(Event::failing(Kind::Failover, master.to_string(), evidence))
-            }
-            (Verdict::Down, Verdict::Up) => alert::raise(Event::recovered(
-                Kind::Failover,
-                master.to_string(),
-                evidence,
-            )),
-            _ => {}
-        }
-        if t.from == Verdict::Down && t.to == Verdict::Up {
-            // This node answered calls meanwhile: what it recorded stays here until the master
-            // pulls it (XiVO leaves this to the administrator's memory).
+        let master = probing.prober.master();
+        let changed = transition.is_some() || decision != Decision::Hold;
+        if let Some(t) = transition {
+            let record = TransitionRecord {
+                from: t.from,
+                to: t.to,
+                at: Utc::now(),
+                reason: t.reason,
+                evidence: report.evidence(),
+            };
             tracing::warn!(
-                "failback: the master {master} is back; run `xivo-ha sync --back` on the master to bring back the voicemail and recordings made here",
+                master = %master,
+                "master {} -> {}: {} [{}]",
+                record.from, record.to, record.reason, record.evidence
             );
+            probing.since = record.at;
+            if t.to == Verdict::Up {
+                if hold {
+                    tracing::warn!("maintenance mode: the services are left as they are");
+                } else {
+                    self.follow(keeper, Desired::Stopped);
+                }
+                if taken_over {
+                    alert::raise(Event::recovered(
+                        Kind::Failover,
+                        master.to_string(),
+                        format!("{} [{}]", record.reason, record.evidence),
+                    ));
+                    // This node answered calls meanwhile: what it recorded stays here until the
+                    // master pulls it (XiVO leaves this to the administrator's memory).
+                    tracing::warn!(
+                        "failback: the master {master} is back; run `xivo-ha sync --back` on the master to bring back the voicemail and recordings made here",
+                    );
+                }
+            }
+            probing.last_transition = Some(record);
         }
-        probing.last_transition = Some(record);
+        let witnesses = || {
+            witnessed
+                .as_ref()
+                .map(|w| w.detail.clone())
+                .unwrap_or_default()
+        };
+        match decision {
+            Decision::Hold => {}
+            Decision::TakeOver if hold => {
+                tracing::warn!("maintenance mode: the master is down, the services are left as they are");
+            }
+            Decision::TakeOver => {
+                probing.isolated = None;
+                self.follow(keeper, Desired::Running);
+                let evidence = probing
+                    .last_transition
+                    .as_ref()
+                    .map(|t| format!("{} [{}]", t.reason, t.evidence))
+                    .unwrap_or_else(|| report.evidence());
+                alert::raise(Event::failing(Kind::Failover, master.to_string(), evidence));
+            }
+            Decision::Isolated { first } => {
+                if first {
+                    tracing::error!(
+                        "isolated: no witness answers, not taking over (master {master} down) [{}]",
+                        witnesses()
+                    );
+                    alert::raise(Event::failing(
+                        Kind::Isolated,
+                        master.to_string(),
+                        format!("master {master} down, witnesses silent [{}]", witnesses()),
+                    ));
+                }
+                let since = probing.isolated.as_ref().map_or_else(Utc::now, |i| i.since);
+                probing.isolated = Some(IsolationRecord {
+                    since,
+                    witnesses: witnesses(),
+                });
+            }
+            Decision::Recovered { lasted } => {
+                let seen = match &witnessed {
+                    Some(w) if w.answered => format!("a witness answers [{}]", w.detail),
+                    _ => format!("the master {master} answers [{}]", report.evidence()),
+                };
+                tracing::warn!("network back after {} s cut off: {seen}", lasted.as_secs());
+                alert::raise(Event::recovered(
+                    Kind::Isolated,
+                    master.to_string(),
+                    format!("after {} s cut off: {seen}", lasted.as_secs()),
+                ));
+                probing.isolated = None;
+            }
+        }
         probing.last_round = Some(report);
-        true
+        changed
+    }
+
+    /// Records `desired` in the flag file (first: a restart mid-action finishes the job), then
+    /// has the keeper bring the services there.
+    fn follow(&self, keeper: &Keeper, desired: Desired) {
+        if let Err(e) = services::record(&self.ctx.paths, desired) {
+            tracing::error!("{e}");
+        }
+        keeper.set(desired);
     }
 
     /// The role `ha` gives this node. `keeper` is the slave's keeper carried over from the
@@ -546,6 +636,8 @@ impl Monitor {
                 },
                 Instant::now(),
             ),
+            guard: Guard::new(self.settings.witnesses != Witnesses::Off),
+            isolated: None,
             since: Utc::now(),
             last_transition: None,
             last_round: None,
@@ -617,6 +709,7 @@ impl Monitor {
             last_transition: slave.and_then(|s| s.last_transition.clone()),
             last_round: slave.and_then(|s| s.last_round.clone()),
             counters: slave.map(|s| s.machine.counters()),
+            isolated: slave.and_then(|s| s.isolated.clone()),
             services,
             hourly,
             config_error: node.config_error.clone(),
@@ -645,16 +738,18 @@ impl Monitor {
 /// written every few seconds).
 fn state_key(state: &MonitorDoc) -> String {
     format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         state.node_type,
         state.verdict,
+        state.isolated.as_ref().map(|i| i.since),
         state.last_transition.as_ref().map(|t| t.at),
         state.services.as_ref().map(|s| (
             s.desired,
             s.settled,
             s.errors,
             s.start_failures,
-            &s.last_action
+            &s.last_action,
+            s.draining.as_ref().map(|d| d.calls)
         )),
         state.hourly.len(),
         state.config_error,
@@ -691,6 +786,13 @@ fn summary(state: &MonitorDoc, jobs: &[hourly::Job]) -> String {
                     .map(|s| s.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                     .unwrap_or_default()
             );
+            if let Some(i) = &state.isolated {
+                out.push_str(&format!(
+                    "; isolated: no witness answers, not taking over (since {}: {})",
+                    i.since.format("%H:%M:%S"),
+                    i.witnesses
+                ));
+            }
             if let Some(t) = &state.last_transition {
                 out.push_str(&format!(
                     "; last {} -> {} at {}: {} [{}]",
@@ -725,6 +827,19 @@ fn summary(state: &MonitorDoc, jobs: &[hourly::Job]) -> String {
                         s.next_attempt_at
                             .map(|at| format!(", next try at {}", at.format("%H:%M:%S")))
                             .unwrap_or_default()
+                    ));
+                }
+                if let Some(d) = &s.draining {
+                    out.push_str(&format!(
+                        ", draining {} ({}, since {}, stopped after {} s at most)",
+                        match d.calls {
+                            Some(1) => "1 call".to_owned(),
+                            Some(n) => format!("{n} calls"),
+                            None => "calls".to_owned(),
+                        },
+                        d.containers.join(", "),
+                        d.since.format("%H:%M:%S"),
+                        d.max_s
                     ));
                 }
                 if s.errors > 0 {

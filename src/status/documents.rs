@@ -186,6 +186,15 @@ pub struct TransitionRecord {
     pub evidence: String,
 }
 
+/// A slave cut off from the network: the master is down and no witness answers, so it does
+/// not take over.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IsolationRecord {
+    pub since: DateTime<Utc>,
+    /// What each witness said in the latest round.
+    pub witnesses: String,
+}
+
 /// The monitor's document (`monitor.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MonitorDoc {
@@ -203,6 +212,9 @@ pub struct MonitorDoc {
     pub last_round: Option<RoundReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counters: Option<Counters>,
+    /// Cut off: not taking over (see [`IsolationRecord`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolated: Option<IsolationRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub services: Option<KeeperStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -230,6 +242,7 @@ impl MonitorDoc {
             last_transition: None,
             last_round: None,
             counters: None,
+            isolated: None,
             services: None,
             hourly: Vec::new(),
             config_error: None,
@@ -552,6 +565,10 @@ mod tests {
                 to_down: 1,
                 ..Counters::default()
             }),
+            isolated: Some(IsolationRecord {
+                since: at("2026-11-25T11:00:00Z"),
+                witnesses: "192.0.2.1 (icmp) no answer".into(),
+            }),
             services: Some(KeeperStatus {
                 desired: Some(Desired::Running),
                 settled: true,
@@ -575,6 +592,12 @@ mod tests {
                 last_error_at: Some(at("2026-11-25T10:59:00Z")),
                 last_action: Some("start asterisk".into()),
                 last_action_at: Some(at("2026-11-25T11:00:01Z")),
+                draining: Some(crate::monitor::drain::DrainStatus {
+                    containers: vec!["asterisk".into()],
+                    since: at("2026-11-25T11:00:01Z"),
+                    calls: Some(1),
+                    max_s: 1800,
+                }),
             }),
             hourly: vec![hourly("replication", false), hourly("sync", true)],
             config_error: Some("ha.conf: unreadable".into()),
@@ -585,6 +608,7 @@ mod tests {
         assert_eq!(json["verdict"], "down");
         assert_eq!(json["services"]["desired"], "running");
         assert_eq!(json["services"]["failed_starts"][0]["exit_code"], 3);
+        assert_eq!(json["isolated"]["since"], "2026-11-25T11:00:00Z");
         assert_eq!(json["hourly"][0]["job"], "replication");
         // A master's and a disabled node's document leave the slave's fields out.
         round_trip(&MonitorDoc {
