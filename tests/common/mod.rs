@@ -72,6 +72,27 @@ pub fn xivo_ha_isolated(root: &Path, db: &str, args: &[&str]) -> Output {
     command.output().expect("unshare runs (tests run as root)")
 }
 
+/// The same as [`xivo_ha_isolated`], with `read_only` (a directory under the root) mounted
+/// read-only: a bind mount remounted `ro` in a private mount namespace (`unshare -m`), which
+/// refuses every write with EROFS, root's included (root ignores permission bits, so a chmod
+/// would not do), and vanishes with the process.
+pub fn xivo_ha_read_only(root: &Path, read_only: &Path, db: &str, args: &[&str]) -> Output {
+    let mut command = Command::new("unshare");
+    clear_xivo_env(&mut command);
+    command
+        .args(["-m", "-n", "sh", "-c"])
+        .arg(r#"dir=$1; shift; mount --bind "$dir" "$dir" && mount -o remount,bind,ro "$dir" && exec "$@""#)
+        .arg("sh")
+        .arg(read_only)
+        .arg(xivo_ha_bin())
+        .arg("--root")
+        .arg(root)
+        .arg("--db")
+        .arg(db)
+        .args(args);
+    command.output().expect("unshare runs (tests run as root)")
+}
+
 /// Removes xivo-ha's variables (`XIVO_HA_*`) of the test process from `command`'s environment.
 pub fn clear_xivo_env(command: &mut Command) {
     for (key, _) in std::env::vars() {
