@@ -208,6 +208,49 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_change_leaves_the_file_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file");
+        fs::write(&path, b"old").unwrap();
+        drop(stage(&path, b"new", None).unwrap());
+        drop(stage_flag_file(&path, false).unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        stage_flag_file(&path, false)
+            .unwrap()
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert!(!path.exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_replacement_can_keep_mode_and_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file");
+        fs::write(&path, b"old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        stage_keeping_owner(&path, b"new", 0o600)
+            .unwrap()
+            .commit()
+            .unwrap();
+        let metadata = fs::metadata(&path).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(
+            (metadata.mode() & 0o777, metadata.uid(), metadata.gid()),
+            (0o640, 65534, 65534)
+        );
+        let fresh = dir.path().join("fresh");
+        stage_keeping_owner(&fresh, b"x", 0o644)
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert_eq!(fs::metadata(&fresh).unwrap().mode() & 0o777, 0o644);
+    }
+
+    #[test]
     fn flag_files_report_changes() {
         let dir = tempfile::tempdir().unwrap();
         let flag = dir.path().join("x/flag");
