@@ -495,6 +495,21 @@ fn malformed_env_files_are_one_line_naming_variable_and_line() {
     }
 }
 
+/// `user:pass@host:9200` (no `http://`) is refused without the password in any message.
+#[test]
+fn elasticsearch_credentials_without_a_scheme_are_masked_in_every_message() {
+    let root =
+        enabled_root("REPORTING_DB_HOST=127.0.0.1\nELASTICSEARCH=elastic:s3cretpw@es:9200\n");
+    for args in [&["db-replic"][..], &["doctor"], &["doctor", "--json"]] {
+        // No network and no database: only the settings are looked at.
+        let output = xivo_ha_isolated(root.path(), "host=/nonexistent dbname=asterisk", args);
+        assert!(!output.status.success(), "{args:?}");
+        let said = format!("{}{}", stdout(&output), stderr(&output));
+        assert!(said.contains("`***@es:9200`"), "{args:?}: {said}");
+        assert!(!said.contains("s3cretpw"), "{args:?}: {said}");
+    }
+}
+
 #[test]
 fn an_unwritable_log_directory_is_a_clear_error() {
     let root = enabled_root("REPORTING_DB_HOST=127.0.0.1\nELASTICSEARCH=http://127.0.0.1:9\n");
