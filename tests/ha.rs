@@ -491,3 +491,40 @@ async fn provds_document_keeps_its_mode_and_owner() {
         Vec::<String>::new()
     );
 }
+
+#[tokio::test]
+async fn status_with_a_corrupt_ha_conf_shows_the_error_and_every_components_state() {
+    let db = TestDb::create().await;
+    let root = node_root();
+    let r = root.path();
+    std::fs::create_dir_all(r.join("var/lib/xivo-ha")).unwrap();
+    std::fs::write(
+        r.join("var/lib/xivo-ha/replication.json"),
+        r#"{"summary": "replicated 12 tables at 10:00", "result": "ok"}"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(r.join("etc/xivo")).unwrap();
+    std::fs::write(r.join("etc/xivo/ha.conf"), "{\"node_type\": \n").unwrap();
+
+    let output = xivo_ha(r, &db.url(), &["status"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("ha.conf:2:"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("replication: replicated 12 tables at 10:00"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = xivo_ha(r, &db.url(), &["status", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let status: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert!(
+        status["error"].as_str().unwrap().contains("ha.conf:2:"),
+        "{status}"
+    );
+    assert_eq!(status["components"]["replication"]["result"], "ok");
+}

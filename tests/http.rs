@@ -255,6 +255,38 @@ async fn a_busy_port_does_not_stop_the_monitor() {
     );
 }
 
+/// ha.conf corrupted under a running monitor: `/status` gives the error and every
+/// component's last state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_with_a_corrupt_ha_conf_shows_the_error_and_the_components() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_custom_env(
+        root.path(),
+        &format!("XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\n"),
+    );
+    let monitor = MonitorProcess::start(root.path(), port);
+    monitor.wait_healthy().await;
+    let state = root.path().join("var/lib/xivo-ha/monitor.json");
+    wait_for(
+        "the monitor to record its state",
+        Duration::from_secs(10),
+        async || state.exists(),
+    )
+    .await;
+    std::fs::create_dir_all(root.path().join("etc/xivo")).unwrap();
+    std::fs::write(root.path().join("etc/xivo/ha.conf"), "{\"node_type\": \n").unwrap();
+
+    let (code, body) = monitor.get("/status").await.unwrap();
+    assert_eq!(code, 500, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        status["error"].as_str().unwrap().contains("ha.conf:2:"),
+        "{status}"
+    );
+    assert!(status["components"]["monitor"].is_object(), "{status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_db_replic_progress() {
     let source = TestDb::create().await;
