@@ -272,6 +272,24 @@ async fn killing_the_binary_mid_batch_and_restarting_loses_and_duplicates_nothin
     );
 }
 
+/// A custom.env saved by a Windows editor (byte-order mark), a quoted value with a comment
+/// after it and a boolean in capitals: read as meant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bom_a_commented_quoted_value_and_a_capitalised_boolean_are_read() {
+    let p = start_pipeline("IS_HA_SLAVE=TRUE\nDB_REPLIC_BATCH_ROWS='500' # rows per batch\n").await;
+    p.insert_cel(1200).await;
+    p.enable_xc();
+    write_custom_env(p.root(), &format!("\u{feff}{}", p.env_text()));
+    let output = xivo_ha(
+        p.root(),
+        &p.source.url(),
+        &["db-replic", "--exit-when-idle"],
+    );
+    assert_success(&output);
+    assert_eq!(p.state()["mode"], "HA mode", "{}", p.state_text());
+    p.assert_exactly_once().await;
+}
+
 /// A PostgreSQL cluster of its own, to stop and restart: initdb + pg_ctl as user postgres, on
 /// a free loopback port, in a temporary directory; stopped and removed on drop.
 struct TempCluster {
