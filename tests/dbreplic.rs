@@ -290,6 +290,41 @@ async fn a_bom_a_commented_quoted_value_and_a_capitalised_boolean_are_read() {
     p.assert_exactly_once().await;
 }
 
+/// "permission denied for database" is about the role's CONNECT privilege, not the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_without_connect_is_told_to_grant_it() {
+    let role = format!("no_connect_{}", std::process::id());
+    let p = start_pipeline(&format!("IS_HA_SLAVE=true\nREPORTING_DB_USER={role}\n")).await;
+    p.reporting
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             DO $$ BEGIN
+               EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', current_database());
+             END $$"
+        ))
+        .await
+        .unwrap();
+    let runner = p.start_db_replic();
+    wait_for(
+        "status to show the PostgreSQL sink's error",
+        Duration::from_secs(20),
+        async || p.state_text().contains("permission denied for database"),
+    )
+    .await;
+    let _ = runner.stop().await;
+    p.reporting
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .unwrap();
+    let state = p.state_text();
+    assert!(
+        state.contains(&format!("the role `{role}` lacks the CONNECT privilege"))
+            && state.contains("GRANT CONNECT ON DATABASE"),
+        "{state}"
+    );
+    assert!(!state.contains("REPORTING_DB_HOST"), "{state}");
+}
+
 /// A PostgreSQL cluster of its own, to stop and restart: initdb + pg_ctl as user postgres, on
 /// a free loopback port, in a temporary directory; stopped and removed on drop.
 struct TempCluster {
