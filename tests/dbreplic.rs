@@ -166,6 +166,32 @@ async fn elasticsearch_failing_for_a_while_holds_nothing_back_and_loses_nothing(
     assert!(es.failed_items() > 0 && es.failed_requests() > 0);
 }
 
+/// Items that Elasticsearch refused, then took on the sink's own retry: the sink is `ok`
+/// again, its error cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticsearch_items_retried_successfully_leave_the_sink_ok() {
+    let p = start_pipeline("IS_HA_SLAVE=true\n").await;
+    p.es.push_faults([Fault::ItemErrors {
+        status: 429,
+        every: 1,
+    }]);
+    p.run_until_idle().await.unwrap();
+    assert_eq!(p.es.faults_left(), 0);
+    assert!(p.es.failed_items() > 0);
+    p.assert_exactly_once().await;
+    let state = p.state();
+    // Whichever table's request met the fault.
+    for table in ["cel", "queue_log"] {
+        let sink = &state["tables"][table]["elasticsearch"];
+        assert_eq!(sink["state"], "ok", "{state:#}");
+        assert!(sink["last_error"].is_null(), "{state:#}");
+    }
+    assert!(
+        !state["summary"].as_str().unwrap().contains("retrying"),
+        "{state:#}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_request_stops_only_the_elasticsearch_sink() {
     let p = start_pipeline("IS_HA_SLAVE=true\n").await;
