@@ -16,6 +16,7 @@
 //! - [`fsutil`]: atomic file writes and file errors a user can act on.
 //! - [`backoff`]: the one backoff between retries (0.5 s doubling to 30 s, with jitter).
 //! - [`secret`]: passwords and URLs holding one, printed as `***`.
+//! - [`throttle`]: a recurring warning logged once, then at most once per interval.
 //! - [`ha`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
 //! - [`sync`]: file sync master → slave over SSH (`sync`, `sync -i`, `sync --back`).
 //! - [`dbreplic`]: DB Replic: cel and queue_log to XiVO CC's reporting PostgreSQL and
@@ -56,5 +57,6 @@ pub mod secret;
 pub mod settings;
 pub mod status;
 pub mod sync;
+pub mod throttle;
 
 pub use error::{Error, Result};

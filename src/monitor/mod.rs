@@ -33,6 +33,7 @@ use crate::status::documents::{
     Component, HourlyRun, MaintenanceDoc, MonitorDoc, TransitionRecord,
 };
 use crate::status::store;
+use crate::throttle::Throttle;
 use docker::{DockerError, Engine};
 use probe::{ProbeSettings, Prober, RoundReport};
 use services::{Desired, Keeper};
@@ -178,6 +179,8 @@ impl Monitor {
         let paths = self.ctx.paths.clone();
         let mut node = self.start(checked);
         let mut last_saved: Option<(Instant, String)> = None;
+        // An unwritable state directory fails every round: say so once, then every 10 min.
+        let mut save_failed = Throttle::new(Duration::from_secs(600));
 
         tokio::pin!(shutdown);
         let mut ticker = tokio::time::interval(self.settings.interval);
@@ -215,8 +218,11 @@ impl Monitor {
             };
             if due {
                 match store::save(&paths, Component::Monitor, &state) {
-                    Ok(()) => last_saved = Some((Instant::now(), key)),
-                    Err(e) => tracing::warn!("{e}"),
+                    Ok(()) => {
+                        last_saved = Some((Instant::now(), key));
+                        save_failed.clear();
+                    }
+                    Err(e) => save_failed.warn(e),
                 }
             }
         }
