@@ -27,7 +27,7 @@ pub struct Status {
 impl Status {
     /// The dashboard; when ha.conf cannot be read, the error and every component's last state
     /// all the same.
-    pub fn gather(paths: &Paths) -> Result<Status, Unreadable> {
+    pub fn gather(paths: &Paths) -> Result<Status, Box<Unreadable>> {
         let components = store::load_all(paths);
         match HaConfig::load(paths) {
             Ok(ha) => Ok(Status {
@@ -35,7 +35,7 @@ impl Status {
                 remote_address: ha.remote_address,
                 components,
             }),
-            Err(error) => Err(Unreadable { error, components }),
+            Err(error) => Err(Box::new(Unreadable { error, components })),
         }
     }
 
