@@ -60,16 +60,8 @@ pub fn xivo_ha_env(root: &Path, db: &str, env: &[(&str, &str)], args: &[&str]) -
 /// arguments hold documentation addresses that must never be contacted.
 pub fn xivo_ha_isolated(root: &Path, db: &str, args: &[&str]) -> Output {
     let mut command = Command::new("unshare");
-    test_env(&mut command);
-    command
-        .arg("-n")
-        .arg(xivo_ha_bin())
-        .arg("--root")
-        .arg(root)
-        .arg("--db")
-        .arg(db)
-        .args(args);
-    command.output().expect("unshare runs (tests run as root)")
+    command.arg("-n");
+    run_xivo_ha_under(command, root, db, args)
 }
 
 /// The same as [`xivo_ha_isolated`], with `read_only` (a directory under the root) mounted
@@ -78,12 +70,18 @@ pub fn xivo_ha_isolated(root: &Path, db: &str, args: &[&str]) -> Output {
 /// would not do), and vanishes with the process.
 pub fn xivo_ha_read_only(root: &Path, read_only: &Path, db: &str, args: &[&str]) -> Output {
     let mut command = Command::new("unshare");
-    clear_xivo_env(&mut command);
     command
         .args(["-m", "-n", "sh", "-c"])
         .arg(r#"dir=$1; shift; mount --bind "$dir" "$dir" && mount -o remount,bind,ro "$dir" && exec "$@""#)
         .arg("sh")
-        .arg(read_only)
+        .arg(read_only);
+    run_xivo_ha_under(command, root, db, args)
+}
+
+/// `command` (unshare and its options) running `xivo-ha --root <root> --db <db> <args>`.
+fn run_xivo_ha_under(mut command: Command, root: &Path, db: &str, args: &[&str]) -> Output {
+    test_env(&mut command);
+    command
         .arg(xivo_ha_bin())
         .arg("--root")
         .arg(root)
