@@ -17,6 +17,7 @@
 //! - [`backoff`]: the one backoff between retries (0.5 s doubling to 30 s, with jitter).
 //! - [`node_id`]: this node's identity (128 random bits made once under `/var/lib/xivo-ha`).
 //! - [`secret`]: passwords and URLs holding one, printed as `***`.
+//! - [`throttle`]: a recurring warning logged once, then at most once per interval.
 //! - [`ha`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
 //! - [`sync`]: file sync master → slave over SSH (`sync`, `sync -i`, `sync --back`).
 //! - [`dbreplic`]: DB Replic: cel and queue_log to XiVO CC's reporting PostgreSQL and
@@ -58,5 +59,6 @@ pub mod secret;
 pub mod settings;
 pub mod status;
 pub mod sync;
+pub mod throttle;
 
 pub use error::{Error, Result};

@@ -368,7 +368,7 @@ async fn db_replic_is_checked_where_it_is_enabled() {
             .contains("HA mode")
     );
 
-    let report = run(good.replace("IS_HA_SLAVE=true", "IS_HA_SLAVE=yes")).await;
+    let report = run(good.replace("IS_HA_SLAVE=true", "IS_HA_SLAVE=maybe")).await;
     let settings = finding(&report, "db-replic-settings");
     assert_eq!(settings["level"], "failed");
     assert!(

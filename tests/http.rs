@@ -86,6 +86,19 @@ impl Drop for MonitorProcess {
     }
 }
 
+/// `xivo-ha monitor` on a node without HA, its endpoint on a free loopback port, healthy.
+async fn start_bare_monitor() -> (tempfile::TempDir, MonitorProcess) {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_custom_env(
+        root.path(),
+        &format!("XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\n"),
+    );
+    let monitor = MonitorProcess::start(root.path(), port);
+    monitor.wait_healthy().await;
+    (root, monitor)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -161,14 +174,7 @@ async fn metrics_follow_a_replication_and_healthz_stays_up_while_idle() {
         .batch_execute("DELETE FROM dialaction")
         .await
         .unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let port = free_port();
-    write_custom_env(
-        root.path(),
-        &format!("XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\n"),
-    );
-    let monitor = MonitorProcess::start(root.path(), port);
-    monitor.wait_healthy().await;
+    let (root, monitor) = start_bare_monitor().await;
     assert!(!monitor.metrics().await.contains("job=\"replication\""));
 
     let output = xivo_ha(
@@ -253,6 +259,31 @@ async fn a_busy_port_does_not_stop_the_monitor() {
         "{}",
         stderr(&output)
     );
+}
+
+/// ha.conf corrupted under a running monitor: `/status` gives the error and every
+/// component's last state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_with_a_corrupt_ha_conf_shows_the_error_and_the_components() {
+    let (root, monitor) = start_bare_monitor().await;
+    let state = root.path().join("var/lib/xivo-ha/monitor.json");
+    wait_for(
+        "the monitor to record its state",
+        Duration::from_secs(10),
+        async || state.exists(),
+    )
+    .await;
+    std::fs::create_dir_all(root.path().join("etc/xivo")).unwrap();
+    std::fs::write(root.path().join("etc/xivo/ha.conf"), "{\"node_type\": \n").unwrap();
+
+    let (code, body) = monitor.get("/status").await.unwrap();
+    assert_eq!(code, 500, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        status["error"].as_str().unwrap().contains("ha.conf:2:"),
+        "{status}"
+    );
+    assert!(status["components"]["monitor"].is_object(), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1073,3 +1073,46 @@ async fn exec_tells_a_missing_asterisk_command_apart() {
     let parsed = xivo_ha::monitor::drain::parse_channels_count(&output).unwrap();
     assert_eq!((parsed.channels, parsed.calls), (0, 0), "{output}");
 }
+
+/// Log lines written to a shared buffer (the monitor's WARN lines, for counting).
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A state directory that cannot be written fails every round (one a second): one warning,
+/// then at most one every 10 minutes. Half an hour of rounds in paused time.
+#[tokio::test(start_paused = true)]
+async fn an_unwritable_state_directory_is_warned_about_once_per_ten_minutes() {
+    let root = tempfile::tempdir().unwrap();
+    // A file where the directory should be: no write gets through, root's included.
+    std::fs::create_dir_all(root.path().join("var/lib")).unwrap();
+    std::fs::write(root.path().join("var/lib/xivo-ha"), "").unwrap();
+    let log = LogBuffer::default();
+    let writer = log.clone();
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let monitor = Running::start(root.path());
+    tokio::time::sleep(Duration::from_secs(30 * 60 - 1)).await;
+    monitor.stop().await;
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("WARN") && line.contains("cannot create directory"))
+        .collect();
+    // At 0, 10 and 20 minutes; the last two count the rounds left quiet.
+    assert_eq!(warnings.len(), 3, "{text}");
+    assert!(warnings[1].contains("599 more times"), "{text}");
+}

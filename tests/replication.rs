@@ -809,6 +809,40 @@ async fn schema_differences_are_refused_naming_the_first_one() {
     }
 }
 
+/// An enum label the slave lacks would fail the copy mid-way: refused before any change.
+#[tokio::test]
+async fn an_enum_label_differing_between_the_nodes_is_named_before_any_change() {
+    let (master, slave) = pair().await;
+    let root = tempfile::tempdir().unwrap();
+    master
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TYPE presence AS ENUM ('available', 'away', 'dnd');
+             ALTER TABLE userfeatures ADD COLUMN presence presence;
+             UPDATE userfeatures SET presence = 'dnd'",
+        )
+        .await
+        .unwrap();
+    slave
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TYPE presence AS ENUM ('available', 'away');
+             ALTER TABLE userfeatures ADD COLUMN presence presence",
+        )
+        .await
+        .unwrap();
+    let before = dump(&slave);
+    let line = one_error_line(&db_replication(root.path(), &master, &slave.url()));
+    assert!(
+        line.contains("enum type `presence` has labels 'dnd' only on the master"),
+        "{line}"
+    );
+    assert!(line.contains("nothing was changed"), "{line}");
+    assert_same_dump(&dump(&slave), &before);
+}
+
 #[tokio::test]
 async fn a_slave_database_not_in_utf8_is_refused() {
     let master = TestDb::create().await;
@@ -878,6 +912,15 @@ fn the_default_slave_is_its_address_with_the_configured_credentials() {
         "{line}"
     );
     assert!(!line.contains("s3cret"));
+    // "Network is unreachable" is about this node's routes, not the slave's PostgreSQL.
+    assert!(
+        line.contains("no route to that address") && line.contains("this node's routes"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("listen_addresses") && !line.contains("pg_hba.conf"),
+        "{line}"
+    );
 }
 
 #[tokio::test]

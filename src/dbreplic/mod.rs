@@ -310,10 +310,9 @@ async fn drive<S: Sink>(
     loop {
         match delivery.step(knobs.batch_rows).await {
             Ok(step) => {
-                if attempt > 0 {
-                    delivery.board.recovered(delivery.key);
-                    attempt = 0;
-                }
+                // Also after a write that reported errors while it retried them itself.
+                delivery.board.recovered(delivery.key);
+                attempt = 0;
                 match step {
                     Step::Idle if knobs.exit_when_idle => return Ok(()),
                     Step::Idle | Step::Waiting => tokio::time::sleep(knobs.poll).await,

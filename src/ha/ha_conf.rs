@@ -113,17 +113,30 @@ impl HaConfig {
     /// Writes ha.conf atomically (when it differs) and sets the sentinel files. Returns whether
     /// anything changed on disk.
     pub fn save(&self, paths: &Paths) -> Result<bool, HaError> {
+        let changes = self.stage(paths)?;
+        let changed = !changes.is_empty();
+        for change in changes {
+            change.commit()?;
+        }
+        Ok(changed)
+    }
+
+    /// Prepares ha.conf (when it differs) and the sentinel files beside them, without touching
+    /// them (see [`fsutil::Staged`]); empty when the node already is so.
+    pub fn stage(&self, paths: &Paths) -> Result<Vec<fsutil::Staged>, HaError> {
         let path = paths.ha_conf();
         let contents = self.to_file_contents();
-        let mut changed = false;
-        let current = fsutil::read_optional(&path)?;
-        if current.as_deref() != Some(contents.as_slice()) {
-            fsutil::write_atomic(&path, &contents, Some(0o644))?;
-            changed = true;
+        let mut changes = Vec::new();
+        if fsutil::read_optional(&path)?.as_deref() != Some(contents.as_slice()) {
+            changes.push(fsutil::stage(&path, &contents, Some(0o644))?);
         }
-        changed |= fsutil::set_flag_file(&paths.is_primary(), self.node_type == NodeType::Master)?;
-        changed |= fsutil::set_flag_file(&paths.is_secondary(), self.node_type == NodeType::Slave)?;
-        Ok(changed)
+        for (flag, present) in [
+            (paths.is_primary(), self.node_type == NodeType::Master),
+            (paths.is_secondary(), self.node_type == NodeType::Slave),
+        ] {
+            changes.extend(fsutil::stage_flag_file(&flag, present)?);
+        }
+        Ok(changes)
     }
 }
 

@@ -185,9 +185,9 @@ async fn status(State(state): State<AppState>) -> impl IntoResponse {
             StatusCode::OK,
             axum::Json(serde_json::to_value(status).expect("status serialises")),
         ),
-        Err(e) => (
+        Err(unreadable) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(serde_json::json!({ "error": e.to_string() })),
+            axum::Json(serde_json::to_value(unreadable).expect("status serialises")),
         ),
     }
 }

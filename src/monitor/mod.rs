@@ -36,6 +36,7 @@ use crate::status::documents::{
     Component, HourlyRun, IsolationRecord, MaintenanceDoc, MonitorDoc, TransitionRecord,
 };
 use crate::status::store;
+use crate::throttle::Throttle;
 use docker::{DockerError, Engine};
 use isolation::{Decision, Guard, Witnessed};
 use probe::{ProbeSettings, Prober, RoundReport};
@@ -208,6 +209,8 @@ impl Monitor {
         let paths = self.ctx.paths.clone();
         let mut node = self.start(checked);
         let mut last_saved: Option<(Instant, String)> = None;
+        // An unwritable state directory fails every round: say so once, then every 10 min.
+        let mut save_failed = Throttle::new(Duration::from_secs(600));
 
         tokio::pin!(shutdown);
         let mut ticker = tokio::time::interval(self.settings.interval);
@@ -245,8 +248,11 @@ impl Monitor {
             };
             if due {
                 match store::save(&paths, Component::Monitor, &state) {
-                    Ok(()) => last_saved = Some((Instant::now(), key)),
-                    Err(e) => tracing::warn!("{e}"),
+                    Ok(()) => {
+                        last_saved = Some((Instant::now(), key));
+                        save_failed.clear();
+                    }
+                    Err(e) => save_failed.warn(e),
                 }
             }
         }

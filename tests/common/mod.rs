@@ -60,9 +60,28 @@ pub fn xivo_ha_env(root: &Path, db: &str, env: &[(&str, &str)], args: &[&str]) -
 /// arguments hold documentation addresses that must never be contacted.
 pub fn xivo_ha_isolated(root: &Path, db: &str, args: &[&str]) -> Output {
     let mut command = Command::new("unshare");
+    command.arg("-n");
+    run_xivo_ha_under(command, root, db, args)
+}
+
+/// The same as [`xivo_ha_isolated`], with `read_only` (a directory under the root) mounted
+/// read-only: a bind mount remounted `ro` in a private mount namespace (`unshare -m`), which
+/// refuses every write with EROFS, root's included (root ignores permission bits, so a chmod
+/// would not do), and vanishes with the process.
+pub fn xivo_ha_read_only(root: &Path, read_only: &Path, db: &str, args: &[&str]) -> Output {
+    let mut command = Command::new("unshare");
+    command
+        .args(["-m", "-n", "sh", "-c"])
+        .arg(r#"dir=$1; shift; mount --bind "$dir" "$dir" && mount -o remount,bind,ro "$dir" && exec "$@""#)
+        .arg("sh")
+        .arg(read_only);
+    run_xivo_ha_under(command, root, db, args)
+}
+
+/// `command` (unshare and its options) running `xivo-ha --root <root> --db <db> <args>`.
+fn run_xivo_ha_under(mut command: Command, root: &Path, db: &str, args: &[&str]) -> Output {
     test_env(&mut command);
     command
-        .arg("-n")
         .arg(xivo_ha_bin())
         .arg("--root")
         .arg(root)

@@ -63,10 +63,11 @@ impl PgService {
     /// A new session.
     async fn connect(&self) -> Result<Client, SinkError> {
         let client = self.target.connect().await.map_err(|e| {
-            SinkError::new(
-                ErrorKind::Unavailable,
-                format!("{e} (check REPORTING_DB_HOST, REPORTING_DB_PORT and that XiVO CC's database is up)"),
-            )
+            let message = match e.connect_hint() {
+                Some(_) => e.to_string(),
+                None => format!("{e} (check REPORTING_DB_HOST, REPORTING_DB_PORT and that XiVO CC's database is up)"),
+            };
+            SinkError::new(ErrorKind::Unavailable, message)
         })?;
         // "relation already exists, skipping" on every start is noise, not news.
         client
