@@ -6,16 +6,19 @@
 //!
 //! Files: [`settings`] (variables), [`probe`] (ICMP, TCP, SIP OPTIONS), [`verdict`] (the pure
 //! decision), [`docker`] (bollard), [`services`] (desired state, flag file, keeper), [`hourly`]
-//! (the master's :00 jobs), [`command`] (the three commands' arguments and output).
+//! (the master's :00 jobs), [`rounds`] (the recent rounds in memory, for the dashboard),
+//! [`command`] (the three commands' arguments and output).
 
 pub mod command;
 pub mod docker;
 pub mod hourly;
 pub mod probe;
+pub mod rounds;
 pub mod services;
 pub mod settings;
 pub mod verdict;
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +38,7 @@ use crate::status::documents::{
 use crate::status::store;
 use docker::{DockerError, Engine};
 use probe::{ProbeSettings, Prober, RoundReport};
+use rounds::{Mark, RoundLog};
 use services::{Desired, Keeper};
 use settings::MonitorSettings;
 use verdict::{Machine, Rules, Verdict};
@@ -65,8 +69,22 @@ struct SlaveRun {
     prober: Prober,
     machine: Machine,
     since: DateTime<Utc>,
-    last_transition: Option<TransitionRecord>,
+    /// The last [`TRANSITIONS_KEPT`] transitions, oldest first.
+    transitions: VecDeque<TransitionRecord>,
     last_round: Option<RoundReport>,
+}
+
+/// Transitions the monitor's document keeps (the dashboard lists them).
+pub const TRANSITIONS_KEPT: usize = 20;
+
+impl SlaveRun {
+    /// Keeps `record` as the latest transition, forgetting the oldest beyond the bound.
+    fn remember(&mut self, record: TransitionRecord) {
+        if self.transitions.len() == TRANSITIONS_KEPT {
+            self.transitions.pop_front();
+        }
+        self.transitions.push_back(record);
+    }
 }
 
 /// Proof that [`Monitor::preflight`] passed, with what it read.
@@ -116,6 +134,7 @@ pub struct Monitor {
     jobs: Arc<Vec<hourly::Job>>,
     clock: Arc<dyn hourly::Clock>,
     heartbeat: Option<crate::http::Heartbeat>,
+    rounds: RoundLog,
 }
 
 impl Monitor {
@@ -127,12 +146,19 @@ impl Monitor {
             jobs: Arc::new(hourly::master_jobs()),
             clock: Arc::new(hourly::SystemClock),
             heartbeat: None,
+            rounds: RoundLog::default(),
         }
     }
 
     /// Beats `heartbeat` on every round, for the HTTP endpoint's `/healthz`.
     pub fn with_heartbeat(mut self, heartbeat: crate::http::Heartbeat) -> Monitor {
         self.heartbeat = Some(heartbeat);
+        self
+    }
+
+    /// Keeps each probe round in `rounds`, for the dashboard's timeline.
+    pub fn with_rounds(mut self, rounds: RoundLog) -> Monitor {
+        self.rounds = rounds;
         self
     }
 
@@ -202,6 +228,7 @@ impl Monitor {
                     _ = &mut shutdown => break,
                     report = probing.prober.round() => report,
                 };
+                self.rounds.push(Mark::of(Utc::now(), report.observation()));
                 if self.observe(probing, keeper, report, hold) {
                     last_saved = None;
                 }
@@ -409,7 +436,7 @@ impl Monitor {
                 .map(|p| p.prober.master().to_string())
                 .unwrap_or_default();
             let evidence = probing
-                .and_then(|p| p.last_transition.as_ref())
+                .and_then(|p| p.transitions.back())
                 .map(|t| format!("{} [{}]", t.reason, t.evidence))
                 .unwrap_or_default();
             tracing::warn!("after maintenance: the master {master} is down, taking over");
@@ -459,7 +486,7 @@ impl Monitor {
         };
         if hold && desired.is_some() {
             tracing::warn!("maintenance mode: the services are left as they are");
-            probing.last_transition = Some(record);
+            probing.remember(record);
             probing.last_round = Some(report);
             return true;
         }
@@ -489,7 +516,7 @@ impl Monitor {
                 "failback: the master {master} is back; run `xivo-ha sync --back` on the master to bring back the voicemail and recordings made here",
             );
         }
-        probing.last_transition = Some(record);
+        probing.remember(record);
         probing.last_round = Some(report);
         true
     }
@@ -534,8 +561,14 @@ impl Monitor {
         }
     }
 
-    /// A fresh watch of the master at `ip`.
+    /// A fresh watch of the master at `ip`, with the transitions the previous run of the
+    /// monitor recorded about the same master (the dashboard's history survives a restart).
     fn probe(&self, ip: IpAddr) -> SlaveRun {
+        self.rounds.clear();
+        let transitions = store::load::<MonitorDoc>(&self.ctx.paths, Component::Monitor)
+            .filter(|doc| doc.master == Some(ip))
+            .map(|doc| doc.transitions.into_iter().collect())
+            .unwrap_or_default();
         SlaveRun {
             prober: Prober::new(ip, ProbeSettings::from(&self.settings)),
             machine: Machine::new(
@@ -547,7 +580,7 @@ impl Monitor {
                 Instant::now(),
             ),
             since: Utc::now(),
-            last_transition: None,
+            transitions,
             last_round: None,
         }
     }
@@ -614,7 +647,10 @@ impl Monitor {
             master: slave.map(|s| s.prober.master()),
             verdict: slave.map(|s| s.machine.verdict()),
             since: slave.map(|s| s.since),
-            last_transition: slave.and_then(|s| s.last_transition.clone()),
+            last_transition: slave.and_then(|s| s.transitions.back().cloned()),
+            transitions: slave
+                .map(|s| s.transitions.iter().cloned().collect())
+                .unwrap_or_default(),
             last_round: slave.and_then(|s| s.last_round.clone()),
             counters: slave.map(|s| s.machine.counters()),
             services,
