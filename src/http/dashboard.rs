@@ -19,8 +19,10 @@ use crate::status::documents::{
     DbReplicDoc, JobRecord, MonitorDoc, ReplicationDetails, SyncDetails, TransitionRecord,
 };
 
-/// The timeline's span.
+/// The timeline's longest span.
 pub const WINDOW_S: i64 = 600;
+/// Its shortest: a monitor that just started shows its first minute at a readable scale.
+const MIN_WINDOW_S: i64 = 60;
 
 /// `text` with HTML's special characters escaped (for text and attribute values alike).
 pub fn esc(text: &str) -> String {
@@ -210,7 +212,8 @@ ICMP silent {}, TCP silent {}; master declared down {} times, up {} times</p>",
 }
 
 /// The SVG: one row per path, one mark per round (green answered, red silent), a vertical line
-/// at each verdict change, over the last [`WINDOW_S`] seconds.
+/// at each verdict change, over the last [`WINDOW_S`] seconds (less when the rounds kept span
+/// less, down to [`MIN_WINDOW_S`]).
 fn timeline(
     out: &mut String,
     marks: &[Mark],
@@ -220,11 +223,16 @@ fn timeline(
     const LEFT: f64 = 40.0;
     const WIDTH: f64 = 600.0;
     const ROW: f64 = 20.0;
-    const TOP: f64 = 14.0;
-    let start = now - chrono::Duration::seconds(WINDOW_S);
+    const TOP: f64 = 4.0;
+    let span = marks
+        .first()
+        .map(|m| (now - m.at()).num_seconds() + 1)
+        .unwrap_or(WINDOW_S)
+        .clamp(MIN_WINDOW_S, WINDOW_S);
+    let start = now - chrono::Duration::seconds(span);
     let x = |at: DateTime<Utc>| {
-        let ms = (at - start).num_milliseconds().clamp(0, WINDOW_S * 1000) as f64;
-        LEFT + ms / (WINDOW_S as f64 * 1000.0) * WIDTH
+        let ms = (at - start).num_milliseconds().clamp(0, span * 1000) as f64;
+        LEFT + ms / (span as f64 * 1000.0) * WIDTH
     };
     let rows = ProbePath::ALL.len() as f64;
     let height = TOP + rows * ROW + 16.0;
@@ -269,26 +277,37 @@ fn timeline(
         let x0 = x(t.at);
         let _ = write!(
             out,
-            "<line class=\"change to-{}\" x1=\"{x0:.1}\" x2=\"{x0:.1}\" y1=\"2\" y2=\"{bottom}\"><title>{} {} → {}: {}</title></line>\
-<text x=\"{x0:.1}\" y=\"10\">{}</text>",
+            "<line class=\"change to-{}\" x1=\"{x0:.1}\" x2=\"{x0:.1}\" y1=\"2\" y2=\"{bottom}\"><title>{} {} → {}: {}</title></line>",
             t.to,
             hms(t.at),
             t.from,
             t.to,
             esc(&t.reason),
-            t.to,
         );
     }
     let _ = write!(
         out,
-        "<text x=\"{LEFT}\" y=\"{y}\">−10 min</text><text x=\"{}\" y=\"{y}\">−5 min</text>\
-<text x=\"{}\" y=\"{y}\">now</text></svg>",
+        "<text x=\"{LEFT}\" y=\"{y}\">−{}</text><text x=\"{}\" y=\"{y}\">−{}</text>\
+<text x=\"{}\" y=\"{y}\">now</text></svg>\
+<p class=\"muted\">a mark per round: green answered, red silent; a vertical line where the \
+verdict changed: red master down, green master up</p>",
+        ago(span),
         LEFT + WIDTH / 2.0 - 16.0,
+        ago(span / 2),
         LEFT + WIDTH - 22.0,
         y = bottom + 12.0,
     );
     if shown.is_empty() {
         out.push_str("<p class=\"muted\">no round in the last 10 minutes (the timeline is kept in memory: it starts again with the monitor)</p>");
+    }
+}
+
+/// `seconds` as the axis says it: `90 s`, `5 min`.
+fn ago(seconds: i64) -> String {
+    if seconds < 120 && seconds % 60 != 0 {
+        format!("{seconds} s")
+    } else {
+        format!("{} min", seconds / 60)
     }
 }
 
