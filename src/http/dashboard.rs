@@ -95,7 +95,7 @@ pub fn render(status: &Status, marks: &[Mark], now: DateTime<Utc>) -> String {
     let _ = write!(
         out,
         "<p class=\"muted\">page at {} · monitor state of {updated} · \
-<a href=\"/status\">/status</a> · <a href=\"/metrics\">/metrics</a></p></body></html>",
+<a href=\"status\">/status</a> · <a href=\"metrics\">/metrics</a></p></body></html>",
         now.format("%Y-%m-%d %H:%M:%S UTC")
     );
     out
@@ -137,7 +137,7 @@ fn when(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 fn slave_sections(out: &mut String, monitor: &MonitorDoc, marks: &[Mark], now: DateTime<Utc>) {
-    out.push_str("<h2>Probe rounds, last 10 minutes</h2>");
+    out.push_str("<h2>Probe rounds (up to the last 10 minutes)</h2>");
     timeline(out, marks, &monitor.transitions, now);
     if let Some(c) = &monitor.counters {
         let _ = write!(
@@ -549,6 +549,7 @@ mod tests {
                 last_error_at: None,
                 last_action: None,
                 last_action_at: None,
+                ..KeeperStatus::default()
             }),
             ..MonitorDoc::bare(NodeType::Slave, now())
         }
@@ -648,6 +649,7 @@ mod tests {
                         last_error: Some("503 <busy>".into()),
                         last_error_at: Some(at("2026-11-25T10:09:00Z")),
                         state: SinkState::Retrying,
+                        ..SinkStatus::default()
                     },
                 )]
                 .into(),
