@@ -96,15 +96,6 @@ async fn wait_headline(monitor: &MonitorProcess, prefix: &str, timeout: Duration
     .await;
 }
 
-fn write_ha(root: &Path, node_type: &str, remote: &str) {
-    std::fs::create_dir_all(root.join("etc/xivo")).unwrap();
-    std::fs::write(
-        root.join("etc/xivo/ha.conf"),
-        format!(r#"{{"node_type": "{node_type}", "remote_address": "{remote}"}}"#),
-    )
-    .unwrap();
-}
-
 #[tokio::test]
 async fn a_disabled_node_then_a_master_with_its_replication() {
     let master_db = TestDb::create().await;
@@ -119,7 +110,7 @@ async fn a_disabled_node_then_a_master_with_its_replication() {
             "XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\nXIVO_HA_DB=host=127.0.0.1 port=1 user=postgres dbname=none\n"
         ),
     );
-    write_ha(root.path(), "disabled", "");
+    write_ha_conf(root.path(), "disabled", "");
     let monitor = MonitorProcess::start(root.path(), port);
     monitor.wait_healthy().await;
     let page = dom(&monitor);
@@ -142,7 +133,7 @@ async fn a_disabled_node_then_a_master_with_its_replication() {
         ],
     );
     assert_success(&output);
-    write_ha(root.path(), "master", "127.0.0.2");
+    write_ha_conf(root.path(), "master", "127.0.0.2");
     wait_headline(&monitor, "master: ", Duration::from_secs(10)).await;
     let page = dom(&monitor);
     assert!(page.contains("<body data-role=\"master\""), "{page}");

@@ -26,6 +26,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+/// Writes the node's ha.conf, `<root>/etc/xivo/ha.conf`.
+pub fn write_ha_conf(root: &Path, node_type: &str, peer: &str) {
+    std::fs::create_dir_all(root.join("etc/xivo")).unwrap();
+    std::fs::write(
+        root.join("etc/xivo/ha.conf"),
+        format!(r#"{{"node_type": "{node_type}", "remote_address": "{peer}"}}"#),
+    )
+    .unwrap();
+}
+
 /// Writes `text` as the node's settings file, `<root>/etc/docker/xivo/custom.env`.
 pub fn write_custom_env(root: &Path, text: &str) {
     let path = root.join("etc/docker/xivo/custom.env");
