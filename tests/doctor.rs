@@ -9,15 +9,6 @@ use common::*;
 use serde_json::Value;
 use xivo_ha::doctor::{Level, checks};
 
-fn write_ha_conf(root: &Path, node_type: &str, peer: &str) {
-    std::fs::create_dir_all(root.join("etc/xivo")).unwrap();
-    std::fs::write(
-        root.join("etc/xivo/ha.conf"),
-        format!(r#"{{"node_type": "{node_type}", "remote_address": "{peer}"}}"#),
-    )
-    .unwrap();
-}
-
 fn finding<'a>(report: &'a Value, check: &str) -> &'a Value {
     report["findings"]
         .as_array()

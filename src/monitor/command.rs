@@ -15,7 +15,7 @@ use super::probe::{ProbeSettings, Prober};
 use super::services::{self, Desired};
 use super::settings::{MonitorSettings, PREFIX};
 use super::verdict::Verdict;
-use super::{Monitor, MonitorError, verdict};
+use super::{Monitor, MonitorError, rounds, verdict};
 use crate::context::Context;
 use crate::ha::{HaConfig, NodeType};
 use crate::settings::differing;
@@ -54,9 +54,12 @@ pub async fn run(ctx: &Context, _args: MonitorArgs) -> Result<ExitCode, MonitorE
     // A round may take its interval plus the probes' timeouts; three missed rounds and ten
     // seconds more mean the loop is stuck.
     let heartbeat = crate::http::Heartbeat::new(settings.interval * 3 + Duration::from_secs(10));
-    let monitor = Monitor::new(ctx.clone(), settings).with_heartbeat(heartbeat.clone());
+    let rounds = rounds::RoundLog::default();
+    let monitor = Monitor::new(ctx.clone(), settings)
+        .with_heartbeat(heartbeat.clone())
+        .with_rounds(rounds.clone());
     let checked = monitor.preflight().await?;
-    let http = crate::http::start(&env, &ctx.paths, heartbeat).await?;
+    let http = crate::http::start(&env, &ctx.paths, heartbeat, rounds).await?;
     let result = monitor.run_checked(checked, shutdown).await;
     if let Some(http) = http {
         http.stop().await;

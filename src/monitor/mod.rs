@@ -6,7 +6,8 @@
 //!
 //! Files: [`settings`] (variables), [`probe`] (ICMP, TCP, SIP OPTIONS), [`verdict`] (the pure
 //! decision), [`docker`] (bollard), [`services`] (desired state, flag file, keeper), [`hourly`]
-//! (the master's :00 jobs), [`command`] (the three commands' arguments and output).
+//! (the master's :00 jobs), [`rounds`] (the recent rounds in memory, for the dashboard),
+//! [`command`] (the three commands' arguments and output).
 
 pub mod command;
 pub mod docker;
@@ -14,11 +15,13 @@ pub mod drain;
 pub mod hourly;
 pub mod isolation;
 pub mod probe;
+pub mod rounds;
 pub mod services;
 pub mod settings;
 pub mod verdict;
 pub mod witness;
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +43,7 @@ use crate::throttle::Throttle;
 use docker::{DockerError, Engine};
 use isolation::{Decision, Guard, Witnessed};
 use probe::{ProbeSettings, Prober, RoundReport};
+use rounds::{Mark, RoundLog};
 use services::{Desired, Keeper};
 use settings::MonitorSettings;
 use verdict::{Machine, RoundClass, Rules, Verdict};
@@ -75,7 +79,8 @@ struct SlaveRun {
     /// Cut off: since when, and what the witnesses said last.
     isolated: Option<IsolationRecord>,
     since: DateTime<Utc>,
-    last_transition: Option<TransitionRecord>,
+    /// The last [`TRANSITIONS_KEPT`] transitions, oldest first.
+    transitions: VecDeque<TransitionRecord>,
     last_round: Option<RoundReport>,
 }
 
@@ -97,6 +102,19 @@ impl SlaveRun {
             }
             None => (self.prober.round().await, None),
         }
+    }
+}
+
+/// Transitions the monitor's document keeps (the dashboard lists them).
+pub const TRANSITIONS_KEPT: usize = 20;
+
+impl SlaveRun {
+    /// Keeps `record` as the latest transition, forgetting the oldest beyond the bound.
+    fn remember(&mut self, record: TransitionRecord) {
+        if self.transitions.len() == TRANSITIONS_KEPT {
+            self.transitions.pop_front();
+        }
+        self.transitions.push_back(record);
     }
 }
 
@@ -147,6 +165,7 @@ pub struct Monitor {
     jobs: Arc<Vec<hourly::Job>>,
     clock: Arc<dyn hourly::Clock>,
     heartbeat: Option<crate::http::Heartbeat>,
+    rounds: RoundLog,
 }
 
 impl Monitor {
@@ -158,12 +177,19 @@ impl Monitor {
             jobs: Arc::new(hourly::master_jobs()),
             clock: Arc::new(hourly::SystemClock),
             heartbeat: None,
+            rounds: RoundLog::default(),
         }
     }
 
     /// Beats `heartbeat` on every round, for the HTTP endpoint's `/healthz`.
     pub fn with_heartbeat(mut self, heartbeat: crate::http::Heartbeat) -> Monitor {
         self.heartbeat = Some(heartbeat);
+        self
+    }
+
+    /// Keeps each probe round in `rounds`, for the dashboard's timeline.
+    pub fn with_rounds(mut self, rounds: RoundLog) -> Monitor {
+        self.rounds = rounds;
         self
     }
 
@@ -235,6 +261,7 @@ impl Monitor {
                     _ = &mut shutdown => break,
                     round = probing.round(&self.settings) => round,
                 };
+                self.rounds.push(Mark::of(Utc::now(), report.observation()));
                 if self.observe(probing, keeper, report, witnessed, hold) {
                     last_saved = None;
                 }
@@ -448,7 +475,7 @@ impl Monitor {
                 .map(|p| p.prober.master().to_string())
                 .unwrap_or_default();
             let evidence = probing
-                .and_then(|p| p.last_transition.as_ref())
+                .and_then(|p| p.transitions.back())
                 .map(|t| format!("{} [{}]", t.reason, t.evidence))
                 .unwrap_or_default();
             tracing::warn!("after maintenance: the master {master} is down, taking over");
@@ -522,7 +549,7 @@ impl Monitor {
                     );
                 }
             }
-            probing.last_transition = Some(record);
+            probing.remember(record);
         }
         let witnesses = || {
             witnessed
@@ -533,14 +560,16 @@ impl Monitor {
         match decision {
             Decision::Hold => {}
             Decision::TakeOver if hold => {
-                tracing::warn!("maintenance mode: the master is down, the services are left as they are");
+                tracing::warn!(
+                    "maintenance mode: the master is down, the services are left as they are"
+                );
             }
             Decision::TakeOver => {
                 probing.isolated = None;
                 self.follow(keeper, Desired::Running);
                 let evidence = probing
-                    .last_transition
-                    .as_ref()
+                    .transitions
+                    .back()
                     .map(|t| format!("{} [{}]", t.reason, t.evidence))
                     .unwrap_or_else(|| report.evidence());
                 alert::raise(Event::failing(Kind::Failover, master.to_string(), evidence));
@@ -630,8 +659,14 @@ impl Monitor {
         }
     }
 
-    /// A fresh watch of the master at `ip`.
+    /// A fresh watch of the master at `ip`, with the transitions the previous run of the
+    /// monitor recorded about the same master (the dashboard's history survives a restart).
     fn probe(&self, ip: IpAddr) -> SlaveRun {
+        self.rounds.clear();
+        let transitions = store::load::<MonitorDoc>(&self.ctx.paths, Component::Monitor)
+            .filter(|doc| doc.master == Some(ip))
+            .map(|doc| doc.transitions.into_iter().collect())
+            .unwrap_or_default();
         SlaveRun {
             prober: Prober::new(ip, ProbeSettings::from(&self.settings)),
             machine: Machine::new(
@@ -645,7 +680,7 @@ impl Monitor {
             guard: Guard::new(self.settings.witnesses != Witnesses::Off),
             isolated: None,
             since: Utc::now(),
-            last_transition: None,
+            transitions,
             last_round: None,
         }
     }
@@ -712,7 +747,10 @@ impl Monitor {
             master: slave.map(|s| s.prober.master()),
             verdict: slave.map(|s| s.machine.verdict()),
             since: slave.map(|s| s.since),
-            last_transition: slave.and_then(|s| s.last_transition.clone()),
+            last_transition: slave.and_then(|s| s.transitions.back().cloned()),
+            transitions: slave
+                .map(|s| s.transitions.iter().cloned().collect())
+                .unwrap_or_default(),
             last_round: slave.and_then(|s| s.last_round.clone()),
             counters: slave.map(|s| s.machine.counters()),
             isolated: slave.and_then(|s| s.isolated.clone()),

@@ -175,7 +175,7 @@ pub struct HourlyJob {
 /// The latest run of one of the master's hourly jobs, in the monitor's document.
 pub type HourlyRun = JobRecord<HourlyJob>;
 
-/// The latest transition of the master's verdict.
+/// A transition of the master's verdict.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TransitionRecord {
     pub from: Verdict,
@@ -208,6 +208,10 @@ pub struct MonitorDoc {
     pub since: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_transition: Option<TransitionRecord>,
+    /// The last transitions (at most `monitor::TRANSITIONS_KEPT`), oldest first; the last one
+    /// is `last_transition`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<TransitionRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_round: Option<RoundReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -240,6 +244,7 @@ impl MonitorDoc {
             verdict: None,
             since: None,
             last_transition: None,
+            transitions: Vec::new(),
             last_round: None,
             counters: None,
             isolated: None,
@@ -553,6 +558,13 @@ mod tests {
                 reason: "3 rounds without SIP".into(),
                 evidence: "icmp connected".into(),
             }),
+            transitions: vec![TransitionRecord {
+                from: Verdict::Unknown,
+                to: Verdict::Up,
+                at: at("2026-11-25T10:00:00Z"),
+                reason: "3 good rounds".into(),
+                evidence: "sip 200 OK".into(),
+            }],
             last_round: Some(RoundReport {
                 icmp: path(true, "reply"),
                 tcp: path(true, "connected"),

@@ -2,8 +2,8 @@
 //! database per test in the real PostgreSQL), `dbreplic` (DB Replic's whole pipeline: source,
 //! reporting database, Elasticsearch stand-in, settings, the running component), `docker_lab`
 //! (the slave's Docker lab), `es_server` (the Elasticsearch stand-in), `cluster` (a PostgreSQL
-//! server on a test host), `smtp` (a real SMTP server storing what it receives), `sshd` and
-//! `testhost`;
+//! server on a test host), `monitor_process` (`xivo-ha monitor` as a process with its HTTP
+//! endpoint), `smtp` (a real SMTP server storing what it receives), `sshd` and `testhost`;
 //! here, temporary node roots, the `xivo-ha` binary and waiting for an event.
 //!
 //! Every test file says `mod common;`; a fixture some test binaries do not use is not dead code.
@@ -14,6 +14,7 @@ pub mod db;
 pub mod dbreplic;
 pub mod docker_lab;
 pub mod es_server;
+pub mod monitor_process;
 pub mod smtp;
 pub mod sshd;
 pub mod testhost;
@@ -24,6 +25,16 @@ pub use db::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+/// Writes the node's ha.conf, `<root>/etc/xivo/ha.conf`.
+pub fn write_ha_conf(root: &Path, node_type: &str, peer: &str) {
+    std::fs::create_dir_all(root.join("etc/xivo")).unwrap();
+    std::fs::write(
+        root.join("etc/xivo/ha.conf"),
+        format!(r#"{{"node_type": "{node_type}", "remote_address": "{peer}"}}"#),
+    )
+    .unwrap();
+}
 
 /// Writes `text` as the node's settings file, `<root>/etc/docker/xivo/custom.env`.
 pub fn write_custom_env(root: &Path, text: &str) {
