@@ -69,6 +69,23 @@ fn copied(report: &Report) -> Vec<&str> {
         .collect()
 }
 
+/// A slave's PostgreSQL of its own on `host` (see [`common::cluster`]), its database `asterisk`
+/// loaded from the fixture; with a client over the Unix socket.
+async fn slave_server_on(
+    host: &common::testhost::TestHost,
+) -> (common::cluster::Cluster, tokio_postgres::Client) {
+    let cluster = common::cluster::start_cluster_on(host);
+    connect(&cluster.socket_url("postgres"))
+        .await
+        .batch_execute("CREATE DATABASE asterisk ENCODING 'UTF8' TEMPLATE template0")
+        .await
+        .unwrap();
+    let slave = connect(&cluster.socket_url("asterisk")).await;
+    slave.batch_execute(SCHEMA_SQL).await.unwrap();
+    slave.batch_execute(DATA_SQL).await.unwrap();
+    (cluster, slave)
+}
+
 /// Every row of `table`, as text, sorted.
 async fn rows(db: &TestDb, table: &str) -> String {
     rows_of(&db.client().await, table).await
@@ -682,15 +699,8 @@ async fn a_master_that_vanishes_mid_copy_leaves_the_slave_unlocked_within_30_s()
         .await
         .unwrap();
     let host = common::testhost::TestHost::create();
-    let cluster = common::cluster::start_cluster_on(&host);
+    let (cluster, slave) = slave_server_on(&host).await;
     let admin = connect(&cluster.socket_url("postgres")).await;
-    admin
-        .batch_execute("CREATE DATABASE asterisk ENCODING 'UTF8' TEMPLATE template0")
-        .await
-        .unwrap();
-    let slave = connect(&cluster.socket_url("asterisk")).await;
-    slave.batch_execute(SCHEMA_SQL).await.unwrap();
-    slave.batch_execute(DATA_SQL).await.unwrap();
     let socket_args = cluster.socket_args();
     let mut dump_args: Vec<&str> = socket_args.iter().map(String::as_str).collect();
     dump_args.push("asterisk");
@@ -932,15 +942,7 @@ async fn a_second_caller_is_told_another_replication_is_running() {
 async fn the_hourly_run_replicates_only_on_a_master() {
     let master = TestDb::create().await;
     let host = common::testhost::TestHost::create();
-    let cluster = common::cluster::start_cluster_on(&host);
-    connect(&cluster.socket_url("postgres"))
-        .await
-        .batch_execute("CREATE DATABASE asterisk ENCODING 'UTF8' TEMPLATE template0")
-        .await
-        .unwrap();
-    let slave = connect(&cluster.socket_url("asterisk")).await;
-    slave.batch_execute(SCHEMA_SQL).await.unwrap();
-    slave.batch_execute(DATA_SQL).await.unwrap();
+    let (_cluster, slave) = slave_server_on(&host).await;
     master
         .client()
         .await
