@@ -1084,7 +1084,12 @@ async fn a_slave_that_configure_refuses_is_refused_and_nothing_changes() {
             format!(r#"{{"node_type": "master", "remote_address": "{peer}"}}"#),
         )
         .unwrap();
-        let line = one_error_line(&run(wrapper, SLAVE_IP));
+        // Refused before any run: no `Slave replication failed` line, no alert, one error.
+        let output = run(wrapper, SLAVE_IP);
+        assert_eq!(output.status.code(), Some(1), "{peer}: {}", stderr(&output));
+        let line = stderr(&output);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        let line = line.trim_end();
         assert!(
             line.contains(&format!(
                 "etc/xivo/ha.conf: {peer} is not usable as the slave's address: "
