@@ -94,14 +94,15 @@ async fn metrics_follow_a_replication_and_healthz_stays_up_while_idle() {
     let (root, monitor) = start_bare_monitor().await;
     assert!(!monitor.metrics().await.contains("job=\"replication\""));
 
-    let output = xivo_ha(
+    // 198.51.100.20 is data only (--target-db gives the slave): run in `unshare -n`.
+    let output = xivo_ha_isolated(
         root.path(),
-        &master_db.url(),
+        &master_db.socket_url(),
         &[
             "db-replication",
-            "127.0.0.2",
+            "198.51.100.20",
             "--target-db",
-            &slave_db.url(),
+            &slave_db.socket_url(),
         ],
     );
     assert_success(&output);
@@ -119,14 +120,14 @@ async fn metrics_follow_a_replication_and_healthz_stays_up_while_idle() {
     );
 
     // A failed run keeps the time of the last good one.
-    let output = xivo_ha(
+    let output = xivo_ha_isolated(
         root.path(),
-        &master_db.url(),
+        &master_db.socket_url(),
         &[
             "db-replication",
-            "127.0.0.2",
+            "198.51.100.20",
             "--target-db",
-            "host=127.0.0.1 port=1 user=postgres dbname=x",
+            "host=/nonexistent user=postgres dbname=x",
         ],
     );
     assert!(!output.status.success());

@@ -18,10 +18,15 @@ pub async fn all(ctx: &Context, ha: &HaConfig) -> Vec<Finding> {
     if ctx.paths.xc_enabled().exists() {
         findings.extend(db_replic(ctx).await);
     }
-    let Some(peer) = ha.remote_ip() else {
+    if ha.node_type == NodeType::Disabled {
+        return findings;
+    }
+    // A peer `configure` refuses is the finding, and nothing is sent to it.
+    let (finding, peer) = peer_address(ha);
+    findings.push(finding);
+    let Some(peer) = peer else {
         return findings;
     };
-    findings.push(peer_is_not_self(ha, peer));
     findings.push(same_subnet(peer, &net::interface_addresses()));
     findings.extend(configuration_db(ctx).await);
     match ha.node_type {
@@ -91,14 +96,29 @@ pub fn ha_configured(ha: &HaConfig) -> Finding {
     }
 }
 
-/// The peer's address by the rules of `configure` ([`crate::ha::check_peer`]): another host.
-pub fn peer_is_not_self(ha: &HaConfig, peer: IpAddr) -> Finding {
+/// The peer's address by the rules of `configure` ([`HaConfig::peer`]): another host, returned
+/// with the finding when it is one.
+pub fn peer_address(ha: &HaConfig) -> (Finding, Option<IpAddr>) {
     match ha.peer() {
-        Ok(_) => Finding::ok("peer-address", format!("the peer {peer} is another host")),
-        Err(e) => Finding::failed(
-            "peer-address",
-            e.to_string(),
-            "configure the other node's address: xivo-ha configure <role> <peer_ip>",
+        Ok(Some(peer)) => (
+            Finding::ok("peer-address", format!("the peer {peer} is another host")),
+            Some(peer),
+        ),
+        Ok(None) => (
+            Finding::failed(
+                "peer-address",
+                "HA is disabled: no peer",
+                "xivo-ha configure <role> <peer_ip>",
+            ),
+            None,
+        ),
+        Err(e) => (
+            Finding::failed(
+                "peer-address",
+                e.to_string(),
+                "configure the other node's address: xivo-ha configure <role> <peer_ip>",
+            ),
+            None,
         ),
     }
 }
@@ -659,7 +679,7 @@ mod tests {
                 node_type: NodeType::Master,
                 remote_address: address.into(),
             };
-            peer_is_not_self(&ha, address.parse().unwrap())
+            peer_address(&ha).0
         };
         assert_eq!(finding("192.0.2.20").level, Level::Ok);
         for (address, reason) in [

@@ -39,6 +39,13 @@ pub enum HaError {
         peer: &'static str,
         reason: &'static str,
     },
+    /// ha.conf names a peer that `configure` refuses (`reason`).
+    #[error("{}: {reason}: {fix}", path.display())]
+    RefusedPeer {
+        path: PathBuf,
+        reason: String,
+        fix: String,
+    },
     #[error(
         "the configuration database {target} has no `staticsip` table: point --db at XiVO's `asterisk` database"
     )]

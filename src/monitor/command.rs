@@ -89,7 +89,8 @@ pub async fn check_master_status(ctx: &Context, args: CheckArgs) -> Result<ExitC
     }
     let env = ctx.env()?;
     let settings = MonitorSettings::load(&env)?;
-    if ha.remote_ip() != Some(master) {
+    // ha.conf by the same rules: a node whose own settings are refused acts on nothing.
+    if ha.peer_in(&ctx.paths)? != Some(master) {
         println!(
             "note: ha.conf names the master {}, probing {master} as asked",
             ha.remote_address

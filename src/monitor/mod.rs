@@ -295,9 +295,9 @@ impl Monitor {
         tracing::info!(
             "monitor started: {}{}",
             ha.node_type,
-            match ha.remote_ip() {
-                Some(ip) => format!(", peer {ip}"),
-                None => String::new(),
+            match ha.node_type {
+                NodeType::Disabled => String::new(),
+                _ => format!(", peer {}", ha.remote_address),
             }
         );
         let maintenance = maintenance::is_on(&self.ctx.paths, Utc::now());
@@ -405,10 +405,9 @@ impl Monitor {
     /// Why the monitor must not act on `ha` (its peer breaks the rules of `configure`), as the
     /// line for the log and the state.
     fn refusal(&self, ha: &HaConfig) -> Option<String> {
-        let e = ha.peer().err()?;
+        let e = ha.peer_in(&self.ctx.paths).err()?;
         Some(format!(
-            "{}: {e}: the monitor probes, starts and stops nothing until it is fixed (`xivo-ha configure`)",
-            self.ctx.paths.ha_conf().display()
+            "{e}: the monitor probes, starts and stops nothing until then"
         ))
     }
 
@@ -626,7 +625,8 @@ impl Monitor {
         // monit's checks follow the role (files and a reload, off the monitor's loop).
         let ctx = self.ctx.clone();
         tokio::task::spawn_blocking(move || crate::monit::follow(&ctx));
-        match (ha.node_type, ha.remote_ip()) {
+        // Only for a peer `refusal` accepted.
+        match (ha.node_type, ha.peer().ok().flatten()) {
             (NodeType::Slave, Some(ip)) => {
                 let keeper = keeper.unwrap_or_else(|| Keeper::spawn(self.settings.clone()));
                 // Start-up reconciliation: services recorded as stopped are stopped now (a

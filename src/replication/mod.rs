@@ -54,6 +54,11 @@ pub enum ReplicationError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Ha(#[from] HaError),
+    /// The command line's `<slave_ip>` is not an address `configure` would accept (exit 2).
+    #[error(
+        "<slave_ip>: {0}: give the slave's address (xivo-master-slave-db-replication <slave_ip>)"
+    )]
+    BadSlaveIp(#[source] HaError),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(
@@ -213,7 +218,7 @@ pub async fn run_hourly(ctx: &Context) -> Result<Option<Report>, ReplicationErro
     if ha.node_type != NodeType::Master {
         return Ok(None);
     }
-    let Some(ip) = ha.remote_ip() else {
+    let Some(ip) = ha.peer_in(&ctx.paths)? else {
         return Ok(None);
     };
     let target = SlaveDbSettings::load(ctx)?.target(ip);
