@@ -122,26 +122,30 @@ async fn a_disabled_node_then_a_master_with_its_replication() {
     );
 
     // A replication to the slave (as the master's hourly job runs it), then the master's page.
+    // The slave's address is a test host's (configure's rules refuse loopback): nothing of it
+    // listens, and `--target-db` gives the slave's database.
+    let slave_host = common::testhost::TestHost::create();
+    let slave_ip = slave_host.ip.to_string();
     let output = xivo_ha(
         root.path(),
         &master_db.url(),
-        &[
-            "db-replication",
-            "127.0.0.2",
-            "--target-db",
-            &slave_db.url(),
-        ],
+        &["db-replication", &slave_ip, "--target-db", &slave_db.url()],
     );
     assert_success(&output);
-    write_ha_conf(root.path(), "master", "127.0.0.2");
+    write_ha_conf(root.path(), "master", &slave_ip);
     wait_headline(&monitor, "master: ", Duration::from_secs(10)).await;
     let page = dom(&monitor);
     assert!(page.contains("<body data-role=\"master\""), "{page}");
-    assert!(page.contains("master · slave at 127.0.0.2"), "{page}");
+    assert!(
+        page.contains(&format!("master · slave at {slave_ip}")),
+        "{page}"
+    );
     let (tone, text) = headline(&page);
     assert_eq!(tone, "good", "{text}");
     assert!(
-        text.starts_with("master: serving; the slave 127.0.0.2 got the configuration at "),
+        text.starts_with(&format!(
+            "master: serving; the slave {slave_ip} got the configuration at "
+        )),
         "{text}"
     );
     assert!(page.contains("data-job=\"replication\""), "{page}");
