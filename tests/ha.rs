@@ -497,15 +497,16 @@ async fn status_with_a_corrupt_ha_conf_shows_the_error_and_every_components_stat
     let db = TestDb::create().await;
     let root = node_root();
     let r = root.path();
-    // A replication that failed leaves its state document (nothing listens on port 1).
-    let output = xivo_ha(
+    // A replication that failed leaves its state document (no slave database there; the
+    // slave's address is data only: run in `unshare -n`).
+    let output = xivo_ha_isolated(
         r,
-        &db.url(),
+        &db.socket_url(),
         &[
             "db-replication",
-            "127.0.0.1",
+            "198.51.100.20",
             "--target-db",
-            "host=127.0.0.1 port=1 user=postgres dbname=asterisk",
+            "host=/nonexistent user=postgres dbname=asterisk",
         ],
     );
     assert!(!output.status.success());

@@ -861,7 +861,7 @@ async fn an_enum_label_differing_between_the_nodes_is_named_before_any_change() 
         .await
         .unwrap();
     let before = dump(&slave);
-    let line = one_error_line(&db_replication(root.path(), &master, &slave.url()));
+    let line = one_error_line(&db_replication(root.path(), &master, &slave.socket_url()));
     assert!(
         line.contains("enum type `presence` has labels 'dnd' only on the master"),
         "{line}"

@@ -353,9 +353,23 @@ impl Engine {
             container: name.to_owned(),
             exit_code: state.exit_code,
             ran_ms,
-            log_tail: self.log_tail(name, since).await,
+            log_tail: self.settled_log_tail(name, since).await,
             at: Utc::now(),
         }])
+    }
+
+    /// [`Engine::log_tail`], read again a few times while empty: the engine copies a
+    /// container's output to its log on its own, and may not have caught up with an exit yet.
+    async fn settled_log_tail(&self, name: &str, since: Option<DateTime<Utc>>) -> Vec<String> {
+        let mut tail = self.log_tail(name, since).await;
+        for _ in 0..4 {
+            if !tail.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            tail = self.log_tail(name, since).await;
+        }
+        tail
     }
 
     /// The last [`LOG_TAIL_LINES`] non-empty lines of `name`'s log written since `since` (its
@@ -384,8 +398,11 @@ impl Engine {
             .filter_map(|line| {
                 let (at, message) = line.split_once(' ').unwrap_or(("", line));
                 let at = at.parse::<DateTime<Utc>>().ok();
+                // The engine stamps a line when it copies it, which may come a little
+                // before the start time it records: half a second of slack, far less than
+                // the backoff between two starts.
                 let current = match (at, since) {
-                    (Some(at), Some(since)) => at >= since,
+                    (Some(at), Some(since)) => at + chrono::Duration::milliseconds(500) >= since,
                     _ => true,
                 };
                 let message = message.trim_end();
