@@ -11,7 +11,7 @@ use clap::Args;
 
 use super::probe::{ProbeSettings, Prober};
 use super::services::{self, Desired};
-use super::settings::{MonitorSettings, PREFIX};
+use super::settings::{MasterSettings, MonitorSettings, PREFIX};
 use super::{Monitor, MonitorError, verdict};
 use crate::context::Context;
 use crate::ha::{HaConfig, NodeType};
@@ -40,6 +40,7 @@ pub struct ManageArgs {
 pub async fn run(ctx: &Context, _args: MonitorArgs) -> Result<ExitCode, MonitorError> {
     let env = ctx.env()?;
     let settings = MonitorSettings::load(&env)?;
+    let master = MasterSettings::load(&env)?;
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -51,7 +52,9 @@ pub async fn run(ctx: &Context, _args: MonitorArgs) -> Result<ExitCode, MonitorE
     // A round may take its interval plus the probes' timeouts; three missed rounds and ten
     // seconds more mean the loop is stuck.
     let heartbeat = crate::http::Heartbeat::new(settings.interval * 3 + Duration::from_secs(10));
-    let monitor = Monitor::new(ctx.clone(), settings).with_heartbeat(heartbeat.clone());
+    let monitor = Monitor::new(ctx.clone(), settings)
+        .with_master_settings(master)
+        .with_heartbeat(heartbeat.clone());
     let checked = monitor.preflight().await?;
     let http = crate::http::start(&env, &ctx.paths, heartbeat).await?;
     let result = monitor.run_checked(checked, shutdown).await;

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::ha::NodeType;
+use crate::monitor::peer::PeerStatus;
 use crate::monitor::probe::RoundReport;
 use crate::monitor::services::KeeperStatus;
 use crate::monitor::verdict::{Counters, Verdict};
@@ -207,6 +208,16 @@ pub struct MonitorDoc {
     pub services: Option<KeeperStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hourly: Vec<HourlyRun>,
+    /// On a master: what its slave is doing (standby or active), from the SIP probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerStatus>,
+    /// On a master: why the replication and the sync do not run now (the slave is active).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs_held: Option<String>,
+    /// On a master: when the last successful replication started. The slave's configuration
+    /// lag (`xivo_ha_config_lag_seconds`) is the time since then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicated_at: Option<DateTime<Utc>>,
     /// ha.conf could not be read again: the monitor keeps its previous role.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_error: Option<String>,
@@ -232,6 +243,9 @@ impl MonitorDoc {
             counters: None,
             services: None,
             hourly: Vec::new(),
+            peer: None,
+            jobs_held: None,
+            replicated_at: None,
             config_error: None,
             peer_refused: None,
             updated_at,
@@ -577,6 +591,17 @@ mod tests {
                 last_action_at: Some(at("2026-11-25T11:00:01Z")),
             }),
             hourly: vec![hourly("replication", false), hourly("sync", true)],
+            peer: Some(PeerStatus {
+                address: "192.0.2.20".parse().unwrap(),
+                state: crate::monitor::peer::PeerState::Active,
+                since: Some(at("2026-11-25T10:59:00Z")),
+                last_answer_at: Some(at("2026-11-25T11:00:01Z")),
+                last_silence_at: None,
+                reachable: true,
+                failbacks: 2,
+            }),
+            jobs_held: Some("the slave is active".into()),
+            replicated_at: Some(at("2026-11-25T10:58:00Z")),
             config_error: Some("ha.conf: unreadable".into()),
             peer_refused: None,
             updated_at: at("2026-11-25T11:00:02Z"),
@@ -586,6 +611,7 @@ mod tests {
         assert_eq!(json["services"]["desired"], "running");
         assert_eq!(json["services"]["failed_starts"][0]["exit_code"], 3);
         assert_eq!(json["hourly"][0]["job"], "replication");
+        assert_eq!(json["peer"]["state"], "active");
         // A master's and a disabled node's document leave the slave's fields out.
         round_trip(&MonitorDoc {
             summary: "HA disabled: idle".into(),
