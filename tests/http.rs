@@ -4,95 +4,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::docker_lab::{docker, start_slave_lab};
+use common::monitor_process::*;
 use common::*;
-
-/// `xivo-ha monitor` as a child process, killed on drop.
-struct MonitorProcess {
-    child: Child,
-    base: String,
-}
-
-impl MonitorProcess {
-    fn start(root: &Path, port: u16) -> MonitorProcess {
-        let mut command = Command::new(xivo_ha_bin());
-        for (key, _) in std::env::vars() {
-            if key.starts_with("XIVO_HA_") {
-                command.env_remove(key);
-            }
-        }
-        let child = command
-            .arg("--root")
-            .arg(root)
-            .arg("monitor")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("xivo-ha monitor starts");
-        MonitorProcess {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let response = reqwest::get(format!("{}{path}", self.base)).await.ok()?;
-        let status = response.status().as_u16();
-        Some((status, response.text().await.ok()?))
-    }
-
-    /// Waits until `/healthz` answers 200.
-    async fn wait_healthy(&self) {
-        wait_for(
-            "/healthz to answer 200",
-            Duration::from_secs(10),
-            async || self.get("/healthz").await.map(|(status, _)| status) == Some(200),
-        )
-        .await;
-    }
-
-    async fn metrics(&self) -> String {
-        self.get("/metrics")
-            .await
-            .map(|(_, body)| body)
-            .unwrap_or_default()
-    }
-
-    /// Waits until `/metrics` has a line equal to `line`.
-    async fn wait_metric(&self, line: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let text = self.metrics().await;
-            if text.lines().any(|l| l == line) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no `{line}` within {timeout:?} in:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for MonitorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_status_follow_a_failover() {

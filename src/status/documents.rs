@@ -214,6 +214,9 @@ pub struct MonitorDoc {
     /// On a master: why the replication and the sync do not run now (the slave is active).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs_held: Option<String>,
+    /// On a master: runs skipped because the slave was active, since the monitor started.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub jobs_skipped: u64,
     /// On a master: when the last successful replication started. The slave's configuration
     /// lag (`xivo_ha_config_lag_seconds`) is the time since then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,6 +229,10 @@ pub struct MonitorDoc {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_refused: Option<String>,
     pub updated_at: DateTime<Utc>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl MonitorDoc {
@@ -245,6 +252,7 @@ impl MonitorDoc {
             hourly: Vec::new(),
             peer: None,
             jobs_held: None,
+            jobs_skipped: 0,
             replicated_at: None,
             config_error: None,
             peer_refused: None,
@@ -601,6 +609,7 @@ mod tests {
                 failbacks: 2,
             }),
             jobs_held: Some("the slave is active".into()),
+            jobs_skipped: 3,
             replicated_at: Some(at("2026-11-25T10:58:00Z")),
             config_error: Some("ha.conf: unreadable".into()),
             peer_refused: None,

@@ -1,9 +1,9 @@
 //! Fixtures shared by the black-box tests, one submodule each: `db` (a fresh XiVO `asterisk`
 //! database per test in the real PostgreSQL), `dbreplic` (DB Replic's whole pipeline: source,
 //! reporting database, Elasticsearch stand-in, settings, the running component), `docker_lab`
-//! (the slave's Docker lab), `es_server` (the Elasticsearch stand-in), `cluster` (a PostgreSQL
-//! server on a test host), `smtp` (a real SMTP server storing what it receives), `sshd` and
-//! `testhost`;
+//! (the slave's Docker lab), `es_server` (the Elasticsearch stand-in), `monitor_process`
+//! (`xivo-ha monitor` as a process with its HTTP endpoint), `cluster` (a PostgreSQL server on
+//! a test host), `smtp` (a real SMTP server storing what it receives), `sshd` and `testhost`;
 //! here, temporary node roots, the `xivo-ha` binary and waiting for an event.
 //!
 //! Every test file says `mod common;`; a fixture some test binaries do not use is not dead code.
@@ -14,6 +14,7 @@ pub mod db;
 pub mod dbreplic;
 pub mod docker_lab;
 pub mod es_server;
+pub mod monitor_process;
 pub mod smtp;
 pub mod sshd;
 pub mod testhost;

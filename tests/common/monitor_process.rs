@@ -1,0 +1,99 @@
+//! `xivo-ha monitor` as a child process with its HTTP endpoint, for the tests that read
+//! `/metrics` and `/status` over real HTTP.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{clear_xivo_env, wait_for, xivo_ha_bin};
+
+/// `xivo-ha monitor` as a child process, killed on drop.
+pub struct MonitorProcess {
+    pub child: Child,
+    pub base: String,
+}
+
+impl MonitorProcess {
+    pub fn start(root: &Path, port: u16) -> MonitorProcess {
+        MonitorProcess::start_with_db(root, port, None)
+    }
+
+    /// The same with `--db <db>` (the local configuration database); its log goes to
+    /// `<root>/monitor.log` when a database is given.
+    pub fn start_with_db(root: &Path, port: u16, db: Option<&str>) -> MonitorProcess {
+        let mut command = Command::new(xivo_ha_bin());
+        clear_xivo_env(&mut command);
+        command.arg("--root").arg(root);
+        let stderr = match db {
+            Some(db) => {
+                command.arg("--db").arg(db);
+                Stdio::from(std::fs::File::create(root.join("monitor.log")).unwrap())
+            }
+            None => Stdio::null(),
+        };
+        let child = command
+            .arg("monitor")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("xivo-ha monitor starts");
+        MonitorProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = reqwest::get(format!("{}{path}", self.base)).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    /// Waits until `/healthz` answers 200.
+    pub async fn wait_healthy(&self) {
+        wait_for(
+            "/healthz to answer 200",
+            Duration::from_secs(10),
+            async || self.get("/healthz").await.map(|(status, _)| status) == Some(200),
+        )
+        .await;
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// Waits until `/metrics` has a line equal to `line`.
+    pub async fn wait_metric(&self, line: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.metrics().await;
+            if text.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `{line}` within {timeout:?} in:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for MonitorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
