@@ -1,60 +1,36 @@
-//! The master's monitor against a real slave database and a slave SIP stand-in on loopback:
-//! `xivo-ha monitor` runs as a process on a master whose slave is 127.0.0.1 (its configuration
-//! database another database of the test PostgreSQL, its Asterisk the `xivo-ha-sip-standin`
-//! binary). While the slave answers SIP the master must not replicate; it must replicate right
+//! The master's monitor against a real slave on a test host (a network namespace of the
+//! test's own): `xivo-ha monitor` runs as a process on a master whose slave is the test host
+//! (its configuration database a PostgreSQL server there, its Asterisk the
+//! `xivo-ha-sip-standin` binary there). While the slave answers SIP the master must not replicate; it must replicate right
 //! after the slave stops answering (the failback), and then every interval; status and
 //! `/metrics` show the slave's state and the configuration lag.
 
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
+use common::cluster::start_cluster_on;
 use common::monitor_process::*;
+use common::testhost::TestHost;
 use common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// The slave's Asterisk: the SIP stand-in on a loopback port, killed on drop.
-struct SlaveSip {
-    child: Child,
+/// The slave's Asterisk: the SIP stand-in on the test host, answering; returns its pid.
+fn start_slave_sip(host: &mut TestHost) -> u32 {
+    let mut command = host.command(env!("CARGO_BIN_EXE_xivo-ha-sip-standin"));
+    command
+        .args(["--sip-port", "5060"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    host.spawn(command)
 }
 
-impl SlaveSip {
-    fn start(port: u16, silent: bool) -> SlaveSip {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xivo-ha-sip-standin"));
-        command.args(["--sip-port", &port.to_string()]);
-        if silent {
-            command.arg("--silent");
-        }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the SIP stand-in starts");
-        SlaveSip { child }
-    }
-
-    /// SIGUSR1: SIP silent, or answering again (the process stays up).
-    fn toggle(&self) {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGUSR1).unwrap();
-    }
-}
-
-impl Drop for SlaveSip {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// SIGUSR1: SIP silent, or answering again (the process stays up).
+fn toggle_sip(pid: u32) {
+    kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).unwrap();
 }
 
 fn monitor_doc(root: &Path) -> serde_json::Value {
@@ -64,8 +40,8 @@ fn monitor_doc(root: &Path) -> serde_json::Value {
         .unwrap_or_default()
 }
 
-async fn has_user(db: &TestDb, uuid: &str) -> bool {
-    let client = db.client().await;
+async fn has_user(db: &str, uuid: &str) -> bool {
+    let client = connect(db).await;
     let rows = client
         .query("SELECT 1 FROM userfeatures WHERE uuid = $1", &[&uuid])
         .await
@@ -85,8 +61,8 @@ async fn add_user(db: &TestDb, uuid: &str) {
 }
 
 /// The slave's bookkeeping of what it last received (empty before the first replication).
-async fn slave_fingerprints(slave: &TestDb) -> Vec<(String, String)> {
-    let client = slave.client().await;
+async fn slave_fingerprints(slave: &str) -> Vec<(String, String)> {
+    let client = connect(slave).await;
     client
         .query(
             "SELECT table_name, fingerprint FROM xivo_ha.replication_fingerprint ORDER BY 1",
@@ -99,39 +75,53 @@ async fn slave_fingerprints(slave: &TestDb) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_master_holds_its_jobs_while_the_slave_serves_and_replicates_at_the_failback() {
-    let (master, slave) = tokio::join!(TestDb::create(), TestDb::create());
+    let master = TestDb::create().await;
+    let mut host = TestHost::create();
+    let cluster = start_cluster_on(&host);
+    let admin = connect(&cluster.socket_url("postgres")).await;
+    admin
+        .batch_execute("CREATE DATABASE asterisk ENCODING 'UTF8' TEMPLATE template0")
+        .await
+        .unwrap();
+    let slave = cluster.socket_url("asterisk");
+    let client = connect(&slave).await;
+    client.batch_execute(SCHEMA_SQL).await.unwrap();
+    client.batch_execute(DATA_SQL).await.unwrap();
+    drop(client);
     let root = tempfile::tempdir().unwrap();
-    let (http_port, sip_port) = (free_port(), free_udp_port());
+    let http_port = free_port();
     std::fs::create_dir_all(root.path().join("etc/xivo")).unwrap();
     std::fs::write(
         root.path().join("etc/xivo/ha.conf"),
-        r#"{"node_type": "master", "remote_address": "127.0.0.1"}"#,
+        format!(
+            r#"{{"node_type": "master", "remote_address": "{}"}}"#,
+            host.ip
+        ),
     )
     .unwrap();
     write_custom_env(
         root.path(),
         &format!(
-            "XIVO_HA_SLAVE_DB_NAME={}\nXIVO_HA_SLAVE_DB_PORT={}\n\
+            "XIVO_HA_SLAVE_DB_PORT={}\n\
              XIVO_HA_REPLICATION_INTERVAL_S=1\n\
              XIVO_HA_MONITOR_INTERVAL_MS=200\nXIVO_HA_MONITOR_SIP_TIMEOUT_MS=150\n\
              XIVO_HA_MONITOR_TCP_TIMEOUT_MS=150\nXIVO_HA_MONITOR_ICMP_TIMEOUT_MS=150\n\
-             XIVO_HA_MONITOR_SIP_PORT={sip_port}\nXIVO_HA_MONITOR_PG_PORT={}\n\
+             XIVO_HA_MONITOR_PG_PORT={}\n\
              XIVO_HA_MONITOR_DOWN_AFTER=2\nXIVO_HA_MONITOR_UP_AFTER=3\n\
              XIVO_HA_HTTP_LISTEN=127.0.0.1:{http_port}\n\
              XIVO_HA_SSH_PORT={}\nXIVO_HA_SSH_CONNECT_TIMEOUT=1\n\
              XIVO_HA_SYNC_REMOTE_ROOT={}\n",
-            slave.name,
-            pg_port(),
-            pg_port(),
-            // Nothing listens there: the sync that follows the failback fails at once, and
-            // never reaches this machine's own sshd.
+            cluster.port,
+            cluster.port,
+            // Nothing listens there on the test host: the sync that follows the failback
+            // fails at once.
             free_port(),
             root.path().join("slave-root").display(),
         ),
     );
 
     // The slave serves (a failover in progress) when the master's monitor starts.
-    let sip = SlaveSip::start(sip_port, false);
+    let sip = start_slave_sip(&mut host);
     let monitor = MonitorProcess::start_with_db(root.path(), http_port, Some(&master.url()));
     monitor.wait_healthy().await;
     monitor
@@ -167,12 +157,12 @@ async fn the_master_holds_its_jobs_while_the_slave_serves_and_replicates_at_the_
     );
     let status = stdout(&xivo_ha(root.path(), &master.url(), &["status"]));
     assert!(
-        status.contains("slave 127.0.0.1 active") && status.contains("held"),
+        status.contains(&format!("slave {} active", host.ip)) && status.contains("held"),
         "{status}"
     );
 
     // The failback: the slave's Asterisk goes silent, the master replicates at once.
-    sip.toggle();
+    toggle_sip(sip);
     wait_for(
         "the user made on the master during the failover on the slave",
         Duration::from_secs(15),
@@ -206,13 +196,13 @@ async fn the_master_holds_its_jobs_while_the_slave_serves_and_replicates_at_the_
     assert!((0.0..30.0).contains(&lag), "{lag}");
     let status = stdout(&xivo_ha(root.path(), &master.url(), &["status"]));
     assert!(
-        status.contains("slave 127.0.0.1 standby")
+        status.contains(&format!("slave {} standby", host.ip))
             && status.contains("the slave's configuration is the master's of"),
         "{status}"
     );
 
     // The slave serves again: the fingerprints it holds stay while it does.
-    sip.toggle();
+    toggle_sip(sip);
     monitor
         .wait_metric("xivo_ha_peer_active 1", Duration::from_secs(5))
         .await;

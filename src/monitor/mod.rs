@@ -741,7 +741,7 @@ fn observe_peer(peer: &mut PeerRun, report: &RoundReport) -> bool {
 /// written every few seconds).
 fn state_key(state: &MonitorDoc) -> String {
     format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         state.node_type,
         state.peer.as_ref().map(|p| p.state),
         state.jobs_held,
