@@ -364,9 +364,7 @@ pub async fn run(
                 }
             }
             Step::Skip(trigger) => {
-                let reason = format!(
-                    "replication and sync held: the slave is active (it serves calls: a failover is in progress); they run when it is standby again"
-                );
+                let reason = "replication and sync held: the slave is active (it serves calls: a failover is in progress); they run when it is standby again".to_owned();
                 if !holding || trigger == Trigger::Hour {
                     tracing::warn!("{trigger} run skipped: {reason}");
                 }
