@@ -7,13 +7,16 @@
 //! Each cycle breaks the master one way (stopped, paused, or SIP silent with the container up),
 //! measures from just before the command to both slave containers running (failover), keeps it
 //! broken until the hold-down has passed, brings it back and measures from the end of that
-//! command to both slave containers stopped (failback).
+//! command to both slave containers stopped (failback). Then one failback with a call held on
+//! the slave for 20 s after the master's return: `drain_s` is the time from the call's end to
+//! the exit of the slave's Asterisk (drained with `core stop gracefully`, no call cut).
 //!
 //! Prints `name=value` lines; the last one is the summary.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,6 +25,7 @@ use common::docker_lab::*;
 use xivo_ha::context::Context;
 use xivo_ha::monitor::Monitor;
 use xivo_ha::monitor::settings::MonitorSettings;
+use xivo_ha::monitor::witness::{Witness, Witnesses};
 
 /// Failover/failback cycles (`XIVO_HA_BENCH_CYCLES` to change; the goal asks for 10 or more).
 const CYCLES: usize = 12;
@@ -91,6 +95,8 @@ fn main() {
     // The defaults, except which containers to act on.
     let settings = MonitorSettings {
         containers: vec![asterisk.clone(), monit.clone()],
+        // Loopback as the witness: the default (this machine's gateway) is no test address.
+        witnesses: Witnesses::List(vec![Witness::Icmp(Ipv4Addr::LOCALHOST.into())]),
         ..MonitorSettings::default()
     };
     let hold_down = settings.hold_down;
@@ -143,6 +149,22 @@ fn main() {
         failbacks.push(failback);
     }
 
+    // A failback with a call: held on the slave's Asterisk for 20 s after the master's return,
+    // then ended; drain_s is the time from its end to the container's exit.
+    docker(&["stop", "-t", "0", &master]);
+    lab.wait_state(&services, "running", long);
+    docker(&["exec", &asterisk, "asterisk", "-rx", "standin call start"]);
+    std::thread::sleep(hold_down + Duration::from_millis(500));
+    docker(&["start", &master]);
+    std::thread::sleep(Duration::from_secs(20));
+    assert_eq!(lab.state(&asterisk), "running", "the call was cut");
+    let ended = Instant::now();
+    docker(&["exec", &asterisk, "asterisk", "-rx", "standin call end"]);
+    lab.wait_state(&[asterisk.as_str()], "exited", long);
+    let drain = ended.elapsed().as_secs_f64();
+    println!("drain_s={drain:.2}");
+    lab.wait_state(&services, "exited", long);
+
     // 30 % loss both ways on the master's link; the master stays up: any verdict change is a
     // flap, and the slave's services must stay down.
     lossy_link(lab.pid(&master), 30);
@@ -194,7 +216,7 @@ fn main() {
     drop(lab);
 
     println!(
-        "failover_p50_s={:.2} failover_max_s={:.2} failback_p50_s={:.2} flaps={flaps}",
+        "failover_p50_s={:.2} failover_max_s={:.2} failback_p50_s={:.2} flaps={flaps} drain_s={drain:.2}",
         percentile(&failovers, 50.0),
         failovers.iter().cloned().fold(0.0, f64::max),
         percentile(&failbacks, 50.0),

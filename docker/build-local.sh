@@ -62,6 +62,10 @@ links=()
 for link in "$names_dir"/*; do
   links+=("/usr/local/bin/$(basename "$link")=xivo-ha")
 done
+# The stand-in's remote console under Asterisk's name (`asterisk -rx`, the failback's drain).
+if [ -x "$standin" ]; then
+  links+=("/usr/local/bin/asterisk=xivo-ha-sip-standin")
+fi
 
 XIVO_HA_VERSION=$version scripts/scratch-image.sh "$tag" "${executables[@]}" --links "${links[@]}" >/dev/null
 docker tag "$tag" "$repository:latest"

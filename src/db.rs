@@ -18,11 +18,13 @@ pub enum DbError {
         "the {purpose} database setting is not a valid PostgreSQL URL or key=value string: {reason}"
     )]
     BadUrl { purpose: String, reason: String },
-    #[error("cannot connect to the {purpose} database ({target}): {reason}")]
+    #[error("cannot connect to the {purpose} database ({target}): {reason}{}", hint.as_deref().map(|h| format!(": {h}")).unwrap_or_default())]
     Connect {
         purpose: String,
         target: String,
         reason: String,
+        /// What to do, when the cause says it ([`connect_hint`]); else the caller's own hint.
+        hint: Option<String>,
     },
     #[error("cannot read the CA file {path} given by XIVO_HA_PG_CA_FILE: {reason}")]
     CaFile { path: String, reason: String },
@@ -84,6 +86,7 @@ impl DbTarget {
             purpose: self.purpose.clone(),
             target: self.describe(),
             reason: error_reason(&e),
+            hint: connect_hint(&e, &self.config),
         };
         let client = if self.config.get_ssl_mode() == SslMode::Require {
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config()?);
@@ -108,6 +111,48 @@ where
             tracing::debug!(%target, error = %e, "database connection closed");
         }
     });
+}
+
+impl DbError {
+    /// The specific hint of a failed connection, when its cause gave one.
+    pub fn connect_hint(&self) -> Option<&str> {
+        match self {
+            DbError::Connect { hint, .. } => hint.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// What to do about a failed connection when its cause says it: no route to the address, or a
+/// role without CONNECT on the database. `None` for the others (refused, timed out, refused by
+/// pg_hba.conf, ...), where the caller's hint about the address and pg_hba.conf applies.
+fn connect_hint(error: &tokio_postgres::Error, config: &Config) -> Option<String> {
+    if let Some(db) = error.as_db_error() {
+        if *db.code() != tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE {
+            return None;
+        }
+        let user = config.get_user().unwrap_or("postgres");
+        let dbname = config.get_dbname().unwrap_or(user);
+        return Some(format!(
+            "the role `{user}` lacks the CONNECT privilege on database `{dbname}`: on that server, \
+             GRANT CONNECT ON DATABASE \"{dbname}\" TO \"{user}\""
+        ));
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{HostUnreachable, NetworkUnreachable};
+            if matches!(io.kind(), NetworkUnreachable | HostUnreachable) {
+                return Some(
+                    "this node has no route to that address: check the address and this node's \
+                     routes (`ip route get <address>`)"
+                        .to_owned(),
+                );
+            }
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// The most specific reason tokio-postgres gives: the server's message when there is one.

@@ -48,10 +48,10 @@ impl Error {
             Error::Ha(e) => matches!(e, HaError::Usage(_)),
             Error::Links(e) => e.is_usage(),
             Error::Monitor(e) => matches!(e, MonitorError::Usage(_)),
+            Error::Replication(e) => matches!(e, ReplicationError::BadSlaveIp(_)),
             Error::DbReplic(_)
             | Error::File(_)
             | Error::Monit(_)
-            | Error::Replication(_)
             | Error::Settings(_)
             | Error::Sync(_) => false,
         };

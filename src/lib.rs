@@ -15,7 +15,9 @@
 //! - [`net`]: this host's interfaces and subnets, TCP reachability checks.
 //! - [`fsutil`]: atomic file writes and file errors a user can act on.
 //! - [`backoff`]: the one backoff between retries (0.5 s doubling to 30 s, with jitter).
+//! - [`node_id`]: this node's identity (128 random bits made once under `/var/lib/xivo-ha`).
 //! - [`secret`]: passwords and URLs holding one, printed as `***`.
+//! - [`throttle`]: a recurring warning logged once, then at most once per interval.
 //! - [`ha`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
 //! - [`sync`]: file sync master → slave over SSH (`sync`, `sync -i`, `sync --back`).
 //! - [`dbreplic`]: DB Replic: cel and queue_log to XiVO CC's reporting PostgreSQL and
@@ -50,11 +52,13 @@ pub mod maintenance;
 pub mod monit;
 pub mod monitor;
 pub mod net;
+pub mod node_id;
 pub mod paths;
 pub mod replication;
 pub mod secret;
 pub mod settings;
 pub mod status;
 pub mod sync;
+pub mod throttle;
 
 pub use error::{Error, Result};

@@ -69,6 +69,11 @@ impl Paths {
     pub fn state_dir(&self) -> PathBuf {
         self.under("/var/lib/xivo-ha")
     }
+
+    /// This node's identity, made once on the node itself (see [`crate::node_id`]).
+    pub fn node_id(&self) -> PathBuf {
+        self.state_dir().join("node-id")
+    }
 }
 
 #[cfg(test)]

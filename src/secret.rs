@@ -27,15 +27,15 @@ impl Secret {
         &self.0
     }
 
-    /// For a secret that is a URL: the URL with its credentials (`user:password@`) replaced
-    /// by `***`, for an error message about the URL. A value without credentials is shown
+    /// For a secret that is a URL: the URL with its credentials (`user:password@`, with or
+    /// without a scheme before them) replaced by `***`, for an error message about the URL. A value without credentials is shown
     /// as it is: only call this on a URL setting, never on a password.
     pub fn masked_url(&self) -> String {
         let url = &self.0;
-        match (url.find("://"), url.rfind('@')) {
-            (Some(scheme_end), Some(at)) if at > scheme_end => {
-                format!("{}{MASK}@{}", &url[..scheme_end + 3], &url[at + 1..])
-            }
+        // Without a scheme (`user:pass@host:9200`), everything before the `@` is credentials.
+        let start = url.find("://").map_or(0, |scheme_end| scheme_end + 3);
+        match url.rfind('@') {
+            Some(at) if at >= start => format!("{}{MASK}@{}", &url[..start], &url[at + 1..]),
             _ => url.clone(),
         }
     }
@@ -90,6 +90,7 @@ mod tests {
         );
         assert_eq!(masked("http://a@b:s3c@ret@es:9200"), "http://***@es:9200");
         assert_eq!(masked("http://es:9200"), "http://es:9200");
+        assert_eq!(masked("elastic:s3cret@es:9200"), "***@es:9200");
         assert_eq!(masked("not a url"), "not a url");
     }
 }

@@ -14,6 +14,10 @@ use common::*;
 const DEAD_SLAVE: &str = "postgresql://asterisk@127.0.0.1:1/asterisk?connect_timeout=2";
 
 fn failed_replication(root: &std::path::Path, master: &TestDb, smtp: &str) -> std::process::Output {
+    // <slave_ip> is data only (--target-db says where the data goes), and the SMTP server is on
+    // this machine's loopback: a test host's address, which `configure` accepts.
+    let host = common::testhost::TestHost::create();
+    let slave_ip = host.ip.to_string();
     xivo_ha_env(
         root,
         &master.url(),
@@ -22,7 +26,7 @@ fn failed_replication(root: &std::path::Path, master: &TestDb, smtp: &str) -> st
             ("XIVO_HA_ALERT_TO", "root@localhost, ops@localhost"),
             ("XIVO_HA_ALERT_FROM", "xivo-ha@xivo1.test"),
         ],
-        &["db-replication", "127.0.0.1", "--target-db", DEAD_SLAVE],
+        &["db-replication", &slave_ip, "--target-db", DEAD_SLAVE],
     )
 }
 

@@ -166,6 +166,32 @@ async fn elasticsearch_failing_for_a_while_holds_nothing_back_and_loses_nothing(
     assert!(es.failed_items() > 0 && es.failed_requests() > 0);
 }
 
+/// Items that Elasticsearch refused, then took on the sink's own retry: the sink is `ok`
+/// again, its error cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticsearch_items_retried_successfully_leave_the_sink_ok() {
+    let p = start_pipeline("IS_HA_SLAVE=true\n").await;
+    p.es.push_faults([Fault::ItemErrors {
+        status: 429,
+        every: 1,
+    }]);
+    p.run_until_idle().await.unwrap();
+    assert_eq!(p.es.faults_left(), 0);
+    assert!(p.es.failed_items() > 0);
+    p.assert_exactly_once().await;
+    let state = p.state();
+    // Whichever table's request met the fault.
+    for table in ["cel", "queue_log"] {
+        let sink = &state["tables"][table]["elasticsearch"];
+        assert_eq!(sink["state"], "ok", "{state:#}");
+        assert!(sink["last_error"].is_null(), "{state:#}");
+    }
+    assert!(
+        !state["summary"].as_str().unwrap().contains("retrying"),
+        "{state:#}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_request_stops_only_the_elasticsearch_sink() {
     let p = start_pipeline("IS_HA_SLAVE=true\n").await;
@@ -270,6 +296,59 @@ async fn killing_the_binary_mid_batch_and_restarting_loses_and_duplicates_nothin
         "{}",
         stdout(&status)
     );
+}
+
+/// A custom.env saved by a Windows editor (byte-order mark), a quoted value with a comment
+/// after it and a boolean in capitals: read as meant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bom_a_commented_quoted_value_and_a_capitalised_boolean_are_read() {
+    let p = start_pipeline("IS_HA_SLAVE=TRUE\nDB_REPLIC_BATCH_ROWS='500' # rows per batch\n").await;
+    p.insert_cel(1200).await;
+    p.enable_xc();
+    write_custom_env(p.root(), &format!("\u{feff}{}", p.env_text()));
+    let output = xivo_ha(
+        p.root(),
+        &p.source.url(),
+        &["db-replic", "--exit-when-idle"],
+    );
+    assert_success(&output);
+    assert_eq!(p.state()["mode"], "HA mode", "{}", p.state_text());
+    p.assert_exactly_once().await;
+}
+
+/// "permission denied for database" is about the role's CONNECT privilege, not the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_without_connect_is_told_to_grant_it() {
+    let role = format!("no_connect_{}", std::process::id());
+    let p = start_pipeline(&format!("IS_HA_SLAVE=true\nREPORTING_DB_USER={role}\n")).await;
+    p.reporting
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             DO $$ BEGIN
+               EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', current_database());
+             END $$"
+        ))
+        .await
+        .unwrap();
+    let runner = p.start_db_replic();
+    wait_for(
+        "status to show the PostgreSQL sink's error",
+        Duration::from_secs(20),
+        async || p.state_text().contains("permission denied for database"),
+    )
+    .await;
+    let _ = runner.stop().await;
+    p.reporting
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .unwrap();
+    let state = p.state_text();
+    assert!(
+        state.contains(&format!("the role `{role}` lacks the CONNECT privilege"))
+            && state.contains("GRANT CONNECT ON DATABASE"),
+        "{state}"
+    );
+    assert!(!state.contains("REPORTING_DB_HOST"), "{state}");
 }
 
 /// A PostgreSQL cluster of its own, to stop and restart: initdb + pg_ctl as user postgres, on
@@ -492,6 +571,21 @@ fn malformed_env_files_are_one_line_naming_variable_and_line() {
         // Nothing started.
         assert!(!root.path().join("var/log/xivo-db-replication").exists());
         assert!(!root.path().join("var/lib/xivo-ha/dbreplic.json").exists());
+    }
+}
+
+/// `user:pass@host:9200` (no `http://`) is refused without the password in any message.
+#[test]
+fn elasticsearch_credentials_without_a_scheme_are_masked_in_every_message() {
+    let root =
+        enabled_root("REPORTING_DB_HOST=127.0.0.1\nELASTICSEARCH=elastic:s3cretpw@es:9200\n");
+    for args in [&["db-replic"][..], &["doctor"], &["doctor", "--json"]] {
+        // No network and no database: only the settings are looked at.
+        let output = xivo_ha_isolated(root.path(), "host=/nonexistent dbname=asterisk", args);
+        assert!(!output.status.success(), "{args:?}");
+        let said = format!("{}{}", stdout(&output), stderr(&output));
+        assert!(said.contains("`***@es:9200`"), "{args:?}: {said}");
+        assert!(!said.contains("s3cretpw"), "{args:?}: {said}");
     }
 }
 

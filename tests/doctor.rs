@@ -9,15 +9,6 @@ use common::*;
 use serde_json::Value;
 use xivo_ha::doctor::{Level, checks};
 
-fn write_ha_conf(root: &Path, node_type: &str, peer: &str) {
-    std::fs::create_dir_all(root.join("etc/xivo")).unwrap();
-    std::fs::write(
-        root.join("etc/xivo/ha.conf"),
-        format!(r#"{{"node_type": "{node_type}", "remote_address": "{peer}"}}"#),
-    )
-    .unwrap();
-}
-
 fn finding<'a>(report: &'a Value, check: &str) -> &'a Value {
     report["findings"]
         .as_array()
@@ -75,6 +66,16 @@ async fn a_slave_with_xivo_defaults_is_told_what_to_fix() {
     assert!(
         !found.contains("Provider 1"),
         "Provider 1 uses the default expiry (120 s): {found}"
+    );
+    // No witness configured and, in this namespace, no default route: said.
+    let witnesses = finding(&report, "witnesses");
+    assert_eq!(witnesses["level"], "failed", "{witnesses}");
+    assert!(
+        witnesses["found"]
+            .as_str()
+            .unwrap()
+            .contains("no witness configured and no default route"),
+        "{witnesses}"
     );
     let plugins = finding(&report, "provd-plugins");
     assert_eq!(plugins["level"], "failed");
@@ -246,7 +247,9 @@ fn a_slave_checks_its_master_and_its_telephony_containers() {
     // The doctor with XiVO's settings, not the monitor's short rounds.
     write_custom_env(
         r,
-        &format!("XIVO_HA_MONITOR_CONTAINERS={asterisk},{missing}\n"),
+        &format!(
+            "XIVO_HA_MONITOR_CONTAINERS={asterisk},{missing}\nXIVO_HA_MONITOR_WITNESSES=127.0.0.1\n"
+        ),
     );
     let run = || {
         let output = xivo_ha(
@@ -274,6 +277,7 @@ fn a_slave_checks_its_master_and_its_telephony_containers() {
 
     let report = run();
     assert_eq!(finding(&report, "master-icmp")["level"], "ok", "{report:#}");
+    assert_eq!(finding(&report, "witnesses")["level"], "ok", "{report:#}");
     let found = containers(&report);
     assert_eq!(found.len(), 2, "{found:?}");
     assert_eq!(found[0].0, "failed");
@@ -355,7 +359,7 @@ async fn db_replic_is_checked_where_it_is_enabled() {
             .contains("HA mode")
     );
 
-    let report = run(good.replace("IS_HA_SLAVE=true", "IS_HA_SLAVE=yes")).await;
+    let report = run(good.replace("IS_HA_SLAVE=true", "IS_HA_SLAVE=maybe")).await;
     let settings = finding(&report, "db-replic-settings");
     assert_eq!(settings["level"], "failed");
     assert!(

@@ -371,3 +371,171 @@ async fn a_master_needs_provds_default_config() {
     );
     assert_eq!(expiry(&db).await, expected("120", "3600", "60"));
 }
+
+fn provd_path(root: &Path) -> std::path::PathBuf {
+    root.join("var/lib/xivo-provd/jsondb/configs/default")
+}
+
+/// The temporary files xivo-ha leaves in `dir` (none, when it cleans up).
+fn temporaries(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".xivo-ha-"))
+        .collect()
+}
+
+/// provd runs as its own user: its document is 0644 `nobody:nogroup` on a XiVO.
+fn make_provds(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+fn mode_and_owner(path: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).unwrap();
+    (metadata.mode() & 0o7777, metadata.uid(), metadata.gid())
+}
+
+#[tokio::test]
+async fn a_read_only_etc_leaves_the_database_provd_and_ha_conf_as_they_were() {
+    let db = TestDb::create().await;
+    let root = node_root();
+    let r = root.path();
+    assert_success(&xivo_ha(r, &db.url(), &["configure", "disabled"]));
+    let ha_before = std::fs::read(r.join("etc/xivo/ha.conf")).unwrap();
+    let provd_before = std::fs::read(provd_path(r)).unwrap();
+
+    let output = xivo_ha_read_only(
+        r,
+        &r.join("etc"),
+        &db.socket_url(),
+        &["configure", "master", "192.0.2.20"],
+    );
+    assert!(!output.status.success(), "{}", stdout(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("etc/xivo") && message.contains("read-only"),
+        "{message}"
+    );
+    assert_eq!(
+        expiry(&db).await,
+        expected("120", "3600", "60"),
+        "database unchanged"
+    );
+    assert_eq!(std::fs::read(provd_path(r)).unwrap(), provd_before);
+    assert_eq!(
+        std::fs::read(r.join("etc/xivo/ha.conf")).unwrap(),
+        ha_before
+    );
+    assert!(!r.join("var/lib/xivo/is-primary").exists());
+    for dir in [provd_path(r).parent().unwrap(), &r.join("var/lib/xivo")] {
+        if dir.exists() {
+            assert_eq!(
+                temporaries(dir),
+                Vec::<String>::new(),
+                "in {}",
+                dir.display()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_sentinel_directory_leaves_everything_as_it_was() {
+    let db = TestDb::create().await;
+    let root = node_root();
+    let r = root.path();
+    std::fs::create_dir_all(r.join("var/lib/xivo")).unwrap();
+    let provd_before = std::fs::read(provd_path(r)).unwrap();
+    let output = xivo_ha_read_only(
+        r,
+        &r.join("var/lib/xivo"),
+        &db.socket_url(),
+        &["configure", "master", "192.0.2.20"],
+    );
+    assert!(!output.status.success(), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("var/lib/xivo"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(expiry(&db).await, expected("120", "3600", "60"));
+    assert_eq!(std::fs::read(provd_path(r)).unwrap(), provd_before);
+    assert!(!r.join("etc/xivo/ha.conf").exists());
+    assert_eq!(
+        temporaries(provd_path(r).parent().unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(temporaries(&r.join("etc/xivo")), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn provds_document_keeps_its_mode_and_owner() {
+    let db = TestDb::create().await;
+    let root = node_root();
+    let r = root.path();
+    make_provds(&provd_path(r));
+    assert_success(&xivo_ha_isolated(
+        r,
+        &db.socket_url(),
+        &["configure", "master", "192.0.2.20"],
+    ));
+    assert_eq!(provd(r)["registrar_backup"], "192.0.2.20");
+    assert_eq!(mode_and_owner(&provd_path(r)), (0o644, 65534, 65534));
+    assert_eq!(
+        temporaries(provd_path(r).parent().unwrap()),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn status_with_a_corrupt_ha_conf_shows_the_error_and_every_components_state() {
+    let db = TestDb::create().await;
+    let root = node_root();
+    let r = root.path();
+    // A replication that failed leaves its state document (nothing listens on port 1).
+    let output = xivo_ha(
+        r,
+        &db.url(),
+        &[
+            "db-replication",
+            "127.0.0.1",
+            "--target-db",
+            "host=127.0.0.1 port=1 user=postgres dbname=asterisk",
+        ],
+    );
+    assert!(!output.status.success());
+    let replication = stdout(&xivo_ha(r, &db.url(), &["status"]))
+        .lines()
+        .find(|line| line.starts_with("replication: "))
+        .expect("status shows the replication")
+        .to_owned();
+    std::fs::create_dir_all(r.join("etc/xivo")).unwrap();
+    std::fs::write(r.join("etc/xivo/ha.conf"), "{\"node_type\": \n").unwrap();
+
+    let output = xivo_ha(r, &db.url(), &["status"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("ha.conf:2:"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).lines().any(|line| line == replication),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = xivo_ha(r, &db.url(), &["status", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let status: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert!(
+        status["error"].as_str().unwrap().contains("ha.conf:2:"),
+        "{status}"
+    );
+    assert!(status["components"]["replication"].is_object(), "{status}");
+}

@@ -8,8 +8,21 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::docker_lab::{docker, start_slave_lab};
-use common::monitor_process::*;
+use common::monitor_process::{MonitorProcess, free_port};
 use common::*;
+
+/// A monitor on a node without HA (a temp root), its endpoint on a free loopback port.
+async fn start_bare_monitor() -> (tempfile::TempDir, MonitorProcess) {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_custom_env(
+        root.path(),
+        &format!("XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\n"),
+    );
+    let monitor = MonitorProcess::start(root.path(), port);
+    monitor.wait_healthy().await;
+    (root, monitor)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_status_follow_a_failover() {
@@ -78,24 +91,18 @@ async fn metrics_follow_a_replication_and_healthz_stays_up_while_idle() {
         .batch_execute("DELETE FROM dialaction")
         .await
         .unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let port = free_port();
-    write_custom_env(
-        root.path(),
-        &format!("XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\n"),
-    );
-    let monitor = MonitorProcess::start(root.path(), port);
-    monitor.wait_healthy().await;
+    let (root, monitor) = start_bare_monitor().await;
     assert!(!monitor.metrics().await.contains("job=\"replication\""));
 
-    let output = xivo_ha(
+    // 198.51.100.20 is data only (--target-db gives the slave): run in `unshare -n`.
+    let output = xivo_ha_isolated(
         root.path(),
-        &master_db.url(),
+        &master_db.socket_url(),
         &[
             "db-replication",
-            "127.0.0.2",
+            "198.51.100.20",
             "--target-db",
-            &slave_db.url(),
+            &slave_db.socket_url(),
         ],
     );
     assert_success(&output);
@@ -113,14 +120,14 @@ async fn metrics_follow_a_replication_and_healthz_stays_up_while_idle() {
     );
 
     // A failed run keeps the time of the last good one.
-    let output = xivo_ha(
+    let output = xivo_ha_isolated(
         root.path(),
-        &master_db.url(),
+        &master_db.socket_url(),
         &[
             "db-replication",
-            "127.0.0.2",
+            "198.51.100.20",
             "--target-db",
-            "host=127.0.0.1 port=1 user=postgres dbname=x",
+            "host=/nonexistent user=postgres dbname=x",
         ],
     );
     assert!(!output.status.success());
@@ -170,6 +177,31 @@ async fn a_busy_port_does_not_stop_the_monitor() {
         "{}",
         stderr(&output)
     );
+}
+
+/// ha.conf corrupted under a running monitor: `/status` gives the error and every
+/// component's last state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_with_a_corrupt_ha_conf_shows_the_error_and_the_components() {
+    let (root, monitor) = start_bare_monitor().await;
+    let state = root.path().join("var/lib/xivo-ha/monitor.json");
+    wait_for(
+        "the monitor to record its state",
+        Duration::from_secs(10),
+        async || state.exists(),
+    )
+    .await;
+    std::fs::create_dir_all(root.path().join("etc/xivo")).unwrap();
+    std::fs::write(root.path().join("etc/xivo/ha.conf"), "{\"node_type\": \n").unwrap();
+
+    let (code, body) = monitor.get("/status").await.unwrap();
+    assert_eq!(code, 500, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        status["error"].as_str().unwrap().contains("ha.conf:2:"),
+        "{status}"
+    );
+    assert!(status["components"]["monitor"].is_object(), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -325,11 +325,11 @@ async fn bad_input_is_one_clear_line_and_touches_nothing() {
 #[test]
 fn an_unreachable_docker_engine_is_retried_and_shown_never_fatal() {
     let root = tempfile::tempdir().unwrap();
-    slave_node(
-        root.path(),
-        "198.51.100.7".parse().unwrap(),
-        &fast_env(&["asterisk", "monit"]),
-    );
+    // No witness check: this namespace has no loopback up to answer (the check has its test).
+    let mut env = fast_env(&["asterisk", "monit"]);
+    env.retain(|(k, _)| *k != "XIVO_HA_MONITOR_WITNESSES");
+    env.push(("XIVO_HA_MONITOR_WITNESSES", "none".into()));
+    slave_node(root.path(), "198.51.100.7".parse().unwrap(), &env);
     let mut child = std::process::Command::new("unshare")
         .arg("-n")
         .arg(xivo_ha_bin())
@@ -788,4 +788,331 @@ fn a_failing_start_is_shown_and_retried_with_backoff() {
         gaps[1] >= 1.6 && gaps[2] >= 3.2 && gaps[2] > gaps[1],
         "the tries do not back off: {gaps:?}"
     );
+}
+
+/// A process of the test, killed when the test ends (also when it fails).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free port on this host for `bind` (the stand-in master binds it again).
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        std::net::UdpSocket::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    } else {
+        std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
+
+/// The split-brain guard with the slave's monitor inside a network namespace (a test host):
+/// the master is a stand-in on this machine's end of the link, the witness a TCP port there.
+/// Unplugging the slave's far end cuts it from both: it must not take over, and say so; with the
+/// link back and then the master gone while the witness answers, it takes over as before.
+#[test]
+fn a_slave_cut_off_from_master_and_witness_does_not_take_over() {
+    let mut lab = Lab::new(Path::new(env!("CARGO_BIN_EXE_xivo-ha-sip-standin")));
+    let asterisk = lab.service("asterisk", false);
+    let mut slave = common::testhost::TestHost::create();
+    let (sip_port, pg_port) = (free_port(true), free_port(false));
+    let mut master = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_xivo-ha-sip-standin"))
+            .args(["--sip-port", &sip_port.to_string()])
+            .args(["--tcp-port", &pg_port.to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let witness = std::net::TcpListener::bind((slave.gateway, 0)).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut env: Vec<(&str, String)> = fast_env(&[&asterisk])
+        .into_iter()
+        .filter(|(k, _)| *k != "XIVO_HA_MONITOR_WITNESSES")
+        .collect();
+    env.extend([
+        ("XIVO_HA_MONITOR_SIP_PORT", sip_port.to_string()),
+        ("XIVO_HA_MONITOR_PG_PORT", pg_port.to_string()),
+        (
+            "XIVO_HA_MONITOR_WITNESSES",
+            witness.local_addr().unwrap().to_string(),
+        ),
+    ]);
+    slave_node(root.path(), slave.gateway.into(), &env);
+    let log = root.path().join("monitor.log");
+    let mut command = slave.command(xivo_ha_bin().to_str().unwrap());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("XIVO_HA_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .arg("--root")
+        .arg(root.path())
+        .arg("monitor")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let monitor = slave.spawn(command);
+    let doc = |key: &str| state(root.path())[key].clone();
+    let summary = || {
+        std::fs::read_to_string(root.path().join("var/lib/xivo-ha/monitor.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|d| d["summary"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let long = Duration::from_secs(20);
+
+    // The master answers: the slave's services go down.
+    lab.wait_state(&[&asterisk], "exited", long);
+
+    // Cut off: the master looks down, but no witness answers either.
+    slave.unplug();
+    wait_for_blocking("the slave says it is isolated", long, || {
+        summary().contains("isolated: no witness answers, not taking over")
+    });
+    let rounds = doc("counters")["rounds"].as_u64().unwrap();
+    wait_for_blocking("five more rounds", long, || {
+        doc("counters")["rounds"].as_u64().unwrap() >= rounds + 5
+    });
+    assert_eq!(doc("verdict"), "down");
+    assert_eq!(
+        lab.state(&asterisk),
+        "exited",
+        "a cut-off slave never starts"
+    );
+    assert!(flag(root.path()));
+    assert!(
+        doc("isolated")["witnesses"]
+            .as_str()
+            .unwrap()
+            .contains("(tcp)"),
+        "{}",
+        doc("isolated")
+    );
+
+    // The network back: the master answers, the episode ends without a takeover.
+    slave.plug();
+    wait_for_blocking("the isolation ends", long, || {
+        let s = summary();
+        s.contains(" up since") && !s.contains("isolated")
+    });
+    assert_eq!(lab.state(&asterisk), "exited");
+
+    // The master gone, the witness answering: takeover as before.
+    master.0.kill().unwrap();
+    master.0.wait().unwrap();
+    lab.wait_state(&[&asterisk], "running", long);
+    assert_eq!(doc("verdict"), "down");
+    assert!(doc("isolated").is_null());
+    assert!(!flag(root.path()));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_for_blocking("the monitor stops", long, || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("monitor stopping")
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("isolated: no witness answers, not taking over")
+            .count(),
+        1,
+        "logged once per episode: {text}"
+    );
+    assert!(text.contains("network back after"), "{text}");
+}
+
+/// `asterisk -rx COMMAND` in the container `name` (the stand-in's remote console).
+fn asterisk_rx(name: &str, command: &str) -> String {
+    docker(&["exec", name, "asterisk", "-rx", command])
+}
+
+fn summary_of(root: &Path) -> String {
+    std::fs::read_to_string(root.join("var/lib/xivo-ha/monitor.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|d| d["summary"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn wait_summary(root: &Path, what: &str, check: impl Fn(&str) -> bool) {
+    wait_for(what, Duration::from_secs(20), async || {
+        check(&summary_of(root))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failback_lets_the_calls_finish() {
+    let slave = start_slave_lab(&[("asterisk", false)], &[]);
+    let (lab, master, root) = (&slave.lab, &slave.master, slave.root());
+    let asterisk = slave.services[0].as_str();
+    // The stand-in logs on stderr.
+    let logs = || {
+        let output = std::process::Command::new("docker")
+            .args(["logs", asterisk])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let graceful_exits = || logs().matches("last call ended, exiting").count();
+
+    let monitor = Running::start(root);
+    wait_services(&slave, "exited", Duration::from_secs(15)).await;
+
+    // Failover, and a call on the slave.
+    docker(&["stop", "-t", "0", master]);
+    wait_services(&slave, "running", Duration::from_secs(15)).await;
+    assert_eq!(asterisk_rx(asterisk, "standin call start"), "1 active call");
+
+    // The master back: the slave drains instead of cutting the call.
+    docker(&["start", master]);
+    wait_summary(root, "draining 1 call", |s| s.contains("draining 1 call")).await;
+    assert_eq!(lab.state(asterisk), "running");
+    assert!(logs().contains("stopping gracefully"), "{}", logs());
+    let doc = state(root);
+    assert_eq!(doc["services"]["draining"]["calls"], 1, "{doc:#}");
+
+    // The master down again: the drain is cancelled, the slave takes new calls again.
+    docker(&["stop", "-t", "0", master]);
+    wait_summary(root, "the drain cancelled", |s| {
+        s.contains(" down since") && !s.contains("draining")
+    })
+    .await;
+    assert_eq!(lab.state(asterisk), "running");
+    assert_eq!(
+        asterisk_rx(asterisk, "standin call start"),
+        "2 active calls"
+    );
+    let check = std::process::Command::new("docker")
+        .args(["exec", asterisk, STANDIN, "--check"])
+        .status()
+        .unwrap();
+    assert!(check.success(), "SIP answers 200 again");
+
+    // Back again: both calls held, then released; the container exits by itself.
+    docker(&["start", master]);
+    wait_summary(root, "draining 2 calls", |s| s.contains("draining 2 calls")).await;
+    asterisk_rx(asterisk, "standin call end");
+    wait_summary(root, "draining 1 call", |s| s.contains("draining 1 call")).await;
+    assert_eq!(lab.state(asterisk), "running");
+    let released = std::time::Instant::now();
+    asterisk_rx(asterisk, "standin call end");
+    lab.wait_state(&[asterisk], "exited", Duration::from_secs(5));
+    let took = released.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "exited {took:?} after the last call"
+    );
+    assert_eq!(graceful_exits(), 2, "no call cut: {}", logs());
+    wait_summary(root, "the drain over", |s| !s.contains("draining")).await;
+    monitor.stop().await;
+
+    // XIVO_HA_MONITOR_DRAIN_MAX_S=0: stopped at once, as before.
+    slave.configure(&[asterisk], &[("XIVO_HA_MONITOR_DRAIN_MAX_S", "0".into())]);
+    docker(&["start", asterisk]);
+    lab.wait_state(&[asterisk], "running", Duration::from_secs(10));
+    asterisk_rx(asterisk, "standin call start");
+    std::fs::remove_file(root.join("var/lib/xivo/disabled")).unwrap();
+    let monitor = Running::start(root);
+    wait_services(&slave, "exited", Duration::from_secs(15)).await;
+    assert_eq!(graceful_exits(), 2, "stopped, not drained: {}", logs());
+    assert_eq!(
+        logs().matches("stopping gracefully").count(),
+        3,
+        "{}",
+        logs()
+    );
+    monitor.stop().await;
+}
+
+/// The drain's `docker exec`: a container without the command is told apart (it is then stopped
+/// as before), and the stand-in's console answers with Asterisk's lines.
+#[tokio::test]
+async fn exec_tells_a_missing_asterisk_command_apart() {
+    use xivo_ha::monitor::docker::{Engine, Exec};
+    let mut lab = Lab::new(Path::new(env!("CARGO_BIN_EXE_xivo-ha-sip-standin")));
+    let service = lab.service("asterisk", false);
+    let engine = Engine::connect().await.unwrap();
+    let timeout = Duration::from_secs(10);
+    let missing = engine
+        .exec(
+            &service,
+            &["no-asterisk-here", "-rx", "core show channels count"],
+            timeout,
+        )
+        .await
+        .unwrap();
+    assert_eq!(missing, Exec::NotFound);
+    let count = engine
+        .exec(
+            &service,
+            &["asterisk", "-rx", "core show channels count"],
+            timeout,
+        )
+        .await
+        .unwrap();
+    let Exec::Ran { exit: 0, output } = count else {
+        panic!("{count:?}")
+    };
+    let parsed = xivo_ha::monitor::drain::parse_channels_count(&output).unwrap();
+    assert_eq!((parsed.channels, parsed.calls), (0, 0), "{output}");
+}
+
+/// Log lines written to a shared buffer (the monitor's WARN lines, for counting).
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A state directory that cannot be written fails every round (one a second): one warning,
+/// then at most one every 10 minutes. Half an hour of rounds in paused time.
+#[tokio::test(start_paused = true)]
+async fn an_unwritable_state_directory_is_warned_about_once_per_ten_minutes() {
+    let root = tempfile::tempdir().unwrap();
+    // A file where the directory should be: no write gets through, root's included.
+    std::fs::create_dir_all(root.path().join("var/lib")).unwrap();
+    std::fs::write(root.path().join("var/lib/xivo-ha"), "").unwrap();
+    let log = LogBuffer::default();
+    let writer = log.clone();
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let monitor = Running::start(root.path());
+    tokio::time::sleep(Duration::from_secs(30 * 60 - 1)).await;
+    monitor.stop().await;
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("WARN") && line.contains("cannot create directory"))
+        .collect();
+    // At 0, 10 and 20 minutes; the last two count the rounds left quiet.
+    assert_eq!(warnings.len(), 3, "{text}");
+    assert!(warnings[1].contains("599 more times"), "{text}");
 }

@@ -1,6 +1,9 @@
 //! `xivo-ha db-replication` against the real PostgreSQL: master and slave are two databases
 //! loaded from the fixture schema; the slave's content before and after is compared table by
-//! table, sequence by sequence, or as a whole `pg_dump`.
+//! table, sequence by sequence, or as a whole `pg_dump`. Where `--target-db` says where the data
+//! goes, `<slave_ip>` is data only ([`SLAVE_IP`], a documentation address): those runs are in
+//! `unshare -n`, reaching PostgreSQL over its Unix socket; where the slave is contacted over
+//! TCP, it is a test host (a network namespace of its own).
 
 mod common;
 
@@ -13,6 +16,9 @@ use serde_json::Value;
 use xivo_ha::replication::{
     self, EXCLUDED_TABLES, LOCK_KEY, Options, ReplicationError, Report, target,
 };
+
+/// `<slave_ip>` when `--target-db` gives the slave: never contacted (the runs are isolated).
+const SLAVE_IP: &str = "198.51.100.20";
 
 /// A master and a slave, both loaded from the fixture; the slave's configuration differs from
 /// the master's and its excluded tables hold the slave's own rows.
@@ -63,10 +69,30 @@ fn copied(report: &Report) -> Vec<&str> {
         .collect()
 }
 
+/// A slave's PostgreSQL of its own on `host` (see [`common::cluster`]), its database `asterisk`
+/// loaded from the fixture; with a client over the Unix socket.
+async fn slave_server_on(
+    host: &common::testhost::TestHost,
+) -> (common::cluster::Cluster, tokio_postgres::Client) {
+    let cluster = common::cluster::start_cluster_on(host);
+    connect(&cluster.socket_url("postgres"))
+        .await
+        .batch_execute("CREATE DATABASE asterisk ENCODING 'UTF8' TEMPLATE template0")
+        .await
+        .unwrap();
+    let slave = connect(&cluster.socket_url("asterisk")).await;
+    slave.batch_execute(SCHEMA_SQL).await.unwrap();
+    slave.batch_execute(DATA_SQL).await.unwrap();
+    (cluster, slave)
+}
+
 /// Every row of `table`, as text, sorted.
 async fn rows(db: &TestDb, table: &str) -> String {
-    db.client()
-        .await
+    rows_of(&db.client().await, table).await
+}
+
+async fn rows_of(client: &tokio_postgres::Client, table: &str) -> String {
+    client
         .query_one(
             &format!(
                 "SELECT coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '') FROM public.\"{table}\" t"
@@ -167,11 +193,13 @@ async fn wait_until_no_replication_backend(db: &TestDb) {
     .await;
 }
 
+/// `db-replication SLAVE_IP --target-db <slave_url>` in `unshare -n`: `slave_url` must be a
+/// Unix-socket one.
 fn db_replication(root: &Path, master: &TestDb, slave_url: &str) -> std::process::Output {
-    xivo_ha(
+    xivo_ha_isolated(
         root,
-        &master.url(),
-        &["db-replication", "127.0.0.1", "--target-db", slave_url],
+        &master.socket_url(),
+        &["db-replication", SLAVE_IP, "--target-db", slave_url],
     )
 }
 
@@ -200,10 +228,13 @@ async fn the_classic_command_makes_every_replicated_table_and_sequence_equal() {
     let root = tempfile::tempdir().unwrap();
     let link = root.path().join("xivo-master-slave-db-replication");
     std::os::unix::fs::symlink(xivo_ha_bin(), &link).unwrap();
-    let output = Command::new(&link)
-        .args(["127.0.0.1", "--root"])
+    let output = Command::new("unshare")
+        .arg("-n")
+        .arg(&link)
+        .args([SLAVE_IP, "--root"])
         .arg(root.path())
-        .args(["--source-db", &master.url(), "--target-db", &slave.url()])
+        .args(["--source-db", &master.socket_url()])
+        .args(["--target-db", &slave.socket_url()])
         .output()
         .unwrap();
     assert_success(&output);
@@ -454,15 +485,15 @@ async fn an_unchanged_configuration_is_not_copied_again() {
 
     // --full ignores the fingerprints.
     let root = tempfile::tempdir().unwrap();
-    let output = xivo_ha(
+    let output = xivo_ha_isolated(
         root.path(),
-        &master.url(),
+        &master.socket_url(),
         &[
             "db-replication",
-            "127.0.0.1",
+            SLAVE_IP,
             "--full",
             "--target-db",
-            &slave.url(),
+            &slave.socket_url(),
         ],
     );
     assert_success(&output);
@@ -575,11 +606,14 @@ async fn a_run_killed_in_the_middle_leaves_the_slave_as_it_was() {
         .unwrap();
 
     let root = tempfile::tempdir().unwrap();
-    let mut child = Command::new(xivo_ha_bin())
+    // unshare execs: the child is xivo-ha itself.
+    let mut child = Command::new("unshare")
+        .arg("-n")
+        .arg(xivo_ha_bin())
         .arg("--root")
         .arg(root.path())
-        .args(["--db", &master.url(), "db-replication", "127.0.0.1"])
-        .args(["--target-db", &slave.url()])
+        .args(["--db", &master.socket_url(), "db-replication", SLAVE_IP])
+        .args(["--target-db", &slave.socket_url()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -665,15 +699,8 @@ async fn a_master_that_vanishes_mid_copy_leaves_the_slave_unlocked_within_30_s()
         .await
         .unwrap();
     let host = common::testhost::TestHost::create();
-    let cluster = common::cluster::start_cluster_on(&host);
+    let (cluster, slave) = slave_server_on(&host).await;
     let admin = connect(&cluster.socket_url("postgres")).await;
-    admin
-        .batch_execute("CREATE DATABASE asterisk ENCODING 'UTF8' TEMPLATE template0")
-        .await
-        .unwrap();
-    let slave = connect(&cluster.socket_url("asterisk")).await;
-    slave.batch_execute(SCHEMA_SQL).await.unwrap();
-    slave.batch_execute(DATA_SQL).await.unwrap();
     let socket_args = cluster.socket_args();
     let mut dump_args: Vec<&str> = socket_args.iter().map(String::as_str).collect();
     dump_args.push("asterisk");
@@ -798,7 +825,7 @@ async fn schema_differences_are_refused_naming_the_first_one() {
         let s = slave.client().await;
         s.batch_execute(break_it).await.unwrap();
         let before = dump(&slave);
-        let output = db_replication(root.path(), &master, &slave.url());
+        let output = db_replication(root.path(), &master, &slave.socket_url());
         let line = one_error_line(&output);
         assert!(line.contains(expected), "{line}");
         assert!(line.contains("nothing was changed"), "{line}");
@@ -807,6 +834,40 @@ async fn schema_differences_are_refused_naming_the_first_one() {
             s.batch_execute(repair).await.unwrap();
         }
     }
+}
+
+/// An enum label the slave lacks would fail the copy mid-way: refused before any change.
+#[tokio::test]
+async fn an_enum_label_differing_between_the_nodes_is_named_before_any_change() {
+    let (master, slave) = pair().await;
+    let root = tempfile::tempdir().unwrap();
+    master
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TYPE presence AS ENUM ('available', 'away', 'dnd');
+             ALTER TABLE userfeatures ADD COLUMN presence presence;
+             UPDATE userfeatures SET presence = 'dnd'",
+        )
+        .await
+        .unwrap();
+    slave
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TYPE presence AS ENUM ('available', 'away');
+             ALTER TABLE userfeatures ADD COLUMN presence presence",
+        )
+        .await
+        .unwrap();
+    let before = dump(&slave);
+    let line = one_error_line(&db_replication(root.path(), &master, &slave.url()));
+    assert!(
+        line.contains("enum type `presence` has labels 'dnd' only on the master"),
+        "{line}"
+    );
+    assert!(line.contains("nothing was changed"), "{line}");
+    assert_same_dump(&dump(&slave), &before);
 }
 
 #[tokio::test]
@@ -820,7 +881,7 @@ async fn a_slave_database_not_in_utf8_is_refused() {
         .unwrap();
     let before = dump(&slave);
     let root = tempfile::tempdir().unwrap();
-    let line = one_error_line(&db_replication(root.path(), &master, &slave.url()));
+    let line = one_error_line(&db_replication(root.path(), &master, &slave.socket_url()));
     assert!(line.contains("encoded SQL_ASCII, not UTF8"), "{line}");
     assert!(line.contains("createdb -E UTF8 -T template0"), "{line}");
     assert_same_dump(&dump(&slave), &before);
@@ -829,21 +890,23 @@ async fn a_slave_database_not_in_utf8_is_refused() {
 #[tokio::test]
 async fn an_unreachable_slave_is_one_clear_line_without_the_password() {
     let master = TestDb::create().await;
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // The slave: a test host where nothing listens on 5432.
+    let host = common::testhost::TestHost::create();
     let root = tempfile::tempdir().unwrap();
-    let url = format!("host=127.0.0.1 port={port} user=replicator password=s3cret dbname=asterisk");
+    let url = format!(
+        "host={} port=5432 user=replicator password=s3cret dbname=asterisk",
+        host.ip
+    );
     let output = xivo_ha(
         root.path(),
         &master.url(),
-        &["db-replication", "127.0.0.1", "--target-db", &url],
+        &["db-replication", &host.ip.to_string(), "--target-db", &url],
     );
     let line = one_error_line(&output);
     assert!(
         line.contains(&format!(
-            "cannot connect to the slave database replicator@127.0.0.1:{port}/asterisk"
+            "cannot connect to the slave database replicator@{}:5432/asterisk",
+            host.ip
         )),
         "{line}"
     );
@@ -878,6 +941,15 @@ fn the_default_slave_is_its_address_with_the_configured_credentials() {
         "{line}"
     );
     assert!(!line.contains("s3cret"));
+    // "Network is unreachable" is about this node's routes, not the slave's PostgreSQL.
+    assert!(
+        line.contains("no route to that address") && line.contains("this node's routes"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("listen_addresses") && !line.contains("pg_hba.conf"),
+        "{line}"
+    );
 }
 
 #[tokio::test]
@@ -890,7 +962,7 @@ async fn a_second_caller_is_told_another_replication_is_running() {
         .unwrap();
     let before = dump(&slave);
     let root = tempfile::tempdir().unwrap();
-    let line = one_error_line(&db_replication(root.path(), &master, &slave.url()));
+    let line = one_error_line(&db_replication(root.path(), &master, &slave.socket_url()));
     assert!(line.contains("another replication is running"), "{line}");
     assert_same_dump(&dump(&slave), &before);
     // The running one's result is what status must show: nothing recorded for this one.
@@ -904,20 +976,31 @@ async fn a_second_caller_is_told_another_replication_is_running() {
         .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
         .await
         .unwrap();
-    assert_success(&db_replication(root.path(), &master, &slave.url()));
+    assert_success(&db_replication(root.path(), &master, &slave.socket_url()));
 }
 
+/// The monitor's hourly job replicates to the slave named in ha.conf: here a PostgreSQL of its
+/// own on a test host, reached over TCP at that address as a real slave is.
 #[tokio::test]
 async fn the_hourly_run_replicates_only_on_a_master() {
-    let (master, slave) = pair().await;
+    let master = TestDb::create().await;
+    let host = common::testhost::TestHost::create();
+    let (_cluster, slave) = slave_server_on(&host).await;
+    master
+        .client()
+        .await
+        .batch_execute("INSERT INTO userfeatures (uuid, firstname, lastname) VALUES ('u-master-4', 'Dan', 'Master')")
+        .await
+        .unwrap();
     let root = tempfile::tempdir().unwrap();
     let ctx = xivo_ha::context::Context::new(root.path(), master.url(), None);
     write_custom_env(
         root.path(),
-        &format!("XIVO_HA_SLAVE_DB_NAME={}\n", slave.name),
+        "XIVO_HA_SLAVE_DB_USER=postgres\nXIVO_HA_SLAVE_DB_CONNECT_TIMEOUT_S=5\n",
     );
     let ha_conf = root.path().join("etc/xivo/ha.conf");
     std::fs::create_dir_all(ha_conf.parent().unwrap()).unwrap();
+    let state_file = root.path().join("var/lib/xivo-ha/replication.json");
 
     assert!(
         replication::run_hourly(&ctx).await.unwrap().is_none(),
@@ -925,35 +1008,46 @@ async fn the_hourly_run_replicates_only_on_a_master() {
     );
     std::fs::write(
         &ha_conf,
-        r#"{"node_type": "slave", "remote_address": "127.0.0.1"}"#,
+        format!(
+            r#"{{"node_type": "slave", "remote_address": "{}"}}"#,
+            host.ip
+        ),
     )
     .unwrap();
     assert!(
         replication::run_hourly(&ctx).await.unwrap().is_none(),
         "slave"
     );
-    assert!(
-        !root
-            .path()
-            .join("var/lib/xivo-ha/replication.json")
-            .exists()
-    );
+    assert!(!state_file.exists());
 
+    // A master whose ha.conf names a slave `configure` refuses: the error, nothing recorded.
     std::fs::write(
         &ha_conf,
         r#"{"node_type": "master", "remote_address": "127.0.0.1"}"#,
+    )
+    .unwrap();
+    let error = replication::run_hourly(&ctx).await.unwrap_err().to_string();
+    assert!(
+        error.contains("ha.conf: 127.0.0.1 is not usable as the slave's address"),
+        "{error}"
+    );
+    assert!(!state_file.exists());
+
+    std::fs::write(
+        &ha_conf,
+        format!(
+            r#"{{"node_type": "master", "remote_address": "{}"}}"#,
+            host.ip
+        ),
     )
     .unwrap();
     let report = replication::run_hourly(&ctx).await.unwrap().unwrap();
     assert_eq!(report.tables_copied.len(), 16);
     assert_eq!(
         rows(&master, "userfeatures").await,
-        rows(&slave, "userfeatures").await
+        rows_of(&slave, "userfeatures").await
     );
-    let state: Value = serde_json::from_slice(
-        &std::fs::read(root.path().join("var/lib/xivo-ha/replication.json")).unwrap(),
-    )
-    .unwrap();
+    let state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
     assert_eq!(state["result"], "ok");
     assert_eq!(state["rows_copied"], report.rows_copied());
     let again = replication::run_hourly(&ctx).await.unwrap().unwrap();
@@ -971,4 +1065,94 @@ async fn replicating_a_database_into_itself_is_refused() {
         "{line}"
     );
     assert_same_dump(&dump(&master), &before);
+}
+
+/// `db-replication <slave_ip>` refuses a slave `configure` refuses, given on the command line
+/// (exit 2, even with `--target-db`) or named in ha.conf (exit 1): one line naming the argument
+/// or ha.conf and the fix, the slave untouched, nothing recorded. Each run would otherwise
+/// succeed (it does, once fixed). The addresses are data only: the runs are in `unshare -n`,
+/// or, for the node's own address, in a test host's namespace (its address is then this node's).
+#[tokio::test]
+async fn a_slave_that_configure_refuses_is_refused_and_nothing_changes() {
+    let (master, slave) = pair().await;
+    let host = common::testhost::TestHost::create();
+    let own = host.ip.to_string();
+    let before = dump(&slave);
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let run = |wrapper: &[&str], slave_ip: &str| {
+        let mut command = Command::new(wrapper[0]);
+        clear_xivo_env(&mut command);
+        command
+            .args(&wrapper[1..])
+            .arg(xivo_ha_bin())
+            .arg("--root")
+            .arg(r)
+            .args(["--db", &master.socket_url(), "db-replication", slave_ip])
+            .args(["--target-db", &slave.socket_url()]);
+        command.output().unwrap()
+    };
+    let in_host = ["ip", "netns", "exec", host.netns.as_str()];
+    let cases: [(&str, &[&str], &str); 4] = [
+        ("127.0.0.1", &["unshare", "-n"], "this node's own address"),
+        ("0.0.0.0", &["unshare", "-n"], "not a host address"),
+        ("224.0.0.1", &["unshare", "-n"], "not a host address"),
+        (&own, &in_host, "this node's own address"),
+    ];
+    let unchanged = |what: &str| {
+        assert!(
+            !r.join("var/lib/xivo-ha/replication.json").exists(),
+            "{what}: recorded"
+        );
+    };
+    let ha_conf = r.join("etc/xivo/ha.conf");
+    std::fs::create_dir_all(ha_conf.parent().unwrap()).unwrap();
+    for (peer, wrapper, reason) in cases {
+        // On the command line.
+        let output = run(wrapper, peer);
+        assert_eq!(output.status.code(), Some(2), "{peer}: {}", stderr(&output));
+        let err = stderr(&output);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!(
+                "<slave_ip>: {peer} is not usable as the slave's address: "
+            )) && err.contains(reason)
+                && err.contains("xivo-master-slave-db-replication <slave_ip>"),
+            "{peer}: {err}"
+        );
+        unchanged(peer);
+        // In ha.conf, the argument fine.
+        std::fs::write(
+            &ha_conf,
+            format!(r#"{{"node_type": "master", "remote_address": "{peer}"}}"#),
+        )
+        .unwrap();
+        // Refused before any run: no `Slave replication failed` line, no alert, one error.
+        let output = run(wrapper, SLAVE_IP);
+        assert_eq!(output.status.code(), Some(1), "{peer}: {}", stderr(&output));
+        let line = stderr(&output);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        let line = line.trim_end();
+        assert!(
+            line.contains(&format!(
+                "etc/xivo/ha.conf: {peer} is not usable as the slave's address: "
+            )) && line.ends_with("`xivo-ha configure master <slave_ip>`"),
+            "{peer}: {line}"
+        );
+        unchanged(peer);
+        std::fs::remove_file(&ha_conf).unwrap();
+    }
+    assert_same_dump(&dump(&slave), &before);
+
+    // Fixed: the same run goes through.
+    std::fs::write(
+        &ha_conf,
+        format!(r#"{{"node_type": "master", "remote_address": "{SLAVE_IP}"}}"#),
+    )
+    .unwrap();
+    assert_success(&run(&["unshare", "-n"], SLAVE_IP));
+    assert_eq!(
+        rows(&master, "userfeatures").await,
+        rows(&slave, "userfeatures").await
+    );
 }

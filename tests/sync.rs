@@ -1,6 +1,7 @@
-//! File sync against a real OpenSSH server and rsync on loopback: a "master" tree (`--root`)
-//! pushes to a "slave" tree (the remote root) through a private sshd with its own host key and
-//! authorized_keys, all under temporary directories.
+//! File sync against a real OpenSSH server and rsync: a "master" tree (`--root`) pushes to a
+//! "slave" tree (the remote root) through a private sshd with its own host key and
+//! authorized_keys, all under temporary directories; the sshd runs on a test host (a network
+//! namespace of its own), whose address is the slave's in the master's ha.conf.
 
 mod common;
 
@@ -11,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
-use common::sshd::{Sshd, keygen, start_sshd, start_sshd_with_password};
+use common::sshd::{Sshd, keygen, start_sshd_on, start_sshd_on_with_password};
+use common::testhost::TestHost;
 use common::{assert_success, stderr, stdout, wait_for_blocking, xivo_ha_bin};
 
 /// A master and a slave tree, the slave served by its own sshd.
@@ -21,26 +23,35 @@ struct Pair {
     /// authorized_keys of the slave's sshd.
     authorized_keys: PathBuf,
     sshd: Sshd,
+    /// The slave's host: dropped after its sshd.
+    host: TestHost,
 }
 
+/// The slave's sshd port on its test host: not 22, so that known_hosts says `[address]:port`.
+const SSH_PORT: u16 = 2222;
+
 impl Pair {
-    /// `node_type` in the master's ha.conf (the slave at 127.0.0.1), custom.env pointing the
-    /// sync at the test sshd and the slave tree.
+    /// `node_type` in the master's ha.conf (the slave at its test host's address), custom.env
+    /// pointing the sync at the test sshd and the slave tree.
     fn new(node_type: &str) -> Pair {
-        Pair::with_sshd(node_type, start_sshd)
+        Pair::with_sshd(node_type, |host, keys| start_sshd_on(host, SSH_PORT, keys))
     }
 
-    /// As [`Pair::new`], the slave's sshd started by `start` with its authorized_keys file.
-    fn with_sshd(node_type: &str, start: impl FnOnce(&Path) -> Sshd) -> Pair {
+    /// As [`Pair::new`], the slave's sshd started by `start` on the test host with its
+    /// authorized_keys file.
+    fn with_sshd(node_type: &str, start: impl FnOnce(&TestHost, &Path) -> Sshd) -> Pair {
         let master = tempfile::tempdir().unwrap();
         let slave = tempfile::tempdir().unwrap();
         let authorized_keys = slave.path().join("root/.ssh/authorized_keys");
         fs::create_dir_all(authorized_keys.parent().unwrap()).unwrap();
-        let sshd = start(&authorized_keys);
-        // Written directly: `configure` rightly refuses a loopback peer.
+        let host = TestHost::create();
+        let sshd = start(&host, &authorized_keys);
         write(
             &master.path().join("etc/xivo/ha.conf"),
-            &format!(r#"{{"node_type": "{node_type}", "remote_address": "127.0.0.1"}}"#),
+            &format!(
+                r#"{{"node_type": "{node_type}", "remote_address": "{}"}}"#,
+                host.ip
+            ),
         );
         write(
             &master.path().join("etc/docker/xivo/custom.env"),
@@ -56,6 +67,7 @@ impl Pair {
             slave,
             authorized_keys,
             sshd,
+            host,
         }
     }
 
@@ -67,6 +79,11 @@ impl Pair {
         keygen(&key, "XiVO HA");
         fs::copy(pub_of(&key), &pair.authorized_keys).unwrap();
         pair
+    }
+
+    /// The slave's address, as in the master's ha.conf.
+    fn ip(&self) -> String {
+        self.host.ip.to_string()
     }
 
     fn key(&self) -> PathBuf {
@@ -213,7 +230,7 @@ fn sync_mirrors_deletes_and_leaves_the_rest_alone() {
     // First contact recorded the slave's host key.
     let known_hosts = read(&pair.m("root/.ssh/known_hosts"));
     assert!(
-        known_hosts.starts_with(&format!("[127.0.0.1]:{} ", pair.sshd.port)),
+        known_hosts.starts_with(&format!("[{}]:{} ", pair.ip(), pair.sshd.port)),
         "{known_hosts}"
     );
 
@@ -239,7 +256,7 @@ fn sync_mirrors_deletes_and_leaves_the_rest_alone() {
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("no sync line in:\n{}", stdout(&status)));
     assert!(
-        line.contains("UTC to 127.0.0.1: ok, 0 files (0 bytes)"),
+        line.contains(&format!("UTC to {}: ok, 0 files (0 bytes)", pair.ip())),
         "{line}"
     );
 }
@@ -329,9 +346,10 @@ fn key_set_up_creates_installs_and_refuses_a_second_time() {
     let printed = stdout(&output);
     assert!(
         printed.contains(&format!(
-            "ssh -i {} -p {} root@127.0.0.1",
+            "ssh -i {} -p {} root@{}",
             key.display(),
-            pair.sshd.port
+            pair.sshd.port,
+            pair.ip()
         )),
         "{printed}"
     );
@@ -356,9 +374,11 @@ fn key_set_up_creates_installs_and_refuses_a_second_time() {
 
 #[test]
 fn key_set_up_under_sshpass_gets_the_password_from_its_terminal() {
-    // Set in the slave's sshd only (see start_sshd_with_password), never this machine's.
+    // Set in the slave's sshd only (see start_sshd_on_with_password), never this machine's.
     let password = "xivo-ha test password";
-    let pair = Pair::with_sshd("master", |keys| start_sshd_with_password(keys, password));
+    let pair = Pair::with_sshd("master", |host, keys| {
+        start_sshd_on_with_password(host, SSH_PORT, keys, password)
+    });
     // As Wazo's acceptance suite and administrators' scripts do: sshpass gives the command a
     // terminal of its own and answers ssh's prompt there; stdin is no terminal at all.
     let output = pair.run_under(&["sshpass", "-p", password], &["sync", "-i"], &[]);
@@ -377,7 +397,9 @@ fn key_set_up_under_sshpass_gets_the_password_from_its_terminal() {
     );
 
     // A wrong password: one clear error, and no key left behind to trip the next attempt.
-    let pair = Pair::with_sshd("master", |keys| start_sshd_with_password(keys, password));
+    let pair = Pair::with_sshd("master", |host, keys| {
+        start_sshd_on_with_password(host, SSH_PORT, keys, password)
+    });
     let output = pair.run_under(&["sshpass", "-p", "wrong"], &["sync", "-i"], &[]);
     assert!(!output.status.success(), "{}", stdout(&output));
     assert!(!pair.key().exists() && !pub_of(&pair.key()).exists());
@@ -447,7 +469,11 @@ fn a_changed_host_key_is_refused() {
         errors[0]
     );
     assert!(
-        errors[0].contains(&format!("ssh-keygen -R '[127.0.0.1]:{}'", pair.sshd.port)),
+        errors[0].contains(&format!(
+            "ssh-keygen -R '[{}]:{}'",
+            pair.ip(),
+            pair.sshd.port
+        )),
         "{}",
         errors[0]
     );
@@ -455,7 +481,10 @@ fn a_changed_host_key_is_refused() {
     assert_eq!(read(&pair.m("root/.ssh/known_hosts")), known_hosts);
     let status = stdout(&pair.run(&["status"]));
     assert!(
-        status.contains("to 127.0.0.1: failed: the slave 127.0.0.1's SSH host key"),
+        status.contains(&format!(
+            "to {ip}: failed: the slave {ip}'s SSH host key",
+            ip = pair.ip()
+        )),
         "{status}"
     );
 }
@@ -570,7 +599,7 @@ fn a_slave_that_is_down_gives_one_clear_error_and_changes_nothing() {
     let errors = error_lines(&output);
     assert_eq!(errors.len(), 1, "{}", stderr(&output));
     assert!(
-        errors[0].contains("sync to root@127.0.0.1 failed"),
+        errors[0].contains(&format!("sync to root@{} failed", pair.ip())),
         "{}",
         errors[0]
     );
@@ -585,7 +614,7 @@ fn a_slave_that_is_down_gives_one_clear_error_and_changes_nothing() {
     assert!(!pair.m("root/.ssh/known_hosts").exists());
     let status = stdout(&pair.run(&["status"]));
     assert!(
-        status.contains("failed: sync to root@127.0.0.1 failed"),
+        status.contains(&format!("failed: sync to root@{} failed", pair.ip())),
         "{status}"
     );
 
@@ -627,9 +656,123 @@ async fn the_hourly_run_syncs_only_on_a_master_and_never_twice_at_once() {
 
     write(
         &pair.m("etc/xivo/ha.conf"),
-        r#"{"node_type": "slave", "remote_address": "127.0.0.1"}"#,
+        &format!(
+            r#"{{"node_type": "slave", "remote_address": "{}"}}"#,
+            pair.ip()
+        ),
     );
     write(&pair.m("var/lib/xivo/sounds/acd/other.wav"), "no");
     assert!(xivo_ha::sync::run_hourly(&ctx).await.unwrap().is_none());
     assert!(!pair.s("var/lib/xivo/sounds/acd/other.wav").exists());
+
+    // A master whose ha.conf names a refused slave: the error, the recorded state untouched.
+    write(
+        &pair.m("etc/xivo/ha.conf"),
+        r#"{"node_type": "master", "remote_address": "127.0.0.1"}"#,
+    );
+    let state = read(&pair.m("var/lib/xivo-ha/sync.json"));
+    let error = xivo_ha::sync::run_hourly(&ctx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("ha.conf: 127.0.0.1 is not usable as the slave's address"),
+        "{error}"
+    );
+    assert!(!pair.s("var/lib/xivo/sounds/acd/other.wav").exists());
+    assert_eq!(read(&pair.m("var/lib/xivo-ha/sync.json")), state);
+}
+
+/// A peer `configure` refuses, written in the master's ha.conf by hand: `sync`, `sync --back`
+/// and `sync -i` say so in one line naming ha.conf and the fix, and change nothing (no file,
+/// no state, no lock, no key, no known_hosts). The addresses are data only: each run is in a
+/// network namespace of its own, `unshare -n`, or, for the node's own address, the test host's
+/// (where the slave's own address is this node's).
+#[test]
+fn a_peer_that_configure_refuses_is_refused_and_nothing_changes() {
+    let pair = Pair::with_key();
+    write(&pair.m("etc/asterisk/extensions_extra.d/a.conf"), "[a]\n");
+    write(
+        &pair.s("var/spool/asterisk/voicemail/default/1000/INBOX/msg0000.txt"),
+        "m",
+    );
+    let netns = pair.host.netns.clone();
+    let own = pair.ip();
+    let cases: [(&str, &[&str], &str); 4] = [
+        ("127.0.0.1", &["unshare", "-n"], "this node's own address"),
+        ("0.0.0.0", &["unshare", "-n"], "not a host address"),
+        ("224.0.0.1", &["unshare", "-n"], "not a host address"),
+        (
+            &own,
+            &["ip", "netns", "exec", &netns],
+            "this node's own address",
+        ),
+    ];
+    for (peer, wrapper, reason) in cases {
+        write(
+            &pair.m("etc/xivo/ha.conf"),
+            &format!(r#"{{"node_type": "master", "remote_address": "{peer}"}}"#),
+        );
+        for (args, key) in [
+            (&["sync"][..], true),
+            (&["sync", "--back"][..], true),
+            (&["sync", "-i"][..], false),
+        ] {
+            if !key {
+                let _ = fs::remove_file(pair.key());
+                let _ = fs::remove_file(pub_of(&pair.key()));
+            }
+            let master_before = snapshot(pair.master.path());
+            let slave_before = snapshot(pair.slave.path());
+            let output = pair.run_under(wrapper, args, &[]);
+            assert_eq!(
+                output.status.code(),
+                Some(1),
+                "{peer} {args:?}: {}",
+                stderr(&output)
+            );
+            let errors = error_lines(&output);
+            assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
+            let line = &errors[0];
+            assert!(
+                line.contains(&format!(
+                    "etc/xivo/ha.conf: {peer} is not usable as the slave's address: "
+                )) && line.contains(reason)
+                    && line.ends_with("`xivo-ha configure master <slave_ip>`"),
+                "{peer} {args:?}: {line}"
+            );
+            // The alert bookkeeping (var/lib/xivo-ha/alerts.*) may note the failure; nothing else.
+            let no_alerts = |files: Vec<(PathBuf, Vec<u8>)>| -> Vec<(PathBuf, Vec<u8>)> {
+                files
+                    .into_iter()
+                    .filter(|(p, _)| {
+                        !p.ends_with("var/lib/xivo-ha/alerts.json")
+                            && !p.ends_with("var/lib/xivo-ha/alerts.lock")
+                    })
+                    .collect()
+            };
+            assert_eq!(
+                no_alerts(snapshot(pair.master.path())),
+                no_alerts(master_before),
+                "{peer} {args:?}"
+            );
+            assert_eq!(snapshot(pair.slave.path()), slave_before, "{peer} {args:?}");
+            assert!(!pair.m("var/lib/xivo-ha/sync.json").exists());
+            assert!(!pair.m("root/.ssh/known_hosts").exists());
+            assert_eq!(pair.key().exists(), key, "{peer} {args:?}: the key");
+        }
+        keygen(&pair.key(), "XiVO HA");
+        fs::copy(pub_of(&pair.key()), &pair.authorized_keys).unwrap();
+    }
+
+    // Fixed: the same tree syncs.
+    write(
+        &pair.m("etc/xivo/ha.conf"),
+        &format!(r#"{{"node_type": "master", "remote_address": "{own}"}}"#),
+    );
+    assert_success(&pair.run(&["sync"]));
+    assert_eq!(
+        read(&pair.s("etc/asterisk/extensions_extra.d/a.conf")),
+        "[a]\n"
+    );
 }

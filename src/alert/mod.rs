@@ -46,6 +46,8 @@ pub enum Kind {
     MaintenanceEnded,
     /// A DB Replic sink failing (mailed after 5 minutes).
     DbReplicSink,
+    /// The slave is cut off (no witness answers) and refuses to take over.
+    Isolated,
 }
 
 impl Kind {
@@ -57,6 +59,7 @@ impl Kind {
             Kind::ContainerStart => "container-start",
             Kind::MaintenanceEnded => "maintenance-ended",
             Kind::DbReplicSink => "dbreplic-sink",
+            Kind::Isolated => "isolated",
         }
     }
 
@@ -69,6 +72,7 @@ impl Kind {
             Kind::ContainerStart => "A telephony container failed to start",
             Kind::MaintenanceEnded => "Maintenance mode ended by its deadline",
             Kind::DbReplicSink => "DB Replic sink failing for more than 5 minutes",
+            Kind::Isolated => "Slave cut off: no witness answers, not taking over",
         }
     }
 
@@ -81,6 +85,7 @@ impl Kind {
             Kind::ContainerStart => "The telephony containers started",
             Kind::MaintenanceEnded => "Maintenance mode ended",
             Kind::DbReplicSink => "DB Replic sink delivering again",
+            Kind::Isolated => "Slave connected again: the network is back",
         }
     }
 
@@ -105,6 +110,9 @@ impl Kind {
             Kind::DbReplicSink => {
                 "check the reporting database or Elasticsearch; `xivo-ha status` shows the sink's last error"
             }
+            Kind::Isolated => {
+                "the slave sees neither the master nor its witnesses (XIVO_HA_MONITOR_WITNESSES): check its network link; it takes over only once a witness answers"
+            }
         }
     }
 
@@ -116,7 +124,8 @@ impl Kind {
             | Kind::Sync
             | Kind::Failover
             | Kind::ContainerStart
-            | Kind::MaintenanceEnded => Duration::ZERO,
+            | Kind::MaintenanceEnded
+            | Kind::Isolated => Duration::ZERO,
         }
     }
 }

@@ -130,8 +130,20 @@ impl Board {
         }
     }
 
+    /// A step succeeded: a retrying sink delivers again, its error cleared (nothing to do
+    /// when it was not retrying).
     pub(super) fn recovered(&self, key: (EventTable, &'static str)) {
-        self.entry(key, |s| s.state = SinkState::Ok);
+        let was_retrying = self.entry(key, |s| {
+            let was_retrying = s.state == SinkState::Retrying;
+            if was_retrying {
+                s.state = SinkState::Ok;
+                s.last_error = None;
+            }
+            was_retrying
+        });
+        if !was_retrying {
+            return;
+        }
         crate::alert::raise(Event::recovered(Kind::DbReplicSink, sink_key(key), ""));
         let message = format!("{} → {}: delivering again", key.0, key.1);
         tracing::info!("{message}");

@@ -11,10 +11,11 @@
 //! (incremental reads), [`holes`] (when a hole in the ids may be passed), [`reconcile`] (the
 //! pass that delivers rows a sink lacks below its checkpoint), [`sink`] (the trait and its
 //! delivery contract), [`pg`] and [`es`] (the two sinks), [`retry`] (the one retry table),
-//! [`config_tables`], [`logfile`], `board` (the status board the tasks report to, saved for
-//! `xivo-ha status`).
+//! [`claim`] (which node owns the origin), [`config_tables`], [`logfile`], `board` (the status
+//! board the tasks report to, saved for `xivo-ha status`).
 
 mod board;
+pub mod claim;
 pub mod command;
 pub mod config_tables;
 pub mod es;
@@ -34,8 +35,10 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use crate::db::DbTarget;
+use crate::node_id::{NodeId, NodeIdError};
 use crate::paths::Paths;
 use board::Board;
+use claim::Claimant;
 use logfile::{LogDirError, LogFile};
 use retry::{Decision, ErrorKind};
 use settings::DbReplicSettings;
@@ -53,8 +56,15 @@ pub enum DbReplicError {
     LogDir(#[from] LogDirError),
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
+    #[error(transparent)]
+    NodeId(#[from] NodeIdError),
     #[error("DB Replic stopped: {0}")]
     SinkStopped(String),
+    /// The origin belongs to another node: nothing was written (see [`claim`]).
+    #[error("DB Replic refused: {0}")]
+    OriginClaimed(String),
+    #[error("cannot take over the origin: {0} (nothing started; run it again once it answers)")]
+    TakeOver(String),
 }
 
 /// What the runner needs besides the settings.
@@ -79,16 +89,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DbReplicError> {
     let log = Arc::new(LogFile::open(&options.paths.under(LOG_DIR))?);
+    let me = Claimant::new(NodeId::load_or_create(&options.paths)?);
     let reporting = settings.reporting.target();
-    announce(&settings, &options, &reporting, &log);
+    announce(&settings, &options, &reporting, &me, &log);
+    if let Err(e) = claim::check_before_start(&settings, &me).await {
+        return Err(refused(&log, e));
+    }
     let board = Board::new(&settings, log.clone(), options.paths.clone());
 
     let mut tasks: JoinSet<Result<(), SinkError>> = JoinSet::new();
-    let savers = spawn_deliveries(&settings, &options, &reporting, &board, &mut tasks)?;
+    let savers = spawn_deliveries(&settings, &options, &reporting, &me, &board, &mut tasks)?;
     if !settings.ha_slave {
+        let claims = pg::service::PgService::new(reporting.clone())
+            .claiming(settings.origin.clone(), me.clone());
         tasks.spawn(refresh_config_tables(
             options.source.clone(),
             reporting.clone(),
+            claims,
             settings.config_interval,
             settings.retry_initial,
             board.clone(),
@@ -116,6 +133,9 @@ pub async fn run(
         ))
         .await;
     board.save();
+    if let Some(claimed) = fatal.iter().find(|e| e.kind == ErrorKind::OriginClaimed) {
+        return Err(refused(&log, claimed.clone()));
+    }
     let message = match fatal.first() {
         Some(first) => format!("DB Replic stopped: {first}"),
         None => "DB Replic stopped".to_owned(),
@@ -123,9 +143,15 @@ pub async fn run(
     tracing::info!("{message}");
     log.line("INFO", &message);
     match fatal.into_iter().next() {
-        Some(first) => Err(DbReplicError::SinkStopped(first)),
+        Some(first) => Err(DbReplicError::SinkStopped(first.message)),
         None => Ok(()),
     }
+}
+
+/// The origin is another node's: said in DB Replic's log, and the command's error.
+fn refused(log: &LogFile, error: SinkError) -> DbReplicError {
+    log.line("ERROR", &format!("DB Replic refused: {}", error.message));
+    DbReplicError::OriginClaimed(error.message)
 }
 
 /// The start-up line, in the log and DB Replic's own log file.
@@ -133,6 +159,7 @@ fn announce(
     settings: &DbReplicSettings,
     options: &RunOptions,
     reporting: &DbTarget,
+    me: &Claimant,
     log: &LogFile,
 ) {
     let mode = if settings.ha_slave {
@@ -141,8 +168,9 @@ fn announce(
         "normal mode (cel, queue_log and configuration tables)"
     };
     let message = format!(
-        "DB Replic starting in {mode}: origin {}, from {} to PostgreSQL {} and Elasticsearch {}",
+        "DB Replic starting in {mode}: origin {} (node {}), from {} to PostgreSQL {} and Elasticsearch {}",
         settings.origin,
+        me.node_id,
         options.source.describe(),
         reporting.describe(),
         settings.elasticsearch.url
@@ -157,6 +185,7 @@ fn spawn_deliveries(
     settings: &DbReplicSettings,
     options: &RunOptions,
     reporting: &DbTarget,
+    me: &Claimant,
     board: &Board,
     tasks: &mut JoinSet<Result<(), SinkError>>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, DbReplicError> {
@@ -172,7 +201,12 @@ fn spawn_deliveries(
             )
         };
         let knobs = Drive::new(settings, options);
-        let pg = pg::PgSink::new(reporting.clone(), settings.origin.clone(), table);
+        let pg = pg::PgSink::new(
+            reporting.clone(),
+            settings.origin.clone(),
+            me.clone(),
+            table,
+        );
         tasks.spawn(drive(pg, table, source(), board.clone(), knobs));
         let index = match table {
             EventTable::Cel => settings.cel_index.clone(),
@@ -183,6 +217,7 @@ fn spawn_deliveries(
         let mut es = es::EsSink::new(
             service,
             settings.origin.clone(),
+            me.clone(),
             table,
             index,
             checkpoint_dir.clone(),
@@ -194,12 +229,13 @@ fn spawn_deliveries(
     Ok(savers)
 }
 
-/// Waits until `shutdown` completes or every task has ended; returns the errors of the tasks
-/// that stopped on one.
+/// Waits until `shutdown` completes, every task has ended, or one has stopped on an error
+/// that stops them all ([`Decision::StopAll`]); returns the errors of the tasks that stopped
+/// on one.
 async fn wait_for_tasks(
     tasks: &mut JoinSet<Result<(), SinkError>>,
     shutdown: impl Future<Output = ()>,
-) -> Vec<String> {
+) -> Vec<SinkError> {
     let mut fatal = Vec::new();
     tokio::select! {
         _ = shutdown => {}
@@ -207,8 +243,17 @@ async fn wait_for_tasks(
             while let Some(result) = tasks.join_next().await {
                 match result {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => fatal.push(e.message),
-                    Err(e) if e.is_panic() => fatal.push(format!("a delivery task panicked: {e}")),
+                    Ok(Err(e)) => {
+                        let all = retry::decide(e.kind) == Decision::StopAll;
+                        fatal.push(e);
+                        if all {
+                            break;
+                        }
+                    }
+                    Err(e) if e.is_panic() => fatal.push(SinkError::new(
+                        ErrorKind::Rejected,
+                        format!("a delivery task panicked: {e}"),
+                    )),
                     Err(_) => {}
                 }
             }
@@ -265,10 +310,9 @@ async fn drive<S: Sink>(
     loop {
         match delivery.step(knobs.batch_rows).await {
             Ok(step) => {
-                if attempt > 0 {
-                    delivery.board.recovered(delivery.key);
-                    attempt = 0;
-                }
+                // Also after a write that reported errors while it retried them itself.
+                delivery.board.recovered(delivery.key);
+                attempt = 0;
                 match step {
                     Step::Idle if knobs.exit_when_idle => return Ok(()),
                     Step::Idle | Step::Waiting => tokio::time::sleep(knobs.poll).await,
@@ -400,7 +444,12 @@ impl<S: Sink> Delivery<S> {
     /// `Ok` to retry after the backoff.
     fn failed(&mut self, error: SinkError) -> Result<(), SinkError> {
         self.board.error(self.key, &error);
-        if retry::decide(error.kind) == Decision::Stop {
+        let decision = retry::decide(error.kind);
+        if decision == Decision::StopAll {
+            self.board.stopped(self.key);
+            return Err(error);
+        }
+        if decision == Decision::Stop {
             self.board.stopped(self.key);
             return Err(SinkError::new(
                 error.kind,
@@ -430,10 +479,12 @@ fn source_error(e: crate::db::DbError) -> SinkError {
     )
 }
 
-/// The configuration tables, every `interval` (normal mode only).
+/// The configuration tables, every `interval` (normal mode only), each time once `claims` has
+/// confirmed that the origin is this node's.
 async fn refresh_config_tables(
     source: DbTarget,
     reporting: DbTarget,
+    mut claims: pg::service::PgService,
     interval: Duration,
     retry_initial: Duration,
     board: Board,
@@ -441,7 +492,14 @@ async fn refresh_config_tables(
 ) -> Result<(), SinkError> {
     let mut attempt = 0;
     loop {
-        match config_tables::refresh(&source, &reporting).await {
+        let refreshed = match claims.claim_origin(false).await {
+            Err(e) if retry::decide(e.kind) == Decision::StopAll => return Err(e),
+            Err(e) => Err(e.message),
+            Ok(()) => config_tables::refresh(&source, &reporting)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match refreshed {
             Ok(rows) => {
                 attempt = 0;
                 board.config_refreshed(rows);
@@ -451,7 +509,7 @@ async fn refresh_config_tables(
                 tokio::time::sleep(interval).await;
             }
             Err(e) => {
-                board.config_failed(&e.to_string());
+                board.config_failed(&e);
                 tokio::time::sleep(retry::backoff(retry_initial, attempt).min(interval)).await;
                 attempt += 1;
             }

@@ -18,6 +18,9 @@ pub enum ErrorKind {
     /// The other side refuses the request itself (HTTP 4xx other than 429, a PostgreSQL
     /// permission or schema error): sending it again cannot succeed.
     Rejected,
+    /// The origin belongs to another node (see `dbreplic::claim`): DB Replic must write
+    /// nothing under it, in either sink.
+    OriginClaimed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +29,8 @@ pub enum Decision {
     Retry,
     /// Stop this sink with the error; the other sink goes on.
     Stop,
+    /// Stop DB Replic altogether: no sink may write.
+    StopAll,
 }
 
 /// The policy: an exhaustive `match`, so that a new kind does not compile until it is given
@@ -38,6 +43,7 @@ pub fn decide(kind: ErrorKind) -> Decision {
         | ErrorKind::Server
         | ErrorKind::ItemsFailed => Decision::Retry,
         ErrorKind::Rejected => Decision::Stop,
+        ErrorKind::OriginClaimed => Decision::StopAll,
     }
 }
 
@@ -49,9 +55,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_rejection_stops_a_sink() {
+    fn only_a_rejection_or_a_claim_stops() {
         assert_eq!(decide(ErrorKind::Throttled), Decision::Retry);
         assert_eq!(decide(ErrorKind::ItemsFailed), Decision::Retry);
         assert_eq!(decide(ErrorKind::Rejected), Decision::Stop);
+        assert_eq!(decide(ErrorKind::OriginClaimed), Decision::StopAll);
     }
 }

@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_variable_and_line() {
-        let e = parse("REPORTING_DB_HOST=h\nELASTICSEARCH=http://es:9200\nIS_HA_SLAVE=yes\n")
+        let e = parse("REPORTING_DB_HOST=h\nELASTICSEARCH=http://es:9200\nIS_HA_SLAVE=maybe\n")
             .unwrap_err()
             .to_string();
         assert!(

@@ -18,10 +18,15 @@ pub async fn all(ctx: &Context, ha: &HaConfig) -> Vec<Finding> {
     if ctx.paths.xc_enabled().exists() {
         findings.extend(db_replic(ctx).await);
     }
-    let Some(peer) = ha.remote_ip() else {
+    if ha.node_type == NodeType::Disabled {
+        return findings;
+    }
+    // A peer `configure` refuses is the finding, and nothing is sent to it.
+    let (finding, peer) = peer_address(ha);
+    findings.push(finding);
+    let Some(peer) = peer else {
         return findings;
     };
-    findings.push(peer_is_not_self(ha, peer));
     findings.push(same_subnet(peer, &net::interface_addresses()));
     findings.extend(configuration_db(ctx).await);
     match ha.node_type {
@@ -57,6 +62,7 @@ pub async fn all(ctx: &Context, ha: &HaConfig) -> Vec<Finding> {
             }) {
                 Ok(settings) => {
                     findings.push(master_answers(peer, &settings).await);
+                    findings.push(witnesses_answer(&settings).await);
                     findings.extend(telephony_containers(&settings.containers).await);
                 }
                 Err(e) => findings.push(Finding::failed(
@@ -90,14 +96,29 @@ pub fn ha_configured(ha: &HaConfig) -> Finding {
     }
 }
 
-/// The peer's address by the rules of `configure` ([`crate::ha::check_peer`]): another host.
-pub fn peer_is_not_self(ha: &HaConfig, peer: IpAddr) -> Finding {
+/// The peer's address by the rules of `configure` ([`HaConfig::peer`]): another host, returned
+/// with the finding when it is one.
+pub fn peer_address(ha: &HaConfig) -> (Finding, Option<IpAddr>) {
     match ha.peer() {
-        Ok(_) => Finding::ok("peer-address", format!("the peer {peer} is another host")),
-        Err(e) => Finding::failed(
-            "peer-address",
-            e.to_string(),
-            "configure the other node's address: xivo-ha configure <role> <peer_ip>",
+        Ok(Some(peer)) => (
+            Finding::ok("peer-address", format!("the peer {peer} is another host")),
+            Some(peer),
+        ),
+        Ok(None) => (
+            Finding::failed(
+                "peer-address",
+                "HA is disabled: no peer",
+                "xivo-ha configure <role> <peer_ip>",
+            ),
+            None,
+        ),
+        Err(e) => (
+            Finding::failed(
+                "peer-address",
+                e.to_string(),
+                "configure the other node's address: xivo-ha configure <role> <peer_ip>",
+            ),
+            None,
         ),
     }
 }
@@ -365,6 +386,37 @@ pub async fn master_answers(
     }
 }
 
+/// The witnesses the slave tries before a takeover answer (or the check is off, or there is
+/// none to try: said, as a cut-off slave could then never be told apart from a dead master).
+pub async fn witnesses_answer(settings: &crate::monitor::settings::MonitorSettings) -> Finding {
+    use crate::monitor::witness;
+    const CHECK: &str = "witnesses";
+    let Some(witnesses) = witness::resolve(&settings.witnesses) else {
+        return Finding::warning(
+            CHECK,
+            "the witness check is off (XIVO_HA_MONITOR_WITNESSES=none): a slave cut off from the network takes over while the master may still serve",
+            "set XIVO_HA_MONITOR_WITNESSES to addresses this node reaches through the network the master uses (e.g. its gateway, another server's IP:port)",
+        );
+    };
+    if witnesses.is_empty() {
+        return Finding::failed(
+            CHECK,
+            "no witness configured and no default route: the slave can never confirm it is not the one cut off, so it never takes over",
+            "set XIVO_HA_MONITOR_WITNESSES (IPs for ICMP, IP:port for TCP), or give this node a default route",
+        );
+    }
+    let round = witness::round(&witnesses, settings.round_timeout()).await;
+    if round.answered {
+        Finding::ok(CHECK, format!("a witness answers: {}", round.detail))
+    } else {
+        Finding::failed(
+            CHECK,
+            format!("no witness answers: {}", round.detail),
+            "check the witnesses in XIVO_HA_MONITOR_WITNESSES (or the default gateway): while none answers, the slave never takes over",
+        )
+    }
+}
+
 /// The containers the monitor starts on failover exist, and will not start by themselves.
 pub async fn telephony_containers(names: &[String]) -> Vec<Finding> {
     const CHECK: &str = "telephony-containers";
@@ -489,8 +541,8 @@ pub async fn slave_database(
     }
 }
 
-/// DB Replic, where XiVO CC enabled it: its settings parse, both sinks answer, its log
-/// directory is writable.
+/// DB Replic, where XiVO CC enabled it: its settings parse, both sinks answer, the origin is
+/// not another node's, its log directory is writable.
 pub async fn db_replic(ctx: &Context) -> Vec<Finding> {
     use crate::dbreplic::settings::DbReplicSettings;
     let settings = match ctx.env().and_then(|env| DbReplicSettings::load(&env)) {
@@ -541,6 +593,7 @@ pub async fn db_replic(ctx: &Context) -> Vec<Finding> {
             ),
         },
     );
+    findings.push(origin_claim(ctx, &settings).await);
     let dir = ctx.paths.under(crate::dbreplic::LOG_DIR);
     findings.push(match crate::dbreplic::logfile::LogFile::open(&dir) {
         Ok(_) => Finding::ok("db-replic-log", format!("{} is writable", dir.display())),
@@ -551,6 +604,67 @@ pub async fn db_replic(ctx: &Context) -> Vec<Finding> {
         ),
     });
     findings
+}
+
+/// Whether DB_REPLIC_ORIGIN is this node's in the sinks that answer (read only: the node's
+/// identity is not made here).
+async fn origin_claim(
+    ctx: &Context,
+    settings: &crate::dbreplic::settings::DbReplicSettings,
+) -> Finding {
+    use crate::dbreplic::claim;
+    const CHECK: &str = "db-replic-origin";
+    let me = match crate::node_id::NodeId::read(&ctx.paths) {
+        Ok(id) => id,
+        Err(e) => {
+            return Finding::failed(CHECK, e.to_string(), "restore or remove the node-id file");
+        }
+    };
+    let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+    let mut mine = Vec::new();
+    for (store, found) in claim::read_all(settings).await {
+        let Ok(Some(found)) = found else { continue };
+        let conflict = match &me {
+            Some(id) => claim::judge(
+                &settings.origin,
+                &store,
+                &claim::Claimant::new(id.clone()),
+                &found,
+            )
+            .err()
+            .map(|e| e.message),
+            // DB Replic never ran here: any claim is another node's.
+            None => Some(claim::conflict(
+                &settings.origin,
+                &store,
+                &found,
+                &format!("a node without an identity yet (host {hostname})"),
+            )),
+        };
+        if let Some(message) = conflict {
+            return Finding::failed(
+                CHECK,
+                message,
+                "give this node its own DB_REPLIC_ORIGIN, or run `xivo-ha db-replic --take-over-origin` if it replaces that node",
+            );
+        }
+        mine.push(store);
+    }
+    Finding::ok(
+        CHECK,
+        if mine.is_empty() {
+            format!(
+                "origin `{}` is not claimed yet (DB Replic claims it at its first start)",
+                settings.origin
+            )
+        } else {
+            format!(
+                "origin `{}` is this node's in {}",
+                settings.origin,
+                mine.join(" and ")
+            )
+        },
+    )
 }
 
 #[cfg(test)]
@@ -565,7 +679,7 @@ mod tests {
                 node_type: NodeType::Master,
                 remote_address: address.into(),
             };
-            peer_is_not_self(&ha, address.parse().unwrap())
+            peer_address(&ha).0
         };
         assert_eq!(finding("192.0.2.20").level, Level::Ok);
         for (address, reason) in [

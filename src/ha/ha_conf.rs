@@ -48,22 +48,13 @@ impl Default for HaConfig {
 }
 
 impl HaConfig {
-    /// The peer's address, when HA is on and the file holds a valid one.
-    pub fn remote_ip(&self) -> Option<IpAddr> {
-        match self.node_type {
-            NodeType::Disabled => None,
-            _ => self.remote_address.parse().ok(),
-        }
-    }
-
-    /// The peer's address when HA is on, checked with the rules of the command line
-    /// ([`super::check_peer`]): an error says why a peer written in ha.conf (by hand, or by an
-    /// older tool) is refused.
+    /// The peer's address when HA is on, checked with the rules of `configure`
+    /// ([`super::check_peer`]); the only way to get it as an address, so that no reader acts on
+    /// a peer that `configure` would refuse. The error says why a peer written in ha.conf (by
+    /// hand, or by an older tool) is refused; [`HaConfig::peer_in`] names the file and the fix.
     pub fn peer(&self) -> Result<Option<IpAddr>, HaError> {
-        let peer = match self.node_type {
-            NodeType::Disabled => return Ok(None),
-            NodeType::Master => "slave",
-            NodeType::Slave => "master",
+        let Some(peer) = self.peer_role() else {
+            return Ok(None);
         };
         let ip = self
             .remote_address
@@ -71,6 +62,30 @@ impl HaConfig {
             .parse()
             .map_err(|_| HaError::BadAddress(self.remote_address.clone()))?;
         super::check_peer(ip, peer).map(Some)
+    }
+
+    /// [`HaConfig::peer`] for a command acting on it: a refused peer is the one-line error
+    /// naming `paths`' ha.conf and the fix (`xivo-ha configure <role> <peer_ip>`).
+    pub fn peer_in(&self, paths: &Paths) -> Result<Option<IpAddr>, HaError> {
+        self.peer().map_err(|e| HaError::RefusedPeer {
+            path: paths.ha_conf(),
+            reason: e.to_string(),
+            fix: format!(
+                "give the {}'s address with `xivo-ha configure {} <{}_ip>`",
+                self.peer_role().unwrap_or("peer"),
+                self.node_type,
+                self.peer_role().unwrap_or("peer")
+            ),
+        })
+    }
+
+    /// The peer's role (`slave` on a master, `master` on a slave), `None` when disabled.
+    fn peer_role(&self) -> Option<&'static str> {
+        match self.node_type {
+            NodeType::Disabled => None,
+            NodeType::Master => Some("slave"),
+            NodeType::Slave => Some("master"),
+        }
     }
 
     /// Reads ha.conf; a missing file means disabled. A corrupt file is an error naming the file,
@@ -113,17 +128,30 @@ impl HaConfig {
     /// Writes ha.conf atomically (when it differs) and sets the sentinel files. Returns whether
     /// anything changed on disk.
     pub fn save(&self, paths: &Paths) -> Result<bool, HaError> {
+        let changes = self.stage(paths)?;
+        let changed = !changes.is_empty();
+        for change in changes {
+            change.commit()?;
+        }
+        Ok(changed)
+    }
+
+    /// Prepares ha.conf (when it differs) and the sentinel files beside them, without touching
+    /// them (see [`fsutil::Staged`]); empty when the node already is so.
+    pub fn stage(&self, paths: &Paths) -> Result<Vec<fsutil::Staged>, HaError> {
         let path = paths.ha_conf();
         let contents = self.to_file_contents();
-        let mut changed = false;
-        let current = fsutil::read_optional(&path)?;
-        if current.as_deref() != Some(contents.as_slice()) {
-            fsutil::write_atomic(&path, &contents, Some(0o644))?;
-            changed = true;
+        let mut changes = Vec::new();
+        if fsutil::read_optional(&path)?.as_deref() != Some(contents.as_slice()) {
+            changes.push(fsutil::stage(&path, &contents, Some(0o644))?);
         }
-        changed |= fsutil::set_flag_file(&paths.is_primary(), self.node_type == NodeType::Master)?;
-        changed |= fsutil::set_flag_file(&paths.is_secondary(), self.node_type == NodeType::Slave)?;
-        Ok(changed)
+        for (flag, present) in [
+            (paths.is_primary(), self.node_type == NodeType::Master),
+            (paths.is_secondary(), self.node_type == NodeType::Slave),
+        ] {
+            changes.extend(fsutil::stage_flag_file(&flag, present)?);
+        }
+        Ok(changes)
     }
 }
 
@@ -160,7 +188,7 @@ mod tests {
         .unwrap();
         let config = HaConfig::load(&paths).unwrap();
         assert_eq!(config.node_type, NodeType::Slave);
-        assert_eq!(config.remote_ip(), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(config.remote_address, "10.0.0.1");
     }
 
     #[test]
@@ -200,6 +228,19 @@ mod tests {
             );
         }
         assert_eq!(HaConfig::default().peer().unwrap(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let message = HaConfig {
+            node_type: NodeType::Master,
+            remote_address: "127.0.0.1".into(),
+        }
+        .peer_in(&Paths::new(dir.path()))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("ha.conf: 127.0.0.1 is not usable as the slave's address: ")
+                && message.ends_with("`xivo-ha configure master <slave_ip>`"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The HA settings of a node (`xivo-ha configure`): ha.conf and its sentinels, the SIP expiry in
-//! the configuration database, and the provisioning backup registrar. The database step runs in
-//! one transaction before any file is replaced, so a failure leaves the node as it was.
+//! the configuration database, and the provisioning backup registrar. Every file is prepared
+//! beside its target, then the database step commits in one transaction, then the files are
+//! renamed into place, so a failure before the commit leaves the node as it was.
 //! [`command`] is the command line's side (arguments, wording).
 
 pub mod command;
@@ -37,6 +38,13 @@ pub enum HaError {
         address: IpAddr,
         peer: &'static str,
         reason: &'static str,
+    },
+    /// ha.conf names a peer that `configure` refuses (`reason`).
+    #[error("{}: {reason}: {fix}", path.display())]
+    RefusedPeer {
+        path: PathBuf,
+        reason: String,
+        fix: String,
     },
     #[error(
         "the configuration database {target} has no `staticsip` table: point --db at XiVO's `asterisk` database"
@@ -170,8 +178,21 @@ pub async fn configure(ctx: &Context, target: HaConfig) -> Result<Outcome, HaErr
         _ => false,
     };
 
-    // Database first, in one transaction; the provd file is written just before the commit and
-    // put back if the commit fails.
+    // Every file is prepared beside its target first, then the database commits, then the
+    // files are renamed into place: a failure before the commit leaves everything as it was
+    // (dropping the prepared files removes them).
+    let mut prepared = Vec::new();
+    if let (Some(registrar), true) = (&registrar, registrar_changed) {
+        prepared.push(registrar.stage()?);
+        changes.push(Change::BackupRegistrar {
+            path: registrar.path.clone(),
+            address: backup.unwrap_or_default().to_owned(),
+        });
+    }
+    let ha_files = target.stage(paths)?;
+    let ha_changed = !ha_files.is_empty();
+    prepared.extend(ha_files);
+
     let db = ctx.config_db()?;
     let mut client = db.connect().await?;
     let sql = |e: tokio_postgres::Error| HaError::Db(db.query_error(error_reason(&e)));
@@ -186,24 +207,15 @@ pub async fn configure(ctx: &Context, target: HaConfig) -> Result<Outcome, HaErr
     let transaction = client.transaction().await.map_err(sql)?;
     let expiry = SipExpiry::for_node(target.node_type);
     let changed_expiry = sip_expiry::apply(&transaction, expiry).await.map_err(sql)?;
+    transaction.commit().await.map_err(sql)?;
     if !changed_expiry.is_empty() {
-        changes.push(Change::SipExpiry(expiry));
-    }
-    if let (Some(registrar), true) = (&registrar, registrar_changed) {
-        registrar.write()?;
-        if let Err(e) = transaction.commit().await {
-            registrar.restore()?;
-            return Err(sql(e));
-        }
-        changes.push(Change::BackupRegistrar {
-            path: registrar.path.clone(),
-            address: backup.unwrap_or_default().to_owned(),
-        });
-    } else {
-        transaction.commit().await.map_err(sql)?;
+        changes.insert(0, Change::SipExpiry(expiry));
     }
 
-    if target.save(paths)? {
+    for file in prepared {
+        file.commit()?;
+    }
+    if ha_changed {
         changes.push(Change::HaConf {
             path: paths.ha_conf(),
             config: target.clone(),

@@ -16,7 +16,6 @@ const BACKUP_KEYS: [&str; 2] = ["registrar_backup", "proxy_backup"];
 #[derive(Clone, Debug)]
 pub struct DefaultRegistrar {
     pub path: PathBuf,
-    original: Vec<u8>,
     document: Map<String, Value>,
 }
 
@@ -24,23 +23,19 @@ impl DefaultRegistrar {
     /// Reads the document; `None` when provd has none (provd not installed).
     pub fn load(paths: &Paths) -> Result<Option<DefaultRegistrar>, HaError> {
         let path = paths.provd_config("default");
-        let Some(original) = fsutil::read_optional(&path)? else {
+        let Some(bytes) = fsutil::read_optional(&path)? else {
             return Ok(None);
         };
         let corrupt = |reason: String| HaError::CorruptProvdConfig {
             path: path.clone(),
             reason,
         };
-        let document = match serde_json::from_slice::<Value>(&original) {
+        let document = match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => map,
             Ok(_) => return Err(corrupt("not a JSON object".into())),
             Err(e) => return Err(corrupt(e.to_string())),
         };
-        Ok(Some(DefaultRegistrar {
-            path,
-            original,
-            document,
-        }))
+        Ok(Some(DefaultRegistrar { path, document }))
     }
 
     /// The backup registrar currently handed to devices (`""` when none).
@@ -64,17 +59,11 @@ impl DefaultRegistrar {
         changed
     }
 
-    /// Replaces the file with the current document.
-    pub fn write(&self) -> Result<(), HaError> {
+    /// Prepares replacing the file with the current document (see [`fsutil::Staged`]), with
+    /// the mode, owner and group of the file it replaces: provd reads it as its own user.
+    pub fn stage(&self) -> Result<fsutil::Staged, HaError> {
         let json =
             serde_json::to_vec(&Value::Object(self.document.clone())).expect("JSON serialises");
-        fsutil::write_atomic(&self.path, &json, None)?;
-        Ok(())
-    }
-
-    /// Puts the file back as it was when loaded.
-    pub fn restore(&self) -> Result<(), HaError> {
-        fsutil::write_atomic(&self.path, &self.original, None)?;
-        Ok(())
+        Ok(fsutil::stage_keeping_owner(&self.path, &json, 0o644)?)
     }
 }

@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::Heartbeat;
+use crate::ha::NodeType;
 use crate::monitor::peer::PeerState;
 use crate::monitor::verdict::Verdict;
 use crate::paths::Paths;
@@ -75,6 +76,33 @@ fn register_monitor(registry: &mut Registry, monitor: &MonitorDoc) {
         "1 while the monitor does not follow ha.conf (unreadable: previous settings kept; a refused peer: nothing done); status says why",
         config_error,
     );
+    if monitor.node_type == NodeType::Slave {
+        let isolated = Gauge::<i64>::default();
+        isolated.set(i64::from(monitor.isolated.is_some()));
+        registry.register(
+            "isolated",
+            "1 while the slave sees the master down but no witness answers: cut off, it does not take over",
+            isolated,
+        );
+    }
+    if let Some(services) = &monitor.services {
+        let draining = Gauge::<i64>::default();
+        draining.set(i64::from(services.draining.is_some()));
+        registry.register(
+            "draining",
+            "1 while a failback lets the slave's calls finish before stopping its Asterisk",
+            draining,
+        );
+        if let Some(calls) = services.draining.as_ref().and_then(|d| d.calls) {
+            let active = Gauge::<i64>::default();
+            active.set(i64::try_from(calls).unwrap_or(i64::MAX));
+            registry.register(
+                "drain_active_calls",
+                "Calls still active on the draining slave (core show channels count)",
+                active,
+            );
+        }
+    }
     let counters = monitor.counters.unwrap_or_default();
     let changes = Counter::<u64>::default();
     changes.inc_by(counters.to_down + counters.to_up);
@@ -364,7 +392,17 @@ mod tests {
                 services: Some(KeeperStatus {
                     errors: 5,
                     start_failures: 2,
+                    draining: Some(crate::monitor::drain::DrainStatus {
+                        containers: vec!["asterisk".into()],
+                        since: now,
+                        calls: Some(3),
+                        max_s: 1800,
+                    }),
                     ..KeeperStatus::default()
+                }),
+                isolated: Some(crate::status::documents::IsolationRecord {
+                    since: now,
+                    witnesses: "192.0.2.1 (icmp) no answer".into(),
                 }),
                 ..monitor(Verdict::Down)
             }),
@@ -412,6 +450,12 @@ mod tests {
         assert_eq!(
             line(&text, "xivo_ha_failovers_total"),
             Some("xivo_ha_failovers_total 2")
+        );
+        assert_eq!(line(&text, "xivo_ha_isolated "), Some("xivo_ha_isolated 1"));
+        assert_eq!(line(&text, "xivo_ha_draining "), Some("xivo_ha_draining 1"));
+        assert_eq!(
+            line(&text, "xivo_ha_drain_active_calls "),
+            Some("xivo_ha_drain_active_calls 3")
         );
         assert_eq!(
             line(&text, "xivo_ha_verdict_changes_total"),
@@ -483,6 +527,7 @@ mod tests {
             Utc::now(),
         );
         assert!(line(&text, "xivo_ha_master_up").is_none(), "{text}");
+        assert_eq!(line(&text, "xivo_ha_isolated "), Some("xivo_ha_isolated 0"));
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! The monitor's HTTP endpoint: `GET /status` (the JSON of `xivo-ha status --json`),
+//! The monitor's HTTP endpoint: `GET /` (the dashboard page, [`dashboard`], headline in
+//! [`headline`]), `GET /status` (the JSON of `xivo-ha status --json`),
 //! `GET /metrics` (Prometheus text format) and `GET /healthz` (200 while the monitor's loop
 //! ticks). Everything it shows comes from the same state documents `status` reads, so the
-//! figures survive a restart of the sidecar and never disagree with `status`.
+//! figures survive a restart of the sidecar and never disagree with `status`; the page adds
+//! the monitor's recent probe rounds, held in memory ([`RoundLog`]).
 
+pub mod dashboard;
+pub mod headline;
 mod metrics;
 
 use std::future::Future;
@@ -17,6 +21,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::Deserialize;
 
+use crate::monitor::rounds::RoundLog;
 use crate::paths::Paths;
 use crate::status::Status;
 
@@ -79,15 +84,22 @@ impl Heartbeat {
 struct AppState {
     paths: Paths,
     heartbeat: Heartbeat,
+    rounds: RoundLog,
 }
 
-/// The router, for tests and for [`serve`].
-pub fn router(paths: Paths, heartbeat: Heartbeat) -> Router {
+/// The router, for tests and for [`serve`]; `rounds` is the monitor's (see
+/// [`crate::monitor::Monitor::with_rounds`]).
+pub fn router(paths: Paths, heartbeat: Heartbeat, rounds: RoundLog) -> Router {
     Router::new()
+        .route("/", get(page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .with_state(AppState { paths, heartbeat })
+        .with_state(AppState {
+            paths,
+            heartbeat,
+            rounds,
+        })
 }
 
 /// Serves on `listener` until `shutdown` completes.
@@ -95,9 +107,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     paths: Paths,
     heartbeat: Heartbeat,
+    rounds: RoundLog,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(paths, heartbeat))
+    axum::serve(listener, router(paths, heartbeat, rounds))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -141,6 +154,7 @@ pub async fn start(
     env: &crate::settings::EnvFile,
     paths: &Paths,
     heartbeat: Heartbeat,
+    rounds: RoundLog,
 ) -> Result<Option<Running>, HttpError> {
     let settings: HttpSettings = crate::settings::from_env("XIVO_HA_", env)?;
     let listen = settings.http_listen.trim();
@@ -166,17 +180,41 @@ pub async fn start(
     let stopped = cancel.clone();
     let paths = paths.clone();
     let task = tokio::spawn(async move {
-        serve(listener, paths, heartbeat, async move {
+        serve(listener, paths, heartbeat, rounds, async move {
             stopped.cancelled().await
         })
         .await
     });
-    tracing::info!("HTTP status and metrics on http://{address}/ (/status, /metrics, /healthz)");
+    tracing::info!(
+        "HTTP dashboard, status and metrics on http://{address}/ (/, /status, /metrics, /healthz)"
+    );
     Ok(Some(Running {
         address,
         cancel,
         task,
     }))
+}
+
+async fn page(State(state): State<AppState>) -> impl IntoResponse {
+    let now = chrono::Utc::now();
+    let (code, body) = match Status::gather(&state.paths) {
+        Ok(status) => (
+            StatusCode::OK,
+            dashboard::render(&status, &state.rounds.snapshot(), now),
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            dashboard::render_error(&e.error.to_string()),
+        ),
+    };
+    (
+        code,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
 }
 
 async fn status(State(state): State<AppState>) -> impl IntoResponse {
@@ -185,9 +223,9 @@ async fn status(State(state): State<AppState>) -> impl IntoResponse {
             StatusCode::OK,
             axum::Json(serde_json::to_value(status).expect("status serialises")),
         ),
-        Err(e) => (
+        Err(unreadable) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(serde_json::json!({ "error": e.to_string() })),
+            axum::Json(serde_json::to_value(unreadable).expect("status serialises")),
         ),
     }
 }

@@ -8,11 +8,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use tokio::time::Instant;
 
+use super::isolation::{Decision, Guard, Witnessed};
 use super::probe::{ProbeSettings, Prober};
 use super::services::{self, Desired};
 use super::settings::{MasterSettings, MonitorSettings, PREFIX};
-use super::{Monitor, MonitorError, verdict};
+use super::verdict::Verdict;
+use super::{Monitor, MonitorError, rounds, verdict};
 use crate::context::Context;
 use crate::ha::{HaConfig, NodeType};
 use crate::settings::differing;
@@ -52,11 +55,13 @@ pub async fn run(ctx: &Context, _args: MonitorArgs) -> Result<ExitCode, MonitorE
     // A round may take its interval plus the probes' timeouts; three missed rounds and ten
     // seconds more mean the loop is stuck.
     let heartbeat = crate::http::Heartbeat::new(settings.interval * 3 + Duration::from_secs(10));
+    let rounds = rounds::RoundLog::default();
     let monitor = Monitor::new(ctx.clone(), settings)
         .with_master_settings(master)
-        .with_heartbeat(heartbeat.clone());
+        .with_heartbeat(heartbeat.clone())
+        .with_rounds(rounds.clone());
     let checked = monitor.preflight().await?;
-    let http = crate::http::start(&env, &ctx.paths, heartbeat).await?;
+    let http = crate::http::start(&env, &ctx.paths, heartbeat, rounds).await?;
     let result = monitor.run_checked(checked, shutdown).await;
     if let Some(http) = http {
         http.stop().await;
@@ -86,7 +91,8 @@ pub async fn check_master_status(ctx: &Context, args: CheckArgs) -> Result<ExitC
     }
     let env = ctx.env()?;
     let settings = MonitorSettings::load(&env)?;
-    if ha.remote_ip() != Some(master) {
+    // ha.conf by the same rules: a node whose own settings are refused acts on nothing.
+    if ha.peer_in(&ctx.paths)? != Some(master) {
         println!(
             "note: ha.conf names the master {}, probing {master} as asked",
             ha.remote_address
@@ -102,6 +108,25 @@ pub async fn check_master_status(ctx: &Context, args: CheckArgs) -> Result<ExitC
         verdict::RoundClass::HostDown => ("down (no answer)", Desired::Running),
     };
     println!("master {master} {verdict}: {}", report.evidence());
+    if desired == Desired::Running
+        && let Some(witnesses) = super::witness::resolve(&settings.witnesses)
+    {
+        // The same guard as the monitor's, for one round.
+        let round = super::witness::round(&witnesses, settings.round_timeout()).await;
+        let witnessed = if round.answered {
+            Witnessed::Answered
+        } else {
+            Witnessed::Silent
+        };
+        let decision = Guard::new(true).step(Instant::now(), Verdict::Down, true, witnessed);
+        if matches!(decision, Decision::Isolated { .. }) {
+            println!(
+                "isolated: no witness answers, not taking over [{}]",
+                round.detail
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let applied = services::manage(&ctx.paths, &settings, desired).await?;
     print_applied(desired, &applied);
     Ok(ExitCode::SUCCESS)

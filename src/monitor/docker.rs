@@ -117,6 +117,15 @@ impl ContainerStatus {
     }
 }
 
+/// What a command run in a container (`docker exec`) gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exec {
+    /// It ran: its exit code and its output (stdout and stderr).
+    Ran { exit: i64, output: String },
+    /// The container has no such command (exit 127, or the runtime's "not found").
+    NotFound,
+}
+
 /// A connection to the Docker engine.
 #[derive(Clone, Debug)]
 pub struct Engine {
@@ -410,6 +419,102 @@ impl Engine {
         }
         Ok(())
     }
+
+    /// Runs `cmd` in the running container `name` and waits for it (at most `timeout`).
+    pub async fn exec(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        timeout: Duration,
+    ) -> Result<Exec, DockerError> {
+        use bollard::exec::StartExecResults;
+        use futures_util::StreamExt;
+        let id = self.create_exec(name, cmd, true).await?;
+        let run = async {
+            let mut text = String::new();
+            match self.docker.start_exec(&id, None).await {
+                Ok(StartExecResults::Attached { mut output, .. }) => {
+                    while let Some(Ok(chunk)) = output.next().await {
+                        text.push_str(&chunk.to_string());
+                    }
+                    Ok(text)
+                }
+                Ok(StartExecResults::Detached) => Ok(text),
+                Err(e) => Err(e),
+            }
+        };
+        let output = match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) if exec_not_found(&e.to_string()) => return Ok(Exec::NotFound),
+            Ok(Err(e)) => return Err(action_error(name, "exec", e)),
+            Err(_) => {
+                return Err(DockerError::Action {
+                    name: name.to_owned(),
+                    action: "exec",
+                    reason: format!(
+                        "`{}` gave no answer within {} s",
+                        cmd.join(" "),
+                        timeout.as_secs()
+                    ),
+                });
+            }
+        };
+        let inspected = self
+            .docker
+            .inspect_exec(&id)
+            .await
+            .map_err(|e| action_error(name, "exec", e))?;
+        let exit = inspected.exit_code.unwrap_or(-1);
+        if exit == 127 || exec_not_found(&output) && exit != 0 {
+            return Ok(Exec::NotFound);
+        }
+        Ok(Exec::Ran { exit, output })
+    }
+
+    /// Creates the exec of `cmd` in `name` (its output attached or not); returns its id.
+    async fn create_exec(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        attach: bool,
+    ) -> Result<String, DockerError> {
+        let options = bollard::exec::CreateExecOptions {
+            cmd: Some(cmd.to_vec()),
+            attach_stdout: Some(attach),
+            attach_stderr: Some(attach),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(name, options)
+            .await
+            .map_err(|e| action_error(name, "exec", e))?;
+        Ok(created.id)
+    }
+
+    /// Starts `cmd` in the running container `name` without waiting for it (a command that
+    /// returns only when its work is done, as `core stop gracefully`).
+    pub async fn exec_detached(&self, name: &str, cmd: &[&str]) -> Result<(), DockerError> {
+        use bollard::exec::StartExecOptions;
+        let id = self.create_exec(name, cmd, false).await?;
+        self.docker
+            .start_exec(
+                &id,
+                Some(StartExecOptions {
+                    detach: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| action_error(name, "exec", e))?;
+        Ok(())
+    }
+}
+
+/// The runtime's words for a command missing from the container.
+fn exec_not_found(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    text.contains("executable file not found") || text.contains("no such file or directory")
 }
 
 #[cfg(test)]

@@ -8,18 +8,23 @@
 //! Files: [`settings`] (variables), [`probe`] (ICMP, TCP, SIP OPTIONS), [`verdict`] (the pure
 //! decision), [`docker`] (bollard), [`services`] (desired state, flag file, keeper), [`peer`]
 //! (the master's view of its slave), [`hourly`] (the master's job runner: replication every
-//! interval, everything at :00 and at a failback), [`command`] (the three commands' arguments
-//! and output).
+//! interval, everything at :00 and at a failback), [`rounds`] (the recent rounds in memory,
+//! for the dashboard), [`command`] (the three commands' arguments and output).
 
 pub mod command;
 pub mod docker;
+pub mod drain;
 pub mod hourly;
+pub mod isolation;
 pub mod peer;
 pub mod probe;
+pub mod rounds;
 pub mod services;
 pub mod settings;
 pub mod verdict;
+pub mod witness;
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,15 +39,21 @@ use crate::context::Context;
 use crate::fsutil::{self, FileError};
 use crate::ha::{HaConfig, NodeType};
 use crate::maintenance::{self, Phase};
-use crate::status::documents::{Component, MaintenanceDoc, MonitorDoc, TransitionRecord};
+use crate::status::documents::{
+    Component, IsolationRecord, MaintenanceDoc, MonitorDoc, TransitionRecord,
+};
 use crate::status::store;
+use crate::throttle::Throttle;
 use docker::{DockerError, Engine};
 use hourly::{Gate, RunnerStatus};
+use isolation::{Decision, Guard, Witnessed};
 use peer::{PeerRules, PeerState, PeerWatch};
 use probe::{ProbeSettings, Prober, RoundReport};
+use rounds::{Mark, RoundLog};
 use services::{Desired, Keeper};
 use settings::{MasterSettings, MonitorSettings};
-use verdict::{Machine, Rules, Verdict};
+use verdict::{Machine, RoundClass, Rules, Verdict};
+use witness::{WitnessRound, Witnesses};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
@@ -69,9 +80,48 @@ pub enum MonitorError {
 struct SlaveRun {
     prober: Prober,
     machine: Machine,
+    /// Acts on a down verdict only when a witness answers.
+    guard: Guard,
+    /// Cut off: since when, and what the witnesses said last.
+    isolated: Option<IsolationRecord>,
     since: DateTime<Utc>,
-    last_transition: Option<TransitionRecord>,
+    /// The last [`TRANSITIONS_KEPT`] transitions, oldest first.
+    transitions: VecDeque<TransitionRecord>,
     last_round: Option<RoundReport>,
+}
+
+impl SlaveRun {
+    /// One probe round of the master, with a witness round beside it when the guard needs
+    /// one (before a takeover only: the failover is not delayed by more than one timeout).
+    async fn round(&mut self, settings: &MonitorSettings) -> (RoundReport, Option<WitnessRound>) {
+        let (_, bad_streak) = self.machine.streaks();
+        let needed =
+            self.guard
+                .wants_witness(self.machine.verdict(), bad_streak, settings.down_after);
+        match witness::resolve(&settings.witnesses).filter(|_| needed) {
+            Some(witnesses) => {
+                let (report, witnessed) = tokio::join!(
+                    self.prober.round(),
+                    witness::round(&witnesses, settings.round_timeout())
+                );
+                (report, Some(witnessed))
+            }
+            None => (self.prober.round().await, None),
+        }
+    }
+}
+
+/// Transitions the monitor's document keeps (the dashboard lists them).
+pub const TRANSITIONS_KEPT: usize = 20;
+
+impl SlaveRun {
+    /// Keeps `record` as the latest transition, forgetting the oldest beyond the bound.
+    fn remember(&mut self, record: TransitionRecord) {
+        if self.transitions.len() == TRANSITIONS_KEPT {
+            self.transitions.pop_front();
+        }
+        self.transitions.push_back(record);
+    }
 }
 
 /// Proof that [`Monitor::preflight`] passed, with what it read.
@@ -134,6 +184,7 @@ pub struct Monitor {
     /// Whether a master probes its slave (off only in unit tests of the schedule, which run on
     /// paused time where real probes cannot).
     probe_peer: bool,
+    rounds: RoundLog,
 }
 
 impl Monitor {
@@ -147,6 +198,7 @@ impl Monitor {
             clock: Arc::new(hourly::SystemClock),
             heartbeat: None,
             probe_peer: true,
+            rounds: RoundLog::default(),
         }
     }
 
@@ -159,6 +211,12 @@ impl Monitor {
     /// The master's schedule (`XIVO_HA_REPLICATION_INTERVAL_S`).
     pub fn with_master_settings(mut self, master: MasterSettings) -> Monitor {
         self.master = master;
+        self
+    }
+
+    /// Keeps each probe round in `rounds`, for the dashboard's timeline.
+    pub fn with_rounds(mut self, rounds: RoundLog) -> Monitor {
+        self.rounds = rounds;
         self
     }
 
@@ -211,6 +269,8 @@ impl Monitor {
         let paths = self.ctx.paths.clone();
         let mut node = self.start(checked);
         let mut last_saved: Option<(Instant, String)> = None;
+        // An unwritable state directory fails every round: say so once, then every 10 min.
+        let mut save_failed = Throttle::new(Duration::from_secs(600));
 
         tokio::pin!(shutdown);
         let mut ticker = tokio::time::interval(self.settings.interval);
@@ -231,11 +291,12 @@ impl Monitor {
                 probing: Some(probing),
             } = &mut node.role
             {
-                let report = tokio::select! {
+                let (report, witnessed) = tokio::select! {
                     _ = &mut shutdown => break,
-                    report = probing.prober.round() => report,
+                    round = probing.round(&self.settings) => round,
                 };
-                if self.observe(probing, keeper, report, hold) {
+                self.rounds.push(Mark::of(Utc::now(), report.observation()));
+                if self.observe(probing, keeper, report, witnessed, hold) {
                     last_saved = None;
                 }
             }
@@ -260,8 +321,11 @@ impl Monitor {
             };
             if due {
                 match store::save(&paths, Component::Monitor, &state) {
-                    Ok(()) => last_saved = Some((Instant::now(), key)),
-                    Err(e) => tracing::warn!("{e}"),
+                    Ok(()) => {
+                        last_saved = Some((Instant::now(), key));
+                        save_failed.clear();
+                    }
+                    Err(e) => save_failed.warn(e),
                 }
             }
         }
@@ -277,9 +341,9 @@ impl Monitor {
         tracing::info!(
             "monitor started: {}{}",
             ha.node_type,
-            match ha.remote_ip() {
-                Some(ip) => format!(", peer {ip}"),
-                None => String::new(),
+            match ha.node_type {
+                NodeType::Disabled => String::new(),
+                _ => format!(", peer {}", ha.remote_address),
             }
         );
         let maintenance = maintenance::is_on(&self.ctx.paths, Utc::now());
@@ -387,10 +451,9 @@ impl Monitor {
     /// Why the monitor must not act on `ha` (its peer breaks the rules of `configure`), as the
     /// line for the log and the state.
     fn refusal(&self, ha: &HaConfig) -> Option<String> {
-        let e = ha.peer().err()?;
+        let e = ha.peer_in(&self.ctx.paths).err()?;
         Some(format!(
-            "{}: {e}: the monitor probes, starts and stops nothing until it is fixed (`xivo-ha configure`)",
-            self.ctx.paths.ha_conf().display()
+            "{e}: the monitor probes, starts and stops nothing until then"
         ))
     }
 
@@ -444,8 +507,11 @@ impl Monitor {
     /// down is taken over now), or, undecided, what the flag file recorded.
     fn resume(&self, keeper: &Keeper, probing: Option<&SlaveRun>) {
         let paths = &self.ctx.paths;
+        // A cut-off slave (no witness answered) does not take over after maintenance either.
+        let isolated = probing.is_some_and(|p| p.isolated.is_some());
         let desired = match probing.map(|p| p.machine.verdict()) {
-            Some(Verdict::Down) => Desired::Running,
+            Some(Verdict::Down) if !isolated => Desired::Running,
+            Some(Verdict::Down) => services::recorded(paths),
             Some(Verdict::Up) => Desired::Stopped,
             Some(Verdict::Unknown) | None => services::recorded(paths),
         };
@@ -454,7 +520,7 @@ impl Monitor {
                 .map(|p| p.prober.master().to_string())
                 .unwrap_or_default();
             let evidence = probing
-                .and_then(|p| p.last_transition.as_ref())
+                .and_then(|p| p.transitions.back())
                 .map(|t| format!("{} [{}]", t.reason, t.evidence))
                 .unwrap_or_default();
             tracing::warn!("after maintenance: the master {master} is down, taking over");
@@ -466,77 +532,136 @@ impl Monitor {
         keeper.set(desired);
     }
 
-    /// One round's report seen by the slave's verdict machine; on a transition, the services
-    /// are recorded and set to follow it, unless `hold` (maintenance mode). Returns whether a
-    /// transition happened.
+    /// One round's report seen by the slave's verdict machine, then by the split-brain guard
+    /// with what the witnesses said: a transition is recorded, a failback stops the services,
+    /// a down verdict starts them when the guard lets it, unless `hold` (maintenance mode).
+    /// Returns whether anything changed.
     fn observe(
         &self,
         probing: &mut SlaveRun,
         keeper: &Keeper,
         report: RoundReport,
+        witnessed: Option<WitnessRound>,
         hold: bool,
     ) -> bool {
-        let Some(t) = probing
-            .machine
-            .observe(Instant::now(), report.observation())
-        else {
-            probing.last_round = Some(report);
-            return false;
+        let now = Instant::now();
+        let observation = report.observation();
+        let taken_over = probing.guard.taken_over();
+        let transition = probing.machine.observe(now, observation);
+        let witness_said = match &witnessed {
+            None => Witnessed::NotAsked,
+            Some(w) if w.answered => Witnessed::Answered,
+            Some(_) => Witnessed::Silent,
         };
-        let record = TransitionRecord {
-            from: t.from,
-            to: t.to,
-            at: Utc::now(),
-            reason: t.reason,
-            evidence: report.evidence(),
-        };
-        let master = probing.prober.master();
-        tracing::warn!(
-            master = %master,
-            "master {} -> {}: {} [{}]",
-            record.from, record.to, record.reason, record.evidence
+        let decision = probing.guard.step(
+            now,
+            probing.machine.verdict(),
+            observation.class() != RoundClass::Good,
+            witness_said,
         );
-        probing.since = record.at;
-        let desired = match t.to {
-            Verdict::Down => Some(Desired::Running),
-            Verdict::Up => Some(Desired::Stopped),
-            Verdict::Unknown => None,
-        };
-        if hold && desired.is_some() {
-            tracing::warn!("maintenance mode: the services are left as they are");
-            probing.last_transition = Some(record);
-            probing.last_round = Some(report);
-            return true;
-        }
-        if let Some(desired) = desired {
-            // Recorded first: a restart mid-action finishes the job.
-            if let Err(e) = services::record(&self.ctx.paths, desired) {
-                tracing::error!("{e}");
-            }
-            keeper.set(desired);
-        }
-        let evidence = format!("{} [{}]", record.reason, record.evidence);
-        match (t.from, t.to) {
-            (_, Verdict::Down) => {
-                alert::raise(Event::failing(Kind::Failover, master.to_string(), evidence))
-            }
-            (Verdict::Down, Verdict::Up) => alert::raise(Event::recovered(
-                Kind::Failover,
-                master.to_string(),
-                evidence,
-            )),
-            _ => {}
-        }
-        if t.from == Verdict::Down && t.to == Verdict::Up {
-            // This node answered calls meanwhile: what it recorded stays here until the master
-            // pulls it (XiVO leaves this to the administrator's memory).
+        let master = probing.prober.master();
+        let changed = transition.is_some() || decision != Decision::Hold;
+        if let Some(t) = transition {
+            let record = TransitionRecord {
+                from: t.from,
+                to: t.to,
+                at: Utc::now(),
+                reason: t.reason,
+                evidence: report.evidence(),
+            };
             tracing::warn!(
-                "failback: the master {master} is back; run `xivo-ha sync --back` on the master to bring back the voicemail and recordings made here",
+                master = %master,
+                "master {} -> {}: {} [{}]",
+                record.from, record.to, record.reason, record.evidence
             );
+            probing.since = record.at;
+            if t.to == Verdict::Up {
+                if hold {
+                    tracing::warn!("maintenance mode: the services are left as they are");
+                } else {
+                    self.follow(keeper, Desired::Stopped);
+                }
+                if taken_over {
+                    alert::raise(Event::recovered(
+                        Kind::Failover,
+                        master.to_string(),
+                        format!("{} [{}]", record.reason, record.evidence),
+                    ));
+                    // This node answered calls meanwhile: what it recorded stays here until the
+                    // master pulls it (XiVO leaves this to the administrator's memory).
+                    tracing::warn!(
+                        "failback: the master {master} is back; run `xivo-ha sync --back` on the master to bring back the voicemail and recordings made here",
+                    );
+                }
+            }
+            probing.remember(record);
         }
-        probing.last_transition = Some(record);
+        let witnesses = || {
+            witnessed
+                .as_ref()
+                .map(|w| w.detail.clone())
+                .unwrap_or_default()
+        };
+        match decision {
+            Decision::Hold => {}
+            Decision::TakeOver if hold => {
+                tracing::warn!(
+                    "maintenance mode: the master is down, the services are left as they are"
+                );
+            }
+            Decision::TakeOver => {
+                probing.isolated = None;
+                self.follow(keeper, Desired::Running);
+                let evidence = probing
+                    .transitions
+                    .back()
+                    .map(|t| format!("{} [{}]", t.reason, t.evidence))
+                    .unwrap_or_else(|| report.evidence());
+                alert::raise(Event::failing(Kind::Failover, master.to_string(), evidence));
+            }
+            Decision::Isolated { first } => {
+                if first {
+                    tracing::error!(
+                        "isolated: no witness answers, not taking over (master {master} down) [{}]",
+                        witnesses()
+                    );
+                    alert::raise(Event::failing(
+                        Kind::Isolated,
+                        master.to_string(),
+                        format!("master {master} down, witnesses silent [{}]", witnesses()),
+                    ));
+                }
+                let since = probing.isolated.as_ref().map_or_else(Utc::now, |i| i.since);
+                probing.isolated = Some(IsolationRecord {
+                    since,
+                    witnesses: witnesses(),
+                });
+            }
+            Decision::Recovered { lasted } => {
+                let seen = match &witnessed {
+                    Some(w) if w.answered => format!("a witness answers [{}]", w.detail),
+                    _ => format!("the master {master} answers [{}]", report.evidence()),
+                };
+                tracing::warn!("network back after {} s cut off: {seen}", lasted.as_secs());
+                alert::raise(Event::recovered(
+                    Kind::Isolated,
+                    master.to_string(),
+                    format!("after {} s cut off: {seen}", lasted.as_secs()),
+                ));
+                probing.isolated = None;
+            }
+        }
         probing.last_round = Some(report);
-        true
+        changed
+    }
+
+    /// Records `desired` in the flag file (first: a restart mid-action finishes the job), then
+    /// has the keeper bring the services there.
+    fn follow(&self, keeper: &Keeper, desired: Desired) {
+        if let Err(e) = services::record(&self.ctx.paths, desired) {
+            tracing::error!("{e}");
+        }
+        keeper.set(desired);
     }
 
     /// The role `ha` gives this node. `keeper` is the slave's keeper carried over from the
@@ -546,7 +671,8 @@ impl Monitor {
         // monit's checks follow the role (files and a reload, off the monitor's loop).
         let ctx = self.ctx.clone();
         tokio::task::spawn_blocking(move || crate::monit::follow(&ctx));
-        match (ha.node_type, ha.remote_ip()) {
+        // Only for a peer `refusal` accepted.
+        match (ha.node_type, ha.peer().ok().flatten()) {
             (NodeType::Slave, Some(ip)) => {
                 let keeper = keeper.unwrap_or_else(|| Keeper::spawn(self.settings.clone()));
                 // Start-up reconciliation: services recorded as stopped are stopped now (a
@@ -581,8 +707,14 @@ impl Monitor {
         }
     }
 
-    /// A fresh watch of the master at `ip`.
+    /// A fresh watch of the master at `ip`, with the transitions the previous run of the
+    /// monitor recorded about the same master (the dashboard's history survives a restart).
     fn probe(&self, ip: IpAddr) -> SlaveRun {
+        self.rounds.clear();
+        let transitions = store::load::<MonitorDoc>(&self.ctx.paths, Component::Monitor)
+            .filter(|doc| doc.master == Some(ip))
+            .map(|doc| doc.transitions.into_iter().collect())
+            .unwrap_or_default();
         SlaveRun {
             prober: Prober::new(ip, ProbeSettings::from(&self.settings)),
             machine: Machine::new(
@@ -593,8 +725,10 @@ impl Monitor {
                 },
                 Instant::now(),
             ),
+            guard: Guard::new(self.settings.witnesses != Witnesses::Off),
+            isolated: None,
             since: Utc::now(),
-            last_transition: None,
+            transitions,
             last_round: None,
         }
     }
@@ -677,9 +811,13 @@ impl Monitor {
             master: slave.map(|s| s.prober.master()),
             verdict: slave.map(|s| s.machine.verdict()),
             since: slave.map(|s| s.since),
-            last_transition: slave.and_then(|s| s.last_transition.clone()),
+            last_transition: slave.and_then(|s| s.transitions.back().cloned()),
+            transitions: slave
+                .map(|s| s.transitions.iter().cloned().collect())
+                .unwrap_or_default(),
             last_round: slave.and_then(|s| s.last_round.clone()),
             counters: slave.map(|s| s.machine.counters()),
+            isolated: slave.and_then(|s| s.isolated.clone()),
             services,
             peer: master.and_then(|m| m.peer.as_ref().map(|p| p.watch.status().clone())),
             jobs_held: jobs.as_ref().and_then(|j| j.held.clone()),
@@ -741,20 +879,22 @@ fn observe_peer(peer: &mut PeerRun, report: &RoundReport) -> bool {
 /// written every few seconds).
 fn state_key(state: &MonitorDoc) -> String {
     format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         state.node_type,
         state.peer.as_ref().map(|p| p.state),
         state.jobs_held,
         state.jobs_skipped,
         state.replicated_at,
         state.verdict,
+        state.isolated.as_ref().map(|i| i.since),
         state.last_transition.as_ref().map(|t| t.at),
         state.services.as_ref().map(|s| (
             s.desired,
             s.settled,
             s.errors,
             s.start_failures,
-            &s.last_action
+            &s.last_action,
+            s.draining.as_ref().map(|d| d.calls)
         )),
         state.hourly.len(),
         state.config_error,
@@ -821,6 +961,13 @@ fn summary(state: &MonitorDoc, jobs: &[hourly::Job], interval: Duration) -> Stri
                     .map(|s| s.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                     .unwrap_or_default()
             );
+            if let Some(i) = &state.isolated {
+                out.push_str(&format!(
+                    "; isolated: no witness answers, not taking over (since {}: {})",
+                    i.since.format("%H:%M:%S"),
+                    i.witnesses
+                ));
+            }
             if let Some(t) = &state.last_transition {
                 out.push_str(&format!(
                     "; last {} -> {} at {}: {} [{}]",
@@ -855,6 +1002,19 @@ fn summary(state: &MonitorDoc, jobs: &[hourly::Job], interval: Duration) -> Stri
                         s.next_attempt_at
                             .map(|at| format!(", next try at {}", at.format("%H:%M:%S")))
                             .unwrap_or_default()
+                    ));
+                }
+                if let Some(d) = &s.draining {
+                    out.push_str(&format!(
+                        ", draining {} ({}, since {}, stopped after {} s at most)",
+                        match d.calls {
+                            Some(1) => "1 call".to_owned(),
+                            Some(n) => format!("{n} calls"),
+                            None => "calls".to_owned(),
+                        },
+                        d.containers.join(", "),
+                        d.since.format("%H:%M:%S"),
+                        d.max_s
                     ));
                 }
                 if s.errors > 0 {

@@ -119,15 +119,8 @@ pub struct Prober {
 impl Prober {
     /// Needs a tokio runtime (surge-ping runs a receiving task).
     pub fn new(master: IpAddr, settings: ProbeSettings) -> Prober {
-        let kind = match master {
-            IpAddr::V4(_) => surge_ping::ICMP::V4,
-            IpAddr::V6(_) => surge_ping::ICMP::V6,
-        };
-        let config = surge_ping::Config::builder().kind(kind).build();
-        let icmp = surge_ping::Client::new(&config).map_err(|e| {
-            let reason = format!("cannot open an ICMP socket ({e}); give xivo-ha CAP_NET_RAW");
+        let icmp = icmp_client(master).inspect_err(|reason| {
             tracing::warn!("{reason}: the master is probed by TCP and SIP only");
-            reason
         });
         Prober {
             master,
@@ -155,31 +148,49 @@ impl Prober {
     }
 
     async fn icmp_probe(&self) -> PathReport {
-        let client = match &self.icmp {
-            Ok(client) => client.clone(),
-            Err(reason) => return PathReport::silent(format!("not probed: {reason}")),
-        };
-        let master = self.master;
-        let ident = surge_ping::PingIdentifier(rand::random());
-        let started = Instant::now();
-        let outcome = staggered(ICMP_ATTEMPTS, self.settings.icmp_timeout, move |attempt| {
-            let client = client.clone();
-            async move {
-                let mut pinger = client.pinger(master, ident).await;
-                // The attempt may wait for the rest of the round: a late reply still counts.
-                pinger.timeout(Duration::from_secs(30));
-                pinger
-                    .ping(surge_ping::PingSequence(attempt as u16), &[0x58; 16])
-                    .await
-                    .map(|_| "echo reply".to_owned())
-                    .map_err(|e| e.to_string())
-            }
-        })
-        .await;
-        match outcome {
-            Ok(detail) => PathReport::answered(started, detail),
-            Err(reason) => PathReport::silent(reason),
+        match &self.icmp {
+            Ok(client) => icmp_echo(client, self.master, self.settings.icmp_timeout).await,
+            Err(reason) => PathReport::silent(format!("not probed: {reason}")),
         }
+    }
+}
+
+/// An ICMP client for `target`'s address family; the error says how to get one.
+pub fn icmp_client(target: IpAddr) -> Result<surge_ping::Client, String> {
+    let kind = match target {
+        IpAddr::V4(_) => surge_ping::ICMP::V4,
+        IpAddr::V6(_) => surge_ping::ICMP::V6,
+    };
+    let config = surge_ping::Config::builder().kind(kind).build();
+    surge_ping::Client::new(&config)
+        .map_err(|e| format!("cannot open an ICMP socket ({e}); give xivo-ha CAP_NET_RAW"))
+}
+
+/// ICMP echo requests to `target`, staggered over `timeout`: answered at the first reply.
+pub async fn icmp_echo(
+    client: &surge_ping::Client,
+    target: IpAddr,
+    timeout: Duration,
+) -> PathReport {
+    let ident = surge_ping::PingIdentifier(rand::random());
+    let started = Instant::now();
+    let outcome = staggered(ICMP_ATTEMPTS, timeout, move |attempt| {
+        let client = client.clone();
+        async move {
+            let mut pinger = client.pinger(target, ident).await;
+            // The attempt may wait for the rest of the round: a late reply still counts.
+            pinger.timeout(Duration::from_secs(30));
+            pinger
+                .ping(surge_ping::PingSequence(attempt as u16), &[0x58; 16])
+                .await
+                .map(|_| "echo reply".to_owned())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    match outcome {
+        Ok(detail) => PathReport::answered(started, detail),
+        Err(reason) => PathReport::silent(reason),
     }
 }
 
@@ -222,7 +233,7 @@ where
 }
 
 /// A TCP connection to the PostgreSQL port: accepted or refused, the host is there.
-async fn tcp_probe(target: SocketAddr, timeout: Duration) -> PathReport {
+pub async fn tcp_probe(target: SocketAddr, timeout: Duration) -> PathReport {
     let started = Instant::now();
     let outcome = staggered(TCP_ATTEMPTS, timeout, |_| async move {
         match TcpStream::connect(target).await {

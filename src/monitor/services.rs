@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::docker::{ContainerStatus, DockerError, Engine, StartFailure};
+use super::drain::{self, DrainStatus, Drained};
 use super::settings::MonitorSettings;
 use crate::alert::{Event, Kind};
 use crate::backoff::backoff;
@@ -224,6 +225,9 @@ pub struct KeeperStatus {
     pub last_action: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_action_at: Option<DateTime<Utc>>,
+    /// A failback letting the calls finish (see [`super::drain`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<DrainStatus>,
 }
 
 /// The handle on a running keeper task.
@@ -259,6 +263,31 @@ async fn pass(
         *engine = None;
     }
     outcome
+}
+
+/// Before a stop: lets the calls finish ([`drain::run`]), connecting first when needed. A
+/// failure is logged and left to the pass that follows (which stops as before, and retries).
+async fn drain_first(
+    engine: &mut Option<Engine>,
+    settings: &MonitorSettings,
+    status: &Arc<Mutex<KeeperStatus>>,
+    desired: &mut watch::Receiver<Option<Desired>>,
+) -> Option<Drained> {
+    if settings.drain_max.is_zero() {
+        return None;
+    }
+    let connected = match engine {
+        Some(engine) => engine,
+        None => engine.insert(Engine::connect().await.ok()?),
+    };
+    match drain::run(connected, settings, status, desired).await {
+        Ok(drained) => Some(drained),
+        Err(e) => {
+            tracing::warn!("drain: {e}; stopping without it");
+            status.lock().expect("status lock").draining = None;
+            None
+        }
+    }
 }
 
 /// A pass's outcome in the keeper's status; returns the wait before the next pass (a recheck
@@ -349,6 +378,13 @@ impl Keeper {
                     continue;
                 };
                 shared.lock().expect("status lock").desired = Some(want);
+                if want == Desired::Stopped {
+                    match drain_first(&mut engine, &settings, &shared, &mut rx).await {
+                        Some(Drained::Cancelled) => continue,
+                        Some(Drained::KeeperGone) => return,
+                        Some(Drained::Nothing | Drained::Exited | Drained::TimedOut) | None => {}
+                    }
+                }
                 let outcome = pass(&mut engine, &settings, want).await;
                 let wait = note(
                     &mut shared.lock().expect("status lock"),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::witness::{self, Witnesses};
 use crate::settings::{ConfigError, EnvFile, from_env};
 
 /// The prefix of every monitor variable (`XIVO_HA_MONITOR_INTERVAL_MS`, ...).
@@ -48,6 +49,10 @@ struct Raw {
     hook_pre_stop: Option<String>,
     #[serde(default)]
     hook_post_stop: Option<String>,
+    #[serde(default)]
+    witnesses: String,
+    #[serde(default = "d_drain_max_s")]
+    drain_max_s: u64,
 }
 
 fn d_interval_ms() -> u64 {
@@ -82,6 +87,9 @@ fn d_start_timeout_s() -> u64 {
 }
 fn d_start_settle_ms() -> u64 {
     1500
+}
+fn d_drain_max_s() -> u64 {
+    1800
 }
 
 /// Shell commands run around the start and stop of the slave's services (XiVO regenerates its
@@ -123,6 +131,11 @@ pub struct MonitorSettings {
     /// started (one with a health check counts once healthy); 0: as soon as it runs.
     pub start_settle: Duration,
     pub hooks: Hooks,
+    /// Tried before a takeover: a slave that none answers is the one cut off.
+    pub witnesses: Witnesses,
+    /// How long a failback lets the slave's calls finish (`core stop gracefully`) before it
+    /// stops the containers; zero stops them at once.
+    pub drain_max: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +198,8 @@ impl MonitorSettings {
         }
         let containers =
             parse_containers(&raw.containers).map_err(|reason| invalid("CONTAINERS", &reason))?;
+        let witnesses =
+            witness::parse(&raw.witnesses).map_err(|reason| invalid("WITNESSES", &reason))?;
         let hook = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
         Ok(MonitorSettings {
             interval: Duration::from_millis(raw.interval_ms),
@@ -206,6 +221,8 @@ impl MonitorSettings {
                 pre_stop: hook(raw.hook_pre_stop),
                 post_stop: hook(raw.hook_post_stop),
             },
+            witnesses,
+            drain_max: Duration::from_secs(raw.drain_max_s),
         })
     }
 
@@ -337,6 +354,8 @@ mod tests {
         assert_eq!(settings.containers, vec!["asterisk", "monit"]);
         assert_eq!(settings.start_settle, Duration::from_millis(1500));
         assert_eq!(settings.hooks, Hooks::default());
+        assert_eq!(settings.witnesses, Witnesses::Gateway);
+        assert_eq!(settings.drain_max, Duration::from_secs(1800));
     }
 
     #[test]
@@ -371,6 +390,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("lists no container"), "{error}");
+        let error = load("XIVO_HA_MONITOR_WITNESSES=router\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("XIVO_HA_MONITOR_WITNESSES: `router`"),
+            "{error}"
+        );
         let error = load("XIVO_HA_MONITOR_SIP_PORT=sip\n")
             .unwrap_err()
             .to_string();

@@ -4,7 +4,6 @@
 //! for the command's help.
 
 use std::io::IsTerminal;
-use std::net::IpAddr;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -12,7 +11,7 @@ use clap::Args;
 use super::target::{self, ENV_PREFIX, SlaveDbSettings};
 use super::{Options, ReplicationError, run_and_record};
 use crate::context::Context;
-use crate::ha::HaError;
+use crate::ha::HaConfig;
 use crate::secret::Secret;
 use crate::settings::differing;
 
@@ -34,18 +33,14 @@ pub struct DbReplicationArgs {
 
 /// `xivo-ha db-replication`: replicate to the slave, record the state, print the summary.
 pub async fn run(ctx: &Context, args: DbReplicationArgs) -> Result<ExitCode, ReplicationError> {
+    // The rules of `configure`, for the argument (a usage error) and for ha.conf, whether or
+    // not --target-db says where the data goes: nothing is read or written before.
+    let ip =
+        crate::ha::parse_peer(&args.slave_ip, "slave").map_err(ReplicationError::BadSlaveIp)?;
+    HaConfig::load(&ctx.paths)?.peer_in(&ctx.paths)?;
     let target = match &args.target_db {
-        Some(url) => {
-            args.slave_ip
-                .trim()
-                .parse::<IpAddr>()
-                .map_err(|_| HaError::BadAddress(args.slave_ip.clone()))?;
-            target::explicit("slave", url.expose())?
-        }
-        None => {
-            let ip = crate::ha::parse_peer(&args.slave_ip, "slave")?;
-            SlaveDbSettings::load(ctx)?.target(ip)
-        }
+        Some(url) => target::explicit("slave", url.expose())?,
+        None => SlaveDbSettings::load(ctx)?.target(ip),
     };
     let source = target::explicit(
         "master",

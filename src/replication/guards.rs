@@ -1,6 +1,7 @@
 //! The checks made before the slave is touched: the database encoding (UTF-8 on both sides),
 //! source and target not being the same database, and the schema comparison (XiVO's
-//! `alembic_version`, then tables, columns and sequences), each naming the first difference.
+//! `alembic_version`, then tables, columns, the labels of their enum types and sequences), each
+//! naming the first difference.
 
 use tokio_postgres::GenericClient;
 
@@ -131,6 +132,9 @@ pub fn compare_schemas(
             ));
         }
     }
+    if let Some(detail) = enum_difference(master, slave) {
+        return mismatch(detail);
+    }
     let master_sequences = master.copied_sequences();
     let slave_sequences = slave.copied_sequences();
     if let Some(missing) = master_sequences
@@ -150,6 +154,54 @@ pub fn compare_schemas(
         ));
     }
     Ok(())
+}
+
+/// The first enum type of a replicated column whose labels differ between the two sides
+/// (a label the slave lacks fails the copy), named with the labels that differ.
+fn enum_difference(master: &Catalog, slave: &Catalog) -> Option<String> {
+    let used: std::collections::BTreeSet<&str> = master
+        .tables
+        .iter()
+        .filter(|(table, _)| !is_excluded(table))
+        .flat_map(|(_, columns)| columns)
+        .map(|column| column.type_name.trim_end_matches("[]"))
+        .collect();
+    for (name, labels) in master
+        .enums
+        .iter()
+        .filter(|(n, _)| used.contains(n.as_str()))
+    {
+        let others = slave.enums.get(name).map(Vec::as_slice).unwrap_or_default();
+        if labels == others {
+            continue;
+        }
+        let only = |a: &[String], b: &[String]| -> Vec<String> {
+            a.iter()
+                .filter(|l| !b.contains(l))
+                .map(|l| format!("'{l}'"))
+                .collect()
+        };
+        let (master_only, slave_only) = (only(labels, others), only(others, labels));
+        let mut parts = Vec::new();
+        if !master_only.is_empty() {
+            parts.push(format!("{} only on the master", master_only.join(", ")));
+        }
+        if !slave_only.is_empty() {
+            parts.push(format!("{} only on the slave", slave_only.join(", ")));
+        }
+        if parts.is_empty() {
+            parts.push(format!(
+                "in the order {} on the master, {} on the slave",
+                labels.join(", "),
+                others.join(", ")
+            ));
+        }
+        return Some(format!(
+            "enum type `{name}` has labels {}",
+            parts.join(", ")
+        ));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -227,6 +279,40 @@ mod tests {
                 .contains("table `userfeatures` exists on the master, not on the slave"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn enum_labels_are_compared() {
+        let mut master = catalog(&[("userfeatures", &[("id", "integer"), ("mood", "mood")])]);
+        master
+            .enums
+            .insert("mood".into(), vec!["sad".into(), "happy".into()]);
+        let mut slave = master.clone();
+        assert!(compare_schemas(&id("a"), &id("a"), &master, &slave).is_ok());
+        slave
+            .enums
+            .insert("mood".into(), vec!["sad".into(), "ok".into()]);
+        let error = compare_schemas(&id("a"), &id("a"), &master, &slave).unwrap_err();
+        assert!(
+            error.to_string().contains(
+                "enum type `mood` has labels 'happy' only on the master, 'ok' only on the slave"
+            ),
+            "{error}"
+        );
+        slave
+            .enums
+            .insert("mood".into(), vec!["happy".into(), "sad".into()]);
+        let error = compare_schemas(&id("a"), &id("a"), &master, &slave).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("in the order sad, happy on the master, happy, sad on the slave"),
+            "{error}"
+        );
+        // An enum no replicated column uses may differ.
+        master.tables.get_mut("userfeatures").unwrap().pop();
+        slave.tables.get_mut("userfeatures").unwrap().pop();
+        assert!(compare_schemas(&id("a"), &id("a"), &master, &slave).is_ok());
     }
 
     #[test]

@@ -54,12 +54,23 @@ pub enum ReplicationError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Ha(#[from] HaError),
+    /// The command line's `<slave_ip>` is not an address `configure` would accept (exit 2).
+    #[error(
+        "<slave_ip>: {0}: give the slave's address (xivo-master-slave-db-replication <slave_ip>)"
+    )]
+    BadSlaveIp(#[source] HaError),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(
-        "cannot connect to the slave database {target}: {reason}: check that the slave's PostgreSQL listens on that address (listen_addresses) and that its pg_hba.conf admits this master (docs/operations.md, 'The slave's PostgreSQL: password and TLS')"
+        "cannot connect to the slave database {target}: {reason}: {}",
+        hint.as_deref().unwrap_or("check that the slave's PostgreSQL listens on that address (listen_addresses) and that its pg_hba.conf admits this master (docs/operations.md, 'The slave's PostgreSQL: password and TLS')")
     )]
-    SlaveUnreachable { target: String, reason: String },
+    SlaveUnreachable {
+        target: String,
+        reason: String,
+        /// The cause's own hint (no route, no CONNECT privilege), else the one above.
+        hint: Option<String>,
+    },
     #[error(
         "another replication is running (it holds the replication lock on the {side} database {target}): this run changed nothing; try again once it has finished"
     )]
@@ -207,7 +218,7 @@ pub async fn run_hourly(ctx: &Context) -> Result<Option<Report>, ReplicationErro
     if ha.node_type != NodeType::Master {
         return Ok(None);
     }
-    let Some(ip) = ha.remote_ip() else {
+    let Some(ip) = ha.peer_in(&ctx.paths)? else {
         return Ok(None);
     };
     let target = SlaveDbSettings::load(ctx)?.target(ip);
@@ -345,9 +356,16 @@ impl Sides<'_> {
             });
         }
         let slave = slave.map_err(|e| match e {
-            DbError::Connect { target, reason, .. } => {
-                ReplicationError::SlaveUnreachable { target, reason }
-            }
+            DbError::Connect {
+                target,
+                reason,
+                hint,
+                ..
+            } => ReplicationError::SlaveUnreachable {
+                target,
+                reason,
+                hint,
+            },
             other => other.into(),
         })?;
         // Before anything is locked on the slave: its server drops this session, and with it

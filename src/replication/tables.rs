@@ -56,14 +56,17 @@ pub struct Catalog {
     pub sequences: BTreeMap<String, Option<String>>,
     /// Foreign keys: (referencing table, referenced table).
     pub foreign_keys: BTreeSet<(String, String)>,
+    /// Enum types by name (as `format_type` writes them in [`Column::type_name`]), with their
+    /// labels in order.
+    pub enums: BTreeMap<String, Vec<String>>,
 }
 
 impl Catalog {
     pub async fn read(client: &impl GenericClient) -> Result<Catalog, tokio_postgres::Error> {
         let mut catalog = Catalog::default();
-        // Three queries in flight at once on the connection (pipelined), each in one round trip.
+        // Four queries in flight at once on the connection (pipelined), each in one round trip.
         // Generated columns cannot be written by COPY and are recomputed by the slave.
-        let (columns, sequences, foreign_keys) = tokio::join!(
+        let (columns, sequences, foreign_keys, enums) = tokio::join!(
             client.query_typed(
                 "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
                  FROM pg_class c
@@ -94,6 +97,15 @@ impl Catalog {
                  WHERE k.contype = 'f' AND n.nspname = 'public'",
                 &[],
             ),
+            client.query_typed(
+                "SELECT format_type(t.oid, NULL), e.enumlabel::text
+                 FROM pg_type t
+                 JOIN pg_enum e ON e.enumtypid = t.oid
+                 JOIN pg_namespace n ON n.oid = t.typnamespace
+                 WHERE n.nspname = 'public'
+                 ORDER BY t.typname, e.enumsortorder",
+                &[],
+            ),
         );
         let rows = columns?;
         for row in rows {
@@ -113,6 +125,13 @@ impl Catalog {
         let rows = foreign_keys?;
         for row in rows {
             catalog.foreign_keys.insert((row.get(0), row.get(1)));
+        }
+        for row in enums? {
+            catalog
+                .enums
+                .entry(row.get(0))
+                .or_default()
+                .push(row.get(1));
         }
         Ok(catalog)
     }

@@ -305,6 +305,18 @@ pub const SETTINGS: &[Setting] = {
             "",
             "Shell command run after the services stopped; unset: none.",
         ),
+        unset(
+            Monitor,
+            "XIVO_HA_MONITOR_WITNESSES",
+            "",
+            "Tried before a takeover (split-brain guard): IPs (ICMP echo) or IP:port (TCP connect), comma-separated; a slave none answers does not take over. Unset: the default gateway; none: no check.",
+        ),
+        value(
+            Monitor,
+            "XIVO_HA_MONITOR_DRAIN_MAX_S",
+            "1800",
+            "Failback: how long the slave's Asterisk may drain its calls (core stop gracefully) before it is stopped, in s; 0 stops it at once.",
+        ),
         value(
             Http,
             "XIVO_HA_HTTP_LISTEN",

@@ -78,6 +78,8 @@ impl EnvFile {
     pub fn parse(path: &Path, text: &str) -> Result<EnvFile, ConfigError> {
         let mut entries = BTreeMap::new();
         let mut duplicates = Vec::new();
+        // Windows editors start a UTF-8 file with a byte-order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (index, raw) in text.lines().enumerate() {
             let line = index + 1;
             let syntax = |reason: String| ConfigError::Syntax {
@@ -139,8 +141,16 @@ impl EnvFile {
 fn unquote(value: &str) -> Result<String, String> {
     for quote in ['"', '\''] {
         if let Some(rest) = value.strip_prefix(quote) {
-            return match rest.strip_suffix(quote) {
-                Some(inner) => Ok(inner.to_owned()),
+            // The closing quote ends the line or comes before an inline comment.
+            let closing = rest.match_indices(quote).find(|(at, _)| {
+                let after = rest[at + 1..].trim_start();
+                after.is_empty() || after.starts_with('#')
+            });
+            return match closing {
+                Some((at, _)) => Ok(rest[..at].to_owned()),
+                None if rest.contains(quote) => Err(format!(
+                    "the value {value} has text after its closing {quote}"
+                )),
                 None => Err(format!("the value {value} has no closing {quote}")),
             };
         }
@@ -173,9 +183,49 @@ pub fn from_env<T: DeserializeOwned>(prefix: &str, file: &EnvFile) -> Result<T, 
         .map(|(k, e)| (k.clone(), e.value.clone()))
         .collect();
     merged.extend(std::env::vars());
-    envy::prefixed(prefix)
-        .from_iter::<_, T>(merged)
-        .map_err(|e| describe_envy_error(prefix, file, e))
+    // envy reads a boolean only from `true` or `false`. Where it refuses a value as a boolean,
+    // the value is read with [`boolean`] and the settings read again: one variable per pass.
+    loop {
+        let error = match envy::prefixed(prefix).from_iter::<_, T>(merged.clone()) {
+            Ok(settings) => return Ok(settings),
+            Err(error) => error,
+        };
+        let retry = match &error {
+            envy::Error::Custom(message) => refused_boolean(message)
+                .map(|name| format!("{prefix}{name}"))
+                .and_then(|variable| {
+                    let value = boolean(merged.get(&variable)?)?;
+                    Some((variable, value))
+                }),
+            envy::Error::MissingValue(_) => None,
+        };
+        match retry {
+            Some((variable, value)) if merged[&variable] != value.to_string() => {
+                merged.insert(variable, value.to_string());
+            }
+            _ => return Err(describe_envy_error(prefix, file, error)),
+        }
+    }
+}
+
+/// A boolean setting's value: true/false, yes/no, on/off or 1/0, in any case.
+pub fn boolean(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// The variable (without its prefix) whose value envy refused as a boolean, from its message
+/// (`provided string was not `true` or `false` while parsing value 'X' provided by NAME`).
+fn refused_boolean(message: &str) -> Option<&str> {
+    if !message.starts_with(&"x".parse::<bool>().unwrap_err().to_string()) {
+        return None;
+    }
+    message
+        .rsplit_once(" provided by ")
+        .map(|(_, name)| name.trim())
 }
 
 fn describe_envy_error(prefix: &str, file: &EnvFile, error: envy::Error) -> ConfigError {
@@ -256,6 +306,39 @@ mod tests {
         assert!(error.to_string().starts_with("/x/custom.env:2:"), "{error}");
         let error = EnvFile::parse(Path::new("/x/custom.env"), "A=\"open\n").unwrap_err();
         assert!(error.to_string().contains("closing"), "{error}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_an_inline_comment_after_quotes_are_fine() {
+        let env =
+            file("\u{feff}XT_HOST='db.example' # the reporting host\nXT_PORT=\"5433\"#port\n");
+        let sample: Sample = from_env("XT_", &env).unwrap();
+        assert_eq!(sample.host, "db.example");
+        assert_eq!(sample.port, Some(5433));
+        let error = EnvFile::parse(Path::new("/x/custom.env"), "A='a' b\n").unwrap_err();
+        assert!(
+            error.to_string().contains("text after its closing"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn booleans_take_any_case_and_yes_no_on_off_1_0() {
+        for (text, expected) in [
+            ("TRUE", true),
+            ("True", true),
+            ("yes", true),
+            ("On", true),
+            ("1", true),
+            ("FALSE", false),
+            ("No", false),
+            ("off", false),
+            ("0", false),
+        ] {
+            let env = file(&format!("XW_HOST=h\nXW_ENABLED={text}\n"));
+            let sample: Sample = from_env("XW_", &env).unwrap();
+            assert_eq!(sample.enabled, expected, "{text}");
+        }
     }
 
     #[test]

@@ -17,7 +17,21 @@ pub struct StatusArgs {
 
 /// `xivo-ha status`.
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode, HaError> {
-    let status = Status::gather(&ctx.paths)?;
+    let status = match Status::gather(&ctx.paths) {
+        Ok(status) => status,
+        // ha.conf is unreadable: the components' states all the same, then the error.
+        Err(unreadable) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&unreadable).expect("status serialises")
+                );
+            } else {
+                print!("{}", unreadable.render());
+            }
+            return Err(unreadable.error);
+        }
+    };
     if args.json {
         println!(
             "{}",

@@ -176,7 +176,7 @@ pub struct HourlyJob {
 /// The latest run of one of the master's hourly jobs, in the monitor's document.
 pub type HourlyRun = JobRecord<HourlyJob>;
 
-/// The latest transition of the master's verdict.
+/// A transition of the master's verdict.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TransitionRecord {
     pub from: Verdict,
@@ -185,6 +185,15 @@ pub struct TransitionRecord {
     pub reason: String,
     /// What the probes saw in the round that decided.
     pub evidence: String,
+}
+
+/// A slave cut off from the network: the master is down and no witness answers, so it does
+/// not take over.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IsolationRecord {
+    pub since: DateTime<Utc>,
+    /// What each witness said in the latest round.
+    pub witnesses: String,
 }
 
 /// The monitor's document (`monitor.json`).
@@ -200,10 +209,17 @@ pub struct MonitorDoc {
     pub since: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_transition: Option<TransitionRecord>,
+    /// The last transitions (at most `monitor::TRANSITIONS_KEPT`), oldest first; the last one
+    /// is `last_transition`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<TransitionRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_round: Option<RoundReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counters: Option<Counters>,
+    /// Cut off: not taking over (see [`IsolationRecord`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolated: Option<IsolationRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub services: Option<KeeperStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -246,8 +262,10 @@ impl MonitorDoc {
             verdict: None,
             since: None,
             last_transition: None,
+            transitions: Vec::new(),
             last_round: None,
             counters: None,
+            isolated: None,
             services: None,
             hourly: Vec::new(),
             peer: None,
@@ -562,6 +580,13 @@ mod tests {
                 reason: "3 rounds without SIP".into(),
                 evidence: "icmp connected".into(),
             }),
+            transitions: vec![TransitionRecord {
+                from: Verdict::Unknown,
+                to: Verdict::Up,
+                at: at("2026-11-25T10:00:00Z"),
+                reason: "3 good rounds".into(),
+                evidence: "sip 200 OK".into(),
+            }],
             last_round: Some(RoundReport {
                 icmp: path(true, "reply"),
                 tcp: path(true, "connected"),
@@ -573,6 +598,10 @@ mod tests {
                 sip_dead: 3,
                 to_down: 1,
                 ..Counters::default()
+            }),
+            isolated: Some(IsolationRecord {
+                since: at("2026-11-25T11:00:00Z"),
+                witnesses: "192.0.2.1 (icmp) no answer".into(),
             }),
             services: Some(KeeperStatus {
                 desired: Some(Desired::Running),
@@ -597,6 +626,12 @@ mod tests {
                 last_error_at: Some(at("2026-11-25T10:59:00Z")),
                 last_action: Some("start asterisk".into()),
                 last_action_at: Some(at("2026-11-25T11:00:01Z")),
+                draining: Some(crate::monitor::drain::DrainStatus {
+                    containers: vec!["asterisk".into()],
+                    since: at("2026-11-25T11:00:01Z"),
+                    calls: Some(1),
+                    max_s: 1800,
+                }),
             }),
             hourly: vec![hourly("replication", false), hourly("sync", true)],
             peer: Some(PeerStatus {
@@ -619,6 +654,7 @@ mod tests {
         assert_eq!(json["verdict"], "down");
         assert_eq!(json["services"]["desired"], "running");
         assert_eq!(json["services"]["failed_starts"][0]["exit_code"], 3);
+        assert_eq!(json["isolated"]["since"], "2026-11-25T11:00:00Z");
         assert_eq!(json["hourly"][0]["job"], "replication");
         assert_eq!(json["peer"]["state"], "active");
         // A master's and a disabled node's document leave the slave's fields out.

@@ -25,13 +25,18 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn gather(paths: &Paths) -> Result<Status, HaError> {
-        let ha = HaConfig::load(paths)?;
-        Ok(Status {
-            node_type: ha.node_type,
-            remote_address: ha.remote_address,
-            components: store::load_all(paths),
-        })
+    /// The dashboard; when ha.conf cannot be read, the error and every component's last state
+    /// all the same.
+    pub fn gather(paths: &Paths) -> Result<Status, Box<Unreadable>> {
+        let components = store::load_all(paths);
+        match HaConfig::load(paths) {
+            Ok(ha) => Ok(Status {
+                node_type: ha.node_type,
+                remote_address: ha.remote_address,
+                components,
+            }),
+            Err(error) => Err(Box::new(Unreadable { error, components })),
+        }
     }
 
     /// The human form: one line for the role, one per component (its `summary`).
@@ -45,14 +50,46 @@ impl Status {
                 format!("HA: slave, master at {}\n", self.remote_address)
             }
         };
-        for (component, summary) in self.components.summaries() {
-            out.push_str(&format!("{component}: {summary}\n"));
-        }
-        if self.components.is_empty() {
-            out.push_str("(no monitor, replication, sync or DB Replic run recorded yet)\n");
-        }
+        out.push_str(&render_components(&self.components));
         out
     }
+}
+
+/// The dashboard of a node whose ha.conf cannot be read: the error, and every component's last
+/// state all the same (`{"error": ..., "components": ...}` in JSON).
+#[derive(Debug)]
+pub struct Unreadable {
+    pub error: HaError,
+    pub components: Documents,
+}
+
+impl Serialize for Unreadable {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut doc = serializer.serialize_struct("Unreadable", 2)?;
+        doc.serialize_field("error", &self.error.to_string())?;
+        doc.serialize_field("components", &self.components)?;
+        doc.end()
+    }
+}
+
+impl Unreadable {
+    /// The component lines of the human form (the error goes to stderr).
+    pub fn render(&self) -> String {
+        render_components(&self.components)
+    }
+}
+
+/// One line per component (its `summary`), in name order.
+fn render_components(components: &Documents) -> String {
+    let mut out = String::new();
+    for (component, summary) in components.summaries() {
+        out.push_str(&format!("{component}: {summary}\n"));
+    }
+    if components.is_empty() {
+        out.push_str("(no monitor, replication, sync or DB Replic run recorded yet)\n");
+    }
+    out
 }
 
 #[cfg(test)]

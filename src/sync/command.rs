@@ -32,8 +32,9 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<ExitCode, SyncError> {
                 node_type: ha.node_type,
             });
         }
+        let slave = master_remote(ctx, &ha)?;
         let settings = SyncSettings::load(ctx)?;
-        let target = settings.target(ctx, master_remote(&ha)?);
+        let target = settings.target(ctx, slave);
         let key = ctx.paths.under(KEY_PATH);
         let installed = keys::set_up(&target, &key, &settings.authorized_keys).await?;
         println!(

@@ -318,9 +318,10 @@ fn skipped_note(skipped: &[String]) -> String {
     }
 }
 
-fn master_remote(ha: &HaConfig) -> Result<std::net::IpAddr, SyncError> {
-    // HaConfig::load already refuses a master without a valid address.
-    ha.remote_ip().ok_or(SyncError::NotMaster {
+/// The slave's address from a master's ha.conf, by the rules of `configure`: a refused one is
+/// the error naming ha.conf, before anything is written or contacted.
+fn master_remote(ctx: &Context, ha: &HaConfig) -> Result<std::net::IpAddr, SyncError> {
+    ha.peer_in(&ctx.paths)?.ok_or(SyncError::NotMaster {
         node_type: ha.node_type,
     })
 }
@@ -331,11 +332,13 @@ async fn run_recorded(
     ha: &HaConfig,
     direction: Direction,
 ) -> Result<SyncReport, SyncError> {
+    // A refused peer changes nothing, not even the recorded state.
+    let slave = master_remote(ctx, ha)?;
     let started = Instant::now();
     let at = Utc::now();
-    let remote = ha.remote_address.clone();
+    let remote = slave.to_string();
     let result = match lock(ctx) {
-        Ok(_guard) => run_locked(ctx, ha, direction).await,
+        Ok(_guard) => run_locked(ctx, slave, direction).await,
         // Another run holds the lock: its own outcome will be recorded, not this refusal.
         Err(busy) => return Err(busy),
     };
@@ -425,11 +428,11 @@ fn root_prefix(ctx: &Context) -> OsString {
 
 async fn run_locked(
     ctx: &Context,
-    ha: &HaConfig,
+    slave: std::net::IpAddr,
     direction: Direction,
 ) -> Result<SyncReport, SyncError> {
     let settings = SyncSettings::load(ctx)?;
-    let target = settings.target(ctx, master_remote(ha)?);
+    let target = settings.target(ctx, slave);
     let key = ctx.paths.under(KEY_PATH);
     if !key.exists() {
         return Err(SyncError::NoKey { path: key });

@@ -2,7 +2,9 @@
 //! reporting database, the Elasticsearch stand-in, a node root and the settings that join them
 //! (`start_pipeline`), then DB Replic itself, run until idle (`run_until_idle`) or until
 //! stopped (`start_db_replic`). The check every scenario ends with (every source row in both
-//! sinks exactly once) lives here too.
+//! sinks exactly once) lives here too. `Pipeline::other_node` adds a second node to the site:
+//! its own XiVO database and node root, the same sinks and the same settings (a copied
+//! custom.env).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +17,7 @@ use xivo_ha::settings::EnvFile;
 
 use super::db::{TestDb, connect, pg_port};
 use super::es_server::EsServer;
+use super::write_custom_env;
 
 /// `DB_REPLIC_ORIGIN` of every pipeline.
 pub const ORIGIN: &str = "xivo-test";
@@ -37,6 +40,8 @@ pub struct Pipeline {
     _reporting_db: Option<TestDb>,
     /// Elasticsearch's URL when it is not the stand-in's.
     es_url: Option<String>,
+    /// The reporting database's port in the settings when it is not the real one's.
+    reporting_port_in_env: Option<u16>,
     extra_env: String,
 }
 
@@ -77,6 +82,7 @@ async fn start(
         reporting_name,
         _reporting_db: reporting_db,
         es_url: None,
+        reporting_port_in_env: None,
         extra_env: extra_env.to_owned(),
     }
 }
@@ -92,15 +98,46 @@ impl Pipeline {
 
     /// The node's custom.env text.
     pub fn env_text(&self) -> String {
+        self.env_text_with(&self.extra_env)
+    }
+
+    /// The common settings and `extra_env`.
+    fn env_text_with(&self, extra_env: &str) -> String {
         format!(
             "REPORTING_DB_HOST=127.0.0.1\nREPORTING_DB_PORT={}\nREPORTING_DB_NAME={}\n\
              REPORTING_DB_USER=postgres\nREPORTING_DB_PASSWORD=unused\nELASTICSEARCH={}\n\
              DB_REPLIC_ORIGIN={ORIGIN}\nDB_REPLIC_RETRY_INITIAL_MS=50\nDB_REPLIC_POLL_MS=100\n{}",
-            self.reporting_port,
+            self.reporting_port_in_env.unwrap_or(self.reporting_port),
             self.reporting_name,
             self.es_url.as_ref().unwrap_or(&self.es.url),
-            self.extra_env
+            extra_env
         )
+    }
+
+    /// Settings that point at a reporting database nobody answers for (a loopback port
+    /// nothing listens on): a site whose PostgreSQL sink never gets through.
+    pub fn set_reporting_unreachable(&mut self) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        self.reporting_port_in_env = Some(port);
+    }
+
+    /// A second node of this site: its own XiVO database (`insert_*` rows into it) and node
+    /// root, so its own node identity; the same sinks and DB_REPLIC_ORIGIN, with `extra_env`
+    /// instead of this node's extra settings.
+    pub async fn other_node(&self, extra_env: &str) -> OtherNode {
+        let root = tempfile::tempdir().unwrap();
+        write_custom_env(root.path(), &self.env_text_with(extra_env));
+        std::fs::create_dir_all(root.path().join("var/lib/xivo")).unwrap();
+        std::fs::write(root.path().join("var/lib/xivo/xc_enabled"), "").unwrap();
+        OtherNode {
+            source: TestDb::create().await,
+            root,
+            env: self.env_text_with(extra_env),
+        }
     }
 
     /// Sends to the Elasticsearch at `url` instead of the stand-in (a real cluster).
@@ -122,16 +159,16 @@ impl Pipeline {
     }
 
     pub fn settings(&self) -> DbReplicSettings {
-        let file = EnvFile::parse(Path::new("/test/custom.env"), &self.env_text()).unwrap();
-        DbReplicSettings::load(&file).unwrap()
+        settings(&self.env_text())
     }
 
     pub fn options(&self, exit_when_idle: bool) -> RunOptions {
-        RunOptions {
-            source: DbTarget::parse("XiVO (source)", &self.source.url()).unwrap(),
-            paths: Paths::new(self.root()),
-            exit_when_idle,
-        }
+        options(&self.source, self.root(), exit_when_idle)
+    }
+
+    /// This node's identity (made by its first run).
+    pub fn node_id(&self) -> String {
+        node_id(self.root())
     }
 
     /// A new connection to the reporting database (e.g. after its restart).
@@ -227,6 +264,60 @@ impl Pipeline {
                 .any(|line| words.iter().all(|w| line.contains(w)))
         })
         .await;
+    }
+}
+
+fn settings(env_text: &str) -> DbReplicSettings {
+    let file = EnvFile::parse(Path::new("/test/custom.env"), env_text).unwrap();
+    DbReplicSettings::load(&file).unwrap()
+}
+
+fn options(source: &TestDb, root: &Path, exit_when_idle: bool) -> RunOptions {
+    RunOptions {
+        source: DbTarget::parse("XiVO (source)", &source.url()).unwrap(),
+        paths: Paths::new(root),
+        exit_when_idle,
+    }
+}
+
+fn node_id(root: &Path) -> String {
+    let path = root.join("var/lib/xivo-ha/node-id");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+/// A second node of a pipeline's site ([`Pipeline::other_node`]); its custom.env is written
+/// under its root and XiVO CC is enabled there, for the binary too.
+pub struct OtherNode {
+    pub source: TestDb,
+    pub root: tempfile::TempDir,
+    env: String,
+}
+
+impl OtherNode {
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn node_id(&self) -> String {
+        node_id(self.root())
+    }
+
+    /// DB Replic on this node, until idle (`exit_when_idle`) or stopped by an error.
+    pub async fn run(&self, exit_when_idle: bool) -> Result<(), DbReplicError> {
+        dbreplic::run(
+            settings(&self.env),
+            options(&self.source, self.root(), exit_when_idle),
+            std::future::pending(),
+        )
+        .await
+    }
+
+    /// `xivo-ha --root <root> --db <its database> <args>`.
+    pub fn xivo_ha(&self, args: &[&str]) -> std::process::Output {
+        super::xivo_ha(self.root(), &self.source.url(), args)
     }
 }
 

@@ -52,6 +52,8 @@ pub fn build_image(standin: &Path) {
             .arg(IMAGE)
             .arg(standin)
             .arg("/bin/sh=/bin/sh")
+            // The stand-in's remote console under Asterisk's name: `asterisk -rx COMMAND`.
+            .args(["--links", "/usr/local/bin/asterisk=xivo-ha-sip-standin"])
             .output()
             .map_err(|e| e.to_string())?;
         if output.status.success() {
@@ -217,8 +219,8 @@ impl Drop for Lab {
     }
 }
 
-/// Short rounds so that the suite stays fast (and no alert mail): down after 3 × 200 ms, up after 3 good rounds
-/// and 1 s down.
+/// Short rounds so that the suite stays fast: down after 3 × 200 ms, up after 3 good rounds
+/// and 1 s down; loopback as the witness; no alert mail.
 pub fn fast_env(containers: &[&str]) -> Vec<(&'static str, String)> {
     vec![
         ("XIVO_HA_MONITOR_INTERVAL_MS", "200".into()),
@@ -233,6 +235,9 @@ pub fn fast_env(containers: &[&str]) -> Vec<(&'static str, String)> {
         ("XIVO_HA_MONITOR_CONTAINERS", containers.join(",")),
         // No mail unless a test starts its own SMTP server.
         ("XIVO_HA_ALERT_SMTP", String::new()),
+        // The witness before a takeover: loopback (the default, this machine's gateway, is no
+        // test address).
+        ("XIVO_HA_MONITOR_WITNESSES", "127.0.0.1".into()),
     ]
 }
 

@@ -1,13 +1,16 @@
 //! An Elasticsearch stand-in for tests and the bench (no real cluster can run here): an HTTP
 //! server on 127.0.0.1 that speaks the parts of the real protocol DB Replic uses, `_bulk`
 //! (NDJSON action/source line pairs, `index` and `create` actions, per-item results with
-//! `items[].index.status`/`error` and the top-level `errors` flag) and
+//! `items[].index.status`/`error` and the top-level `errors` flag),
 //! `PUT _index_template/<name>`, `<index>/_mget` (`ids` or `docs`, answering `found`) and
 //! `<index>/_search` with a `bool` filter of `term`/`range` clauses and a `histogram`
 //! aggregation (with an optional `sum` under it), which is what DB Replic's reconciliation
-//! sends; stores documents by `_index`/`_id`, and can be told to fail:
-//! whole requests with 429 or 500, chosen items with an error status, slow answers, or "down"
-//! (every `_bulk` answered 503) until told otherwise.
+//! sends, and the single-document APIs (`PUT <index>/_create/<id>`, answered 409
+//! `version_conflict_engine_exception` when the document exists; `PUT <index>/_doc/<id>`;
+//! `GET <index>/_doc/<id>`, 404 with `found: false`, or `index_not_found_exception` without the
+//! index); stores documents by `_index`/`_id`, and can be told to fail: `_bulk` requests with
+//! 429 or 500, chosen items with an error status, slow answers, or "down" (every `_bulk` and
+//! document request answered 503) until told otherwise.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,7 +22,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
+use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
 /// What the next `_bulk` request meets (one fault per request, in order).
@@ -95,6 +98,14 @@ impl EsServer {
                 "/_index_template/{name}",
                 put(put_template).post(put_template),
             )
+            .route(
+                "/{index}/_create/{id}",
+                put(create_document).post(create_document),
+            )
+            .route(
+                "/{index}/_doc/{id}",
+                get(get_document).put(index_document).post(index_document),
+            )
             .layer(DefaultBodyLimit::max(200 * 1024 * 1024))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -119,6 +130,11 @@ impl EsServer {
 
     pub fn set_down(&self, down: bool) {
         self.inner.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The indices holding documents.
+    pub fn indices(&self) -> Vec<String> {
+        self.inner.indices.lock().unwrap().keys().cloned().collect()
     }
 
     /// The `_id`s stored in `index`.
@@ -216,6 +232,116 @@ async fn put_template(
     axum::Json(json!({"acknowledged": true})).into_response()
 }
 
+/// 503 while the server is "down", as a cluster whose state is not recovered answers.
+fn unavailable(inner: &Inner) -> Option<Response> {
+    inner.down.load(Ordering::SeqCst).then(|| {
+        error(
+            503,
+            "cluster_block_exception",
+            "blocked by: [SERVICE_UNAVAILABLE/1/state not recovered]",
+        )
+    })
+}
+
+/// `PUT <index>/_create/<id>` (`create_only`) and `PUT <index>/_doc/<id>`.
+fn write_document(
+    inner: &Inner,
+    index: String,
+    id: String,
+    body: &Bytes,
+    create_only: bool,
+) -> Response {
+    if let Some(down) = unavailable(inner) {
+        return down;
+    }
+    let Some(text) = std::str::from_utf8(body)
+        .ok()
+        .filter(|t| serde_json::from_str::<serde_json::Map<String, Value>>(t).is_ok())
+    else {
+        return error(
+            400,
+            "mapper_parsing_exception",
+            "failed to parse: the document is not a JSON object",
+        );
+    };
+    let mut indices = inner.indices.lock().unwrap();
+    let stored = indices.entry(index.clone()).or_default();
+    if create_only && stored.docs.contains_key(&id) {
+        return error(
+            409,
+            "version_conflict_engine_exception",
+            &format!("[{id}]: version conflict, document already exists (current version [1])"),
+        );
+    }
+    // Single documents keep their source even in a server that keeps only ids.
+    let created = stored.docs.insert(id.clone(), Some(text.into())).is_none();
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        axum::Json(json!({
+            "_index": index, "_id": id, "_version": 1,
+            "result": if created { "created" } else { "updated" },
+            "_shards": {"total": 1, "successful": 1, "failed": 0}
+        })),
+    )
+        .into_response()
+}
+
+async fn create_document(
+    State(inner): State<Arc<Inner>>,
+    Path((index, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    write_document(&inner, index, id, &body, true)
+}
+
+async fn index_document(
+    State(inner): State<Arc<Inner>>,
+    Path((index, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    write_document(&inner, index, id, &body, false)
+}
+
+async fn get_document(
+    State(inner): State<Arc<Inner>>,
+    Path((index, id)): Path<(String, String)>,
+) -> Response {
+    if let Some(down) = unavailable(&inner) {
+        return down;
+    }
+    let indices = inner.indices.lock().unwrap();
+    let Some(stored) = indices.get(&index) else {
+        return error(
+            404,
+            "index_not_found_exception",
+            &format!("no such index [{index}]"),
+        );
+    };
+    match stored.docs.get(&id) {
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"_index": index, "_id": id, "found": false})),
+        )
+            .into_response(),
+        Some(source) => {
+            let source: Value = source
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or(Value::Null);
+            axum::Json(json!({
+                "_index": index, "_id": id, "_version": 1, "_seq_no": 0, "_primary_term": 1,
+                "found": true, "_source": source
+            }))
+            .into_response()
+        }
+    }
+}
+
 async fn bulk(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
     handle_bulk(inner, None, body).await
 }
@@ -248,13 +374,9 @@ async fn handle_bulk(inner: Arc<Inner>, default_index: Option<String>, body: Byt
         Some(Fault::ItemErrors { status, every }) => item_fault = Some((status, every.max(1))),
         None => {}
     }
-    if inner.down.load(Ordering::SeqCst) {
+    if let Some(down) = unavailable(&inner) {
         inner.failed_requests.fetch_add(1, Ordering::SeqCst);
-        return error(
-            503,
-            "cluster_block_exception",
-            "blocked by: [SERVICE_UNAVAILABLE/1/state not recovered]",
-        );
+        return down;
     }
     let Ok(text) = std::str::from_utf8(&body) else {
         return error(400, "parse_exception", "body is not UTF-8");

@@ -1,9 +1,9 @@
 //! Fixtures shared by the black-box tests, one submodule each: `db` (a fresh XiVO `asterisk`
 //! database per test in the real PostgreSQL), `dbreplic` (DB Replic's whole pipeline: source,
 //! reporting database, Elasticsearch stand-in, settings, the running component), `docker_lab`
-//! (the slave's Docker lab), `es_server` (the Elasticsearch stand-in), `monitor_process`
-//! (`xivo-ha monitor` as a process with its HTTP endpoint), `cluster` (a PostgreSQL server on
-//! a test host), `smtp` (a real SMTP server storing what it receives), `sshd` and `testhost`;
+//! (the slave's Docker lab), `es_server` (the Elasticsearch stand-in), `cluster` (a PostgreSQL
+//! server on a test host), `monitor_process` (`xivo-ha monitor` as a process with its HTTP
+//! endpoint), `smtp` (a real SMTP server storing what it receives), `sshd` and `testhost`;
 //! here, temporary node roots, the `xivo-ha` binary and waiting for an event.
 //!
 //! Every test file says `mod common;`; a fixture some test binaries do not use is not dead code.
@@ -25,6 +25,16 @@ pub use db::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+/// Writes the node's ha.conf, `<root>/etc/xivo/ha.conf`.
+pub fn write_ha_conf(root: &Path, node_type: &str, peer: &str) {
+    std::fs::create_dir_all(root.join("etc/xivo")).unwrap();
+    std::fs::write(
+        root.join("etc/xivo/ha.conf"),
+        format!(r#"{{"node_type": "{node_type}", "remote_address": "{peer}"}}"#),
+    )
+    .unwrap();
+}
 
 /// Writes `text` as the node's settings file, `<root>/etc/docker/xivo/custom.env`.
 pub fn write_custom_env(root: &Path, text: &str) {
@@ -61,9 +71,28 @@ pub fn xivo_ha_env(root: &Path, db: &str, env: &[(&str, &str)], args: &[&str]) -
 /// arguments hold documentation addresses that must never be contacted.
 pub fn xivo_ha_isolated(root: &Path, db: &str, args: &[&str]) -> Output {
     let mut command = Command::new("unshare");
+    command.arg("-n");
+    run_xivo_ha_under(command, root, db, args)
+}
+
+/// The same as [`xivo_ha_isolated`], with `read_only` (a directory under the root) mounted
+/// read-only: a bind mount remounted `ro` in a private mount namespace (`unshare -m`), which
+/// refuses every write with EROFS, root's included (root ignores permission bits, so a chmod
+/// would not do), and vanishes with the process.
+pub fn xivo_ha_read_only(root: &Path, read_only: &Path, db: &str, args: &[&str]) -> Output {
+    let mut command = Command::new("unshare");
+    command
+        .args(["-m", "-n", "sh", "-c"])
+        .arg(r#"dir=$1; shift; mount --bind "$dir" "$dir" && mount -o remount,bind,ro "$dir" && exec "$@""#)
+        .arg("sh")
+        .arg(read_only);
+    run_xivo_ha_under(command, root, db, args)
+}
+
+/// `command` (unshare and its options) running `xivo-ha --root <root> --db <db> <args>`.
+fn run_xivo_ha_under(mut command: Command, root: &Path, db: &str, args: &[&str]) -> Output {
     test_env(&mut command);
     command
-        .arg("-n")
         .arg(xivo_ha_bin())
         .arg("--root")
         .arg(root)

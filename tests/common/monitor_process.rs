@@ -1,5 +1,5 @@
-//! `xivo-ha monitor` as a child process with its HTTP endpoint, for the tests that read
-//! `/metrics` and `/status` over real HTTP.
+//! `xivo-ha monitor` as a child process with its HTTP endpoint on a free loopback port, for
+//! the tests that talk to it over real HTTP (tests/http.rs, tests/dashboard.rs).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -90,6 +90,7 @@ impl Drop for MonitorProcess {
     }
 }
 
+/// A loopback port free at the time of the call.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

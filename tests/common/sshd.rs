@@ -53,6 +53,23 @@ pub fn start_sshd_on(host: &super::testhost::TestHost, port: u16, authorized_key
     )
 }
 
+/// Starts sshd on a test host at `host.ip:port` that also accepts password logins, root's
+/// password being `password` (as [`start_sshd_with_password`]).
+pub fn start_sshd_on_with_password(
+    host: &super::testhost::TestHost,
+    port: u16,
+    authorized_keys: &Path,
+    password: &str,
+) -> Sshd {
+    start_sshd_at(
+        host.ip,
+        port,
+        Some(host.netns.clone()),
+        authorized_keys,
+        Some(password),
+    )
+}
+
 fn start_sshd_at(
     address: Ipv4Addr,
     port: u16,

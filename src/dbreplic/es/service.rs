@@ -1,7 +1,8 @@
-//! The Elasticsearch client (the `elasticsearch` crate over reqwest with rustls) and the two
-//! calls DB Replic makes: `PUT _index_template/<name>` at start, and `_bulk` with the answer
-//! parsed item by item; for the reconciliation, `_search` with a histogram aggregation and
-//! `_mget` without sources.
+//! The Elasticsearch client (the `elasticsearch` crate over reqwest with rustls) and the calls
+//! DB Replic makes: `PUT _index_template/<name>` at start, `_bulk` with the answer parsed item
+//! by item; for the reconciliation, `_search` with a histogram aggregation and `_mget` without
+//! sources; and the origin's claim document (`_create`, then `GET _doc` on a 409 conflict; see
+//! `dbreplic::claim`).
 
 use std::time::Duration;
 
@@ -9,11 +10,14 @@ use bytes::Bytes;
 use elasticsearch::auth::Credentials;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::indices::IndicesPutIndexTemplateParts;
-use elasticsearch::{BulkParts, Elasticsearch, MgetParts, SearchParts};
+use elasticsearch::{
+    BulkParts, CreateParts, Elasticsearch, GetParts, IndexParts, MgetParts, SearchParts,
+};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::retry::classify_status;
+use crate::dbreplic::claim::{self, Claim, Claimant};
 use crate::dbreplic::retry::ErrorKind;
 use crate::dbreplic::settings;
 use crate::dbreplic::sink::SinkError;
@@ -124,6 +128,111 @@ impl EsService {
             .and_then(Value::as_str)
             .unwrap_or("unknown")
             .to_owned())
+    }
+
+    /// Where the claim is kept, for messages.
+    pub fn claim_store(&self) -> String {
+        format!("Elasticsearch {} (index {})", self.url, claim::ES_INDEX)
+    }
+
+    fn claim_body(origin: &str, me: &Claimant) -> Value {
+        serde_json::json!({
+            "origin": origin,
+            "node_id": me.node_id.as_str(),
+            "hostname": me.hostname,
+            "claimed_at": chrono::Utc::now(),
+        })
+    }
+
+    /// The claim document of `origin` (`None`: none yet). Writes nothing.
+    pub async fn read_claim(&self, origin: &str) -> Result<Option<Claim>, SinkError> {
+        let what = format!("read the claim of origin {origin}");
+        let id = claim::es_document_id(origin);
+        let response = self
+            .client
+            .get(GetParts::IndexId(claim::ES_INDEX, &id))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&what, e))?;
+        match response.status_code().as_u16() {
+            // No such document, or no claims index yet.
+            404 => return Ok(None),
+            200..=299 => {}
+            _ => return Err(self.refused(&what, response).await),
+        }
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| self.transport_error(&what, e))?;
+        if body.get("found") == Some(&Value::Bool(false)) {
+            return Ok(None);
+        }
+        let source = body.get("_source").cloned().unwrap_or(Value::Null);
+        serde_json::from_value(source).map(Some).map_err(|e| {
+            SinkError::new(
+                ErrorKind::Rejected,
+                format!(
+                    "{}: document {id} is not an origin claim ({e}): delete it, or run \
+                     `xivo-ha db-replic --take-over-origin` on the node that owns the origin",
+                    self.claim_store()
+                ),
+            )
+        })
+    }
+
+    /// Claims `origin` for `me` unless it is claimed (`_create` only creates), then judges
+    /// the claim that is there.
+    pub async fn claim(&self, origin: &str, me: &Claimant) -> Result<(), SinkError> {
+        if self.write_claim(origin, me, false).await? {
+            return Ok(());
+        }
+        match self.read_claim(origin).await? {
+            Some(found) => claim::judge(origin, &self.claim_store(), me, &found),
+            None => Err(SinkError::new(
+                ErrorKind::Server,
+                format!(
+                    "{}: origin {origin} was claimed, but its claim is gone",
+                    self.claim_store()
+                ),
+            )),
+        }
+    }
+
+    /// `--take-over-origin`: the claim document says `me`, whatever it said before.
+    pub async fn take_over_claim(&self, origin: &str, me: &Claimant) -> Result<(), SinkError> {
+        self.write_claim(origin, me, true).await.map(|_| ())
+    }
+
+    /// Writes `me`'s claim document: `_create` (false when it exists: 409
+    /// `version_conflict_engine_exception`), or, to take over, `_doc` (replaces any).
+    async fn write_claim(
+        &self,
+        origin: &str,
+        me: &Claimant,
+        take_over: bool,
+    ) -> Result<bool, SinkError> {
+        let what = format!("claim origin {origin}");
+        let id = claim::es_document_id(origin);
+        let body = Self::claim_body(origin, me);
+        let request = if take_over {
+            self.client
+                .index(IndexParts::IndexId(claim::ES_INDEX, &id))
+                .body(body)
+                .send()
+                .await
+        } else {
+            self.client
+                .create(CreateParts::IndexId(claim::ES_INDEX, &id))
+                .body(body)
+                .send()
+                .await
+        };
+        let response = request.map_err(|e| self.transport_error(&what, e))?;
+        match response.status_code().as_u16() {
+            200..=299 => Ok(true),
+            409 if !take_over => Ok(false),
+            _ => Err(self.refused(&what, response).await),
+        }
     }
 
     pub async fn put_template(&self, name: &str, body: Value) -> Result<(), SinkError> {

@@ -1,4 +1,5 @@
-//! The Elasticsearch sink: `_bulk` with `index` actions (`_id = <origin>-<table>-<id>`), items
+//! The Elasticsearch sink: the origin claimed for this node at every start (see
+//! `dbreplic::claim`), `_bulk` with `index` actions (`_id = <origin>-<table>-<id>`), items
 //! that failed with 429/5xx sent again (alone) after a backoff, any other item failure stops
 //! the sink, and the checkpoint moved only when every item succeeded. For the reconciliation:
 //! rows below the checkpoint by the same `_bulk` (checkpoint untouched), the digest by one
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::config;
 use super::retry::classify_item;
 use super::service::EsService;
+use crate::dbreplic::claim::Claimant;
 use crate::dbreplic::retry::{self, Decision, ErrorKind};
 use crate::dbreplic::sink::{Digest, Report, Sink, SinkError};
 use crate::dbreplic::source::{Batch, EventTable};
@@ -43,6 +45,7 @@ struct CheckpointFile {
 pub struct EsSink {
     service: EsService,
     origin: String,
+    me: Claimant,
     table: EventTable,
     index: String,
     checkpoint_path: PathBuf,
@@ -84,6 +87,7 @@ impl EsSink {
     pub fn new(
         service: EsService,
         origin: String,
+        me: Claimant,
         table: EventTable,
         index: String,
         checkpoint_dir: PathBuf,
@@ -100,6 +104,7 @@ impl EsSink {
         EsSink {
             service,
             origin,
+            me,
             saver,
             save_error,
             saver_task: Some(saver_task),
@@ -134,6 +139,7 @@ impl Sink for EsSink {
     }
 
     async fn start(&mut self) -> Result<(), SinkError> {
+        self.service.claim(&self.origin, &self.me).await?;
         if !self.templates_done {
             self.service
                 .put_template(
@@ -261,7 +267,7 @@ impl EsSink {
                         item.status
                     ),
                 );
-                if retry::decide(kind) == Decision::Stop {
+                if retry::decide(kind) != Decision::Retry {
                     return Err(error);
                 }
                 first_failure.get_or_insert(error);

@@ -8,12 +8,15 @@
 //! queue_log  (origin text, id bigint, time text, callid text, ..., PRIMARY KEY (origin, id))
 //! dbreplic_checkpoint (origin text, table_name text, last_id bigint, updated_at timestamptz,
 //!                      PRIMARY KEY (origin, table_name))
+//! dbreplic_origin_claim (origin text PRIMARY KEY, node_id text, hostname text,
+//!                        claimed_at timestamptz)   -- which node owns an origin (dbreplic::claim)
 //! ```
 
 use crate::dbreplic::source::{EventTable, Kind};
 use tokio_postgres::types::Type;
 
 pub const CHECKPOINT_TABLE: &str = "dbreplic_checkpoint";
+pub const CLAIM_TABLE: &str = "dbreplic_origin_claim";
 
 fn pg_type(kind: Kind) -> &'static str {
     match kind {
@@ -91,4 +94,32 @@ pub fn checkpoint_upsert_sql() -> String {
          ON CONFLICT (origin, table_name) DO UPDATE SET \
          last_id = GREATEST({CHECKPOINT_TABLE}.last_id, EXCLUDED.last_id), updated_at = now()"
     )
+}
+
+pub fn create_claim_sql() -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {CLAIM_TABLE} (origin text PRIMARY KEY, node_id text NOT NULL, \
+         hostname text NOT NULL, claimed_at timestamptz NOT NULL DEFAULT now())"
+    )
+}
+
+/// `$1` origin, `$2` node id, `$3` host name: the first claim wins, later ones change nothing.
+pub fn claim_insert_sql() -> String {
+    format!(
+        "INSERT INTO {CLAIM_TABLE} (origin, node_id, hostname) VALUES ($1, $2, $3) \
+         ON CONFLICT (origin) DO NOTHING"
+    )
+}
+
+/// `--take-over-origin`: the origin is this node's from now on.
+pub fn claim_take_over_sql() -> String {
+    format!(
+        "INSERT INTO {CLAIM_TABLE} (origin, node_id, hostname) VALUES ($1, $2, $3) \
+         ON CONFLICT (origin) DO UPDATE SET node_id = EXCLUDED.node_id, \
+         hostname = EXCLUDED.hostname, claimed_at = now()"
+    )
+}
+
+pub fn claim_select_sql() -> String {
+    format!("SELECT node_id, hostname, claimed_at FROM {CLAIM_TABLE} WHERE origin = $1")
 }

@@ -12,6 +12,7 @@ use tokio_postgres::types::ToSql;
 use super::config;
 use super::service::PgService;
 use crate::db::DbTarget;
+use crate::dbreplic::claim::Claimant;
 use crate::dbreplic::sink::{Digest, Report, Sink, SinkError};
 use crate::dbreplic::source::{self, Batch, Cell, EventTable};
 
@@ -22,9 +23,10 @@ pub struct PgSink {
 }
 
 impl PgSink {
-    pub fn new(target: DbTarget, origin: String, table: EventTable) -> Self {
+    /// Claims `origin` for `me` at every start (see `dbreplic::claim`).
+    pub fn new(target: DbTarget, origin: String, me: Claimant, table: EventTable) -> Self {
         PgSink {
-            service: PgService::new(target),
+            service: PgService::new(target).claiming(origin.clone(), me),
             origin,
             table,
         }
