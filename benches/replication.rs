@@ -3,8 +3,13 @@
 //! the fixture schema on the test PostgreSQL, then, on the same data, a full replication, a
 //! replication with no change, and XiVO's way (`pg_dump --data-only` of the same tables piped
 //! into `psql` inside XiVO's `SET session_replication_role = replica; BEGIN; TRUNCATE …; COMMIT`).
-//! Five rounds of the three, interleaved; the median of each is kept; the last line holds the
-//! figures.
+//! Five rounds of the three, interleaved; the median of each is kept. Then the configuration
+//! lag at the monitor's default interval (`XIVO_HA_REPLICATION_INTERVAL_S`, 60 s), computed
+//! from measured parts rather than waited for: a change made at a uniformly random time waits
+//! for the next run (at most the interval) and is on the slave when that run ends, so
+//! `config_lag_p99_s` = interval × 0.99 + p99 of the duration of runs that carry one new user;
+//! `noop_cpu_pct` = the CPU time (user + system, this process) of a no-change run, averaged,
+//! over the interval. The last line holds the figures.
 //!
 //! Needs the test PostgreSQL (`scripts/start-test-postgres.sh`), `pg_dump` and `psql`;
 //! `XIVO_HA_TEST_PG` overrides the server as for the tests.
@@ -18,6 +23,11 @@ const SCHEMA_SQL: &str = include_str!("../tests/fixtures/asterisk-schema.sql");
 const DATA_SQL: &str = include_str!("../tests/fixtures/asterisk-data.sql");
 const USERS: i64 = 10_000;
 const RUNS: usize = 5;
+/// The monitor's default replication interval, in seconds.
+const INTERVAL_S: f64 = 60.0;
+/// Runs measured for the lag: no-change runs, and runs after one new user on the master.
+const NOOP_RUNS: usize = 30;
+const CHANGE_RUNS: usize = 20;
 
 fn pg_base() -> String {
     std::env::var("XIVO_HA_TEST_PG")
@@ -114,9 +124,87 @@ async fn create_db(admin: &tokio_postgres::Client, name: &str, generated: Option
     client.batch_execute("VACUUM ANALYZE").await.unwrap();
 }
 
-fn median(mut samples: Vec<f64>) -> f64 {
+fn median(samples: Vec<f64>) -> f64 {
+    percentile(samples, 0.5)
+}
+
+/// The nearest-rank percentile `p` (0 to 1) of `samples`.
+fn percentile(mut samples: Vec<f64>, p: f64) -> f64 {
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    samples[samples.len() / 2]
+    let rank = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+    samples[rank - 1]
+}
+
+/// CPU seconds (user + system, every thread) this process has used, from /proc/self/stat.
+fn process_cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name (which may hold spaces) start at the third.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / clock_ticks_per_s()
+}
+
+fn clock_ticks_per_s() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let out = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .expect("getconf runs");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("CLK_TCK is a number")
+    })
+}
+
+/// The lag figures: run durations of no-change runs and of runs carrying one new user, and the
+/// CPU of the no-change runs. Returns (config_lag_p99_s, noop_cpu_pct, noop_p50_s, change_p99_s).
+async fn lag(
+    master: &tokio_postgres::Client,
+    source: &xivo_ha::db::DbTarget,
+    target: &xivo_ha::db::DbTarget,
+) -> (f64, f64, f64, f64) {
+    let (mut noop, mut noop_cpu, mut change) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..NOOP_RUNS.max(CHANGE_RUNS) {
+        if i < NOOP_RUNS {
+            let cpu = process_cpu_s();
+            let report = replication::replicate(source, target, Options::default())
+                .await
+                .expect("no-change replication");
+            noop_cpu.push(process_cpu_s() - cpu);
+            assert!(report.tables_copied.is_empty(), "nothing changed");
+            noop.push(report.seconds);
+        }
+        if i < CHANGE_RUNS {
+            master
+                .execute(
+                    "INSERT INTO userfeatures (uuid, firstname, lastname) VALUES ($1, 'Lag', 'Probe')",
+                    &[&format!("lag-probe-{i}")],
+                )
+                .await
+                .unwrap();
+            let report = replication::replicate(source, target, Options::default())
+                .await
+                .expect("replication of one new user");
+            assert!(
+                report
+                    .tables_copied
+                    .iter()
+                    .any(|t| t.table == "userfeatures"),
+                "the new user is copied"
+            );
+            change.push(report.seconds);
+        }
+    }
+    let cpu_mean = noop_cpu.iter().sum::<f64>() / noop_cpu.len() as f64;
+    let change_p99 = percentile(change, 0.99);
+    (
+        INTERVAL_S * 0.99 + change_p99,
+        cpu_mean / INTERVAL_S * 100.0,
+        median(noop),
+        change_p99,
+    )
 }
 
 /// XiVO's script: the data-only dump of the replicated tables, replayed with psql inside its
@@ -222,6 +310,13 @@ async fn main() {
         .expect("replication after pg_dump");
     assert_eq!(after.tables_copied.len(), tables.len());
 
+    let master = connect(&master_url).await;
+    let (config_lag_p99, noop_cpu_pct, noop_p50, change_p99) = lag(&master, &source, &target).await;
+    drop(master);
+    println!(
+        "lag: interval_s={INTERVAL_S} noop_runs={NOOP_RUNS} noop_p50_s={noop_p50:.3} change_runs={CHANGE_RUNS} change_p99_s={change_p99:.3}"
+    );
+
     // XIVO_HA_BENCH_KEEP=1 leaves both databases for a look with psql.
     let keep = std::env::var_os("XIVO_HA_BENCH_KEEP").is_some();
     for name in [master_name, slave_name].into_iter().filter(|_| !keep) {
@@ -233,7 +328,7 @@ async fn main() {
 
     let (full, nochange, pgdump) = (median(full), median(nochange), median(pgdump));
     println!(
-        "replication_s={full:.3} nochange_s={nochange:.3} pgdump_restore_s={pgdump:.3} ratio={:.3} nochange_ratio={:.3}",
+        "replication_s={full:.3} nochange_s={nochange:.3} pgdump_restore_s={pgdump:.3} ratio={:.3} nochange_ratio={:.3} config_lag_p99_s={config_lag_p99:.2} noop_cpu_pct={noop_cpu_pct:.3}",
         full / pgdump,
         nochange / pgdump
     );

@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 use super::Heartbeat;
 use crate::ha::NodeType;
+use crate::monitor::peer::PeerState;
 use crate::monitor::verdict::Verdict;
 use crate::paths::Paths;
 use crate::status::documents::{Component, DbReplicDoc, Documents, MonitorDoc};
@@ -32,6 +33,7 @@ pub fn render_from(docs: &Documents, heartbeat: &Heartbeat, now: DateTime<Utc>) 
     register_heartbeat(&mut registry, heartbeat);
     if let Some(monitor) = &docs.monitor {
         register_monitor(&mut registry, monitor);
+        register_master(&mut registry, monitor, now);
     }
     register_jobs(&mut registry, docs, now);
     if let Some(dbreplic) = &docs.dbreplic {
@@ -147,6 +149,32 @@ fn register_monitor(registry: &mut Registry, monitor: &MonitorDoc) {
         "Slave service containers found stopped right after their start, since the monitor started",
         start_failures,
     );
+}
+
+/// On a master: whether its slave serves, and the slave's configuration lag.
+fn register_master(registry: &mut Registry, monitor: &MonitorDoc, now: DateTime<Utc>) {
+    if let Some(peer) = monitor
+        .peer
+        .as_ref()
+        .filter(|p| p.state != PeerState::Unknown)
+    {
+        let active = Gauge::<i64>::default();
+        active.set(i64::from(peer.state == PeerState::Active));
+        registry.register(
+            "peer_active",
+            "On a master: 1 while its slave serves calls (its SIP answers), 0 while it stands by",
+            active,
+        );
+    }
+    if let Some(at) = monitor.replicated_at {
+        let lag = FloatGauge::default();
+        lag.set((now - at).num_milliseconds().max(0) as f64 / 1000.0);
+        registry.register(
+            "config_lag_seconds",
+            "On a master: age of the master configuration the slave last received (seconds since the start of the last successful replication)",
+            lag,
+        );
+    }
 }
 
 /// The replication's and the sync's last runs: age of the last success, duration.
@@ -521,5 +549,46 @@ mod tests {
             Some("xivo_ha_config_error 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_master_shows_its_slaves_state_and_configuration_lag() {
+        let now: DateTime<Utc> = "2026-11-25T12:00:00Z".parse().unwrap();
+        let peer = |state| crate::monitor::peer::PeerStatus {
+            address: "127.0.0.1".parse().unwrap(),
+            state,
+            since: None,
+            last_answer_at: None,
+            last_silence_at: None,
+            reachable: true,
+            failbacks: 0,
+        };
+        let master = |state| Documents {
+            monitor: Some(MonitorDoc {
+                peer: Some(peer(state)),
+                replicated_at: Some("2026-11-25T11:59:20Z".parse().unwrap()),
+                ..MonitorDoc::bare(NodeType::Master, now)
+            }),
+            ..Documents::default()
+        };
+        let heartbeat = Heartbeat::new(std::time::Duration::from_secs(5));
+        let text = render_from(&master(PeerState::Active), &heartbeat, now);
+        assert_eq!(
+            line(&text, "xivo_ha_peer_active "),
+            Some("xivo_ha_peer_active 1"),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, "xivo_ha_config_lag_seconds "),
+            Some("xivo_ha_config_lag_seconds 40.0"),
+            "{text}"
+        );
+        let text = render_from(&master(PeerState::Standby), &heartbeat, now);
+        assert_eq!(
+            line(&text, "xivo_ha_peer_active "),
+            Some("xivo_ha_peer_active 0")
+        );
+        let text = render_from(&master(PeerState::Unknown), &heartbeat, now);
+        assert!(line(&text, "xivo_ha_peer_active").is_none(), "{text}");
     }
 }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::isolation::{Decision, Guard, Witnessed};
 use super::probe::{ProbeSettings, Prober};
 use super::services::{self, Desired};
-use super::settings::{MonitorSettings, PREFIX};
+use super::settings::{MasterSettings, MonitorSettings, PREFIX};
 use super::verdict::Verdict;
 use super::{Monitor, MonitorError, rounds, verdict};
 use crate::context::Context;
@@ -43,6 +43,7 @@ pub struct ManageArgs {
 pub async fn run(ctx: &Context, _args: MonitorArgs) -> Result<ExitCode, MonitorError> {
     let env = ctx.env()?;
     let settings = MonitorSettings::load(&env)?;
+    let master = MasterSettings::load(&env)?;
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -56,6 +57,7 @@ pub async fn run(ctx: &Context, _args: MonitorArgs) -> Result<ExitCode, MonitorE
     let heartbeat = crate::http::Heartbeat::new(settings.interval * 3 + Duration::from_secs(10));
     let rounds = rounds::RoundLog::default();
     let monitor = Monitor::new(ctx.clone(), settings)
+        .with_master_settings(master)
         .with_heartbeat(heartbeat.clone())
         .with_rounds(rounds.clone());
     let checked = monitor.preflight().await?;

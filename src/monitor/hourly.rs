@@ -1,30 +1,67 @@
-//! The master's hourly jobs (what XiVO runs from `/etc/cron.d/xivo-ha-master` at minute 0):
-//! a scheduler that fires at every wall-clock hour :00, local time as cron does, and runs its
-//! jobs one after the other, never two at once. A run that overlaps the next hour makes that
-//! hour's run start when it ends, never a second one beside it.
+//! The master's job runner: the jobs XiVO ran from `/etc/cron.d/xivo-ha-master` at minute 0,
+//! and more often the incremental replication. One runner, so never two jobs at once:
+//! - at every wall-clock hour :00 (local time, as cron), every job in order (replication, then
+//!   sync); a run that overlaps the next hour makes that hour's run start when it ends;
+//! - every `XIVO_HA_REPLICATION_INTERVAL_S` (start to start), the jobs marked
+//!   [`Job::every_interval`] (the replication: a run with no change only reads fingerprints);
+//!   an interval run due within a second of :00 waits for the hourly run. `3600` gives XiVO's
+//!   cadence (the hourly runs alone);
+//! - at a failback (the slave standby again after being active, [`super::peer`]), at once:
+//!   [`failback_jobs`] (the hook where the merge-back and the copy-back go), then every job.
 //!
-//! Wiring a job in: add it to [`master_jobs`], e.g.
+//! While the slave is active (or not known yet), nothing runs: a replication or a sync would
+//! overwrite what users do on the slave. Runs due while it is active are skipped (logged, shown
+//! in the state); runs due while it is not known wait for the first verdict.
+//! [`Schedule`] and [`decide`] are the pure decision; [`run`] does the waiting and the running.
+//!
+//! Wiring a job in: add it to [`master_jobs`] (or [`failback_jobs`]), e.g.
 //! `Job::new("replication", |ctx| async move { crate::replication::run_hourly(&ctx).await })`.
 
 use std::fmt::Display;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{Local, NaiveDateTime, Timelike, Utc};
+use chrono::{DateTime, Local, NaiveDateTime, Timelike, Utc};
 use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::peer::PeerState;
 use crate::context::Context;
 use crate::status::documents::{HourlyJob, HourlyRun};
 
-/// One hourly job: a name for the logs and a function that runs it once.
+/// What starts a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// The replication interval elapsed.
+    Interval,
+    /// A wall-clock :00.
+    Hour,
+    /// The failback is done.
+    Failback,
+}
+
+impl Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Trigger::Interval => "interval",
+            Trigger::Hour => "hourly",
+            Trigger::Failback => "failback",
+        })
+    }
+}
+
+/// One job: a name for the logs, the triggers it runs on and a function that runs it once.
 pub struct Job {
     pub name: &'static str,
+    triggers: &'static [Trigger],
     run: Box<dyn Fn(Context) -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
 }
 
 impl Job {
-    /// A job from an async function of the context; its error is reported with `Display`.
+    /// A job of the hourly runs (and of the failback run) from an async function of the
+    /// context; its error is reported with `Display`.
     pub fn new<F, Fut, T, E>(name: &'static str, run: F) -> Job
     where
         F: Fn(Context) -> Fut + Send + Sync + 'static,
@@ -33,26 +70,56 @@ impl Job {
     {
         Job {
             name,
+            triggers: &[Trigger::Hour, Trigger::Failback],
             run: Box::new(move |ctx| {
                 let future = run(ctx);
                 Box::pin(async move { future.await.map(|_| ()).map_err(|e| e.to_string()) })
             }),
         }
     }
+
+    /// Also run at every replication interval.
+    pub fn every_interval(mut self) -> Job {
+        self.triggers = &[Trigger::Interval, Trigger::Hour, Trigger::Failback];
+        self
+    }
+
+    /// Run only when the failback is done.
+    pub fn on_failback_only(mut self) -> Job {
+        self.triggers = &[Trigger::Failback];
+        self
+    }
+
+    pub fn runs_on(&self, trigger: Trigger) -> bool {
+        self.triggers.contains(&trigger)
+    }
 }
 
-/// The jobs a master runs every hour, in order, as XiVO's cron did at :00: the configuration
-/// database first, then the files (a failed replication does not hold back the sync).
+/// The jobs a master runs, in order: [`failback_jobs`] first, then the configuration database
+/// (every interval and every hour), then the files (a failed replication does not hold back
+/// the sync).
 pub fn master_jobs() -> Vec<Job> {
-    vec![
+    let mut jobs = failback_jobs();
+    jobs.push(
         Job::new("replication", |ctx| async move {
             crate::replication::run_hourly(&ctx).await
-        }),
-        Job::new(
-            "sync",
-            |ctx| async move { crate::sync::run_hourly(&ctx).await },
-        ),
-    ]
+        })
+        .every_interval(),
+    );
+    jobs.push(Job::new("sync", |ctx| async move {
+        crate::sync::run_hourly(&ctx).await
+    }));
+    jobs
+}
+
+/// The failback hook: the jobs that run when the failback is done, before the replication and
+/// the sync that follow it at once, to bring home what users made on the slave while it served.
+/// Issue 14's merge-back of the user statuses (part 2) and copy-back of voicemail and
+/// recordings (part 4) go here, in that order, as jobs made with [`Job::on_failback_only`] (the
+/// copy-back also on [`Trigger::Hour`], as a safety net). None yet: until then, `xivo-ha sync
+/// --back` by hand brings the files home.
+pub fn failback_jobs() -> Vec<Job> {
+    Vec::new()
 }
 
 /// Records `run` among `runs` (the latest run of each job, for `status`), keeping the job's
@@ -108,93 +175,316 @@ pub fn next_hour(now: NaiveDateTime) -> NaiveDateTime {
 /// a suspended VM) moves the next run with it instead of firing at the wrong minute.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
-/// Fires `jobs` at every :00 until `cancel`; `on_run` receives each job's result as it ends.
-/// A cancel during a job lets that job finish (a half-run replication is worse than a late
-/// stop) and runs no further job.
+/// An interval run due this close to :00 waits for the hourly run, which replicates too.
+const HOUR_MARGIN: Duration = Duration::from_secs(1);
+
+/// When the next runs are due: the next :00 on the wall clock, the next interval run on the
+/// monotonic clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    interval: Duration,
+    next_hour: NaiveDateTime,
+    next_interval: Instant,
+}
+
+impl Schedule {
+    /// Starting at `now`: the first interval run one interval later.
+    pub fn new(interval: Duration, now_wall: NaiveDateTime, now: Instant) -> Schedule {
+        Schedule {
+            interval,
+            next_hour: next_hour(now_wall),
+            next_interval: now + interval,
+        }
+    }
+
+    pub fn next_hour(&self) -> NaiveDateTime {
+        self.next_hour
+    }
+
+    pub fn next_interval(&self) -> Instant {
+        self.next_interval
+    }
+
+    /// The clock went back by more than an hour: aim at the coming :00, not at one hours away.
+    /// Returns the target it moved from.
+    pub fn follow_clock(&mut self, now_wall: NaiveDateTime) -> Option<NaiveDateTime> {
+        if self.next_hour - now_wall > chrono::Duration::hours(1) {
+            let old = self.next_hour;
+            self.next_hour = next_hour(now_wall);
+            return Some(old);
+        }
+        None
+    }
+
+    /// The run due now, or how long to wait before looking again.
+    pub fn due(&self, now_wall: NaiveDateTime, now: Instant) -> Result<Trigger, Duration> {
+        let to_hour = (self.next_hour - now_wall).to_std().unwrap_or_default();
+        if to_hour.is_zero() {
+            return Ok(Trigger::Hour);
+        }
+        if now >= self.next_interval {
+            if to_hour > HOUR_MARGIN {
+                return Ok(Trigger::Interval);
+            }
+            return Err(to_hour);
+        }
+        Err(to_hour.min(self.next_interval - now).min(MAX_SLEEP))
+    }
+
+    /// A run for `trigger` started at `started` (or was skipped then) and ended at `ended_wall`:
+    /// the next interval run is one interval after its start (or at once, when it overran);
+    /// after an hourly run, the next :00 after it ended.
+    pub fn ran(&mut self, trigger: Trigger, started: Instant, ended_wall: NaiveDateTime) {
+        self.next_interval = self.next_interval.max(started + self.interval);
+        if trigger == Trigger::Hour {
+            self.next_hour = next_hour(ended_wall.max(self.next_hour));
+        }
+    }
+}
+
+/// What the runner may do, as the monitor's watch of the slave says (sent by the monitor's
+/// loop on every change).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gate {
+    pub peer: PeerState,
+    /// Failbacks seen so far: one more than the runner has handled is a failback to act on.
+    pub failbacks: u64,
+}
+
+impl Gate {
+    /// A master without a slave to watch: nothing to protect, the jobs run.
+    pub const NO_PEER: Gate = Gate {
+        peer: PeerState::Standby,
+        failbacks: 0,
+    };
+}
+
+/// The runner's next step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Run(Trigger),
+    /// Due while the slave is active: skipped.
+    Skip(Trigger),
+    /// Due while the slave's state is not known: wait for it.
+    WaitForPeer,
+    Wait(Duration),
+}
+
+/// The pure decision: `due` from [`Schedule::due`], the gate, and the failbacks handled.
+pub fn decide(due: Result<Trigger, Duration>, gate: Gate, failbacks_handled: u64) -> Step {
+    if gate.peer == PeerState::Standby && gate.failbacks > failbacks_handled {
+        return Step::Run(Trigger::Failback);
+    }
+    match (due, gate.peer) {
+        (Err(wait), _) => Step::Wait(wait),
+        (Ok(trigger), PeerState::Standby) => Step::Run(trigger),
+        (Ok(trigger), PeerState::Active) => Step::Skip(trigger),
+        (Ok(_), PeerState::Unknown) => Step::WaitForPeer,
+    }
+}
+
+/// What the runner shows in the monitor's state.
+#[derive(Clone, Debug, Default)]
+pub struct RunnerStatus {
+    /// The latest run of each job.
+    pub runs: Vec<HourlyRun>,
+    /// Why the jobs do not run now, while they do not.
+    pub held: Option<String>,
+    /// Runs skipped because the slave was active, since the monitor started.
+    pub skipped: u64,
+}
+
+impl RunnerStatus {
+    /// When the last successful replication started: the age of the master state the slave
+    /// last received is the time since then.
+    pub fn replicated_at(&self) -> Option<DateTime<Utc>> {
+        self.runs
+            .iter()
+            .find(|r| r.details.job == "replication")
+            .and_then(|r| r.last_success_at)
+    }
+}
+
+/// Runs `jobs` as the module says until `cancel`; `status` receives each job's result as it
+/// ends and the reason while runs are held. A cancel during a job lets that job finish (a
+/// half-run replication is worse than a late stop) and runs no further job.
 pub async fn run(
     ctx: Context,
     jobs: Arc<Vec<Job>>,
     clock: Arc<dyn Clock>,
+    interval: Duration,
+    mut gate: watch::Receiver<Gate>,
     cancel: CancellationToken,
-    mut on_run: impl FnMut(HourlyRun) + Send,
+    status: Arc<Mutex<RunnerStatus>>,
 ) {
-    let mut target = next_hour(clock.now());
+    let mut schedule = Schedule::new(interval, clock.now(), Instant::now());
     tracing::info!(
-        "hourly jobs ({}): next run at {target}",
-        jobs.iter().map(|j| j.name).collect::<Vec<_>>().join(", ")
+        "master jobs ({}): replication every {} s, all at :00; next :00 run at {}",
+        jobs.iter().map(|j| j.name).collect::<Vec<_>>().join(", "),
+        interval.as_secs(),
+        schedule.next_hour()
     );
+    let set_held = |held: Option<String>| status.lock().expect("status lock").held = held;
+    let mut failbacks_handled = gate.borrow().failbacks;
+    let mut holding = false;
     loop {
-        let now = clock.now();
-        // The clock stepped back: aim at the coming :00, not at one hours away.
-        if target - now > chrono::Duration::hours(1) {
+        if cancel.is_cancelled() {
+            return;
+        }
+        if let Some(old) = schedule.follow_clock(clock.now()) {
             tracing::warn!(
-                "the clock went back: next hourly run moved from {target} to {}",
-                next_hour(now)
-            );
-            target = next_hour(now);
-            continue;
-        }
-        if now < target {
-            let wait = (target - now).to_std().unwrap_or_default().min(MAX_SLEEP);
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(wait) => continue,
-            }
-        }
-        let maintenance = crate::maintenance::is_on(&ctx.paths, Utc::now());
-        if let Some(m) = &maintenance {
-            tracing::info!(
-                "hourly jobs ({}) skipped: maintenance mode on ({})",
-                jobs.iter().map(|j| j.name).collect::<Vec<_>>().join(", "),
-                crate::maintenance::describe(m)
+                "the clock went back: next hourly run moved from {old} to {}",
+                schedule.next_hour()
             );
         }
-        for job in jobs.iter().filter(|_| maintenance.is_none()) {
-            if cancel.is_cancelled() {
-                return;
-            }
-            let started_at = Utc::now();
-            let started = tokio::time::Instant::now();
-            tracing::info!("hourly job {} started", job.name);
-            let result = (job.run)(ctx.clone()).await;
-            let seconds = started.elapsed().as_secs_f64();
-            match &result {
-                Ok(()) => tracing::info!("hourly job {} done in {seconds:.1} s", job.name),
-                Err(e) => {
-                    tracing::warn!("hourly job {} failed after {seconds:.1} s: {e}", job.name)
+        let current = *gate.borrow_and_update();
+        if current.peer == PeerState::Active {
+            // A failback seen while the slave is active again is not done.
+            failbacks_handled = current.failbacks;
+        }
+        match decide(
+            schedule.due(clock.now(), Instant::now()),
+            current,
+            failbacks_handled,
+        ) {
+            Step::Wait(wait) => {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = changed(&mut gate) => {}
                 }
             }
-            let ok = result.is_ok();
-            on_run(HourlyRun {
-                summary: format!(
-                    "{} {} at {}",
-                    job.name,
-                    match &result {
-                        Ok(()) => "ok".to_owned(),
-                        Err(e) => format!("FAILED ({e})"),
-                    },
-                    started_at.format("%Y-%m-%d %H:%M")
-                ),
-                started_at,
-                seconds,
-                ok,
-                error: result.err(),
-                last_success_at: ok.then_some(started_at),
-                details: HourlyJob {
-                    job: job.name.to_owned(),
-                },
-            });
+            Step::WaitForPeer => {
+                set_held(Some(
+                    "replication and sync wait for the slave's state (not known yet: the first rounds, or the slave unreachable)".into(),
+                ));
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = changed(&mut gate) => {}
+                }
+            }
+            Step::Skip(trigger) => {
+                let reason = "replication and sync held: the slave is active (it serves calls: a failover is in progress); they run when it is standby again".to_owned();
+                if !holding || trigger == Trigger::Hour {
+                    tracing::warn!("{trigger} run skipped: {reason}");
+                }
+                holding = true;
+                {
+                    let mut status = status.lock().expect("status lock");
+                    status.held = Some(reason);
+                    status.skipped += 1;
+                }
+                schedule.ran(trigger, Instant::now(), clock.now());
+            }
+            Step::Run(trigger) => {
+                if let Some(m) = crate::maintenance::is_on(&ctx.paths, Utc::now()) {
+                    let reason = format!(
+                        "jobs skipped: maintenance mode on ({})",
+                        crate::maintenance::describe(&m)
+                    );
+                    if !holding || trigger != Trigger::Interval {
+                        tracing::info!("{trigger} run skipped: {reason}");
+                    }
+                    holding = true;
+                    set_held(Some(reason));
+                    if trigger == Trigger::Failback {
+                        // The failback's jobs wait for the end of the maintenance.
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(MAX_SLEEP) => {}
+                            _ = changed(&mut gate) => {}
+                        }
+                    } else {
+                        status.lock().expect("status lock").skipped += 1;
+                        schedule.ran(trigger, Instant::now(), clock.now());
+                    }
+                    continue;
+                }
+                holding = false;
+                set_held(None);
+                if trigger == Trigger::Failback {
+                    failbacks_handled = current.failbacks;
+                    tracing::info!(
+                        "failback done (the slave is standby again): running the failback jobs, the replication and the sync now"
+                    );
+                }
+                let started = Instant::now();
+                run_jobs(&ctx, &jobs, trigger, &gate, &cancel, &status).await;
+                schedule.ran(trigger, started, clock.now());
+            }
         }
-        // The next :00 after the run ended: an overlong run skips the hours it overlapped.
-        target = next_hour(clock.now().max(target));
+    }
+}
+
+/// `gate`'s next change; never, once the monitor dropped its side.
+async fn changed(gate: &mut watch::Receiver<Gate>) {
+    if gate.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Runs the jobs of `trigger` in order; stops before a job when cancelled or when the slave
+/// became active meanwhile.
+async fn run_jobs(
+    ctx: &Context,
+    jobs: &[Job],
+    trigger: Trigger,
+    gate: &watch::Receiver<Gate>,
+    cancel: &CancellationToken,
+    status: &Mutex<RunnerStatus>,
+) {
+    for job in jobs.iter().filter(|j| j.runs_on(trigger)) {
+        if cancel.is_cancelled() {
+            return;
+        }
+        if gate.borrow().peer != PeerState::Standby {
+            tracing::warn!(
+                "{trigger} run stopped before {}: the slave is no longer standby",
+                job.name
+            );
+            return;
+        }
+        let started_at = Utc::now();
+        let started = Instant::now();
+        tracing::info!("{trigger} job {} started", job.name);
+        let result = (job.run)(ctx.clone()).await;
+        let seconds = started.elapsed().as_secs_f64();
+        match &result {
+            Ok(()) => tracing::info!("{trigger} job {} done in {seconds:.1} s", job.name),
+            Err(e) => {
+                tracing::warn!(
+                    "{trigger} job {} failed after {seconds:.1} s: {e}",
+                    job.name
+                )
+            }
+        }
+        let ok = result.is_ok();
+        let run = HourlyRun {
+            summary: format!(
+                "{} {} at {}",
+                job.name,
+                match &result {
+                    Ok(()) => "ok".to_owned(),
+                    Err(e) => format!("FAILED ({e})"),
+                },
+                started_at.format("%Y-%m-%d %H:%M:%S")
+            ),
+            started_at,
+            seconds,
+            ok,
+            error: result.err(),
+            last_success_at: ok.then_some(started_at),
+            details: HourlyJob {
+                job: job.name.to_owned(),
+            },
+        };
+        carry_over(&mut status.lock().expect("status lock").runs, run);
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::sync::Mutex;
-    use tokio::time::Instant;
 
     type PausedClock = TokioClock;
 
@@ -219,6 +509,42 @@ pub(crate) mod tests {
     }
 
     type Log = Arc<Mutex<Vec<(String, NaiveDateTime, &'static str)>>>;
+
+    /// A running runner and its gate.
+    struct Running {
+        task: tokio::task::JoinHandle<()>,
+        cancel: CancellationToken,
+        gate: watch::Sender<Gate>,
+    }
+
+    impl Running {
+        async fn stop(self) {
+            self.cancel.cancel();
+            self.task.await.unwrap();
+        }
+    }
+
+    fn start(
+        jobs: Arc<Vec<Job>>,
+        clock: Arc<PausedClock>,
+        interval: Duration,
+        gate: Gate,
+    ) -> (Arc<Mutex<RunnerStatus>>, Running) {
+        let status: Arc<Mutex<RunnerStatus>> = Arc::default();
+        let cancel = CancellationToken::new();
+        let (gate, receiver) = watch::channel(gate);
+        let ctx = Context::new("/nonexistent", "", None);
+        let task = tokio::spawn(run(
+            ctx,
+            jobs,
+            clock,
+            interval,
+            receiver,
+            cancel.clone(),
+            status.clone(),
+        ));
+        (status, Running { task, cancel, gate })
+    }
 
     /// A job that logs its start and end on the clock and takes `duration`.
     fn test_job(
@@ -267,16 +593,14 @@ pub(crate) mod tests {
                 false,
             ),
         ]);
-        let runs = Arc::new(Mutex::new(Vec::new()));
-        let cancel = CancellationToken::new();
-        let ctx = Context::new("/nonexistent", "", None);
-        let task = tokio::spawn(run(ctx, jobs, clock.clone(), cancel.clone(), {
-            let runs = runs.clone();
-            move |r| runs.lock().unwrap().push(r)
-        }));
+        let (status, stop) = start(
+            jobs,
+            clock.clone(),
+            Duration::from_secs(3600),
+            Gate::NO_PEER,
+        );
         tokio::time::sleep(Duration::from_secs(3600 + 1800)).await;
-        cancel.cancel();
-        task.await.unwrap();
+        stop.stop().await;
 
         let log = log.lock().unwrap().clone();
         let expected = [
@@ -298,10 +622,11 @@ pub(crate) mod tests {
             .map(|(n, t, e)| (*n, at(t).to_string(), *e))
             .collect();
         assert_eq!(got, want);
-        let runs = runs.lock().unwrap();
-        assert_eq!(runs.len(), 4);
-        assert_eq!(runs[0].error.as_deref(), Some("disk full"));
-        assert_eq!(runs[1].error, None);
+        let status = status.lock().unwrap();
+        assert_eq!(status.runs.len(), 2, "the latest run of each job");
+        assert_eq!(status.runs[0].error.as_deref(), Some("disk full"));
+        assert_eq!(status.runs[1].error, None);
+        assert_eq!(status.replicated_at(), None, "the replication failed");
     }
 
     #[test]
@@ -342,12 +667,14 @@ pub(crate) mod tests {
             Duration::from_secs(3600 + 600),
             false,
         )]);
-        let cancel = CancellationToken::new();
-        let ctx = Context::new("/nonexistent", "", None);
-        let task = tokio::spawn(run(ctx, jobs, clock.clone(), cancel.clone(), |_| {}));
+        let (_, stop) = start(
+            jobs,
+            clock.clone(),
+            Duration::from_secs(3600),
+            Gate::NO_PEER,
+        );
         tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
-        cancel.cancel();
-        task.await.unwrap();
+        stop.stop().await;
         let starts: Vec<String> = log
             .lock()
             .unwrap()
@@ -379,17 +706,9 @@ pub(crate) mod tests {
             Duration::ZERO,
             false,
         )]);
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(
-            Context::new("/x", "", None),
-            jobs,
-            clock,
-            cancel.clone(),
-            |_| {},
-        ));
+        let (_, stop) = start(jobs, clock, Duration::from_secs(3600), Gate::NO_PEER);
         tokio::time::sleep(Duration::from_secs(600)).await;
-        cancel.cancel();
-        task.await.unwrap();
+        stop.stop().await;
         assert!(log.lock().unwrap().is_empty());
     }
 
@@ -398,6 +717,16 @@ pub(crate) mod tests {
         let jobs = master_jobs();
         let names: Vec<&str> = jobs.iter().map(|job| job.name).collect();
         assert_eq!(names, ["replication", "sync"]);
+        let every_interval: Vec<&str> = jobs
+            .iter()
+            .filter(|j| j.runs_on(Trigger::Interval))
+            .map(|job| job.name)
+            .collect();
+        assert_eq!(every_interval, ["replication"]);
+        assert!(
+            jobs.iter()
+                .all(|j| j.runs_on(Trigger::Hour) && j.runs_on(Trigger::Failback))
+        );
         // On a node that is not a master (any more), both are no-ops that succeed.
         let dir = tempfile::tempdir().unwrap();
         let ctx = Context::new(dir.path(), "host=/nonexistent dbname=asterisk", None);
@@ -408,5 +737,239 @@ pub(crate) mod tests {
             !dir.path().join("var/lib/xivo-ha").exists(),
             "nothing recorded"
         );
+    }
+
+    #[test]
+    fn the_decision_runs_skips_or_waits_as_the_slave_says() {
+        let standby = Gate::NO_PEER;
+        let active = Gate {
+            peer: PeerState::Active,
+            failbacks: 0,
+        };
+        let unknown = Gate::default();
+        let wait = Err(Duration::from_secs(3));
+        assert_eq!(decide(wait, standby, 0), Step::Wait(Duration::from_secs(3)));
+        assert_eq!(
+            decide(Ok(Trigger::Interval), standby, 0),
+            Step::Run(Trigger::Interval)
+        );
+        assert_eq!(
+            decide(Ok(Trigger::Hour), active, 0),
+            Step::Skip(Trigger::Hour)
+        );
+        assert_eq!(decide(Ok(Trigger::Hour), unknown, 0), Step::WaitForPeer);
+        let after_failback = Gate {
+            peer: PeerState::Standby,
+            failbacks: 1,
+        };
+        assert_eq!(
+            decide(wait, after_failback, 0),
+            Step::Run(Trigger::Failback),
+            "at once, not at the next run"
+        );
+        assert_eq!(
+            decide(wait, after_failback, 1),
+            Step::Wait(Duration::from_secs(3))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_schedule_runs_every_interval_and_lets_the_hour_win() {
+        let start_wall = at("2026-11-25 15:58:00");
+        let start = Instant::now();
+        let mut schedule = Schedule::new(Duration::from_secs(60), start_wall, start);
+        let wall = |start_wall: NaiveDateTime| {
+            start_wall + chrono::Duration::from_std(start.elapsed()).unwrap()
+        };
+        assert_eq!(
+            schedule.due(wall(start_wall), Instant::now()),
+            Err(Duration::from_secs(60))
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            schedule.due(wall(start_wall), Instant::now()),
+            Ok(Trigger::Interval)
+        );
+        // A run of 20 s: the next one is due 60 s after this one's start.
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        schedule.ran(Trigger::Interval, started, wall(start_wall));
+        assert_eq!(
+            schedule.due(wall(start_wall), Instant::now()),
+            Err(Duration::from_secs(40))
+        );
+        // 15:59:59.5: the interval run is due, but :00 is half a second away and wins.
+        tokio::time::sleep(Duration::from_millis(39_500)).await;
+        assert_eq!(
+            schedule.due(wall(start_wall), Instant::now()),
+            Err(Duration::from_millis(500))
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            schedule.due(wall(start_wall), Instant::now()),
+            Ok(Trigger::Hour)
+        );
+        // An overlong run (90 s): the next interval run is due at once when it ends.
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        schedule.ran(Trigger::Hour, started, wall(start_wall));
+        assert_eq!(schedule.next_hour(), at("2026-11-25 17:00:00"));
+        assert_eq!(
+            schedule.due(wall(start_wall), Instant::now()),
+            Ok(Trigger::Interval)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn interval_runs_replicate_only_and_never_overlap_the_hourly_run() {
+        let clock = Arc::new(PausedClock {
+            start_wall: at("2026-11-25 15:57:30"),
+            start: Instant::now(),
+        });
+        let log: Log = Arc::default();
+        let jobs = Arc::new(vec![
+            test_job(
+                "replication",
+                clock.clone(),
+                log.clone(),
+                Duration::from_secs(10),
+                false,
+            )
+            .every_interval(),
+            test_job(
+                "sync",
+                clock.clone(),
+                log.clone(),
+                Duration::from_secs(70),
+                false,
+            ),
+        ]);
+        let (status, stop) = start(jobs, clock.clone(), Duration::from_secs(60), Gate::NO_PEER);
+        tokio::time::sleep(Duration::from_secs(6 * 60)).await;
+        stop.stop().await;
+        let got: Vec<(String, String)> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, e)| *e == "start")
+            .map(|(n, t, _)| (n.clone(), t.format("%H:%M:%S").to_string()))
+            .collect();
+        let want: Vec<(String, String)> = [
+            ("replication", "15:58:30"),
+            ("replication", "15:59:30"),
+            // :00: replication then sync (10 + 70 s); the interval run due at 16:01:00 waits
+            // for the end of the sync.
+            ("replication", "16:00:00"),
+            ("sync", "16:00:10"),
+            ("replication", "16:01:20"),
+            ("replication", "16:02:20"),
+            ("replication", "16:03:20"),
+        ]
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        let status = status.lock().unwrap();
+        assert!(status.replicated_at().is_some());
+        assert_eq!(status.held, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_runs_while_the_slave_is_active_and_everything_runs_at_the_failback() {
+        let clock = Arc::new(PausedClock {
+            start_wall: at("2026-11-25 15:00:30"),
+            start: Instant::now(),
+        });
+        let log: Log = Arc::default();
+        let jobs = Arc::new(vec![
+            test_job(
+                "merge-back",
+                clock.clone(),
+                log.clone(),
+                Duration::from_secs(1),
+                false,
+            )
+            .on_failback_only(),
+            test_job(
+                "replication",
+                clock.clone(),
+                log.clone(),
+                Duration::from_secs(1),
+                false,
+            )
+            .every_interval(),
+            test_job(
+                "sync",
+                clock.clone(),
+                log.clone(),
+                Duration::from_secs(1),
+                false,
+            ),
+        ]);
+        let (status, running) = start(
+            jobs,
+            clock.clone(),
+            Duration::from_secs(60),
+            Gate::default(),
+        );
+        // Not known yet: the interval run due at 15:01:30 waits.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(log.lock().unwrap().is_empty());
+        assert!(
+            status
+                .lock()
+                .unwrap()
+                .held
+                .as_deref()
+                .unwrap()
+                .contains("not known")
+        );
+        // Active: runs are skipped, and said so.
+        running.gate.send_replace(Gate {
+            peer: PeerState::Active,
+            failbacks: 0,
+        });
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(log.lock().unwrap().is_empty(), "nothing ran while active");
+        {
+            let status = status.lock().unwrap();
+            assert!(
+                status
+                    .held
+                    .as_deref()
+                    .unwrap()
+                    .contains("the slave is active")
+            );
+            assert!(status.skipped >= 60, "{}", status.skipped);
+        }
+        // The failback: at once, the failback jobs, the replication, then the sync.
+        let failback_at = clock.now();
+        running.gate.send_replace(Gate {
+            peer: PeerState::Standby,
+            failbacks: 1,
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let got: Vec<(String, i64)> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, e)| *e == "start")
+            .map(|(n, t, _)| (n.clone(), (*t - failback_at).num_seconds()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("merge-back".to_owned(), 0),
+                ("replication".to_owned(), 1),
+                ("sync".to_owned(), 2)
+            ]
+        );
+        assert_eq!(status.lock().unwrap().held, None);
+        // Then the usual cadence: the replication alone, one interval after the failback run.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let last = log.lock().unwrap().last().cloned().unwrap();
+        assert_eq!((last.0.as_str(), last.2), ("replication", "end"));
+        assert_eq!((last.1 - failback_at).num_seconds(), 61);
+        running.stop().await;
     }
 }

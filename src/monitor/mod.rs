@@ -1,19 +1,22 @@
 //! The slave monitor (`xivo-ha monitor`, `check-master-status`, `manage-slave-services`): the
 //! long-running loop that reads ha.conf (again whenever it changes) and, on a slave, probes the
 //! master every round, decides with the hysteresis of [`verdict`] and has the [`services`]
-//! keeper start or stop the slave's containers; on a master it hosts the [`hourly`] jobs; when
-//! HA is disabled it idles. Its state goes to `/var/lib/xivo-ha/monitor.json` for `status`.
+//! keeper start or stop the slave's containers; on a master it probes the slave every round
+//! ([`peer`]: standby or active) and hosts the [`hourly`] job runner, which that gates; when HA
+//! is disabled it idles. Its state goes to `/var/lib/xivo-ha/monitor.json` for `status`.
 //!
 //! Files: [`settings`] (variables), [`probe`] (ICMP, TCP, SIP OPTIONS), [`verdict`] (the pure
-//! decision), [`docker`] (bollard), [`services`] (desired state, flag file, keeper), [`hourly`]
-//! (the master's :00 jobs), [`rounds`] (the recent rounds in memory, for the dashboard),
-//! [`command`] (the three commands' arguments and output).
+//! decision), [`docker`] (bollard), [`services`] (desired state, flag file, keeper), [`peer`]
+//! (the master's view of its slave), [`hourly`] (the master's job runner: replication every
+//! interval, everything at :00 and at a failback), [`rounds`] (the recent rounds in memory,
+//! for the dashboard), [`command`] (the three commands' arguments and output).
 
 pub mod command;
 pub mod docker;
 pub mod drain;
 pub mod hourly;
 pub mod isolation;
+pub mod peer;
 pub mod probe;
 pub mod rounds;
 pub mod services;
@@ -27,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -36,16 +40,18 @@ use crate::fsutil::{self, FileError};
 use crate::ha::{HaConfig, NodeType};
 use crate::maintenance::{self, Phase};
 use crate::status::documents::{
-    Component, HourlyRun, IsolationRecord, MaintenanceDoc, MonitorDoc, TransitionRecord,
+    Component, IsolationRecord, MaintenanceDoc, MonitorDoc, TransitionRecord,
 };
 use crate::status::store;
 use crate::throttle::Throttle;
 use docker::{DockerError, Engine};
+use hourly::{Gate, RunnerStatus};
 use isolation::{Decision, Guard, Witnessed};
+use peer::{PeerRules, PeerState, PeerWatch};
 use probe::{ProbeSettings, Prober, RoundReport};
 use rounds::{Mark, RoundLog};
 use services::{Desired, Keeper};
-use settings::MonitorSettings;
+use settings::{MasterSettings, MonitorSettings};
 use verdict::{Machine, RoundClass, Rules, Verdict};
 use witness::{WitnessRound, Witnesses};
 
@@ -127,14 +133,23 @@ pub struct Checked {
 /// Everything it holds while this node is a master.
 struct MasterRun {
     cancel: CancellationToken,
-    runs: Arc<Mutex<Vec<HourlyRun>>>,
+    jobs: Arc<Mutex<RunnerStatus>>,
+    /// The watch of the slave; `None` when ha.conf names none (the jobs then run ungated).
+    peer: Option<Box<PeerRun>>,
+}
+
+/// The master's probing of its slave and the gate it holds the job runner to.
+struct PeerRun {
+    prober: Prober,
+    watch: PeerWatch,
+    gate: watch::Sender<Gate>,
 }
 
 /// What the monitor does, as ha.conf says.
 enum Role {
     /// HA disabled (or a slave whose ha.conf names no master): nothing to do.
     Idle,
-    /// A master: its hourly jobs run.
+    /// A master: it watches its slave, and its jobs run while the slave is standby.
     Master(MasterRun),
     /// A slave: the keeper holds its services to the verdict on the master. `probing` is
     /// `None` when ha.conf stopped naming a master: the services stay as they are.
@@ -162,9 +177,13 @@ struct Node {
 pub struct Monitor {
     ctx: Context,
     settings: MonitorSettings,
+    master: MasterSettings,
     jobs: Arc<Vec<hourly::Job>>,
     clock: Arc<dyn hourly::Clock>,
     heartbeat: Option<crate::http::Heartbeat>,
+    /// Whether a master probes its slave (off only in unit tests of the schedule, which run on
+    /// paused time where real probes cannot).
+    probe_peer: bool,
     rounds: RoundLog,
 }
 
@@ -174,9 +193,11 @@ impl Monitor {
         Monitor {
             ctx,
             settings,
+            master: MasterSettings::default(),
             jobs: Arc::new(hourly::master_jobs()),
             clock: Arc::new(hourly::SystemClock),
             heartbeat: None,
+            probe_peer: true,
             rounds: RoundLog::default(),
         }
     }
@@ -184,6 +205,12 @@ impl Monitor {
     /// Beats `heartbeat` on every round, for the HTTP endpoint's `/healthz`.
     pub fn with_heartbeat(mut self, heartbeat: crate::http::Heartbeat) -> Monitor {
         self.heartbeat = Some(heartbeat);
+        self
+    }
+
+    /// The master's schedule (`XIVO_HA_REPLICATION_INTERVAL_S`).
+    pub fn with_master_settings(mut self, master: MasterSettings) -> Monitor {
+        self.master = master;
         self
     }
 
@@ -196,6 +223,13 @@ impl Monitor {
     /// Replaces the hourly jobs (tests, or a node that runs other jobs).
     pub fn with_jobs(mut self, jobs: Vec<hourly::Job>) -> Monitor {
         self.jobs = Arc::new(jobs);
+        self
+    }
+
+    /// A master that does not probe its slave: its jobs run as if the slave stood by.
+    #[cfg(test)]
+    fn without_peer_probe(mut self) -> Monitor {
+        self.probe_peer = false;
         self
     }
 
@@ -263,6 +297,18 @@ impl Monitor {
                 };
                 self.rounds.push(Mark::of(Utc::now(), report.observation()));
                 if self.observe(probing, keeper, report, witnessed, hold) {
+                    last_saved = None;
+                }
+            }
+            if let Role::Master(MasterRun {
+                peer: Some(peer), ..
+            }) = &mut node.role
+            {
+                let report = tokio::select! {
+                    _ = &mut shutdown => break,
+                    report = peer.prober.round() => report,
+                };
+                if observe_peer(peer, &report) {
                     last_saved = None;
                 }
             }
@@ -645,7 +691,9 @@ impl Monitor {
                     probing: Some(probing),
                 }
             }
-            (NodeType::Master, _) => Role::Master(self.start_hourly()),
+            (NodeType::Master, ip) => {
+                Role::Master(self.start_master(ip.filter(|_| self.probe_peer)))
+            }
             _ => {
                 tracing::info!("HA disabled: the monitor idles");
                 match keeper {
@@ -685,21 +733,39 @@ impl Monitor {
         }
     }
 
-    /// The master's hourly jobs, started.
-    fn start_hourly(&self) -> MasterRun {
+    /// The master's watch of its slave at `slave` (if any) and its job runner, started.
+    fn start_master(&self, slave: Option<IpAddr>) -> MasterRun {
         let cancel = CancellationToken::new();
-        let runs: Arc<Mutex<Vec<HourlyRun>>> = Arc::default();
-        let sink = runs.clone();
+        let jobs: Arc<Mutex<RunnerStatus>> = Arc::default();
+        let (gate, receiver) = watch::channel(match slave {
+            Some(_) => Gate::default(),
+            None => Gate::NO_PEER,
+        });
         tokio::spawn(hourly::run(
             self.ctx.clone(),
             self.jobs.clone(),
             self.clock.clone(),
+            self.master.replication_interval,
+            receiver,
             cancel.clone(),
-            move |run| {
-                hourly::carry_over(&mut sink.lock().expect("runs lock"), run);
-            },
+            jobs.clone(),
         ));
-        MasterRun { cancel, runs }
+        let peer = slave.map(|ip| {
+            tracing::info!("master: probing the slave {ip} (SIP answers while it serves)");
+            Box::new(PeerRun {
+                prober: Prober::new(ip, ProbeSettings::from(&self.settings)),
+                // Quick to see a failover (the slave's own `down_after`), slower to see its end.
+                watch: PeerWatch::new(
+                    ip,
+                    PeerRules {
+                        active_after: self.settings.down_after,
+                        standby_after: self.settings.up_after,
+                    },
+                ),
+                gate,
+            })
+        });
+        MasterRun { cancel, jobs, peer }
     }
 
     /// Leaves `role` for the settings `next`; returns the keeper when this node stays a slave.
@@ -738,9 +804,7 @@ impl Monitor {
             Role::Slave { keeper, probing } => (probing.as_deref(), None, Some(keeper)),
         };
         let services = keeper.map(Keeper::status);
-        let hourly = master
-            .map(|m| m.runs.lock().expect("runs lock").clone())
-            .unwrap_or_default();
+        let jobs = master.map(|m| m.jobs.lock().expect("status lock").clone());
         let mut state = MonitorDoc {
             summary: String::new(),
             node_type: node.ha.node_type,
@@ -755,12 +819,16 @@ impl Monitor {
             counters: slave.map(|s| s.machine.counters()),
             isolated: slave.and_then(|s| s.isolated.clone()),
             services,
-            hourly,
+            peer: master.and_then(|m| m.peer.as_ref().map(|p| p.watch.status().clone())),
+            jobs_held: jobs.as_ref().and_then(|j| j.held.clone()),
+            jobs_skipped: jobs.as_ref().map_or(0, |j| j.skipped),
+            replicated_at: jobs.as_ref().and_then(RunnerStatus::replicated_at),
+            hourly: jobs.map(|j| j.runs).unwrap_or_default(),
             config_error: node.config_error.clone(),
             peer_refused: node.refused.clone(),
             updated_at: Utc::now(),
         };
-        state.summary = summary(&state, &self.jobs);
+        state.summary = summary(&state, &self.jobs, self.master.replication_interval);
         if let Some(m) = &node.maintenance {
             state.summary.push_str(&format!(
                 "; MAINTENANCE until {} ({}, set by {}): {}",
@@ -778,12 +846,45 @@ impl Monitor {
     }
 }
 
+/// One round's report seen by the master's watch of its slave; on a change, the job runner's
+/// gate follows. Returns whether the slave's state changed.
+fn observe_peer(peer: &mut PeerRun, report: &RoundReport) -> bool {
+    let Some(change) = peer.watch.observe(Utc::now(), report.observation()) else {
+        return false;
+    };
+    let slave = peer.prober.master();
+    match (change.from, change.to) {
+        (_, PeerState::Active) => tracing::warn!(
+            "slave {slave} {} -> active ({} rounds with SIP answering): it serves calls; replication and sync held [{}]",
+            change.from,
+            change.streak,
+            report.evidence()
+        ),
+        (PeerState::Active, _) => tracing::warn!(
+            "slave {slave} active -> {} ({} silent rounds): failback done [{}]",
+            change.to,
+            change.streak,
+            report.evidence()
+        ),
+        _ => tracing::info!("slave {slave} {} -> {}", change.from, change.to),
+    }
+    peer.gate.send_replace(Gate {
+        peer: change.to,
+        failbacks: peer.watch.status().failbacks,
+    });
+    true
+}
+
 /// What changes the state file at once (anything but counters and timestamps, which are
 /// written every few seconds).
 fn state_key(state: &MonitorDoc) -> String {
     format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         state.node_type,
+        state.peer.as_ref().map(|p| p.state),
+        state.jobs_held,
+        state.jobs_skipped,
+        state.replicated_at,
         state.verdict,
         state.isolated.as_ref().map(|i| i.since),
         state.last_transition.as_ref().map(|t| t.at),
@@ -802,7 +903,7 @@ fn state_key(state: &MonitorDoc) -> String {
 }
 
 /// The one line `status` prints.
-fn summary(state: &MonitorDoc, jobs: &[hourly::Job]) -> String {
+fn summary(state: &MonitorDoc, jobs: &[hourly::Job], interval: Duration) -> String {
     let mut out = match state.node_type {
         node_type if let Some(reason) = &state.peer_refused => {
             format!("{node_type}: doing nothing: {reason}")
@@ -815,6 +916,36 @@ fn summary(state: &MonitorDoc, jobs: &[hourly::Job]) -> String {
             } else {
                 format!("master: hourly jobs at :00 ({})", names.join(", "))
             };
+            let frequent: Vec<&str> = jobs
+                .iter()
+                .filter(|j| j.runs_on(hourly::Trigger::Interval))
+                .map(|j| j.name)
+                .collect();
+            if !frequent.is_empty() && interval < Duration::from_secs(3600) {
+                out.push_str(&format!(
+                    ", {} every {} s",
+                    frequent.join(", "),
+                    interval.as_secs()
+                ));
+            }
+            if let Some(peer) = &state.peer {
+                out.push_str(&format!("; slave {} {}", peer.address, peer.state));
+                if let Some(since) = peer.since {
+                    out.push_str(&format!(" since {}", since.format("%Y-%m-%d %H:%M:%S UTC")));
+                }
+                if !peer.reachable {
+                    out.push_str(" (unreachable now)");
+                }
+            }
+            if let Some(held) = &state.jobs_held {
+                out.push_str(&format!("; {held}"));
+            }
+            if let Some(at) = state.replicated_at {
+                let lag = (state.updated_at - at).num_seconds().max(0);
+                out.push_str(&format!(
+                    "; the slave's configuration is the master's of {lag} s ago"
+                ));
+            }
             for run in &state.hourly {
                 out.push_str(&format!("; {}", run.summary));
             }
@@ -948,7 +1079,8 @@ mod tests {
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<Result<(), MonitorError>>,
     ) {
-        // A master probes nothing: the documentation address is never contacted.
+        // The slave's address is data only: this test's master does not probe it (its jobs run
+        // ungated), so the documentation address is never contacted.
         write_ha(
             root,
             r#"{"node_type": "master", "remote_address": "192.0.2.20"}"#,
@@ -972,7 +1104,8 @@ mod tests {
         };
         let monitor = Monitor::new(Context::new(root, "", None), settings)
             .with_jobs(vec![job])
-            .with_clock(clock);
+            .with_clock(clock)
+            .without_peer_probe();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(monitor.run(async move {
             let _ = stopped.await;

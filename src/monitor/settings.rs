@@ -234,6 +234,50 @@ impl MonitorSettings {
     }
 }
 
+/// The prefix of the master's schedule variables (`XIVO_HA_REPLICATION_INTERVAL_S`).
+pub const MASTER_PREFIX: &str = "XIVO_HA_REPLICATION_";
+
+#[derive(Clone, Debug, Deserialize)]
+struct MasterRaw {
+    #[serde(default = "d_replication_interval_s")]
+    interval_s: u64,
+}
+
+fn d_replication_interval_s() -> u64 {
+    60
+}
+
+/// What a master's monitor runs when (the hourly jobs run at :00 whatever these say).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterSettings {
+    /// Time between the starts of two incremental replications.
+    pub replication_interval: Duration,
+}
+
+impl Default for MasterSettings {
+    fn default() -> Self {
+        MasterSettings {
+            replication_interval: Duration::from_secs(d_replication_interval_s()),
+        }
+    }
+}
+
+impl MasterSettings {
+    /// Reads `XIVO_HA_REPLICATION_INTERVAL_S` (environment over custom.env) and checks it.
+    pub fn load(env: &EnvFile) -> Result<MasterSettings, SettingsError> {
+        let raw: MasterRaw = from_env(MASTER_PREFIX, env)?;
+        if !(1..=3600).contains(&raw.interval_s) {
+            return Err(SettingsError::Invalid {
+                variable: format!("{MASTER_PREFIX}INTERVAL_S"),
+                reason: "must be from 1 to 3600 seconds (3600: hourly, XiVO's cadence)".into(),
+            });
+        }
+        Ok(MasterSettings {
+            replication_interval: Duration::from_secs(raw.interval_s),
+        })
+    }
+}
+
 /// `asterisk,monit` → the names, checked against Docker's container name syntax
 /// (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`) so that a typo is caught before anything is started.
 pub fn parse_containers(list: &str) -> Result<Vec<String>, String> {
@@ -274,6 +318,29 @@ mod tests {
     fn the_variables_and_defaults_are_the_catalogs() {
         use crate::settings::catalog::{Component, check_struct};
         check_struct::<Raw>(Component::Monitor, PREFIX, &[]);
+        check_struct::<MasterRaw>(Component::Replication, MASTER_PREFIX, &[]);
+    }
+
+    #[test]
+    fn the_replication_interval_is_a_minute_by_default_and_at_most_an_hour() {
+        let env = |text: &str| EnvFile::parse(Path::new("/x/custom.env"), text).unwrap();
+        assert_eq!(
+            MasterSettings::load(&env("")).unwrap(),
+            MasterSettings::default()
+        );
+        assert_eq!(
+            MasterSettings::default().replication_interval,
+            Duration::from_secs(60)
+        );
+        let hourly = MasterSettings::load(&env("XIVO_HA_REPLICATION_INTERVAL_S=3600\n")).unwrap();
+        assert_eq!(hourly.replication_interval, Duration::from_secs(3600));
+        for bad in ["0", "3601", "soon"] {
+            let error =
+                MasterSettings::load(&env(&format!("XIVO_HA_REPLICATION_INTERVAL_S={bad}\n")))
+                    .unwrap_err()
+                    .to_string();
+            assert!(error.contains("XIVO_HA_REPLICATION_INTERVAL_S"), "{error}");
+        }
     }
 
     #[test]

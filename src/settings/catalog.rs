@@ -359,6 +359,12 @@ pub const SETTINGS: &[Setting] = {
             "10",
             "Seconds to wait for the slave's PostgreSQL to answer.",
         ),
+        value(
+            Replication,
+            "XIVO_HA_REPLICATION_INTERVAL_S",
+            "60",
+            "Seconds between two incremental replications the monitor runs on a master (1 to 3600; 3600: hourly, XiVO's cadence); the full job (replication, sync) still runs at :00.",
+        ),
         unset(
             Sync,
             "XIVO_HA_SYNC_DIRS",
@@ -727,7 +733,8 @@ fn field_names<'de, T: serde::Deserialize<'de>>() -> &'static [&'static str] {
 }
 
 /// Checks a typed settings struct against the table: its fields (read as `<prefix><FIELD>`) are
-/// exactly the declared settings of `component` that come from the site file, and the defaults
+/// exactly the declared settings of `component` named with `prefix` that come from the site
+/// file (a component may read several structs, one prefix each), and the defaults
 /// it falls back to are the table's (deserialising the table's values gives what deserialising
 /// nothing gives). `required` gives a value to each setting that has no default and that the
 /// struct requires. Panics with what differs: for the tests of each settings module.
@@ -742,7 +749,7 @@ where
         .collect();
     assert!(!fields.is_empty(), "{component:?}: no struct fields found");
     let declared: std::collections::BTreeSet<String> = of(component)
-        .filter(|s| s.site_file)
+        .filter(|s| s.site_file && s.name.starts_with(prefix))
         .map(|s| s.name.to_owned())
         .collect();
     assert_eq!(
@@ -754,7 +761,7 @@ where
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let mut defaults = required.clone();
-    for setting in of(component).filter(|s| s.site_file) {
+    for setting in of(component).filter(|s| s.site_file && s.name.starts_with(prefix)) {
         if let Default::Value(value) = setting.default {
             defaults.push((setting.name.to_owned(), value.to_owned()));
         }

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::ha::NodeType;
+use crate::monitor::peer::PeerStatus;
 use crate::monitor::probe::RoundReport;
 use crate::monitor::services::KeeperStatus;
 use crate::monitor::verdict::{Counters, Verdict};
@@ -223,6 +224,19 @@ pub struct MonitorDoc {
     pub services: Option<KeeperStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hourly: Vec<HourlyRun>,
+    /// On a master: what its slave is doing (standby or active), from the SIP probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerStatus>,
+    /// On a master: why the replication and the sync do not run now (the slave is active).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs_held: Option<String>,
+    /// On a master: runs skipped because the slave was active, since the monitor started.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub jobs_skipped: u64,
+    /// On a master: when the last successful replication started. The slave's configuration
+    /// lag (`xivo_ha_config_lag_seconds`) is the time since then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicated_at: Option<DateTime<Utc>>,
     /// ha.conf could not be read again: the monitor keeps its previous role.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_error: Option<String>,
@@ -231,6 +245,10 @@ pub struct MonitorDoc {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_refused: Option<String>,
     pub updated_at: DateTime<Utc>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl MonitorDoc {
@@ -250,6 +268,10 @@ impl MonitorDoc {
             isolated: None,
             services: None,
             hourly: Vec::new(),
+            peer: None,
+            jobs_held: None,
+            jobs_skipped: 0,
+            replicated_at: None,
             config_error: None,
             peer_refused: None,
             updated_at,
@@ -612,6 +634,18 @@ mod tests {
                 }),
             }),
             hourly: vec![hourly("replication", false), hourly("sync", true)],
+            peer: Some(PeerStatus {
+                address: "192.0.2.20".parse().unwrap(),
+                state: crate::monitor::peer::PeerState::Active,
+                since: Some(at("2026-11-25T10:59:00Z")),
+                last_answer_at: Some(at("2026-11-25T11:00:01Z")),
+                last_silence_at: None,
+                reachable: true,
+                failbacks: 2,
+            }),
+            jobs_held: Some("the slave is active".into()),
+            jobs_skipped: 3,
+            replicated_at: Some(at("2026-11-25T10:58:00Z")),
             config_error: Some("ha.conf: unreadable".into()),
             peer_refused: None,
             updated_at: at("2026-11-25T11:00:02Z"),
@@ -622,6 +656,7 @@ mod tests {
         assert_eq!(json["services"]["failed_starts"][0]["exit_code"], 3);
         assert_eq!(json["isolated"]["since"], "2026-11-25T11:00:00Z");
         assert_eq!(json["hourly"][0]["job"], "replication");
+        assert_eq!(json["peer"]["state"], "active");
         // A master's and a disabled node's document leave the slave's fields out.
         round_trip(&MonitorDoc {
             summary: "HA disabled: idle".into(),

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{wait_for, xivo_ha_bin};
+use super::{clear_xivo_env, wait_for, xivo_ha_bin};
 
 /// `xivo-ha monitor` as a child process, killed on drop.
 pub struct MonitorProcess {
@@ -15,18 +15,26 @@ pub struct MonitorProcess {
 
 impl MonitorProcess {
     pub fn start(root: &Path, port: u16) -> MonitorProcess {
+        MonitorProcess::start_with_db(root, port, None)
+    }
+
+    /// The same with `--db <db>` (the local configuration database); its log goes to
+    /// `<root>/monitor.log` when a database is given.
+    pub fn start_with_db(root: &Path, port: u16, db: Option<&str>) -> MonitorProcess {
         let mut command = Command::new(xivo_ha_bin());
-        for (key, _) in std::env::vars() {
-            if key.starts_with("XIVO_HA_") {
-                command.env_remove(key);
+        clear_xivo_env(&mut command);
+        command.arg("--root").arg(root);
+        let stderr = match db {
+            Some(db) => {
+                command.arg("--db").arg(db);
+                Stdio::from(std::fs::File::create(root.join("monitor.log")).unwrap())
             }
-        }
+            None => Stdio::null(),
+        };
         let child = command
-            .arg("--root")
-            .arg(root)
             .arg("monitor")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("xivo-ha monitor starts");
         MonitorProcess {
