@@ -547,6 +547,26 @@ pub(crate) mod tests {
     }
 
     /// A job that logs its start and end on the clock and takes `duration`.
+    /// A paused clock showing `wall` now, and an empty log.
+    fn paused_at(wall: &str) -> (Arc<PausedClock>, Log) {
+        let clock = Arc::new(PausedClock {
+            start_wall: at(wall),
+            start: Instant::now(),
+        });
+        (clock, Log::default())
+    }
+
+    /// [`test_job`] on `clock` and `log`, lasting `secs`.
+    fn job(clock: &Arc<PausedClock>, log: &Log, name: &'static str, secs: u64, fail: bool) -> Job {
+        test_job(
+            name,
+            clock.clone(),
+            log.clone(),
+            Duration::from_secs(secs),
+            fail,
+        )
+    }
+
     fn test_job(
         name: &'static str,
         clock: Arc<PausedClock>,
@@ -572,26 +592,10 @@ pub(crate) mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn jobs_fire_at_each_hour_in_order_one_at_a_time() {
-        let clock = Arc::new(PausedClock {
-            start_wall: at("2026-11-25 15:59:58"),
-            start: Instant::now(),
-        });
-        let log: Log = Arc::default();
+        let (clock, log) = paused_at("2026-11-25 15:59:58");
         let jobs = Arc::new(vec![
-            test_job(
-                "replication",
-                clock.clone(),
-                log.clone(),
-                Duration::from_secs(90),
-                true,
-            ),
-            test_job(
-                "sync",
-                clock.clone(),
-                log.clone(),
-                Duration::from_secs(30),
-                false,
-            ),
+            job(&clock, &log, "replication", 90, true),
+            job(&clock, &log, "sync", 30, false),
         ]);
         let (status, stop) = start(
             jobs,
@@ -655,11 +659,7 @@ pub(crate) mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_overlong_run_skips_the_hours_it_overlaps_and_never_doubles() {
-        let clock = Arc::new(PausedClock {
-            start_wall: at("2026-11-25 15:30:00"),
-            start: Instant::now(),
-        });
-        let log: Log = Arc::default();
+        let (clock, log) = paused_at("2026-11-25 15:30:00");
         let jobs = Arc::new(vec![test_job(
             "slow",
             clock.clone(),
@@ -694,11 +694,7 @@ pub(crate) mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn cancel_while_waiting_stops_at_once() {
-        let clock = Arc::new(PausedClock {
-            start_wall: at("2026-11-25 15:30:00"),
-            start: Instant::now(),
-        });
-        let log: Log = Arc::default();
+        let (clock, log) = paused_at("2026-11-25 15:30:00");
         let jobs = Arc::new(vec![test_job(
             "j",
             clock.clone(),
@@ -822,27 +818,10 @@ pub(crate) mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn interval_runs_replicate_only_and_never_overlap_the_hourly_run() {
-        let clock = Arc::new(PausedClock {
-            start_wall: at("2026-11-25 15:57:30"),
-            start: Instant::now(),
-        });
-        let log: Log = Arc::default();
+        let (clock, log) = paused_at("2026-11-25 15:57:30");
         let jobs = Arc::new(vec![
-            test_job(
-                "replication",
-                clock.clone(),
-                log.clone(),
-                Duration::from_secs(10),
-                false,
-            )
-            .every_interval(),
-            test_job(
-                "sync",
-                clock.clone(),
-                log.clone(),
-                Duration::from_secs(70),
-                false,
-            ),
+            job(&clock, &log, "replication", 10, false).every_interval(),
+            job(&clock, &log, "sync", 70, false),
         ]);
         let (status, stop) = start(jobs, clock.clone(), Duration::from_secs(60), Gate::NO_PEER);
         tokio::time::sleep(Duration::from_secs(6 * 60)).await;
@@ -876,35 +855,11 @@ pub(crate) mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn nothing_runs_while_the_slave_is_active_and_everything_runs_at_the_failback() {
-        let clock = Arc::new(PausedClock {
-            start_wall: at("2026-11-25 15:00:30"),
-            start: Instant::now(),
-        });
-        let log: Log = Arc::default();
+        let (clock, log) = paused_at("2026-11-25 15:00:30");
         let jobs = Arc::new(vec![
-            test_job(
-                "merge-back",
-                clock.clone(),
-                log.clone(),
-                Duration::from_secs(1),
-                false,
-            )
-            .on_failback_only(),
-            test_job(
-                "replication",
-                clock.clone(),
-                log.clone(),
-                Duration::from_secs(1),
-                false,
-            )
-            .every_interval(),
-            test_job(
-                "sync",
-                clock.clone(),
-                log.clone(),
-                Duration::from_secs(1),
-                false,
-            ),
+            job(&clock, &log, "merge-back", 1, false).on_failback_only(),
+            job(&clock, &log, "replication", 1, false).every_interval(),
+            job(&clock, &log, "sync", 1, false),
         ]);
         let (status, running) = start(
             jobs,
