@@ -589,6 +589,52 @@ mod tests {
     }
 
     #[test]
+    fn maintenance_isolation_and_drain_have_their_own_headlines() {
+        let mut on = status(NodeType::Slave, Some(slave(Verdict::Down, true)));
+        on.components.maintenance = Some(crate::status::documents::MaintenanceDoc {
+            summary: String::new(),
+            reason: "upgrade to 2026.12".into(),
+            set_by: "root@xivo-b".into(),
+            set_at: at("2026-11-25T10:00:00Z"),
+            until: at("2026-11-25T12:00:00Z"),
+        });
+        let html = page(&on, &[]);
+        assert!(
+            headline_of(&html)
+                .starts_with("MAINTENANCE until 12:00 (upgrade to 2026.12, set by root@xivo-b)"),
+            "{}",
+            headline_of(&html)
+        );
+        // Past its deadline, the verdict speaks again.
+        on.components.maintenance.as_mut().unwrap().until = at("2026-11-25T10:00:01Z");
+        assert!(headline_of(&page(&on, &[])).starts_with("SERVING"));
+
+        let mut cut_off = slave(Verdict::Down, true);
+        cut_off.isolated = Some(crate::status::documents::IsolationRecord {
+            since: at("2026-11-25T10:04:15Z"),
+            witnesses: "192.0.2.1 no answer".into(),
+        });
+        let html = page(&status(NodeType::Slave, Some(cut_off)), &[]);
+        assert_eq!(
+            headline_of(&html),
+            "isolated: no witness answers since 10:04:15, not taking over"
+        );
+
+        let mut draining = slave(Verdict::Up, false);
+        draining.services.as_mut().unwrap().draining = Some(crate::monitor::drain::DrainStatus {
+            containers: vec!["asterisk".into()],
+            since: at("2026-11-25T10:09:00Z"),
+            calls: Some(2),
+            max_s: 1800,
+        });
+        let html = page(&status(NodeType::Slave, Some(draining)), &[]);
+        assert_eq!(
+            headline_of(&html),
+            "master back: draining 2 calls before stopping"
+        );
+    }
+
+    #[test]
     fn a_disabled_node() {
         let html = page(
             &status(

@@ -1,13 +1,13 @@
 //! The dashboard's headline: one sentence and one colour saying what this node is doing, a
 //! pure function of the same documents `/status` serves (and of the time, for staleness).
 //!
-//! The states the documents do not carry yet: maintenance mode (i-alerts' `MaintenanceDoc` in
-//! `Documents::maintenance`), a graceful drain and an isolated slave (i-witness). Each is one
-//! arm of [`headline`]'s match, before the role arms: see the comments there.
+//! Maintenance mode, an isolated slave and a graceful drain come before the role arms: each
+//! says why the node is not doing what its verdict alone would have it do.
 
 use chrono::{DateTime, Utc};
 
 use crate::ha::NodeType;
+use crate::monitor::services::KeeperStatus;
 use crate::monitor::verdict::Verdict;
 use crate::status::Status;
 use crate::status::documents::{JobRecord, MonitorDoc};
@@ -73,11 +73,37 @@ pub fn headline(status: &Status, now: DateTime<Utc>) -> Headline {
             Tone::Warn,
             format!("ha.conf unreadable, still acting as {node_type}: {e}"),
         ),
-        // i-alerts: `_ if let Some(m) = docs.maintenance.as_ref().filter(|m| m.is_on(now)) =>
-        //   line(Tone::Warn, format!("MAINTENANCE until {} ({})", m.until.format("%H:%M"), m.reason))`
-        // i-witness: `MonitorDoc { draining: Some(d), .. } => line(Tone::Warn,
-        //   format!("draining {} calls", d.calls))` and `MonitorDoc { isolated: true, .. } =>
-        //   line(Tone::Warn, "isolated: not taking over")` (with the fields' names as landed).
+        _ if let Some(m) = docs.maintenance.as_ref().filter(|m| m.is_on(now)) => line(
+            Tone::Warn,
+            format!(
+                "MAINTENANCE until {} ({}, set by {}): no takeover, no replication, no sync",
+                m.until.format("%H:%M"),
+                m.reason,
+                m.set_by
+            ),
+        ),
+        MonitorDoc {
+            isolated: Some(i), ..
+        } => line(
+            Tone::Bad,
+            format!(
+                "isolated: no witness answers since {}, not taking over",
+                i.since.format("%H:%M:%S")
+            ),
+        ),
+        MonitorDoc {
+            services: Some(KeeperStatus {
+                draining: Some(d), ..
+            }),
+            ..
+        } => line(
+            Tone::Warn,
+            match d.calls {
+                Some(1) => "master back: draining 1 call before stopping".to_owned(),
+                Some(n) => format!("master back: draining {n} calls before stopping"),
+                None => "master back: draining the calls before stopping".to_owned(),
+            },
+        ),
         MonitorDoc {
             node_type: NodeType::Disabled,
             ..
