@@ -11,6 +11,17 @@ use common::docker_lab::{docker, start_slave_lab};
 use common::monitor_process::{MonitorProcess, free_port};
 use common::*;
 
+/// Waits until the monitor on `root` has written its state document.
+async fn wait_state_recorded(root: &Path) {
+    let state = root.join("var/lib/xivo-ha/monitor.json");
+    wait_for(
+        "the monitor to record its state",
+        Duration::from_secs(10),
+        async || state.exists(),
+    )
+    .await;
+}
+
 /// A monitor on a node without HA (a temp root), its endpoint on a free loopback port.
 async fn start_bare_monitor() -> (tempfile::TempDir, MonitorProcess) {
     let root = tempfile::tempdir().unwrap();
@@ -152,13 +163,7 @@ async fn a_busy_port_does_not_stop_the_monitor() {
         &format!("XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\n"),
     );
     let mut monitor = MonitorProcess::start(root.path(), port);
-    let state = root.path().join("var/lib/xivo-ha/monitor.json");
-    wait_for(
-        "the monitor to record its state",
-        Duration::from_secs(10),
-        async || state.exists(),
-    )
-    .await;
+    wait_state_recorded(root.path()).await;
     assert!(
         monitor.child.try_wait().unwrap().is_none(),
         "the monitor exited"
@@ -184,13 +189,7 @@ async fn a_busy_port_does_not_stop_the_monitor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_with_a_corrupt_ha_conf_shows_the_error_and_the_components() {
     let (root, monitor) = start_bare_monitor().await;
-    let state = root.path().join("var/lib/xivo-ha/monitor.json");
-    wait_for(
-        "the monitor to record its state",
-        Duration::from_secs(10),
-        async || state.exists(),
-    )
-    .await;
+    wait_state_recorded(root.path()).await;
     std::fs::create_dir_all(root.path().join("etc/xivo")).unwrap();
     std::fs::write(root.path().join("etc/xivo/ha.conf"), "{\"node_type\": \n").unwrap();
 

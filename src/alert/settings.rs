@@ -127,10 +127,9 @@ fn check_address(address: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn load(text: &str) -> Result<AlertSettings, SettingsError> {
-        AlertSettings::load(&EnvFile::parse(Path::new("/x/custom.env"), text).unwrap())
+        AlertSettings::load(&EnvFile::for_test(text))
     }
 
     #[test]

@@ -308,10 +308,9 @@ pub fn parse_containers(list: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn load(text: &str) -> Result<MonitorSettings, SettingsError> {
-        MonitorSettings::load(&EnvFile::parse(Path::new("/x/custom.env"), text).unwrap())
+        MonitorSettings::load(&EnvFile::for_test(text))
     }
 
     #[test]
@@ -323,7 +322,7 @@ mod tests {
 
     #[test]
     fn the_replication_interval_is_a_minute_by_default_and_at_most_an_hour() {
-        let env = |text: &str| EnvFile::parse(Path::new("/x/custom.env"), text).unwrap();
+        let env = |text: &str| EnvFile::for_test(text);
         assert_eq!(
             MasterSettings::load(&env("")).unwrap(),
             MasterSettings::default()

@@ -58,6 +58,12 @@ pub struct EnvFile {
 }
 
 impl EnvFile {
+    /// `text` as the site file `/x/custom.env` (unit tests of the settings readers).
+    #[cfg(test)]
+    pub(crate) fn for_test(text: &str) -> EnvFile {
+        EnvFile::parse(Path::new("/x/custom.env"), text).expect("a well-formed test file")
+    }
+
     /// Reads and parses `path`; a missing file is an empty one.
     pub fn load(path: &Path) -> Result<EnvFile, ConfigError> {
         match std::fs::read_to_string(path) {
