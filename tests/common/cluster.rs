@@ -59,9 +59,9 @@ fn check(what: &str, output: Output) {
     );
 }
 
-/// Starts a server listening on `host.ip:5432` (the namespace's own port space), trusting
-/// connections from this machine's end of the link and from the Unix socket.
-pub fn start_cluster_on(host: &TestHost) -> Cluster {
+/// A fresh cluster's data directory, `<dir>/data` (owner postgres, trust authentication,
+/// UTF8), in a new temporary directory; with the server binaries that made it.
+pub fn initdb() -> (PathBuf, tempfile::TempDir) {
     let bin = bin_dir();
     let dir = tempfile::tempdir().unwrap();
     let status = Command::new("chown")
@@ -70,16 +70,23 @@ pub fn start_cluster_on(host: &TestHost) -> Cluster {
         .status()
         .unwrap();
     assert!(status.success());
-    let data = dir.path().join("data");
     check(
         "initdb",
         as_postgres(bin.join("initdb"))
             .arg("-D")
-            .arg(&data)
+            .arg(dir.path().join("data"))
             .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
             .output()
             .unwrap(),
     );
+    (bin, dir)
+}
+
+/// Starts a server listening on `host.ip:5432` (the namespace's own port space), trusting
+/// connections from this machine's end of the link and from the Unix socket.
+pub fn start_cluster_on(host: &TestHost) -> Cluster {
+    let (bin, dir) = initdb();
+    let data = dir.path().join("data");
     let hba = data.join("pg_hba.conf");
     let mut rules = std::fs::read_to_string(&hba).unwrap();
     rules.push_str(&format!("host all all {}/32 trust\n", host.gateway));
