@@ -36,12 +36,18 @@ impl Node {
         self.path().join("etc/monit/conf.d")
     }
 
+    /// ha.conf for `node_type`, its peer 10.20.0.2 as data only: for the commands that never
+    /// contact the peer (`monitoring-update`); a running monitor takes [`Node::set_ha_peer`].
     fn set_ha(&self, node_type: &str) {
         let remote = if node_type == "disabled" {
             ""
         } else {
             "10.20.0.2"
         };
+        self.set_ha_peer(node_type, remote);
+    }
+
+    fn set_ha_peer(&self, node_type: &str, remote: &str) {
         let file = self.path().join("etc/xivo/ha.conf");
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(
@@ -633,7 +639,10 @@ fn the_monitor_has_monit_follow_its_role() {
     daemon.reload_by_hand();
     assert!(daemon.status("xivo-ha-reload").is_some());
 
-    node.set_ha("master");
+    // A master probes its slave every round and replicates to it: the slave is a test host
+    // (nothing listens there), never an address off this machine.
+    let slave = common::testhost::TestHost::create();
+    node.set_ha_peer("master", &slave.ip.to_string());
     let mut command = Command::new(xivo_ha_bin());
     for (key, _) in std::env::vars() {
         if key.starts_with("XIVO_HA_") {
