@@ -224,6 +224,11 @@ impl Pipeline {
         .await;
     }
 
+    /// [`Pipeline::wait_pg_caught_up`] on the pipeline's own reporting database.
+    pub async fn wait_reporting_caught_up(&self, what: &str, timeout: Duration) {
+        self.wait_pg_caught_up(&self.reporting, what, timeout).await;
+    }
+
     /// Waits until the Elasticsearch stand-in holds as many documents as the source has rows,
     /// both tables.
     pub async fn wait_es_caught_up(&self, what: &str, timeout: Duration) {
