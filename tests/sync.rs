@@ -9,12 +9,15 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use common::sshd::{Sshd, keygen, start_sshd_on, start_sshd_on_with_password};
 use common::testhost::TestHost;
-use common::{assert_success, stderr, stdout, wait_for_blocking, xivo_ha_bin};
+use common::{
+    KilledOnDrop, assert_refused, assert_says, assert_success, stderr, stdout, wait_for_blocking,
+    xivo_ha_bin,
+};
 
 /// A master and a slave tree, the slave served by its own sshd.
 struct Pair {
@@ -242,12 +245,7 @@ fn sync_mirrors_deletes_and_leaves_the_rest_alone() {
         .env("XIVO_HA_ROOT", pair.master.path())
         .output()
         .unwrap();
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains("0 files (0 bytes) transferred, 0 deleted"),
-        "{}",
-        stdout(&output)
-    );
+    assert_says(&output, "0 files (0 bytes) transferred, 0 deleted");
     let status = pair.run(&["status"]);
     assert_success(&status);
     let line = stdout(&status)
@@ -263,7 +261,7 @@ fn sync_mirrors_deletes_and_leaves_the_rest_alone() {
 
 /// An ssh-agent on a socket of its own, killed on drop.
 struct Agent {
-    child: Child,
+    _child: KilledOnDrop,
     socket: PathBuf,
 }
 
@@ -277,7 +275,10 @@ impl Agent {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let agent = Agent { child, socket };
+        let agent = Agent {
+            _child: KilledOnDrop(child),
+            socket,
+        };
         wait_for_blocking("ssh-agent to start", Duration::from_secs(5), || {
             agent.socket.exists()
         });
@@ -291,13 +292,6 @@ impl Agent {
             );
         }
         agent
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -363,11 +357,7 @@ fn key_set_up_creates_installs_and_refuses_a_second_time() {
     let before = fs::read(&key).unwrap();
     let output = pair.run_with(&["sync", "-i"], &[("SSH_AUTH_SOCK", &agent.socket)]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("already exists"),
-        "{}",
-        stderr(&output)
-    );
+    assert_refused(&output, "already exists");
     assert_eq!(fs::read(&key).unwrap(), before);
     assert_eq!(read(&pair.authorized_keys), authorized);
 }
@@ -418,19 +408,9 @@ fn a_node_that_is_not_master_does_nothing() {
     let slave_before = snapshot(pair.slave.path());
 
     let output = pair.run(&["sync"]);
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains("not a master: nothing to sync"),
-        "{}",
-        stdout(&output)
-    );
+    assert_says(&output, "not a master: nothing to sync");
     let output = pair.run(&["sync", "--back"]);
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains("not a master"),
-        "{}",
-        stdout(&output)
-    );
+    assert_says(&output, "not a master");
     assert_eq!(snapshot(pair.slave.path()), slave_before);
     assert!(!pair.m("var/lib/xivo-ha/sync.json").exists());
     assert!(
@@ -442,11 +422,7 @@ fn a_node_that_is_not_master_does_nothing() {
     fs::remove_file(&key).unwrap();
     let output = pair.run(&["sync", "-i"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("not a master"),
-        "{}",
-        stderr(&output)
-    );
+    assert_refused(&output, "not a master");
     assert!(!key.exists());
 }
 
