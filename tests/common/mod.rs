@@ -174,6 +174,15 @@ pub fn assert_ran(what: &str, output: &Output) {
     );
 }
 
+/// Fails the test unless the command exited `code` with one line on stderr (`what` names the
+/// case in a failure); gives that line.
+pub fn assert_one_line_exit(output: &Output, code: i32, what: &str) -> String {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "{what}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{what}: one line: {err}");
+    err.trim().to_owned()
+}
+
 /// Runs `command` (`what` names it in a failure, e.g. `docker ps`); fails the test when it
 /// does not start or does not exit 0. Gives its output.
 pub fn output_of(what: &str, command: &mut Command) -> Output {
