@@ -240,18 +240,11 @@ async fn bad_input_is_one_clear_line_and_touches_nothing() {
         vec!["monitor"],
     ] {
         let output = xivo_ha(root.path(), "", &args);
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "{args:?}: {}",
-            stderr(&output)
-        );
-        let err = stderr(&output);
+        let err = assert_one_line_exit(&output, 1, &format!("{args:?}"));
         assert!(
             err.contains(&format!("container `{missing}` does not exist")),
             "{err}"
         );
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert_eq!(lab.state(asterisk), "running", "{args:?}");
         assert_eq!(lab.restart_policy(asterisk), "always", "{args:?}");
     }

@@ -1024,10 +1024,7 @@ async fn a_slave_that_configure_refuses_is_refused_and_nothing_changes() {
     std::fs::create_dir_all(ha_conf.parent().unwrap()).unwrap();
     for (peer, wrapper, reason) in cases {
         // On the command line.
-        let output = run(wrapper, peer);
-        assert_eq!(output.status.code(), Some(2), "{peer}: {}", stderr(&output));
-        let err = stderr(&output);
-        assert_eq!(err.lines().count(), 1, "{err}");
+        let err = assert_one_line_exit(&run(wrapper, peer), 2, peer);
         assert!(
             err.contains(&format!(
                 "<slave_ip>: {peer} is not usable as the slave's address: "

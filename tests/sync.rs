@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 use common::sshd::{Sshd, keygen, start_sshd_on, start_sshd_on_with_password};
 use common::testhost::TestHost;
 use common::{
-    KilledOnDrop, assert_refused, assert_says, assert_success, stderr, stdout, wait_for_blocking,
-    xivo_ha_bin,
+    KilledOnDrop, assert_one_line_exit, assert_refused, assert_says, assert_success, stderr,
+    stdout, wait_for_blocking, xivo_ha_bin,
 };
 
 /// A master and a slave tree, the slave served by its own sshd.
@@ -99,6 +99,13 @@ impl Pair {
 
     fn s(&self, path: &str) -> PathBuf {
         self.slave.path().join(path)
+    }
+
+    /// Fails the test unless each of `paths` holds on the slave what it holds on the master.
+    fn assert_copied(&self, paths: &[&str]) {
+        for path in paths {
+            assert_eq!(read(&self.s(path)), read(&self.m(path)), "{path}");
+        }
     }
 
     /// `xivo-ha --root <master> <args>`, no agent, no terminal.
@@ -204,15 +211,11 @@ fn sync_mirrors_deletes_and_leaves_the_rest_alone() {
 
     let output = pair.run(&["sync"]);
     assert_success(&output);
-    assert_eq!(
-        read(&pair.s("etc/asterisk/extensions_extra.d/a.conf")),
-        "[a]\n"
-    );
-    assert_eq!(read(&pair.s("var/lib/asterisk/moh/default/x.wav")), "RIFF");
-    assert_eq!(
-        read(&pair.s("var/lib/xivo/sounds/playback/hello.wav")),
-        "hello"
-    );
+    pair.assert_copied(&[
+        "etc/asterisk/extensions_extra.d/a.conf",
+        "var/lib/asterisk/moh/default/x.wav",
+        "var/lib/xivo/sounds/playback/hello.wav",
+    ]);
     assert!(!pair.s("etc/asterisk/extensions_extra.d/old.conf").exists());
     assert_eq!(read(&pair.s("etc/asterisk/sip.conf")), "slave's own");
     assert_eq!(
@@ -379,12 +382,8 @@ fn key_set_up_under_sshpass_gets_the_password_from_its_terminal() {
 
     // The hourly sync then logs in with the installed key alone, no password.
     write(&pair.m("var/lib/xivo/sounds/playback/hello.wav"), "hello");
-    let output = pair.run(&["sync"]);
-    assert_success(&output);
-    assert_eq!(
-        read(&pair.s("var/lib/xivo/sounds/playback/hello.wav")),
-        "hello"
-    );
+    assert_success(&pair.run(&["sync"]));
+    pair.assert_copied(&["var/lib/xivo/sounds/playback/hello.wav"]);
 
     // A wrong password: one clear error, and no key left behind to trip the next attempt.
     let pair = Pair::with_sshd("master", |host, keys| {
@@ -701,19 +700,13 @@ fn a_peer_that_configure_refuses_is_refused_and_nothing_changes() {
             let master_before = snapshot(pair.master.path());
             let slave_before = snapshot(pair.slave.path());
             let output = pair.run_under(wrapper, args, &[]);
-            assert_eq!(
-                output.status.code(),
-                Some(1),
-                "{peer} {args:?}: {}",
-                stderr(&output)
-            );
-            let errors = error_lines(&output);
-            assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
-            let line = &errors[0];
+            let line = assert_one_line_exit(&output, 1, &format!("{peer} {args:?}"));
+            let refusal =
+                format!("etc/xivo/ha.conf: {peer} is not usable as the slave's address: ");
             assert!(
-                line.contains(&format!(
-                    "etc/xivo/ha.conf: {peer} is not usable as the slave's address: "
-                )) && line.contains(reason)
+                line.starts_with("xivo-ha: error: ")
+                    && line.contains(&refusal)
+                    && line.contains(reason)
                     && line.ends_with("`xivo-ha configure master <slave_ip>`"),
                 "{peer} {args:?}: {line}"
             );
