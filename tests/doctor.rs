@@ -283,19 +283,18 @@ fn a_slave_checks_its_master_and_its_telephony_containers() {
 /// Where XiVO CC enabled DB Replic: its settings, both sinks and its log directory are checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn db_replic_is_checked_where_it_is_enabled() {
-    let config = TestDb::create().await;
-    let reporting = TestDb::create_empty().await;
-    let es = common::es_server::EsServer::start().await;
+    let sinks = common::dbreplic::Sinks::start().await;
     let root = tempfile::tempdir().unwrap();
     let r = root.path().to_owned();
     // HA disabled: the DB Replic checks apply anyway, and no peer is probed.
     let port = pg_port();
-    let good = format!(
-        "REPORTING_DB_HOST=127.0.0.1\nREPORTING_DB_PORT={port}\nREPORTING_DB_NAME={}\nREPORTING_DB_USER=postgres\n\
-         ELASTICSEARCH={}\nIS_HA_SLAVE=true\n",
-        reporting.name,
-        es.url.clone()
-    );
+    let good = format!("{}IS_HA_SLAVE=true\n", sinks.env());
+    // The stand-in is dropped below, to be found down.
+    let common::dbreplic::Sinks {
+        source: config,
+        reporting: _reporting,
+        es,
+    } = sinks;
     let run = |env: String| {
         let r = r.clone();
         let db = config.url();

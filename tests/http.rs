@@ -178,42 +178,26 @@ async fn status_with_a_corrupt_ha_conf_shows_the_error_and_the_components() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_db_replic_progress() {
-    let source = TestDb::create().await;
-    let reporting = TestDb::create_empty().await;
-    let es = common::es_server::EsServer::start().await;
+    let sinks = common::dbreplic::Sinks::start().await;
+    let source = &sinks.source;
     let root = tempfile::tempdir().unwrap();
     let port = free_port();
-    let pg_port = pg_port();
     std::fs::create_dir_all(root.path().join("var/lib/xivo")).unwrap();
     std::fs::write(root.path().join("var/lib/xivo/xc_enabled"), "").unwrap();
     write_custom_env(
         root.path(),
         &format!(
-            "XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\nREPORTING_DB_HOST=127.0.0.1\nREPORTING_DB_PORT={pg_port}\n\
-             REPORTING_DB_NAME={}\nREPORTING_DB_USER=postgres\nELASTICSEARCH={}\nIS_HA_SLAVE=true\n\
+            "XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\n{}IS_HA_SLAVE=true\n\
              DB_REPLIC_ORIGIN=node-b\nDB_REPLIC_POLL_MS=100\n",
-            reporting.name, es.url
+            sinks.env()
         ),
     );
     let monitor = MonitorProcess::start(root.path(), port);
     monitor.wait_healthy().await;
 
     // 200 CELs more than the fixture's one, then DB Replic until it has caught up.
-    source.execute(
-            "INSERT INTO cel (eventtype, eventtime, userdeftype, cid_name, cid_num, cid_ani, cid_rdnis, cid_dnid,
-                              exten, context, channame, appname, appdata, amaflags, accountcode, peeraccount,
-                              uniqueid, linkedid, userfield, peer)
-             SELECT 'CHAN_START', now(), '', 'n', '1001', '', '', '', '1002', 'default', 'SIP/x', '', '', 3,
-                    '', '', i::text, i::text, '', ''
-             FROM generate_series(1, 200) i",
-        ).await;
-    let max_id: i32 = source
-        .client()
-        .await
-        .query_one("SELECT max(id) FROM cel", &[])
-        .await
-        .unwrap()
-        .get(0);
+    common::dbreplic::insert_cel(source, 200).await;
+    let max_id: i32 = source.value("SELECT max(id) FROM cel").await;
     let root_path = root.path().to_owned();
     let url = source.url();
     let output = tokio::task::spawn_blocking(move || {
@@ -224,18 +208,9 @@ async fn metrics_follow_db_replic_progress() {
     assert_success(&output);
     for sink in ["postgresql", "elasticsearch"] {
         let labels = format!("{{table=\"cel\",sink=\"{sink}\"}}");
-        monitor
-            .wait_metric(
-                &format!("xivo_ha_dbreplic_last_delivered_id{labels} {max_id}"),
-                Duration::from_secs(5),
-            )
-            .await;
-        monitor
-            .wait_metric(
-                &format!("xivo_ha_dbreplic_rows_behind{labels} 0"),
-                Duration::from_secs(5),
-            )
-            .await;
+        let delivered = format!("xivo_ha_dbreplic_last_delivered_id{labels} {max_id}");
+        let behind = format!("xivo_ha_dbreplic_rows_behind{labels} 0");
+        monitor.wait_metrics(&[(&delivered, 5), (&behind, 5)]).await;
     }
 }
 
