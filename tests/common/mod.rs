@@ -4,7 +4,8 @@
 //! (the slave's Docker lab), `es_server` (the Elasticsearch stand-in), `cluster` (a PostgreSQL
 //! server on a test host), `monitor_process` (`xivo-ha monitor` as a process with its HTTP
 //! endpoint), `smtp` (a real SMTP server storing what it receives), `sshd` and `testhost`;
-//! here, temporary node roots, the `xivo-ha` binary and waiting for an event.
+//! here, temporary node roots, the `xivo-ha` binary, the checks of a command's output, daemons
+//! killed on drop and waiting for an event.
 //!
 //! Every test file says `mod common;`; a fixture some test binaries do not use is not dead code.
 #![allow(dead_code)]
