@@ -908,6 +908,22 @@ fn asterisk_rx(name: &str, command: &str) -> String {
     docker(&["exec", name, "asterisk", "-rx", command])
 }
 
+/// Waits until the stand-in's remote console in the container `name` answers: its control
+/// socket comes a moment after the container runs.
+async fn wait_console(name: &str) {
+    wait_for(
+        "the stand-in's console",
+        Duration::from_secs(10),
+        async || {
+            std::process::Command::new("docker")
+                .args(["exec", name, "asterisk", "-rx", "core show channels count"])
+                .output()
+                .is_ok_and(|output| output.status.success())
+        },
+    )
+    .await;
+}
+
 async fn wait_summary(root: &Path, what: &str, check: impl Fn(&str) -> bool) {
     wait_for(what, Duration::from_secs(20), async || {
         check(&monitor_summary(root))
@@ -936,6 +952,7 @@ async fn a_failback_lets_the_calls_finish() {
     // Failover, and a call on the slave.
     docker(&["stop", "-t", "0", master]);
     wait_services(&slave, "running", Duration::from_secs(15)).await;
+    wait_console(asterisk).await;
     assert_eq!(asterisk_rx(asterisk, "standin call start"), "1 active call");
 
     // The master back: the slave drains instead of cutting the call.
@@ -985,6 +1002,7 @@ async fn a_failback_lets_the_calls_finish() {
     slave.configure(&[asterisk], &[("XIVO_HA_MONITOR_DRAIN_MAX_S", "0".into())]);
     docker(&["start", asterisk]);
     lab.wait_state(&[asterisk], "running", Duration::from_secs(10));
+    wait_console(asterisk).await;
     asterisk_rx(asterisk, "standin call start");
     std::fs::remove_file(root.join("var/lib/xivo/disabled")).unwrap();
     let monitor = Running::start(root);
