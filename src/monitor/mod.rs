@@ -588,9 +588,9 @@ impl Monitor {
                         format!("{} [{}]", record.reason, record.evidence),
                     ));
                     // This node answered calls meanwhile: what it recorded stays here until the
-                    // master pulls it (XiVO leaves this to the administrator's memory).
+                    // master's monitor pulls it (its copy-back, once it sees this node silent).
                     tracing::warn!(
-                        "failback: the master {master} is back; run `xivo-ha sync --back` on the master to bring back the voicemail and recordings made here",
+                        "failback: the master {master} is back; its monitor brings back the voicemail and recordings made here once this node stands by (or `xivo-ha sync --back` on the master)",
                     );
                 }
             }
