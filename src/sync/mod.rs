@@ -640,6 +640,37 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_back_names_twenty_files_and_counts_the_rest() {
+        let files: Vec<String> = (0..25).map(|i| format!("/f{i}")).collect();
+        assert_eq!(file_list(&files[..2], 2), "/f0, /f1");
+        let listed = file_list(&files, 25);
+        assert!(listed.starts_with("/f0, /f1, "), "{listed}");
+        assert!(listed.ends_with("/f19 and 5 more"), "{listed}");
+        let report = SyncReport {
+            remote: "root@192.0.2.20".into(),
+            transferred: files,
+            files_transferred: 25,
+            bytes_transferred: 1000,
+            replaced: vec!["/f3".into()],
+            backup_dir: Some("/var/lib/xivo-ha/sync-back-x".into()),
+            ..SyncReport::default()
+        };
+        let mail = brought_back_mail(&report);
+        assert!(
+            mail.starts_with("25 files (1000 bytes) brought back from root@192.0.2.20\n"),
+            "{mail}"
+        );
+        assert!(mail.contains("  /f19\n  and 5 more\n"), "{mail}");
+        assert!(!mail.contains("/f20"), "{mail}");
+        assert!(
+            mail.contains(
+                "replaced by the slave's (kept in /var/lib/xivo-ha/sync-back-x):\n  /f3\n"
+            ),
+            "{mail}"
+        );
+    }
+
+    #[test]
     fn bad_settings_name_the_variable() {
         let error = settings_from("XIVO_HA_SYNC_DIRS=/\n")
             .unwrap_err()
