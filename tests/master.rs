@@ -36,6 +36,23 @@ fn toggle_sip(pid: u32) {
     kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).unwrap();
 }
 
+/// The slave's Asterisk answering on `host`, then the master's monitor on `root` (its log in
+/// `<root>/monitor.log`), once it sees the slave active; returns the SIP stand-in's pid.
+async fn start_while_the_slave_serves(
+    host: &mut TestHost,
+    root: &Path,
+    http_port: u16,
+    master: &TestDb,
+) -> (u32, MonitorProcess) {
+    let sip = start_slave_sip(host);
+    let monitor = MonitorProcess::start_with_db(root, http_port, Some(&master.url()));
+    monitor.wait_healthy().await;
+    monitor
+        .wait_metric("xivo_ha_peer_active 1", Duration::from_secs(10))
+        .await;
+    (sip, monitor)
+}
+
 fn monitor_doc(root: &Path) -> serde_json::Value {
     std::fs::read_to_string(root.join("var/lib/xivo-ha/monitor.json"))
         .ok()
@@ -124,12 +141,8 @@ async fn the_master_holds_its_jobs_while_the_slave_serves_and_replicates_at_the_
     );
 
     // The slave serves (a failover in progress) when the master's monitor starts.
-    let sip = start_slave_sip(&mut host);
-    let monitor = MonitorProcess::start_with_db(root.path(), http_port, Some(&master.url()));
-    monitor.wait_healthy().await;
-    monitor
-        .wait_metric("xivo_ha_peer_active 1", Duration::from_secs(10))
-        .await;
+    let (sip, monitor) =
+        start_while_the_slave_serves(&mut host, root.path(), http_port, &master).await;
     add_user(&master, "u-made-during-failover").await;
     wait_for(
         "three interval runs skipped while the slave is active",
@@ -275,12 +288,8 @@ async fn the_master_brings_back_the_slaves_voicemail_and_recordings_at_the_failb
     write(&m(&format!("{inbox}/msg0001.txt")), "master's newer copy");
 
     // The slave serves (a failover in progress) when the master's monitor starts.
-    let sip = start_slave_sip(&mut host);
-    let monitor = MonitorProcess::start_with_db(root.path(), http_port, Some(&master.url()));
-    monitor.wait_healthy().await;
-    monitor
-        .wait_metric("xivo_ha_peer_active 1", Duration::from_secs(10))
-        .await;
+    let (sip, monitor) =
+        start_while_the_slave_serves(&mut host, root.path(), http_port, &master).await;
     // Users leave a message and record a call on the slave meanwhile.
     write(&s(&format!("{inbox}/msg0000.txt")), "left on the slave");
     write(&s(&format!("{inbox}/msg0000.wav")), "RIFF audio");

@@ -611,6 +611,16 @@ pub(crate) mod tests {
         )
     }
 
+    /// Each job start in `log`, with its seconds since `t0`.
+    fn starts_since(log: &Log, t0: NaiveDateTime) -> Vec<(String, i64)> {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, e)| *e == "start")
+            .map(|(n, t, _)| (n.clone(), (*t - t0).num_seconds()))
+            .collect()
+    }
+
     fn test_job(
         name: &'static str,
         clock: Arc<PausedClock>,
@@ -951,13 +961,7 @@ pub(crate) mod tests {
             failbacks: 0,
         });
         tokio::time::sleep(Duration::from_secs(150)).await;
-        let got: Vec<(String, i64)> = log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, _, e)| *e == "start")
-            .map(|(n, t, _)| (n.clone(), (*t - standby_at).num_seconds()))
-            .collect();
+        let got = starts_since(&log, standby_at);
         // At once the copy-back alone; then the interval runs, one interval after it.
         assert_eq!(
             got,
@@ -1021,13 +1025,7 @@ pub(crate) mod tests {
             failbacks: 1,
         });
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let got: Vec<(String, i64)> = log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, _, e)| *e == "start")
-            .map(|(n, t, _)| (n.clone(), (*t - failback_at).num_seconds()))
-            .collect();
+        let got = starts_since(&log, failback_at);
         assert_eq!(
             got,
             [
