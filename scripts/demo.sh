@@ -506,7 +506,7 @@ else
   result copy_back skipped
 fi
 result copied_back_files "$copied"
-say "A's monitor: $(docker logs "$ha_a" 2>&1 | grep -E 'failback done|job copy-back' | sed 's/^.*\(INFO\|WARN\) xivo_ha[a-z_:]*: //' | tr '\n' ';' | sed 's/;$/\n/; s/;/; /g')"
+say "A's monitor: $(docker logs "$ha_a" 2>&1 | grep -E 'failback done|job copy-back' | sed 's/^.*\(INFO\|WARN\) xivo_ha[a-z_:]*: //' | paste -sd'|' - | sed 's/|/ | /g')"
 # The replication that follows the failback (the user statuses made on B merged back first).
 t_handback=$t_finished
 replicated_after_failback() {

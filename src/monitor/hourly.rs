@@ -449,7 +449,12 @@ pub async fn run(
                             "failback done (the slave is standby again): running the failback jobs, the replication and the sync now"
                         );
                     }
-                    Trigger::Start => handled.start = true,
+                    Trigger::Start => {
+                        handled.start = true;
+                        tracing::info!(
+                            "the slave is standby (first seen since this monitor started): running the start jobs now, in case it served while this master was down"
+                        );
+                    }
                     Trigger::Interval | Trigger::Hour => {}
                 }
                 let started = Instant::now();

@@ -367,8 +367,8 @@ fn brought_back(report: &SyncReport) -> String {
     out
 }
 
-/// The copy-back mail's text: the line of [`brought_back`] first (the subject), then each
-/// file, the older ones replaced and where they are kept.
+/// The copy-back mail's text: the count first (the subject), then each file (the first
+/// [`LISTED_FILES`]), the older ones replaced and where they are kept.
 fn brought_back_mail(report: &SyncReport) -> String {
     let mut out = brought_back_count(report);
     out.push_str("\n\nbrought back (newer files on this master were kept, nothing was deleted):\n");
