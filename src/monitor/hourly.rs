@@ -392,7 +392,7 @@ pub async fn run(
             }
             Step::WaitForPeer => {
                 set_held(Some(
-                    "replication and sync wait for the slave's state (not known yet: the first rounds, or the slave unreachable)".into(),
+                    "copy-back, replication and sync wait for the slave's state (not known yet: the first rounds, or the slave unreachable)".into(),
                 ));
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -400,7 +400,7 @@ pub async fn run(
                 }
             }
             Step::Skip(trigger) => {
-                let reason = "replication and sync held: the slave is active (it serves calls: a failover is in progress); they run when it is standby again".to_owned();
+                let reason = "copy-back, replication and sync held: the slave is active (it serves calls: a failover is in progress); they run when it is standby again".to_owned();
                 if !holding || trigger == Trigger::Hour {
                     tracing::warn!("{trigger} run skipped: {reason}");
                 }

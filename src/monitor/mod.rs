@@ -855,7 +855,7 @@ fn observe_peer(peer: &mut PeerRun, report: &RoundReport) -> bool {
     let slave = peer.prober.master();
     match (change.from, change.to) {
         (_, PeerState::Active) => tracing::warn!(
-            "slave {slave} {} -> active ({} rounds with SIP answering): it serves calls; replication and sync held [{}]",
+            "slave {slave} {} -> active ({} rounds with SIP answering): it serves calls; copy-back, replication and sync held [{}]",
             change.from,
             change.streak,
             report.evidence()
