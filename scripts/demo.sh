@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The two-node demo: a XiVO HA pair on a private Docker network, set up in XiVO's order, then
 # a failover and a failback, measured. Needs only a Docker engine, a Rust toolchain, rsync and
-# the ssh client (the image carries them) and the host's Debian PostgreSQL binaries (apt-get
-# install postgresql); no registry: every image is built FROM scratch out of this machine's
+# the ssh client (the image carries them), jq, the host's Debian PostgreSQL binaries (apt-get
+# install postgresql) and, for the copy-back, its sshd (apt-get install openssh-server; without
+# it that part is skipped); no registry: every image is built FROM scratch out of this machine's
 # files. Removes everything it started when it ends, also on failure or Ctrl-C (images stay,
 # to make the next run fast).
 #
@@ -20,7 +21,11 @@
 # Asterisk (xivo-ha-sip-standin, answers SIP OPTIONS on 5060/udp) and its xivo-ha sidecar
 # (`xivo-ha monitor`, XIVO_HA_ROOT=/node inside the container) join that namespace, as
 # `network_mode: host` does on a real node. When the image has `xivo-ha db-replic`, each node
-# also runs DB Replic towards a third PostgreSQL, XiVO CC's reporting database.
+# also runs DB Replic towards a third PostgreSQL, XiVO CC's reporting database. Node B also
+# runs an sshd (the host's, in an image of its own) in that namespace, which sees B's Asterisk
+# spool (a directory of the demo's, mounted in both, as the host's /var/spool/asterisk): the
+# master's sync key logs in there, and after the failback A's monitor brings back the
+# voicemail and recordings made on B by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,7 +57,8 @@ net=${prefix}net
 pg_a=${prefix}a-postgres       ast_a=${prefix}a-asterisk   ha_a=${prefix}a-xivo-ha
 pg_b=${prefix}b-postgres       ast_b=${prefix}b-asterisk   ha_b=${prefix}b-xivo-ha
 dr_a=${prefix}a-db-replic      dr_b=${prefix}b-db-replic   pg_r=${prefix}reporting
-containers=("$ha_a" "$ha_b" "$dr_a" "$dr_b" "$ast_a" "$ast_b" "$pg_a" "$pg_b" "$pg_r")
+ssh_b=${prefix}b-sshd
+containers=("$ha_a" "$ha_b" "$dr_a" "$dr_b" "$ast_a" "$ast_b" "$ssh_b" "$pg_a" "$pg_b" "$pg_r")
 work=$(mktemp -d)
 
 teardown() {
@@ -97,6 +103,12 @@ pg_version=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1)
 pg_bin=/usr/lib/postgresql/$pg_version/bin
 [ -n "$pg_version" ] && [ -x "$pg_bin/postgres" ] && [ -x "$pg_bin/initdb" ] && [ -x "$pg_bin/psql" ] ||
   fail "no PostgreSQL binaries under /usr/lib/postgresql/<version>/bin: apt-get install postgresql (the demo packs them into an image; it starts no PostgreSQL on the host)"
+command -v jq >/dev/null || fail "no jq: apt-get install jq (the demo reads the nodes' state documents with it)"
+copy_back=yes
+if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then
+  copy_back=no
+  say "no /usr/sbin/sshd or ssh-keygen here: node B gets no sshd, the copy-back is skipped (apt-get install openssh-server)"
+fi
 
 # --- Images ----------------------------------------------------------------------------------
 step "Images (built locally, FROM scratch: no registry)"
@@ -125,6 +137,14 @@ scripts/scratch-image.sh "$pg_image" "$pg_bin/postgres=$pg_bin/postgres" "$pg_bi
   "$pg_bin/psql=$pg_bin/psql" /bin/sh=/bin/sh --users postgres=999 -- $pg_files >/dev/null ||
   fail "cannot build the PostgreSQL image"
 say "PostgreSQL: $pg_image ($(docker image inspect "$pg_image" --format '{{.Size}}' | awk '{ printf "%d MB", $1 / 1e6 }'), from $pg_bin)"
+if [ "$copy_back" = yes ]; then
+  # The host's sshd, and rsync for the server side of the master's copies (sshd's privilege
+  # separation user, sshd, must exist).
+  sshd_image=xivoha-demo-sshd:1
+  scripts/scratch-image.sh "$sshd_image" /usr/sbin/sshd=/usr/sbin/sshd /usr/bin/rsync=/usr/bin/rsync \
+    "$(readlink -f /bin/sh)=/bin/sh" --users sshd=101 >/dev/null || fail "cannot build the sshd image"
+  say "sshd: $sshd_image ($(docker image inspect "$sshd_image" --format '{{.Size}}' | awk '{ printf "%d MB", $1 / 1e6 }'), from /usr/sbin/sshd)"
+fi
 
 # --- Network: a subnet Docker picks, then fixed node addresses in it ----------------------------
 step "Network"
@@ -269,6 +289,17 @@ fingerprints() { # fingerprints CONTAINER: per replicated table, its rows and an
 
 users_of() { psql_in "$1" -d asterisk -Atc "SELECT coalesce(string_agg(firstname || ' ' || lastname, ', ' ORDER BY id), 'none') FROM userfeatures"; }
 
+# Node B's Asterisk spool (voicemail, recordings), seen by its Asterisk and its sshd.
+spool_b=$work/b-spool
+mkdir -p "$spool_b"
+if [ "$copy_back" = yes ]; then
+  # The master's sync key, as `xivo-sync -i` makes it (step 4), in A's tree; B's sshd host key.
+  mkdir -p "$work/a/root/.ssh" "$work/b-ssh"
+  ssh-keygen -q -t ed25519 -N '' -C 'XiVO HA (demo)' -f "$work/a/root/.ssh/xivo_id_rsa"
+  ssh-keygen -q -t ed25519 -N '' -C "$ssh_b" -f "$work/b-ssh/host_key"
+  cp "$work/a/root/.ssh/xivo_id_rsa.pub" "$work/b-ssh/authorized_keys"
+fi
+
 step "Node A (the master-to-be): PostgreSQL with a XiVO configuration, Asterisk, xivo-ha"
 start_postgres "$pg_a" "$ip_a"
 start_postgres "$pg_b" "$ip_b"
@@ -303,8 +334,20 @@ INSERT INTO context (name, displayname, entity, contexttype) VALUES ('default', 
 SQL
 say "$pg_b: database asterisk, schema only (users: $(users_of "$pg_b"))"
 # A standalone XiVO runs Asterisk; docker compose would give it restart policy `always`.
-docker run -d --name "$ast_b" --network "container:$pg_b" --restart always "$image" xivo-ha-sip-standin >/dev/null
+docker run -d --name "$ast_b" --network "container:$pg_b" --restart always \
+  -v "$spool_b:/var/spool/asterisk" "$image" xivo-ha-sip-standin >/dev/null
 say "$ast_b: stand-in Asterisk running (restart policy always), as on any standalone XiVO"
+if [ "$copy_back" = yes ]; then
+  printf '%s\n' "ListenAddress $ip_b" "Port 22" "HostKey /etc/ssh/host_key" \
+    "AuthorizedKeysFile /etc/ssh/authorized_keys" "PermitRootLogin prohibit-password" "StrictModes no" \
+    "PidFile /tmp/sshd.pid" "UsePAM no" "PasswordAuthentication no" "KbdInteractiveAuthentication no" \
+    >"$work/b-ssh/sshd_config"
+  docker create --name "$ssh_b" --network "container:$pg_b" --tmpfs /run/sshd:mode=0755 \
+    -v "$spool_b:/var/spool/asterisk" "$sshd_image" /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config >/dev/null
+  docker cp "$work/b-ssh/." "$ssh_b:/etc/ssh" >/dev/null
+  docker start "$ssh_b" >/dev/null
+  say "$ssh_b: sshd on $ip_b:22, seeing B's spool /var/spool/asterisk"
+fi
 env_b=$(node_env b)
 echo "XIVO_HA_MONITOR_CONTAINERS=$ast_b" >>"$env_b"
 overrides=$(env | grep '^XIVO_HA_MONITOR_' | grep -v '^XIVO_HA_MONITOR_CONTAINERS=' || true)
@@ -340,7 +383,12 @@ ha "$ha_b" xivo-ha configure slave "$ip_a" | detail
 docker restart -t 5 "$ha_b" >/dev/null
 say "$ha_b restarted: probing A at $ip_a"
 
-step "4. xivo-sync -i                             [skipped: the demo's nodes have no sshd; tests/sync.rs covers it]"
+if [ "$copy_back" = yes ]; then
+  step "4. xivo-sync -i                             [asks B's root password: the demo made the key it makes and gave it to B's sshd]"
+  say "A's sync key /root/.ssh/xivo_id_rsa: $(cut -d' ' -f1,3- "$work/a/root/.ssh/xivo_id_rsa.pub"), in B's authorized_keys"
+else
+  step "4. xivo-sync -i                             [skipped: no sshd on this machine for node B; tests/sync.rs covers it]"
+fi
 
 step "5. Replicate A's configuration to B         [xivo-master-slave-db-replication $ip_b, on A]"
 ha "$ha_a" xivo-master-slave-db-replication "$ip_b" | detail
@@ -405,6 +453,16 @@ if [ "$dbreplic" = yes ]; then
   result cel_s "$cel_s"
 fi
 
+step "Users on B while A is down: a voicemail message, a recorded call, DND switched on"
+inbox=voicemail/default/1001/INBOX
+mkdir -p "$spool_b/$inbox" "$spool_b/monitor"
+printf 'callerid="Bob Durand" <1002>\norigdate=%s\n' "$(date -u)" >"$spool_b/$inbox/msg0000.txt"
+head -c 16000 /dev/urandom >"$spool_b/$inbox/msg0000.wav"
+head -c 48000 /dev/urandom >"$spool_b/monitor/call-1001-1002.wav"
+say "on B, as its Asterisk would write them: /var/spool/asterisk/$inbox/msg0000.{txt,wav}, /var/spool/asterisk/monitor/call-1001-1002.wav"
+psql_in "$pg_b" -d asterisk -c "UPDATE userfeatures SET enablednd = 1 WHERE firstname = 'Alice'"
+say "Alice switched DND on from her phone: userfeatures.enablednd = 1 in B's database"
+
 step "Failback: start node A again"
 t_back=$(date +%s.%N)
 docker start "$pg_a" >/dev/null
@@ -421,8 +479,50 @@ say "B: $(ha "$ha_b" xivo-ha status | grep "^monitor:")"
 result failback_s "$failback"
 result standin_s "$held"
 
+step "After the failback, without a command: A brings home what was made on B"
+a_file() { # a_file PATH: A's copy of a file of its tree (A's sidecar's /node), to stdout
+  docker cp "$ha_a:/node$1" - 2>/dev/null | tar -xO 2>/dev/null
+}
+a_json() { docker cp "$ha_a:/node/var/lib/xivo-ha/$1" - 2>/dev/null | tar -xO 2>/dev/null; }
+copied=0
+if [ "$copy_back" = yes ]; then
+  same_on_a() { # same_on_a PATH: A's copy of B's spool file PATH equals B's
+    cmp -s <(a_file "/var/spool/asterisk/$1") "$spool_b/$1"
+  }
+  files_on_a() { same_on_a "$inbox/msg0000.txt" && same_on_a "$inbox/msg0000.wav" && same_on_a monitor/call-1001-1002.wav; }
+  # At the failback (A sees B's SIP go silent) or, when B handed back before A's monitor saw it
+  # serve, at that monitor's first round with B standing by.
+  wait_for 60 "B's voicemail and recording on A" files_on_a
+  copied=$(a_json sync-back.json | jq -r '.files_transferred // 0')
+  say "on A: $(a_json sync-back.json | jq -r '.summary')"
+  result copy_back yes
+else
+  result copy_back skipped
+fi
+result copied_back_files "$copied"
+say "A's monitor: $(docker logs "$ha_a" 2>&1 | grep -E 'failback done|job copy-back' | sed 's/^.*\(INFO\|WARN\) xivo_ha[a-z_:]*: //' | paste -sd'|' - | sed 's/|/ | /g')"
+# The replication that follows the failback (the user statuses made on B merged back first).
+t_handback=$t_finished
+replicated_after_failback() {
+  local at
+  at=$(a_json replication.json | jq -r '.at // empty')
+  [ -n "$at" ] && awk -v a="$(epoch_of "$at")" -v b="$t_handback" 'BEGIN { exit !(a > b - 1) }'
+}
+wait_for 75 "a replication of A after the failback" replicated_after_failback
+say "A's last replication: $(a_json replication.json | jq -r '.summary')"
+dnd=$(psql_in "$pg_a" -d asterisk -Atc "SELECT enablednd FROM userfeatures WHERE firstname = 'Alice'")
+say "Alice's DND on A: $dnd"
+result dnd_on_a "$([ "$dnd" = 1 ] && echo yes || echo no)"
+# ---- ISSUE 14 PARTS 2-3 (merge-back), the one spot that reads it: the replication record's
+# `merged_back` list (at the top of replication.json, where the details are flattened, or under
+# `details`); 0 while the replication has none.
+merged=$(a_json replication.json | jq -r '(.merged_back // .details.merged_back // []) | length')
+# ----
+result merged_back "$merged"
+
 step "Summary"
 say "configuration replicated A -> B: $tables tables, $rows rows, identical"
 say "failover: ${failover} s from stopping A to B's Asterisk running"
 say "failback: ${failback} s from starting A to B's Asterisk stopped (B served ${held} s)"
 [ "$dbreplic" = no ] || say "DB Replic: a CEL written on B during the failover reached the reporting database in ${cel_s} s, origin $origin"
+say "after failback: $merged user statuses merged back, $copied files copied back"

@@ -19,7 +19,8 @@
 //! - [`secret`]: passwords and URLs holding one, printed as `***`.
 //! - [`throttle`]: a recurring warning logged once, then at most once per interval.
 //! - [`ha`]: the HA settings: `ha.conf`, SIP expiry, provisioning backup registrar.
-//! - [`sync`]: file sync master → slave over SSH (`sync`, `sync -i`, `sync --back`).
+//! - [`sync`]: file sync master → slave over SSH (`sync`, `sync -i`, `sync --back`), and the
+//!   monitor's copy-back of the slave's voicemail and recordings after a failback.
 //! - [`dbreplic`]: DB Replic: cel and queue_log to XiVO CC's reporting PostgreSQL and
 //!   Elasticsearch, with its HA mode.
 //! - [`status`]: the HA dashboard (`xivo-ha status`, `/status`), the typed state documents each

@@ -5,8 +5,10 @@
 //! B's configuration equals A's after the replication, B stands by while A serves, fails over
 //! within 10 s of A being stopped, hands back after A returns (not before the hold-down), a CEL
 //! written on B meanwhile reaches the reporting database with B as origin (DB Replic, when the
-//! binary has it), and nothing the run created is left, even when the test fails (the script's
-//! trap, then this test's Drop guard).
+//! binary has it), the voicemail message and the recording made on B and the DND set on B are
+//! on A after the failback without any command (issue 14: the copy-back over B's sshd, the
+//! merge-back in the replication), and nothing the run created is left, even when the test
+//! fails (the script's trap, then this test's Drop guard).
 
 mod common;
 
@@ -17,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::output_of;
 
-/// The whole demo must end within this (it takes about 40 s here); then it is stopped.
-const DEADLINE: Duration = Duration::from_secs(150);
+/// The whole demo must end within this (it takes about 50 s here); then it is stopped.
+const DEADLINE: Duration = Duration::from_secs(180);
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -210,6 +212,31 @@ fn the_demo_pair_replicates_fails_over_and_back_and_leaves_nothing() {
         Some("xivo-b"),
         "{log}"
     );
+
+    // The copy-back: B's voicemail message (text and audio) and its recording are on A, the
+    // same bytes, without any command; the summary says how many came back.
+    assert_eq!(
+        results.get("copy_back").map(String::as_str),
+        Some("yes"),
+        "{log}"
+    );
+    assert_eq!(number(&results, "copied_back_files", &log), 3.0, "{log}");
+    assert!(
+        log.contains("after failback: ")
+            && log.contains(" user statuses merged back, 3 files copied back"),
+        "{log}"
+    );
+
+    // ---- ISSUE 14 PARTS 2-3 (the merge-back, another branch): Alice's DND, set on B during
+    // the failover, is on A after the failback, and the replication record lists it among its
+    // `merged_back` (the demo reads that list's length; 0 until the merge-back lands).
+    assert_eq!(
+        results.get("dnd_on_a").map(String::as_str),
+        Some("yes"),
+        "{log}"
+    );
+    assert!(number(&results, "merged_back", &log) >= 1.0, "{log}");
+    // ----
 }
 
 /// The script's own copy of the tables replication leaves out (its equality check skips them)

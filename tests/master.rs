@@ -3,7 +3,9 @@
 //! (its configuration database a PostgreSQL server there, its Asterisk the
 //! `xivo-ha-sip-standin` binary there). While the slave answers SIP the master must not replicate; it must replicate right
 //! after the slave stops answering (the failback), and then every interval; status and
-//! `/metrics` show the slave's state and the configuration lag.
+//! `/metrics` show the slave's state and the configuration lag. At the failback it first brings
+//! back the voicemail and recordings made on the slave (the copy-back, over a real sshd and
+//! rsync on the test host), without any command.
 
 mod common;
 
@@ -12,6 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::cluster::start_cluster_on;
+use common::files::{read, set_mtime, snapshot, write};
 use common::monitor_process::*;
 use common::testhost::TestHost;
 use common::*;
@@ -31,6 +34,23 @@ fn start_slave_sip(host: &mut TestHost) -> u32 {
 /// SIGUSR1: SIP silent, or answering again (the process stays up).
 fn toggle_sip(pid: u32) {
     kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).unwrap();
+}
+
+/// The slave's Asterisk answering on `host`, then the master's monitor on `root` (its log in
+/// `<root>/monitor.log`), once it sees the slave active; returns the SIP stand-in's pid.
+async fn start_while_the_slave_serves(
+    host: &mut TestHost,
+    root: &Path,
+    http_port: u16,
+    master: &TestDb,
+) -> (u32, MonitorProcess) {
+    let sip = start_slave_sip(host);
+    let monitor = MonitorProcess::start_with_db(root, http_port, Some(&master.url()));
+    monitor.wait_healthy().await;
+    monitor
+        .wait_metric("xivo_ha_peer_active 1", Duration::from_secs(10))
+        .await;
+    (sip, monitor)
 }
 
 fn monitor_doc(root: &Path) -> serde_json::Value {
@@ -121,12 +141,8 @@ async fn the_master_holds_its_jobs_while_the_slave_serves_and_replicates_at_the_
     );
 
     // The slave serves (a failover in progress) when the master's monitor starts.
-    let sip = start_slave_sip(&mut host);
-    let monitor = MonitorProcess::start_with_db(root.path(), http_port, Some(&master.url()));
-    monitor.wait_healthy().await;
-    monitor
-        .wait_metric("xivo_ha_peer_active 1", Duration::from_secs(10))
-        .await;
+    let (sip, monitor) =
+        start_while_the_slave_serves(&mut host, root.path(), http_port, &master).await;
     add_user(&master, "u-made-during-failover").await;
     wait_for(
         "three interval runs skipped while the slave is active",
@@ -215,4 +231,173 @@ async fn the_master_holds_its_jobs_while_the_slave_serves_and_replicates_at_the_
     let log = std::fs::read_to_string(root.path().join("monitor.log")).unwrap();
     assert!(log.contains("run skipped"), "{log}");
     assert!(log.contains("failback done"), "{log}");
+}
+
+/// Issue 14 part 4: the voicemail and recordings made on the slave while it served come back
+/// to the master by themselves at the failback, before the replication and the sync: the
+/// master's monitor runs the copy-back over SSH (a real sshd and rsync on the slave's test
+/// host), never deleting and never overwriting a newer file of the master, lists what came
+/// back in `status`, `/metrics` and a mail (a real SMTP server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_brings_back_the_slaves_voicemail_and_recordings_at_the_failback() {
+    let master = TestDb::create().await;
+    let smtp = common::smtp::start_smtp_server();
+    let mut host = TestHost::create();
+    let slave_tree = tempfile::tempdir().unwrap();
+    let authorized_keys = slave_tree.path().join("root/.ssh/authorized_keys");
+    std::fs::create_dir_all(authorized_keys.parent().unwrap()).unwrap();
+    let sshd = common::sshd::start_sshd_on(&host, 2222, &authorized_keys);
+    let root = tempfile::tempdir().unwrap();
+    let key = root.path().join("root/.ssh/xivo_id_rsa");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    common::sshd::keygen(&key, "XiVO HA");
+    std::fs::copy(key.with_extension("pub"), &authorized_keys).unwrap();
+    write_ha_conf(root.path(), "master", &host.ip.to_string());
+    let http_port = free_port();
+    write_custom_env(
+        root.path(),
+        &format!(
+            "XIVO_HA_REPLICATION_INTERVAL_S=1\n\
+             XIVO_HA_MONITOR_INTERVAL_MS=200\nXIVO_HA_MONITOR_SIP_TIMEOUT_MS=150\n\
+             XIVO_HA_MONITOR_TCP_TIMEOUT_MS=150\nXIVO_HA_MONITOR_ICMP_TIMEOUT_MS=150\n\
+             XIVO_HA_MONITOR_PG_PORT={port}\n\
+             XIVO_HA_MONITOR_DOWN_AFTER=2\nXIVO_HA_MONITOR_UP_AFTER=3\n\
+             XIVO_HA_HTTP_LISTEN=127.0.0.1:{http_port}\n\
+             XIVO_HA_SSH_PORT={port}\nXIVO_HA_SSH_CONNECT_TIMEOUT=5\n\
+             XIVO_HA_SYNC_REMOTE_ROOT={remote}\n\
+             XIVO_HA_ALERT_SMTP={smtp}\nXIVO_HA_ALERT_TO=root@localhost\n\
+             XIVO_HA_ALERT_FROM=xivo-ha@xivo1.test\n",
+            // The slave's database: nothing listens there, the replication fails at once.
+            port = sshd.port,
+            remote = slave_tree.path().display(),
+            smtp = smtp.address(),
+        ),
+    );
+    let m = |path: &str| root.path().join(path);
+    let s = |path: &str| slave_tree.path().join(path);
+    let inbox = "var/spool/asterisk/voicemail/default/1000/INBOX";
+    // On the master before the failover: one message only here, one that the slave also has
+    // in an older copy (the master's is newer and must stay).
+    write(&m(&format!("{inbox}/msg0002.txt")), "master only");
+    write(&m(&format!("{inbox}/msg0001.txt")), "master's newer copy");
+
+    // The slave serves (a failover in progress) when the master's monitor starts.
+    let (sip, monitor) =
+        start_while_the_slave_serves(&mut host, root.path(), http_port, &master).await;
+    // Users leave a message and record a call on the slave meanwhile.
+    write(&s(&format!("{inbox}/msg0000.txt")), "left on the slave");
+    write(&s(&format!("{inbox}/msg0000.wav")), "RIFF audio");
+    write(&s("var/spool/asterisk/monitor/call-1.wav"), "recording");
+    write(&s(&format!("{inbox}/msg0001.txt")), "slave's older copy");
+    set_mtime(&s(&format!("{inbox}/msg0001.txt")), 3600);
+    let skipped = monitor_doc(root.path())["jobs_skipped"]
+        .as_u64()
+        .unwrap_or(0);
+    wait_for(
+        "two runs skipped while the slave is active",
+        Duration::from_secs(15),
+        async || monitor_doc(root.path())["jobs_skipped"].as_u64() >= Some(skipped + 2),
+    )
+    .await;
+    assert!(
+        !m(&format!("{inbox}/msg0000.txt")).exists(),
+        "nothing copied back while the slave serves"
+    );
+    let slave_before = snapshot(slave_tree.path());
+
+    // The failback: the slave's Asterisk goes silent; no command is typed.
+    toggle_sip(sip);
+    wait_for(
+        "the slave's voicemail and recording on the master",
+        Duration::from_secs(20),
+        async || {
+            m(&format!("{inbox}/msg0000.wav")).exists()
+                && m("var/spool/asterisk/monitor/call-1.wav").exists()
+        },
+    )
+    .await;
+    assert_eq!(
+        read(&m(&format!("{inbox}/msg0000.txt"))),
+        "left on the slave"
+    );
+    assert_eq!(read(&m(&format!("{inbox}/msg0000.wav"))), "RIFF audio");
+    assert_eq!(
+        read(&m("var/spool/asterisk/monitor/call-1.wav")),
+        "recording"
+    );
+    assert_eq!(
+        read(&m(&format!("{inbox}/msg0001.txt"))),
+        "master's newer copy",
+        "a newer file of the master is never overwritten"
+    );
+    assert_eq!(
+        read(&m(&format!("{inbox}/msg0002.txt"))),
+        "master only",
+        "nothing deleted on the master"
+    );
+    assert_eq!(
+        snapshot(slave_tree.path()),
+        slave_before,
+        "nothing changed on the slave"
+    );
+
+    // What came back: in status, in /metrics, in a mail.
+    wait_for(
+        "the copy-back's record",
+        Duration::from_secs(10),
+        async || m("var/lib/xivo-ha/sync-back.json").exists(),
+    )
+    .await;
+    let status = stdout(&xivo_ha(root.path(), &master.url(), &["status"]));
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("sync-back:"))
+        .unwrap_or_else(|| panic!("no sync-back line in:\n{status}"));
+    assert!(line.contains("3 files (36 bytes) transferred"), "{line}");
+    for file in [
+        format!("/{inbox}/msg0000.txt"),
+        format!("/{inbox}/msg0000.wav"),
+        "/var/spool/asterisk/monitor/call-1.wav".to_owned(),
+    ] {
+        assert!(line.contains(&file), "{file} not in {line}");
+    }
+    monitor
+        .wait_metric("xivo_ha_copy_back_files 3", Duration::from_secs(5))
+        .await;
+    let copy_back_mail = || {
+        smtp.messages()
+            .into_iter()
+            .find(|m| m.subject().contains("brought back from the slave"))
+    };
+    wait_for("the copy-back mail", Duration::from_secs(20), async || {
+        copy_back_mail().is_some()
+    })
+    .await;
+    let mail = copy_back_mail().unwrap();
+    assert!(
+        mail.subject().contains("3 files (36 bytes) brought back"),
+        "{}",
+        mail.subject()
+    );
+    let body = mail.body();
+    assert!(
+        body.contains(&format!("/{inbox}/msg0000.wav")) && body.contains("monitor/call-1.wav"),
+        "{body}"
+    );
+
+    // The copy-back ran first at the failback, before the replication and the sync.
+    drop(monitor);
+    let log = std::fs::read_to_string(root.path().join("monitor.log")).unwrap();
+    let position = |what: &str| {
+        log.find(what)
+            .unwrap_or_else(|| panic!("no `{what}` in:\n{log}"))
+    };
+    assert!(
+        position("failback job copy-back started") < position("failback job replication started"),
+        "{log}"
+    );
+    assert!(
+        position("failback job replication started") < position("failback job sync started"),
+        "{log}"
+    );
 }

@@ -10,8 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use common::files::{read, set_mtime, snapshot, write};
 use common::sshd::{Sshd, keygen, start_sshd_on, start_sshd_on_with_password};
 use common::testhost::TestHost;
 use common::{
@@ -153,39 +154,6 @@ impl Pair {
 
 fn pub_of(key: &Path) -> PathBuf {
     PathBuf::from(format!("{}.pub", key.display()))
-}
-
-fn write(path: &Path, contents: &str) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, contents).unwrap();
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Every file under `dir` with its contents, to compare whole trees.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(current) = stack.pop() {
-        for entry in fs::read_dir(&current).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push((path.clone(), fs::read(&path).unwrap()));
-            }
-        }
-    }
-    files.sort();
-    files
-}
-
-fn set_mtime(path: &Path, seconds_ago: u64) {
-    let file = fs::File::options().write(true).open(path).unwrap();
-    file.set_modified(SystemTime::now() - Duration::from_secs(seconds_ago))
-        .unwrap();
 }
 
 fn error_lines(output: &Output) -> Vec<String> {

@@ -48,6 +48,9 @@ pub enum Kind {
     DbReplicSink,
     /// The slave is cut off (no witness answers) and refuses to take over.
     Isolated,
+    /// The master brought back voicemail and recordings made on the slave (a one-off, with
+    /// the files; keyed by the slave).
+    CopyBack,
 }
 
 impl Kind {
@@ -60,6 +63,7 @@ impl Kind {
             Kind::MaintenanceEnded => "maintenance-ended",
             Kind::DbReplicSink => "dbreplic-sink",
             Kind::Isolated => "isolated",
+            Kind::CopyBack => "copy-back",
         }
     }
 
@@ -73,6 +77,7 @@ impl Kind {
             Kind::MaintenanceEnded => "Maintenance mode ended by its deadline",
             Kind::DbReplicSink => "DB Replic sink failing for more than 5 minutes",
             Kind::Isolated => "Slave cut off: no witness answers, not taking over",
+            Kind::CopyBack => "Failback done: voicemail and recordings brought back from the slave",
         }
     }
 
@@ -86,6 +91,7 @@ impl Kind {
             Kind::MaintenanceEnded => "Maintenance mode ended",
             Kind::DbReplicSink => "DB Replic sink delivering again",
             Kind::Isolated => "Slave connected again: the network is back",
+            Kind::CopyBack => "Voicemail and recordings brought back from the slave",
         }
     }
 
@@ -113,6 +119,9 @@ impl Kind {
             Kind::Isolated => {
                 "the slave sees neither the master nor its witnesses (XIVO_HA_MONITOR_WITNESSES): check its network link; it takes over only once a witness answers"
             }
+            Kind::CopyBack => {
+                "nothing to do: the files are in this master's spool; `xivo-ha status` shows the last copy-back (sync-back)"
+            }
         }
     }
 
@@ -125,7 +134,8 @@ impl Kind {
             | Kind::Failover
             | Kind::ContainerStart
             | Kind::MaintenanceEnded
-            | Kind::Isolated => Duration::ZERO,
+            | Kind::Isolated
+            | Kind::CopyBack => Duration::ZERO,
         }
     }
 }

@@ -398,7 +398,7 @@ fn replication_details(d: &ReplicationDetails) -> String {
 
 fn sync_details(d: &SyncDetails) -> String {
     format!(
-        "{} files, {} bytes, {} deleted{}",
+        "{} files, {} bytes, {} deleted{}{}",
         d.files_transferred,
         d.bytes_transferred,
         d.files_deleted,
@@ -406,6 +406,11 @@ fn sync_details(d: &SyncDetails) -> String {
             String::new()
         } else {
             format!("; skipped {}", d.skipped.join(", "))
+        },
+        if d.files.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", d.files.join(", "))
         }
     )
 }

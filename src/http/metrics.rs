@@ -192,6 +192,12 @@ fn register_jobs(registry: &mut Registry, docs: &Documents, now: DateTime<Utc>) 
             Component::Sync,
             docs.sync.as_ref().map(|s| (s.last_success_at, s.seconds)),
         ),
+        (
+            Component::SyncBack,
+            docs.sync_back
+                .as_ref()
+                .map(|s| (s.last_success_at, s.seconds)),
+        ),
     ];
     for (job, run) in jobs {
         let Some((last_success_at, seconds)) = run else {
@@ -207,7 +213,7 @@ fn register_jobs(registry: &mut Registry, docs: &Documents, now: DateTime<Utc>) 
     }
     registry.register(
         "last_success_age_seconds",
-        "Seconds since the job's last successful run (replication, sync)",
+        "Seconds since the job's last successful run (replication, sync, sync-back: the copy-back)",
         since_success,
     );
     registry.register(
@@ -215,6 +221,22 @@ fn register_jobs(registry: &mut Registry, docs: &Documents, now: DateTime<Utc>) 
         "Duration of the job's last run",
         duration,
     );
+    if let Some(back) = &docs.sync_back {
+        let files = Gauge::<i64>::default();
+        files.set(i64::try_from(back.details.files_transferred).unwrap_or(i64::MAX));
+        registry.register(
+            "copy_back_files",
+            "Files the last copy-back (sync-back: at the failback, every hour, or sync --back) brought back from the slave",
+            files,
+        );
+        let bytes = Gauge::<i64>::default();
+        bytes.set(i64::try_from(back.details.bytes_transferred).unwrap_or(i64::MAX));
+        registry.register(
+            "copy_back_bytes",
+            "Bytes of the files the last copy-back brought back from the slave",
+            bytes,
+        );
+    }
 }
 
 /// Maintenance mode (on until its deadline) and the alert mails that could not be sent.
@@ -418,6 +440,16 @@ mod tests {
                 "2026-11-25T11:59:00Z",
                 SyncDetails::default(),
             )),
+            sync_back: Some(job(
+                true,
+                0.5,
+                "2026-11-25T11:58:00Z",
+                SyncDetails {
+                    files_transferred: 2,
+                    bytes_transferred: 30,
+                    ..SyncDetails::default()
+                },
+            )),
             ..Documents::default()
         };
         let mut dbreplic = DbReplicDoc::default();
@@ -452,6 +484,18 @@ mod tests {
             Some("xivo_ha_failovers_total 2")
         );
         assert_eq!(line(&text, "xivo_ha_isolated "), Some("xivo_ha_isolated 1"));
+        assert_eq!(
+            line(&text, "xivo_ha_copy_back_files "),
+            Some("xivo_ha_copy_back_files 2")
+        );
+        assert_eq!(
+            line(&text, "xivo_ha_copy_back_bytes "),
+            Some("xivo_ha_copy_back_bytes 30")
+        );
+        assert!(
+            text.contains("xivo_ha_last_run_duration_seconds{job=\"sync-back\"} 0.5"),
+            "{text}"
+        );
         assert_eq!(line(&text, "xivo_ha_draining "), Some("xivo_ha_draining 1"));
         assert_eq!(
             line(&text, "xivo_ha_drain_active_calls "),

@@ -7,7 +7,12 @@
 //!   an interval run due within a second of :00 waits for the hourly run. `3600` gives XiVO's
 //!   cadence (the hourly runs alone);
 //! - at a failback (the slave standby again after being active, [`super::peer`]), at once:
-//!   [`failback_jobs`] (the hook where the merge-back and the copy-back go), then every job.
+//!   [`failback_jobs`] (the copy-back of the voicemail and recordings made on the slave), then
+//!   every job;
+//! - when the slave is first known standby after the monitor started, the jobs marked
+//!   [`Job::also_at_start`] (the copy-back): a master that starts cannot know whether its slave
+//!   served while it was down (the usual failover), nor see that failback if the slave handed
+//!   back before this monitor's first rounds.
 //!
 //! While the slave is active (or not known yet), nothing runs: a replication or a sync would
 //! overwrite what users do on the slave. Runs due while it is active are skipped (logged, shown
@@ -40,6 +45,8 @@ pub enum Trigger {
     Hour,
     /// The failback is done.
     Failback,
+    /// The slave is first known standby after the monitor started.
+    Start,
 }
 
 impl Display for Trigger {
@@ -48,6 +55,7 @@ impl Display for Trigger {
             Trigger::Interval => "interval",
             Trigger::Hour => "hourly",
             Trigger::Failback => "failback",
+            Trigger::Start => "start",
         })
     }
 }
@@ -84,6 +92,12 @@ impl Job {
         self
     }
 
+    /// Also run once when the slave is first known standby after the monitor started.
+    pub fn also_at_start(mut self) -> Job {
+        self.triggers = &[Trigger::Start, Trigger::Hour, Trigger::Failback];
+        self
+    }
+
     /// Run only when the failback is done.
     pub fn on_failback_only(mut self) -> Job {
         self.triggers = &[Trigger::Failback];
@@ -113,13 +127,18 @@ pub fn master_jobs() -> Vec<Job> {
 }
 
 /// The failback hook: the jobs that run when the failback is done, before the replication and
-/// the sync that follow it at once, to bring home what users made on the slave while it served.
-/// Issue 14's merge-back of the user statuses (part 2) and copy-back of voicemail and
-/// recordings (part 4) go here, in that order, as jobs made with [`Job::on_failback_only`] (the
-/// copy-back also on [`Trigger::Hour`], as a safety net). None yet: until then, `xivo-ha sync
-/// --back` by hand brings the files home.
+/// the sync that follow it at once, to bring home what users made on the slave while it served:
+/// the copy-back of the voicemail messages and recordings (`sync --back` without a human,
+/// [`crate::sync::copy_back`]: it never deletes and never overwrites a newer file here), also
+/// at every :00 as a safety net and once at the monitor's start. The user statuses are merged
+/// back by the replication itself.
 pub fn failback_jobs() -> Vec<Job> {
-    Vec::new()
+    vec![
+        Job::new("copy-back", |ctx| async move {
+            crate::sync::copy_back(&ctx).await
+        })
+        .also_at_start(),
+    ]
 }
 
 /// Records `run` among `runs` (the latest run of each job, for `status`), keeping the job's
@@ -270,10 +289,23 @@ pub enum Step {
     Wait(Duration),
 }
 
-/// The pure decision: `due` from [`Schedule::due`], the gate, and the failbacks handled.
-pub fn decide(due: Result<Trigger, Duration>, gate: Gate, failbacks_handled: u64) -> Step {
-    if gate.peer == PeerState::Standby && gate.failbacks > failbacks_handled {
+/// What the runner has acted on so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handled {
+    /// Failbacks handled (or seen undone: the slave active again).
+    pub failbacks: u64,
+    /// Whether the start run is done (or needless: the slave was seen active, a failback run
+    /// follows).
+    pub start: bool,
+}
+
+/// The pure decision: `due` from [`Schedule::due`], the gate, and what was handled.
+pub fn decide(due: Result<Trigger, Duration>, gate: Gate, handled: Handled) -> Step {
+    if gate.peer == PeerState::Standby && gate.failbacks > handled.failbacks {
         return Step::Run(Trigger::Failback);
+    }
+    if gate.peer == PeerState::Standby && !handled.start {
+        return Step::Run(Trigger::Start);
     }
     match (due, gate.peer) {
         (Err(wait), _) => Step::Wait(wait),
@@ -325,7 +357,11 @@ pub async fn run(
         schedule.next_hour()
     );
     let set_held = |held: Option<String>| status.lock().expect("status lock").held = held;
-    let mut failbacks_handled = gate.borrow().failbacks;
+    // No slave watched (none to probe): nothing it may have made while this master was down.
+    let mut handled = Handled {
+        failbacks: gate.borrow().failbacks,
+        start: *gate.borrow() == Gate::NO_PEER,
+    };
     let mut holding = false;
     loop {
         if cancel.is_cancelled() {
@@ -339,14 +375,14 @@ pub async fn run(
         }
         let current = *gate.borrow_and_update();
         if current.peer == PeerState::Active {
-            // A failback seen while the slave is active again is not done.
-            failbacks_handled = current.failbacks;
+            // A failback seen while the slave is active again is not done; the failback run
+            // to come does what the start run would.
+            handled = Handled {
+                failbacks: current.failbacks,
+                start: true,
+            };
         }
-        match decide(
-            schedule.due(clock.now(), Instant::now()),
-            current,
-            failbacks_handled,
-        ) {
+        match decide(schedule.due(clock.now(), Instant::now()), current, handled) {
             Step::Wait(wait) => {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -356,7 +392,7 @@ pub async fn run(
             }
             Step::WaitForPeer => {
                 set_held(Some(
-                    "replication and sync wait for the slave's state (not known yet: the first rounds, or the slave unreachable)".into(),
+                    "copy-back, replication and sync wait for the slave's state (not known yet: the first rounds, or the slave unreachable)".into(),
                 ));
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -364,7 +400,7 @@ pub async fn run(
                 }
             }
             Step::Skip(trigger) => {
-                let reason = "replication and sync held: the slave is active (it serves calls: a failover is in progress); they run when it is standby again".to_owned();
+                let reason = "copy-back, replication and sync held: the slave is active (it serves calls: a failover is in progress); they run when it is standby again".to_owned();
                 if !holding || trigger == Trigger::Hour {
                     tracing::warn!("{trigger} run skipped: {reason}");
                 }
@@ -387,8 +423,9 @@ pub async fn run(
                     }
                     holding = true;
                     set_held(Some(reason));
-                    if trigger == Trigger::Failback {
-                        // The failback's jobs wait for the end of the maintenance.
+                    if matches!(trigger, Trigger::Failback | Trigger::Start) {
+                        // The failback's (and the start's) jobs wait for the end of the
+                        // maintenance.
                         tokio::select! {
                             _ = cancel.cancelled() => return,
                             _ = tokio::time::sleep(MAX_SLEEP) => {}
@@ -402,11 +439,23 @@ pub async fn run(
                 }
                 holding = false;
                 set_held(None);
-                if trigger == Trigger::Failback {
-                    failbacks_handled = current.failbacks;
-                    tracing::info!(
-                        "failback done (the slave is standby again): running the failback jobs, the replication and the sync now"
-                    );
+                match trigger {
+                    Trigger::Failback => {
+                        handled = Handled {
+                            failbacks: current.failbacks,
+                            start: true,
+                        };
+                        tracing::info!(
+                            "failback done (the slave is standby again): running the failback jobs, the replication and the sync now"
+                        );
+                    }
+                    Trigger::Start => {
+                        handled.start = true;
+                        tracing::info!(
+                            "the slave is standby (first seen since this monitor started): running the start jobs now, in case it served while this master was down"
+                        );
+                    }
+                    Trigger::Interval | Trigger::Hour => {}
                 }
                 let started = Instant::now();
                 run_jobs(&ctx, &jobs, trigger, &gate, &cancel, &status).await;
@@ -567,6 +616,16 @@ pub(crate) mod tests {
         )
     }
 
+    /// Each job start in `log`, with its seconds since `t0`.
+    fn starts_since(log: &Log, t0: NaiveDateTime) -> Vec<(String, i64)> {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, e)| *e == "start")
+            .map(|(n, t, _)| (n.clone(), (*t - t0).num_seconds()))
+            .collect()
+    }
+
     fn test_job(
         name: &'static str,
         clock: Arc<PausedClock>,
@@ -709,10 +768,16 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn a_master_runs_the_replication_then_the_sync() {
+    async fn a_master_runs_the_copy_back_then_the_replication_then_the_sync() {
         let jobs = master_jobs();
         let names: Vec<&str> = jobs.iter().map(|job| job.name).collect();
-        assert_eq!(names, ["replication", "sync"]);
+        assert_eq!(names, ["copy-back", "replication", "sync"]);
+        let at_start: Vec<&str> = jobs
+            .iter()
+            .filter(|j| j.runs_on(Trigger::Start))
+            .map(|job| job.name)
+            .collect();
+        assert_eq!(at_start, ["copy-back"]);
         let every_interval: Vec<&str> = jobs
             .iter()
             .filter(|j| j.runs_on(Trigger::Interval))
@@ -723,7 +788,7 @@ pub(crate) mod tests {
             jobs.iter()
                 .all(|j| j.runs_on(Trigger::Hour) && j.runs_on(Trigger::Failback))
         );
-        // On a node that is not a master (any more), both are no-ops that succeed.
+        // On a node that is not a master (any more), each is a no-op that succeeds.
         let dir = tempfile::tempdir().unwrap();
         let ctx = Context::new(dir.path(), "host=/nonexistent dbname=asterisk", None);
         for job in &jobs {
@@ -744,27 +809,51 @@ pub(crate) mod tests {
         };
         let unknown = Gate::default();
         let wait = Err(Duration::from_secs(3));
-        assert_eq!(decide(wait, standby, 0), Step::Wait(Duration::from_secs(3)));
+        let started = |failbacks| Handled {
+            failbacks,
+            start: true,
+        };
         assert_eq!(
-            decide(Ok(Trigger::Interval), standby, 0),
+            decide(wait, standby, Handled::default()),
+            Step::Run(Trigger::Start),
+            "the first standby after the start, at once"
+        );
+        assert_eq!(
+            decide(wait, unknown, Handled::default()),
+            Step::Wait(Duration::from_secs(3))
+        );
+        assert_eq!(
+            decide(wait, standby, started(0)),
+            Step::Wait(Duration::from_secs(3))
+        );
+        assert_eq!(
+            decide(Ok(Trigger::Interval), standby, started(0)),
             Step::Run(Trigger::Interval)
         );
         assert_eq!(
-            decide(Ok(Trigger::Hour), active, 0),
+            decide(Ok(Trigger::Hour), active, started(0)),
             Step::Skip(Trigger::Hour)
         );
-        assert_eq!(decide(Ok(Trigger::Hour), unknown, 0), Step::WaitForPeer);
+        assert_eq!(
+            decide(Ok(Trigger::Hour), unknown, started(0)),
+            Step::WaitForPeer
+        );
         let after_failback = Gate {
             peer: PeerState::Standby,
             failbacks: 1,
         };
         assert_eq!(
-            decide(wait, after_failback, 0),
+            decide(wait, after_failback, started(0)),
             Step::Run(Trigger::Failback),
             "at once, not at the next run"
         );
         assert_eq!(
-            decide(wait, after_failback, 1),
+            decide(wait, after_failback, Handled::default()),
+            Step::Run(Trigger::Failback),
+            "the failback run does what the start run would"
+        );
+        assert_eq!(
+            decide(wait, after_failback, started(1)),
             Step::Wait(Duration::from_secs(3))
         );
     }
@@ -854,6 +943,43 @@ pub(crate) mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_first_standby_after_the_start_runs_the_start_jobs_once() {
+        let (clock, log) = paused_at("2026-11-25 15:00:30");
+        let jobs = Arc::new(vec![
+            job(&clock, &log, "copy-back", 1, false).also_at_start(),
+            job(&clock, &log, "replication", 1, false).every_interval(),
+        ]);
+        let (_, running) = start(
+            jobs,
+            clock.clone(),
+            Duration::from_secs(60),
+            Gate::default(),
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(
+            log.lock().unwrap().is_empty(),
+            "the slave's state not known"
+        );
+        let standby_at = clock.now();
+        running.gate.send_replace(Gate {
+            peer: PeerState::Standby,
+            failbacks: 0,
+        });
+        tokio::time::sleep(Duration::from_secs(150)).await;
+        let got = starts_since(&log, standby_at);
+        // At once the copy-back alone; then the interval runs, one interval after it.
+        assert_eq!(
+            got,
+            [
+                ("copy-back".to_owned(), 0),
+                ("replication".to_owned(), 60),
+                ("replication".to_owned(), 120)
+            ]
+        );
+        running.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn nothing_runs_while_the_slave_is_active_and_everything_runs_at_the_failback() {
         let (clock, log) = paused_at("2026-11-25 15:00:30");
         let jobs = Arc::new(vec![
@@ -904,13 +1030,7 @@ pub(crate) mod tests {
             failbacks: 1,
         });
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let got: Vec<(String, i64)> = log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, _, e)| *e == "start")
-            .map(|(n, t, _)| (n.clone(), (*t - failback_at).num_seconds()))
-            .collect();
+        let got = starts_since(&log, failback_at);
         assert_eq!(
             got,
             [

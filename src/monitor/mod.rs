@@ -588,9 +588,9 @@ impl Monitor {
                         format!("{} [{}]", record.reason, record.evidence),
                     ));
                     // This node answered calls meanwhile: what it recorded stays here until the
-                    // master pulls it (XiVO leaves this to the administrator's memory).
+                    // master's monitor pulls it (its copy-back, once it sees this node silent).
                     tracing::warn!(
-                        "failback: the master {master} is back; run `xivo-ha sync --back` on the master to bring back the voicemail and recordings made here",
+                        "failback: the master {master} is back; its monitor brings back the voicemail and recordings made here once this node stands by (or `xivo-ha sync --back` on the master)",
                     );
                 }
             }
@@ -855,7 +855,7 @@ fn observe_peer(peer: &mut PeerRun, report: &RoundReport) -> bool {
     let slave = peer.prober.master();
     match (change.from, change.to) {
         (_, PeerState::Active) => tracing::warn!(
-            "slave {slave} {} -> active ({} rounds with SIP answering): it serves calls; replication and sync held [{}]",
+            "slave {slave} {} -> active ({} rounds with SIP answering): it serves calls; copy-back, replication and sync held [{}]",
             change.from,
             change.streak,
             report.evidence()

@@ -188,6 +188,10 @@ pub struct SyncDetails {
     pub files_deleted: u64,
     /// Listed directories missing on the master, skipped.
     pub skipped: Vec<String>,
+    /// The files transferred (for `sync-back`: brought back), as XiVO paths: the first
+    /// [`crate::sync::LISTED_FILES`] of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
 }
 
 pub type SyncDoc = JobRecord<SyncDetails>;
@@ -563,6 +567,7 @@ mod tests {
                 bytes_transferred: 1200,
                 files_deleted: 1,
                 skipped: vec!["/var/lib/xivo/sounds".into()],
+                files: Vec::new(),
             },
         };
         let json = round_trip(&doc);

@@ -1,5 +1,6 @@
 //! File sync from the master to the slave over SSH (XiVO's `xivo-sync`): the settings, the
-//! commands `sync`, `sync -i` and `sync --back`, the hourly run the monitor calls, the lock
+//! commands `sync`, `sync -i` and `sync --back`, the runs the monitor calls (the hourly sync,
+//! and the copy-back, `sync --back` without a human, at the failback and every hour), the lock
 //! that keeps two runs from overlapping, and the state each run leaves for `status`.
 //!
 //! - [`dirs`]: the directory lists and their checks.
@@ -310,6 +311,86 @@ pub async fn run_hourly(ctx: &Context) -> Result<Option<SyncReport>, SyncError> 
     Ok(Some(run_recorded(ctx, &ha, Direction::ToSlave).await?))
 }
 
+/// The monitor's copy-back (at the failback, at its start and every :00, before the
+/// replication and the sync): on a master, what `sync --back` does, recorded for `status`
+/// (`sync-back`); when something came back, a mail lists it (alert kind `copy-back`). On any
+/// other node does nothing and returns `Ok(None)`.
+pub async fn copy_back(ctx: &Context) -> Result<Option<SyncReport>, SyncError> {
+    let ha = HaConfig::load(&ctx.paths)?;
+    if ha.node_type != NodeType::Master {
+        return Ok(None);
+    }
+    let report = run_recorded(ctx, &ha, Direction::Back).await?;
+    if report.files_transferred > 0 {
+        tracing::info!("copy-back: {}", brought_back(&report));
+        let slave = report.remote.rsplit('@').next().unwrap_or_default();
+        crate::alert::raise(Event::happened(
+            Kind::CopyBack,
+            slave,
+            brought_back_mail(&report),
+        ));
+    }
+    Ok(Some(report))
+}
+
+/// How many files a summary or a mail names; the count says how many more.
+pub const LISTED_FILES: usize = 20;
+
+/// `a, b, c` or `a, …, t and 5 more`: at most [`LISTED_FILES`] of `files`, out of `total`.
+fn file_list(files: &[String], total: u64) -> String {
+    let shown = &files[..files.len().min(LISTED_FILES)];
+    let more = total.saturating_sub(shown.len() as u64);
+    let mut out = shown.join(", ");
+    if more > 0 {
+        out.push_str(&format!(" and {more} more"));
+    }
+    out
+}
+
+/// `N files (B bytes) brought back from root@slave`.
+fn brought_back_count(report: &SyncReport) -> String {
+    format!(
+        "{} files ({} bytes) brought back from {}",
+        report.files_transferred, report.bytes_transferred, report.remote
+    )
+}
+
+/// One line: what a copy-back brought home.
+fn brought_back(report: &SyncReport) -> String {
+    let mut out = brought_back_count(report);
+    if !report.transferred.is_empty() {
+        out.push_str(&format!(
+            ": {}",
+            file_list(&report.transferred, report.files_transferred)
+        ));
+    }
+    out
+}
+
+/// The copy-back mail's text: the count first (the subject), then each file (the first
+/// [`LISTED_FILES`]), the older ones replaced and where they are kept.
+fn brought_back_mail(report: &SyncReport) -> String {
+    let mut out = brought_back_count(report);
+    out.push_str("\n\nbrought back (newer files on this master were kept, nothing was deleted):\n");
+    for file in report.transferred.iter().take(LISTED_FILES) {
+        out.push_str(&format!("  {file}\n"));
+    }
+    let more = report.transferred.len().saturating_sub(LISTED_FILES);
+    if more > 0 {
+        out.push_str(&format!("  and {more} more\n"));
+    }
+    if let Some(dir) = &report.backup_dir {
+        out.push_str(&format!(
+            "older copies on this master replaced by the slave's (kept in {}):\n",
+            dir.display()
+        ));
+        for file in &report.replaced {
+            out.push_str(&format!("  {file}\n"));
+        }
+    }
+    out
+}
+
 fn skipped_note(skipped: &[String]) -> String {
     if skipped.is_empty() {
         String::new()
@@ -351,11 +432,18 @@ async fn run_recorded(
     let state = match &result {
         Ok(report) => SyncDoc {
             summary: format!(
-                "{when} {verb} {remote}: ok, {} files ({} bytes) transferred, {} deleted{}{}",
+                "{when} {verb} {remote}: ok, {} files ({} bytes) transferred, {} deleted{}{}{}",
                 report.files_transferred,
                 report.bytes_transferred,
                 report.deleted.len(),
                 skipped_note(&report.skipped),
+                match direction {
+                    Direction::Back if !report.transferred.is_empty() => format!(
+                        ", brought back: {}",
+                        file_list(&report.transferred, report.files_transferred)
+                    ),
+                    _ => String::new(),
+                },
                 match &report.backup_dir {
                     Some(dir) => format!(
                         ", {} older files replaced (kept in {})",
@@ -376,6 +464,12 @@ async fn run_recorded(
                 bytes_transferred: report.bytes_transferred,
                 files_deleted: report.deleted.len() as u64,
                 skipped: report.skipped.clone(),
+                files: report
+                    .transferred
+                    .iter()
+                    .take(LISTED_FILES)
+                    .cloned()
+                    .collect(),
             },
         },
         Err(error) => SyncDoc {
@@ -543,6 +637,37 @@ mod tests {
         assert_eq!(settings.port, 22);
         assert_eq!(settings.user, "root");
         assert_eq!(settings.remote_base(), "/./");
+    }
+
+    #[test]
+    fn a_copy_back_names_twenty_files_and_counts_the_rest() {
+        let files: Vec<String> = (0..25).map(|i| format!("/f{i}")).collect();
+        assert_eq!(file_list(&files[..2], 2), "/f0, /f1");
+        let listed = file_list(&files, 25);
+        assert!(listed.starts_with("/f0, /f1, "), "{listed}");
+        assert!(listed.ends_with("/f19 and 5 more"), "{listed}");
+        let report = SyncReport {
+            remote: "root@192.0.2.20".into(),
+            transferred: files,
+            files_transferred: 25,
+            bytes_transferred: 1000,
+            replaced: vec!["/f3".into()],
+            backup_dir: Some("/var/lib/xivo-ha/sync-back-x".into()),
+            ..SyncReport::default()
+        };
+        let mail = brought_back_mail(&report);
+        assert!(
+            mail.starts_with("25 files (1000 bytes) brought back from root@192.0.2.20\n"),
+            "{mail}"
+        );
+        assert!(mail.contains("  /f19\n  and 5 more\n"), "{mail}");
+        assert!(!mail.contains("/f20"), "{mail}");
+        assert!(
+            mail.contains(
+                "replaced by the slave's (kept in /var/lib/xivo-ha/sync-back-x):\n  /f3\n"
+            ),
+            "{mail}"
+        );
     }
 
     #[test]
