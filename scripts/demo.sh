@@ -138,11 +138,13 @@ scripts/scratch-image.sh "$pg_image" "$pg_bin/postgres=$pg_bin/postgres" "$pg_bi
   fail "cannot build the PostgreSQL image"
 say "PostgreSQL: $pg_image ($(docker image inspect "$pg_image" --format '{{.Size}}' | awk '{ printf "%d MB", $1 / 1e6 }'), from $pg_bin)"
 if [ "$copy_back" = yes ]; then
-  # The host's sshd, and rsync for the server side of the master's copies (sshd's privilege
-  # separation user, sshd, must exist).
-  sshd_image=xivoha-demo-sshd:1
+  # The host's sshd, rsync for the server side of the master's copies, and GNU find and date
+  # with which the copy-back lists what changed on B (sshd's privilege separation user, sshd,
+  # must exist).
+  sshd_image=xivoha-demo-sshd:2
   scripts/scratch-image.sh "$sshd_image" /usr/sbin/sshd=/usr/sbin/sshd /usr/bin/rsync=/usr/bin/rsync \
-    "$(readlink -f /bin/sh)=/bin/sh" --users sshd=101 >/dev/null || fail "cannot build the sshd image"
+    "$(readlink -f /bin/sh)=/bin/sh" "$(command -v find)=/usr/bin/find" "$(command -v date)=/usr/bin/date" \
+    --users sshd=101 >/dev/null || fail "cannot build the sshd image"
   say "sshd: $sshd_image ($(docker image inspect "$sshd_image" --format '{{.Size}}' | awk '{ printf "%d MB", $1 / 1e6 }'), from /usr/sbin/sshd)"
 fi
 

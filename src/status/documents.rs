@@ -192,6 +192,19 @@ pub struct SyncDetails {
     /// [`crate::sync::LISTED_FILES`] of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+    /// `sync-back`: when the last successful copy-back listed the slave's files, by the slave's
+    /// clock (kept across failed runs): the next one brings back only what changed after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed: Option<SlaveListing>,
+}
+
+/// A successful copy-back's listing of the slave's files: which slave, and the slave's own
+/// clock when the listing began (so that no clock skew between the nodes enters the rule).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlaveListing {
+    /// `user@host`, as [`SyncDetails::remote`].
+    pub remote: String,
+    pub at: DateTime<Utc>,
 }
 
 pub type SyncDoc = JobRecord<SyncDetails>;
@@ -568,6 +581,7 @@ mod tests {
                 files_deleted: 1,
                 skipped: vec!["/var/lib/xivo/sounds".into()],
                 files: Vec::new(),
+                listed: None,
             },
         };
         let json = round_trip(&doc);

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{
-    Direction, KEY_PATH, SyncError, SyncSettings, keys, master_remote, run_recorded, skipped_note,
+    Direction, KEY_PATH, SyncError, SyncSettings, considered, keys, master_remote, run_recorded,
+    skipped_note,
 };
 use crate::context::Context;
 use crate::ha::{HaConfig, NodeType};
@@ -21,6 +22,10 @@ pub struct SyncArgs {
     /// stood in, never deleting and never overwriting a newer file here.
     #[arg(long)]
     pub back: bool,
+    /// With --back: every file of the slave's directories, not only what the slave changed
+    /// since the last copy-back (files newer here are still kept, nothing is deleted).
+    #[arg(long, requires = "back")]
+    pub all: bool,
 }
 
 /// `xivo-ha sync [-i | --back]`.
@@ -56,7 +61,7 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<ExitCode, SyncError> {
         return Ok(ExitCode::SUCCESS);
     }
     let direction = if args.back {
-        Direction::Back
+        Direction::Back { all: args.all }
     } else {
         Direction::ToSlave
     };
@@ -70,7 +75,7 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<ExitCode, SyncError> {
             report.deleted.len(),
             skipped_note(&report.skipped)
         ),
-        Direction::Back => {
+        Direction::Back { .. } => {
             for file in &report.transferred {
                 println!("brought back {file}");
             }
@@ -83,8 +88,11 @@ pub async fn run(ctx: &Context, args: SyncArgs) -> Result<ExitCode, SyncError> {
                 }
             }
             println!(
-                "{} files ({} bytes) brought back from {}; newer files on this master were kept, nothing was deleted",
-                report.files_transferred, report.bytes_transferred, report.remote
+                "{} files ({} bytes) brought back from {}; newer files on this master were kept, nothing was deleted{}",
+                report.files_transferred,
+                report.bytes_transferred,
+                report.remote,
+                considered(report.since)
             );
         }
     }

@@ -6,12 +6,15 @@
 //! - [`dirs`]: the directory lists and their checks.
 //! - [`ssh`]: ssh options, host key policy, error explanations.
 //! - [`rsync`]: running rsync and parsing what it did.
+//! - [`listing`]: which of the slave's files a copy-back brings home (what changed there since
+//!   the last copy-back), listed on the slave.
 //! - [`keys`]: `sync -i`, the dedicated key.
 //! - [`command`]: `xivo-ha sync`'s arguments and output.
 
 pub mod command;
 pub mod dirs;
 pub mod keys;
+pub mod listing;
 pub mod rsync;
 pub mod ssh;
 
@@ -27,7 +30,7 @@ use crate::context::Context;
 use crate::fsutil::FileError;
 use crate::ha::{HaConfig, NodeType};
 use crate::settings::ConfigError;
-use crate::status::documents::{Component, SyncDetails, SyncDoc};
+use crate::status::documents::{Component, SlaveListing, SyncDetails, SyncDoc};
 use crate::status::store;
 use ssh::SshTarget;
 
@@ -241,11 +244,6 @@ impl SyncSettings {
             connect_timeout: self.connect_timeout,
         }
     }
-
-    /// `<remote_root>/./` : rsync's `/./` marks where the path recreated by `-R` starts.
-    fn remote_base(&self) -> String {
-        format!("{}/./", self.remote_root.trim_end_matches('/'))
-    }
 }
 
 /// What one run did.
@@ -266,19 +264,25 @@ pub struct SyncReport {
     /// under `backup_dir` (e.g. a voicemail `msg0000` recorded on both nodes).
     pub replaced: Vec<String>,
     pub backup_dir: Option<PathBuf>,
+    /// `--back`: the slave's clock when this run listed its files.
+    pub listed: Option<SlaveListing>,
+    /// `--back`: only files the slave changed after this (its clock); `None`: every file.
+    pub since: Option<chrono::DateTime<Utc>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Direction {
     ToSlave,
-    Back,
+    /// `all`: every file of the slave's directories, not only what changed since the last
+    /// copy-back (`sync --back --all`).
+    Back { all: bool },
 }
 
 impl Direction {
     fn component(self) -> Component {
         match self {
             Direction::ToSlave => Component::Sync,
-            Direction::Back => Component::SyncBack,
+            Direction::Back { .. } => Component::SyncBack,
         }
     }
 }
@@ -320,7 +324,7 @@ pub async fn copy_back(ctx: &Context) -> Result<Option<SyncReport>, SyncError> {
     if ha.node_type != NodeType::Master {
         return Ok(None);
     }
-    let report = run_recorded(ctx, &ha, Direction::Back).await?;
+    let report = run_recorded(ctx, &ha, Direction::Back { all: false }).await?;
     if report.files_transferred > 0 {
         tracing::info!("copy-back: {}", brought_back(&report));
         let slave = report.remote.rsplit('@').next().unwrap_or_default();
@@ -426,23 +430,27 @@ async fn run_recorded(
     let when = at.format("%Y-%m-%d %H:%M:%S UTC");
     let verb = match direction {
         Direction::ToSlave => "to",
-        Direction::Back => "back from",
+        Direction::Back { .. } => "back from",
     };
     let seconds = started.elapsed().as_secs_f64();
     let state = match &result {
         Ok(report) => SyncDoc {
             summary: format!(
-                "{when} {verb} {remote}: ok, {} files ({} bytes) transferred, {} deleted{}{}{}",
+                "{when} {verb} {remote}: ok, {} files ({} bytes) transferred, {} deleted{}{}{}{}",
                 report.files_transferred,
                 report.bytes_transferred,
                 report.deleted.len(),
                 skipped_note(&report.skipped),
                 match direction {
-                    Direction::Back if !report.transferred.is_empty() => format!(
+                    Direction::Back { .. } if !report.transferred.is_empty() => format!(
                         ", brought back: {}",
                         file_list(&report.transferred, report.files_transferred)
                     ),
                     _ => String::new(),
+                },
+                match direction {
+                    Direction::ToSlave => String::new(),
+                    Direction::Back { .. } => considered(report.since),
                 },
                 match &report.backup_dir {
                     Some(dir) => format!(
@@ -470,6 +478,7 @@ async fn run_recorded(
                     .take(LISTED_FILES)
                     .cloned()
                     .collect(),
+                listed: report.listed.clone(),
             },
         },
         Err(error) => SyncDoc {
@@ -481,6 +490,8 @@ async fn run_recorded(
             last_success_at: store::last_success(&ctx.paths, direction.component(), None),
             details: SyncDetails {
                 remote,
+                // What the last successful copy-back brought home stays home.
+                listed: last_listing(ctx, direction),
                 ..SyncDetails::default()
             },
         },
@@ -496,6 +507,30 @@ async fn run_recorded(
         });
     }
     result
+}
+
+/// The last successful copy-back's listing on record (`None` for the sync to the slave).
+fn last_listing(ctx: &Context, direction: Direction) -> Option<SlaveListing> {
+    match direction {
+        Direction::ToSlave => None,
+        Direction::Back { .. } => {
+            store::load::<SyncDoc>(&ctx.paths, Component::SyncBack)?
+                .details
+                .listed
+        }
+    }
+}
+
+/// `, what the slave changed after <time>` or `, every file of the slave's`: which files a
+/// copy-back considered.
+pub fn considered(since: Option<chrono::DateTime<Utc>>) -> String {
+    match since {
+        Some(at) => format!(
+            ", considered what the slave changed after {} (its clock)",
+            at.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        None => ", considered every file of the slave's".to_owned(),
+    }
 }
 
 /// Takes the sync lock (flock, released when the guard drops or the process dies).
@@ -538,6 +573,8 @@ async fn run_locked(
         remote: target.destination(),
         ..SyncReport::default()
     };
+    // The copy-back's list of files, removed when the run ends.
+    let mut files_list = None;
     let what = match direction {
         Direction::ToSlave => {
             args.push("--delete-after".into());
@@ -566,7 +603,7 @@ async fn run_locked(
             args.push(target.rsync_spec(&settings.remote_root).into());
             "sync to"
         }
-        Direction::Back => {
+        Direction::Back { all } => {
             // Never delete, never replace a file that is newer here; a directory the slave
             // does not have is simply nothing to bring back. An older file that the slave's copy
             // replaces may be another message of the same name (Asterisk numbers voicemail per
@@ -580,16 +617,31 @@ async fn run_locked(
             backup_arg.push(&backup_dir);
             args.push(backup_arg);
             report.backup_dir = Some(backup_dir);
-            for dir in &settings.back_dirs {
-                args.push(
-                    target
-                        .rsync_spec(&format!("{}{}", settings.remote_base(), &dir[1..]))
-                        .into(),
-                );
+            let files = list_to_bring_back(ctx, &settings, &target, &key, all, &mut report).await?;
+            if files.is_empty() {
+                report.backup_dir = None;
+                return Ok(report);
             }
+            // Only the files listed: rsync reads their names (relative to the slave's tree)
+            // from a file of its own, NUL-separated.
+            let mut list = tempfile::Builder::new()
+                .prefix("sync-back-list.")
+                .tempfile_in(ctx.paths.state_dir())
+                .map_err(|e| FileError::new("create", &ctx.paths.state_dir(), e))?;
+            std::io::Write::write_all(&mut list, &files.join(&0u8))
+                .map_err(|e| FileError::new("write", list.path(), e))?;
+            let mut files_from = OsString::from("--files-from=");
+            files_from.push(list.path());
+            args.extend([files_from, "--from0".into()]);
+            args.push(
+                target
+                    .rsync_spec(&format!("{}/", settings.remote_root.trim_end_matches('/')))
+                    .into(),
+            );
             let mut destination = root_prefix(ctx);
             destination.push("/");
             args.push(destination);
+            files_list = Some(list);
             "copy back from"
         }
     };
@@ -609,7 +661,47 @@ async fn run_locked(
     report.files_transferred = transfer.files_transferred;
     report.bytes_transferred = transfer.bytes_transferred;
     report.bytes_on_wire = transfer.bytes_on_wire;
+    drop(files_list);
     Ok(report)
+}
+
+/// The copy-back's listing on the slave: the files changed there since the last successful
+/// copy-back from it ([`listing::since`]), or every file (said once in the log, with why).
+/// Records in `report` this listing and the rule used.
+async fn list_to_bring_back(
+    ctx: &Context,
+    settings: &SyncSettings,
+    target: &SshTarget,
+    key: &std::path::Path,
+    all: bool,
+    report: &mut SyncReport,
+) -> Result<Vec<Vec<u8>>, SyncError> {
+    let previous = last_listing(ctx, Direction::Back { all });
+    let mut rule = listing::since(previous.as_ref(), &report.remote, all);
+    let list = |after| listing::list(target, key, &settings.remote_root, &settings.back_dirs, after);
+    let mut listed = list(rule.after()).await?;
+    if let (Some(previous), Some(_)) = (&previous, rule.after())
+        && listing::clock_went_back(previous, listed.at)
+    {
+        rule = listing::Since::Everything(format!(
+            "the slave's clock ({}) is before the last copy-back's listing ({}): it was set back",
+            listed.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            previous.at.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
+        listed = list(None).await?;
+    }
+    if let listing::Since::Everything(why) = &rule {
+        tracing::warn!(
+            "copy-back: {why}: considering every file of the slave's {} (a file newer here is still kept; from now on, only what the slave changes after this listing)",
+            settings.back_dirs.join(", ")
+        );
+    }
+    report.since = rule.after();
+    report.listed = Some(SlaveListing {
+        remote: report.remote.clone(),
+        at: listed.at,
+    });
+    Ok(listed.files)
 }
 
 #[cfg(test)]
@@ -636,7 +728,6 @@ mod tests {
         assert_eq!(settings.dirs, dirs::defaults(dirs::SYNC_DIRS));
         assert_eq!(settings.port, 22);
         assert_eq!(settings.user, "root");
-        assert_eq!(settings.remote_base(), "/./");
     }
 
     #[test]
