@@ -528,6 +528,176 @@ fn back_brings_voicemail_home_without_touching_newer_files() {
     assert!(status.contains("sync-back: "), "{status}");
 }
 
+/// Makes `path` `seconds` newer than now (a master's copy changed after the slave's).
+fn set_mtime_ahead(path: &Path, seconds: u64) {
+    let file = fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(seconds))
+        .unwrap();
+}
+
+/// Issue 14 part 4: the copy-back brings home what the slave made or changed since the last
+/// copy-back listed its files, not the copies it still holds of what the master deleted or
+/// moved since; with no copy-back on record it brings everything (said once), and `--all`
+/// does so on request. Newer files here are kept and nothing is deleted, whatever the rule.
+#[test]
+fn back_brings_home_only_what_the_slave_changed_since_the_last_copy_back() {
+    let pair = Pair::with_key();
+    let inbox = "var/spool/asterisk/voicemail/default/1000/INBOX";
+    let old = "var/spool/asterisk/voicemail/default/1000/Old";
+    let file = |dir: &str, name: &str| format!("{dir}/{name}");
+    // Left on the slave during an earlier failover, a minute ago.
+    for name in ["msg0000.txt", "msg0001.txt"] {
+        write(&pair.s(&file(inbox, name)), name);
+        set_mtime(&pair.s(&file(inbox, name)), 60);
+    }
+    let first = pair.run(&["sync", "--back"]);
+    assert_success(&first);
+    let said = stderr(&first)
+        .matches(&format!(
+            "copy-back: no earlier copy-back from root@{} on record",
+            pair.ip()
+        ))
+        .count();
+    assert_eq!(said, 1, "{}", stderr(&first));
+    assert!(
+        stdout(&first).contains("considered every file of the slave's"),
+        "{}",
+        stdout(&first)
+    );
+    pair.assert_copied(&[&file(inbox, "msg0000.txt"), &file(inbox, "msg0001.txt")]);
+
+    // On the master since: msg0000 deleted, msg0001 heard (Asterisk renames it into Old,
+    // keeping its time); a message only here.
+    fs::remove_file(pair.m(&file(inbox, "msg0000.txt"))).unwrap();
+    fs::create_dir_all(pair.m(old)).unwrap();
+    fs::rename(
+        pair.m(&file(inbox, "msg0001.txt")),
+        pair.m(&file(old, "msg0001.txt")),
+    )
+    .unwrap();
+    write(&pair.m(&file(inbox, "msg0005.txt")), "master only");
+    // On the slave since (it served again): a new message, a recording, and a file it changed
+    // that the master changed later still.
+    write(&pair.s(&file(inbox, "msg0002.txt")), "made since");
+    write(
+        &pair.s("var/spool/asterisk/monitor/call-2.wav"),
+        "recording",
+    );
+    write(&pair.s(&file(inbox, "msg0003.txt")), "slave's copy");
+    write(&pair.m(&file(inbox, "msg0003.txt")), "master's newer copy");
+    set_mtime_ahead(&pair.m(&file(inbox, "msg0003.txt")), 60);
+    let slave_before = snapshot(pair.slave.path());
+
+    let second = pair.run(&["sync", "--back"]);
+    assert_success(&second);
+    pair.assert_copied(&[
+        &file(inbox, "msg0002.txt"),
+        "var/spool/asterisk/monitor/call-2.wav",
+    ]);
+    assert!(
+        !pair.m(&file(inbox, "msg0000.txt")).exists(),
+        "a message deleted on the master came back"
+    );
+    assert!(
+        !pair.m(&file(inbox, "msg0001.txt")).exists(),
+        "a message moved on the master came back"
+    );
+    assert_eq!(read(&pair.m(&file(old, "msg0001.txt"))), "msg0001.txt");
+    assert_eq!(
+        read(&pair.m(&file(inbox, "msg0003.txt"))),
+        "master's newer copy"
+    );
+    assert_eq!(read(&pair.m(&file(inbox, "msg0005.txt"))), "master only");
+    assert_eq!(snapshot(pair.slave.path()), slave_before);
+    let printed = stdout(&second);
+    assert!(
+        printed.contains("2 files (19 bytes) brought back")
+            && printed.contains("considered what the slave changed after"),
+        "{printed}"
+    );
+    assert!(
+        !stderr(&second).contains("no earlier copy-back"),
+        "{}",
+        stderr(&second)
+    );
+    let status = stdout(&pair.run(&["status"]));
+    assert!(
+        status.contains("considered what the slave changed after"),
+        "{status}"
+    );
+
+    // Nothing new on the slave: nothing to bring back, not even a connection for rsync.
+    let third = pair.run(&["sync", "--back"]);
+    assert_success(&third);
+    assert!(
+        stdout(&third).contains("0 files (0 bytes) brought back"),
+        "{}",
+        stdout(&third)
+    );
+
+    // `--all`: today's rule on request, every file not older here.
+    let all = pair.run(&["sync", "--back", "--all"]);
+    assert_success(&all);
+    assert!(
+        stderr(&all).contains("asked for with --all"),
+        "{}",
+        stderr(&all)
+    );
+    pair.assert_copied(&[&file(inbox, "msg0000.txt"), &file(inbox, "msg0001.txt")]);
+    assert_eq!(
+        read(&pair.m(&file(inbox, "msg0003.txt"))),
+        "master's newer copy"
+    );
+    assert_eq!(snapshot(pair.slave.path()), slave_before);
+}
+
+/// The :00 order, with the voicemail spool also mirrored to the slave (XIVO_HA_SYNC_DIRS
+/// listing it: the slave then holds the master's copies): the copy-back, then the sync. A
+/// message the master deleted after a sync is on the slave until the next sync; the copy-back
+/// that comes first must not bring it back, and must bring home what the slave made before
+/// that sync's `--delete-after` removes it there.
+#[tokio::test]
+async fn the_hourly_copy_back_leaves_alone_what_the_sync_mirrored() {
+    let pair = Pair::with_key();
+    let env = pair.m("etc/docker/xivo/custom.env");
+    let mut text = read(&env);
+    text.push_str("XIVO_HA_SYNC_DIRS=/var/spool/asterisk/voicemail\n");
+    write(&env, &text);
+    let inbox = "var/spool/asterisk/voicemail/default/1000/INBOX";
+    let message = format!("{inbox}/msg0000.txt");
+    write(&pair.m(&message), "left on the master");
+    set_mtime(&pair.m(&message), 60);
+    let ctx = xivo_ha::context::Context::new(pair.master.path(), "", None);
+
+    // One :00: the copy-back (the first: every file; none yet), then the sync.
+    let report = xivo_ha::sync::copy_back(&ctx).await.unwrap().unwrap();
+    assert_eq!(report.files_transferred, 0);
+    assert!(report.listed.is_some() && report.since.is_none());
+    xivo_ha::sync::run_hourly(&ctx).await.unwrap().unwrap();
+    assert_eq!(read(&pair.s(&message)), "left on the master");
+
+    // Deleted on the master; meanwhile the slave made a message of its own.
+    fs::remove_file(pair.m(&message)).unwrap();
+    let made = format!("{inbox}/msg0001.txt");
+    write(&pair.s(&made), "left on the slave");
+
+    // The next :00.
+    let report = xivo_ha::sync::copy_back(&ctx).await.unwrap().unwrap();
+    assert_eq!(report.transferred, vec![format!("/{made}")]);
+    assert!(report.since.is_some());
+    assert!(!pair.m(&message).exists(), "the deleted message came back");
+    let report = xivo_ha::sync::run_hourly(&ctx).await.unwrap().unwrap();
+    assert_eq!(report.deleted, vec![format!("/{message}")]);
+    assert!(!pair.s(&message).exists());
+    assert_eq!(read(&pair.s(&made)), "left on the slave");
+    assert_eq!(read(&pair.m(&made)), "left on the slave");
+
+    // And the one after: nothing comes back.
+    let report = xivo_ha::sync::copy_back(&ctx).await.unwrap().unwrap();
+    assert_eq!(report.files_transferred, 0, "{report:?}");
+    assert!(!pair.m(&message).exists());
+}
+
 #[test]
 fn a_slave_that_is_down_gives_one_clear_error_and_changes_nothing() {
     let mut pair = Pair::with_key();

@@ -187,10 +187,16 @@ mod tests {
 
     #[test]
     fn the_script_quotes_and_filters() {
-        let dirs = vec!["/var/spool/asterisk/voicemail".to_owned(), "/it's".to_owned()];
+        let dirs = vec![
+            "/var/spool/asterisk/voicemail".to_owned(),
+            "/it's".to_owned(),
+        ];
         let at = "2026-12-01T14:00:00.5Z".parse().unwrap();
         let script = script("/srv/slave root", &dirs, Some(at));
-        assert!(script.starts_with("date +%s.%N && cd '/srv/slave root' && "), "{script}");
+        assert!(
+            script.starts_with("date +%s.%N && cd '/srv/slave root' && "),
+            "{script}"
+        );
         assert!(
             script.contains("for d in 'var/spool/asterisk/voicemail' 'it'\\''s'; do"),
             "{script}"
@@ -209,7 +215,10 @@ mod tests {
             listed.at,
             "2026-12-01T14:00:00.25Z".parse::<DateTime<Utc>>().unwrap()
         );
-        assert_eq!(listed.files, vec![b"var/a b".to_vec(), b"var/new\nline".to_vec()]);
+        assert_eq!(
+            listed.files,
+            vec![b"var/a b".to_vec(), b"var/new\nline".to_vec()]
+        );
         assert!(parse(b"1796133600.250000000\n").unwrap().files.is_empty());
         assert!(parse(b"+%s.N\n").unwrap_err().contains("GNU coreutils"));
         assert!(parse(b"").is_err());

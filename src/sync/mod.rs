@@ -275,7 +275,9 @@ enum Direction {
     ToSlave,
     /// `all`: every file of the slave's directories, not only what changed since the last
     /// copy-back (`sync --back --all`).
-    Back { all: bool },
+    Back {
+        all: bool,
+    },
 }
 
 impl Direction {
@@ -678,7 +680,15 @@ async fn list_to_bring_back(
 ) -> Result<Vec<Vec<u8>>, SyncError> {
     let previous = last_listing(ctx, Direction::Back { all });
     let mut rule = listing::since(previous.as_ref(), &report.remote, all);
-    let list = |after| listing::list(target, key, &settings.remote_root, &settings.back_dirs, after);
+    let list = |after| {
+        listing::list(
+            target,
+            key,
+            &settings.remote_root,
+            &settings.back_dirs,
+            after,
+        )
+    };
     let mut listed = list(rule.after()).await?;
     if let (Some(previous), Some(_)) = (&previous, rule.after())
         && listing::clock_went_back(previous, listed.at)
