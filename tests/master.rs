@@ -21,11 +21,13 @@ use common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// The slave's Asterisk: the SIP stand-in on the test host, answering; returns its pid.
-fn start_slave_sip(host: &mut TestHost) -> u32 {
+/// The slave's Asterisk: the SIP stand-in on the test host, answering (or `silent`: a slave
+/// standing by); returns its pid.
+fn start_slave_sip(host: &mut TestHost, silent: bool) -> u32 {
     let mut command = host.command(env!("CARGO_BIN_EXE_xivo-ha-sip-standin"));
     command
         .args(["--sip-port", "5060"])
+        .args(silent.then_some("--silent"))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     host.spawn(command)
@@ -44,7 +46,7 @@ async fn start_while_the_slave_serves(
     http_port: u16,
     master: &TestDb,
 ) -> (u32, MonitorProcess) {
-    let sip = start_slave_sip(host);
+    let sip = start_slave_sip(host, false);
     let monitor = MonitorProcess::start_with_db(root, http_port, Some(&master.url()));
     monitor.wait_healthy().await;
     monitor
@@ -238,41 +240,67 @@ async fn the_master_holds_its_jobs_while_the_slave_serves_and_replicates_at_the_
 /// master's monitor runs the copy-back over SSH (a real sshd and rsync on the slave's test
 /// host), never deleting and never overwriting a newer file of the master, lists what came
 /// back in `status`, `/metrics` and a mail (a real SMTP server).
+/// A master whose slave (a test host) runs a real sshd that trusts the master's sync key, the
+/// slave's tree a temporary directory; the master's monitor settings fast, its replication
+/// failing at once (nothing listens for the slave's database), its mails to `smtp`.
+struct CopyBackPair {
+    _sshd: common::sshd::Sshd,
+    slave_tree: tempfile::TempDir,
+    root: tempfile::TempDir,
+    http_port: u16,
+    /// Dropped after its sshd.
+    host: TestHost,
+}
+
+impl CopyBackPair {
+    fn new(smtp: &str) -> CopyBackPair {
+        let host = TestHost::create();
+        let slave_tree = tempfile::tempdir().unwrap();
+        let authorized_keys = slave_tree.path().join("root/.ssh/authorized_keys");
+        std::fs::create_dir_all(authorized_keys.parent().unwrap()).unwrap();
+        let sshd = common::sshd::start_sshd_on(&host, 2222, &authorized_keys);
+        let root = tempfile::tempdir().unwrap();
+        let key = root.path().join("root/.ssh/xivo_id_rsa");
+        std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+        common::sshd::keygen(&key, "XiVO HA");
+        std::fs::copy(key.with_extension("pub"), &authorized_keys).unwrap();
+        write_ha_conf(root.path(), "master", &host.ip.to_string());
+        let http_port = free_port();
+        write_custom_env(
+            root.path(),
+            &format!(
+                "XIVO_HA_REPLICATION_INTERVAL_S=1\n\
+                 XIVO_HA_MONITOR_INTERVAL_MS=200\nXIVO_HA_MONITOR_SIP_TIMEOUT_MS=150\n\
+                 XIVO_HA_MONITOR_TCP_TIMEOUT_MS=150\nXIVO_HA_MONITOR_ICMP_TIMEOUT_MS=150\n\
+                 XIVO_HA_MONITOR_PG_PORT={port}\n\
+                 XIVO_HA_MONITOR_DOWN_AFTER=2\nXIVO_HA_MONITOR_UP_AFTER=3\n\
+                 XIVO_HA_HTTP_LISTEN=127.0.0.1:{http_port}\n\
+                 XIVO_HA_SSH_PORT={port}\nXIVO_HA_SSH_CONNECT_TIMEOUT=5\n\
+                 XIVO_HA_SYNC_REMOTE_ROOT={remote}\n\
+                 XIVO_HA_ALERT_SMTP={smtp}\nXIVO_HA_ALERT_TO=root@localhost\n\
+                 XIVO_HA_ALERT_FROM=xivo-ha@xivo1.test\n",
+                // The slave's database: nothing listens there, the replication fails at once.
+                port = sshd.port,
+                remote = slave_tree.path().display(),
+            ),
+        );
+        CopyBackPair {
+            _sshd: sshd,
+            slave_tree,
+            root,
+            http_port,
+            host,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_master_brings_back_the_slaves_voicemail_and_recordings_at_the_failback() {
     let master = TestDb::create().await;
     let smtp = common::smtp::start_smtp_server();
-    let mut host = TestHost::create();
-    let slave_tree = tempfile::tempdir().unwrap();
-    let authorized_keys = slave_tree.path().join("root/.ssh/authorized_keys");
-    std::fs::create_dir_all(authorized_keys.parent().unwrap()).unwrap();
-    let sshd = common::sshd::start_sshd_on(&host, 2222, &authorized_keys);
-    let root = tempfile::tempdir().unwrap();
-    let key = root.path().join("root/.ssh/xivo_id_rsa");
-    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
-    common::sshd::keygen(&key, "XiVO HA");
-    std::fs::copy(key.with_extension("pub"), &authorized_keys).unwrap();
-    write_ha_conf(root.path(), "master", &host.ip.to_string());
-    let http_port = free_port();
-    write_custom_env(
-        root.path(),
-        &format!(
-            "XIVO_HA_REPLICATION_INTERVAL_S=1\n\
-             XIVO_HA_MONITOR_INTERVAL_MS=200\nXIVO_HA_MONITOR_SIP_TIMEOUT_MS=150\n\
-             XIVO_HA_MONITOR_TCP_TIMEOUT_MS=150\nXIVO_HA_MONITOR_ICMP_TIMEOUT_MS=150\n\
-             XIVO_HA_MONITOR_PG_PORT={port}\n\
-             XIVO_HA_MONITOR_DOWN_AFTER=2\nXIVO_HA_MONITOR_UP_AFTER=3\n\
-             XIVO_HA_HTTP_LISTEN=127.0.0.1:{http_port}\n\
-             XIVO_HA_SSH_PORT={port}\nXIVO_HA_SSH_CONNECT_TIMEOUT=5\n\
-             XIVO_HA_SYNC_REMOTE_ROOT={remote}\n\
-             XIVO_HA_ALERT_SMTP={smtp}\nXIVO_HA_ALERT_TO=root@localhost\n\
-             XIVO_HA_ALERT_FROM=xivo-ha@xivo1.test\n",
-            // The slave's database: nothing listens there, the replication fails at once.
-            port = sshd.port,
-            remote = slave_tree.path().display(),
-            smtp = smtp.address(),
-        ),
-    );
+    let mut pair = CopyBackPair::new(&smtp.address());
+    let (root, slave_tree, http_port) = (&pair.root, &pair.slave_tree, pair.http_port);
+    let host = &mut pair.host;
     let m = |path: &str| root.path().join(path);
     let s = |path: &str| slave_tree.path().join(path);
     let inbox = "var/spool/asterisk/voicemail/default/1000/INBOX";
@@ -282,8 +310,7 @@ async fn the_master_brings_back_the_slaves_voicemail_and_recordings_at_the_failb
     write(&m(&format!("{inbox}/msg0001.txt")), "master's newer copy");
 
     // The slave serves (a failover in progress) when the master's monitor starts.
-    let (sip, monitor) =
-        start_while_the_slave_serves(&mut host, root.path(), http_port, &master).await;
+    let (sip, monitor) = start_while_the_slave_serves(host, root.path(), http_port, &master).await;
     // Users leave a message and record a call on the slave meanwhile.
     write(&s(&format!("{inbox}/msg0000.txt")), "left on the slave");
     write(&s(&format!("{inbox}/msg0000.wav")), "RIFF audio");
@@ -400,4 +427,68 @@ async fn the_master_brings_back_the_slaves_voicemail_and_recordings_at_the_failb
         position("failback job replication started") < position("failback job sync started"),
         "{log}"
     );
+}
+
+/// A master that was down while its slave served (the usual failover) starts its monitor when
+/// the slave stands by again: the start run's copy-back brings home what the slave made since
+/// the last copy-back, and not the slave's copy of a message that an earlier copy-back brought
+/// and that the master deleted since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_run_brings_back_only_what_the_slave_made_since_the_last_copy_back() {
+    let master = TestDb::create().await;
+    let smtp = common::smtp::start_smtp_server();
+    let mut pair = CopyBackPair::new(&smtp.address());
+    let m = |path: &str| pair.root.path().join(path);
+    let s = |path: &str| pair.slave_tree.path().join(path);
+    let inbox = "var/spool/asterisk/voicemail/default/1000/INBOX";
+    let deleted = format!("{inbox}/msg0000.txt");
+    // An earlier failover's message, brought home by an earlier copy-back (here by hand).
+    write(&s(&deleted), "heard and deleted on the master");
+    set_mtime(&s(&deleted), 60);
+    assert_success(&xivo_ha(
+        pair.root.path(),
+        &master.url(),
+        &["sync", "--back"],
+    ));
+    assert_eq!(read(&m(&deleted)), "heard and deleted on the master");
+    std::fs::remove_file(m(&deleted)).unwrap();
+    // Then the master went down; the slave served: a message left, a call recorded.
+    let made = format!("{inbox}/msg0001.txt");
+    write(&s(&made), "left on the slave");
+    write(&s("var/spool/asterisk/monitor/call-2.wav"), "recording");
+
+    // The master back, its slave standing by: the start run.
+    start_slave_sip(&mut pair.host, true);
+    let monitor =
+        MonitorProcess::start_with_db(pair.root.path(), pair.http_port, Some(&master.url()));
+    monitor.wait_healthy().await;
+    let sync_back = || -> serde_json::Value {
+        std::fs::read_to_string(m("var/lib/xivo-ha/sync-back.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    };
+    wait_for(
+        "the start run's copy-back recorded",
+        Duration::from_secs(20),
+        async || {
+            sync_back()["summary"]
+                .as_str()
+                .is_some_and(|s| s.contains("considered what the slave changed after"))
+        },
+    )
+    .await;
+    let doc = sync_back();
+    assert_eq!(doc["ok"], true, "{doc:#}");
+    assert_eq!(doc["files_transferred"], 2, "{doc:#}");
+    assert_eq!(read(&m(&made)), "left on the slave");
+    assert_eq!(
+        read(&m("var/spool/asterisk/monitor/call-2.wav")),
+        "recording"
+    );
+    assert!(!m(&deleted).exists(), "the deleted message came back");
+    drop(monitor);
+    let log = std::fs::read_to_string(m("monitor.log")).unwrap();
+    assert!(log.contains("start job copy-back started"), "{log}");
+    assert!(!log.contains("no earlier copy-back"), "{log}");
 }
