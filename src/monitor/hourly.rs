@@ -129,7 +129,8 @@ pub fn master_jobs() -> Vec<Job> {
 /// The failback hook: the jobs that run when the failback is done, before the replication and
 /// the sync that follow it at once, to bring home what users made on the slave while it served:
 /// the copy-back of the voicemail messages and recordings (`sync --back` without a human,
-/// [`crate::sync::copy_back`]: it never deletes and never overwrites a newer file here), also
+/// [`crate::sync::copy_back`]: only what the slave changed since the last copy-back, never
+/// deleting and never overwriting a newer file here), also
 /// at every :00 as a safety net and once at the monitor's start. The user statuses are merged
 /// back by the replication itself.
 pub fn failback_jobs() -> Vec<Job> {

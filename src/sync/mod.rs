@@ -318,7 +318,8 @@ pub async fn run_hourly(ctx: &Context) -> Result<Option<SyncReport>, SyncError> 
 }
 
 /// The monitor's copy-back (at the failback, at its start and every :00, before the
-/// replication and the sync): on a master, what `sync --back` does, recorded for `status`
+/// replication and the sync): on a master, what `sync --back` does (bring home what the slave
+/// changed since the last copy-back, [`listing`]), recorded for `status`
 /// (`sync-back`); when something came back, a mail lists it (alert kind `copy-back`). On any
 /// other node does nothing and returns `Ok(None)`.
 pub async fn copy_back(ctx: &Context) -> Result<Option<SyncReport>, SyncError> {
@@ -525,7 +526,7 @@ fn last_listing(ctx: &Context, direction: Direction) -> Option<SlaveListing> {
 
 /// `, what the slave changed after <time>` or `, every file of the slave's`: which files a
 /// copy-back considered.
-pub fn considered(since: Option<chrono::DateTime<Utc>>) -> String {
+fn considered(since: Option<chrono::DateTime<Utc>>) -> String {
     match since {
         Some(at) => format!(
             ", considered what the slave changed after {} (its clock)",
@@ -629,7 +630,7 @@ async fn run_locked(
             let mut list = tempfile::Builder::new()
                 .prefix("sync-back-list.")
                 .tempfile_in(ctx.paths.state_dir())
-                .map_err(|e| FileError::new("create", &ctx.paths.state_dir(), e))?;
+                .map_err(|e| FileError::new("create", ctx.paths.state_dir(), e))?;
             std::io::Write::write_all(&mut list, &files.join(&0u8))
                 .map_err(|e| FileError::new("write", list.path(), e))?;
             let mut files_from = OsString::from("--files-from=");
