@@ -628,7 +628,7 @@ async fn run_locked(
             // Only the files listed: rsync reads their names (relative to the slave's tree)
             // from a file of its own, NUL-separated.
             let mut list = tempfile::Builder::new()
-                .prefix("sync-back-list.")
+                .prefix("copy-back-files.")
                 .tempfile_in(ctx.paths.state_dir())
                 .map_err(|e| FileError::new("create", ctx.paths.state_dir(), e))?;
             std::io::Write::write_all(&mut list, &files.join(&0u8))
