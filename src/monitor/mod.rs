@@ -295,7 +295,11 @@ impl Monitor {
                     _ = &mut shutdown => break,
                     round = probing.round(&self.settings) => round,
                 };
-                self.rounds.push(Mark::of(Utc::now(), report.observation()));
+                self.rounds.push(Mark::of(
+                    Utc::now(),
+                    report.observation(),
+                    witnessed.as_ref().map(|w| w.answered),
+                ));
                 if self.observe(probing, keeper, report, witnessed, hold) {
                     last_saved = None;
                 }

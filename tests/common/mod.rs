@@ -3,7 +3,8 @@
 //! reporting database, Elasticsearch stand-in, settings, the running component), `docker_lab`
 //! (the slave's Docker lab), `es_server` (the Elasticsearch stand-in), `cluster` (a PostgreSQL
 //! server on a test host), `monitor_process` (`xivo-ha monitor` as a process with its HTTP
-//! endpoint), `smtp` (a real SMTP server storing what it receives), `sshd` and `testhost`;
+//! endpoint), `nginx` (a real nginx and a stand-in xivo-auth), `smtp` (a real SMTP server
+//! storing what it receives), `sshd` and `testhost`;
 //! here, temporary node roots, the `xivo-ha` binary and waiting for an event.
 //!
 //! Every test file says `mod common;`; a fixture some test binaries do not use is not dead code.
@@ -15,6 +16,7 @@ pub mod dbreplic;
 pub mod docker_lab;
 pub mod es_server;
 pub mod monitor_process;
+pub mod nginx;
 pub mod smtp;
 pub mod sshd;
 pub mod testhost;
