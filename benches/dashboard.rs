@@ -156,12 +156,15 @@ fn main() {
     let status = Status::gather(&paths).unwrap();
     let runs = rounds.snapshot();
     let mut render_ms = Vec::new();
-    let mut bytes = 0;
+    let mut page = String::new();
     for _ in 0..REQUESTS {
         let t = Instant::now();
-        bytes = http::dashboard::render(&status, &runs, Utc::now()).len();
+        page = http::dashboard::render(&status, &runs, Utc::now());
         render_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    let bytes = page.len();
+    let svg = page.find("<svg").zip(page.find("</svg>"));
+    let timeline_bytes = svg.map_or(0, |(a, b)| b + 6 - a);
 
     // Over HTTP, as a browser gets it.
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -191,7 +194,9 @@ fn main() {
     });
 
     println!("requests={REQUESTS}");
+    println!("runs={}", runs.len());
     println!("page_bytes={bytes}");
+    println!("timeline_bytes={timeline_bytes}");
     println!("render_p50_ms={:.2}", percentile(&render_ms, 0.5));
     println!("render_p99_ms={:.2}", percentile(&render_ms, 0.99));
     println!("http_p50_ms={:.2}", percentile(&http_ms, 0.5));

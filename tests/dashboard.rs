@@ -81,17 +81,18 @@ fn dom_at(base: &str) -> String {
 
 /// A screenshot of the page at a phone-ish width, under `target/tmp/dashboard/NAME.png`.
 fn screenshot(monitor: &MonitorProcess, name: &str) -> PathBuf {
-    screenshot_at(&monitor.base, name)
+    screenshot_at(&monitor.base, name, "1000,1200")
 }
 
-fn screenshot_at(base: &str, name: &str) -> PathBuf {
+/// The same of the page at `base`, the window `size` (`width,height`) wide.
+fn screenshot_at(base: &str, name: &str, size: &str) -> PathBuf {
     let file = artefacts().join(format!("{name}.png"));
     let _ = std::fs::remove_file(&file);
     chromium(
         &format!("{base}/"),
         &[
             &format!("--screenshot={}", file.display()),
-            "--window-size=1000,1200",
+            &format!("--window-size={size}"),
         ],
     );
     let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
@@ -233,6 +234,11 @@ async fn a_failover_shows_on_the_slave_page() {
         );
     }
     assert!(page.contains("class=\"change to-down\""), "{page}");
+    // The witness (the lab's is 127.0.0.1, ICMP) was asked before the takeover and answered:
+    // its check shows where it happened, nothing where it was not asked.
+    assert!(page.contains("class=\"mark witness ok\""), "{page}");
+    assert!(!page.contains("class=\"mark witness bad\""), "{page}");
+    assert!(page.matches("class=\"mark witness").count() <= 2, "{page}");
     assert!(page.contains("<tr class=\"transition to-down\""), "{page}");
     let shot = screenshot(&monitor, "serving");
     eprintln!("screenshot: {}", shot.display());
@@ -431,7 +437,9 @@ async fn a_page_for_each_state_renders_in_the_browser() {
                 "{page}"
             );
         }
-        screenshot_at(&base, &format!("state-{name}"));
+        screenshot_at(&base, &format!("state-{name}"), "1000,1200");
+        // And as a phone shows it.
+        screenshot_at(&base, &format!("state-{name}-phone"), "390,1400");
     }
     stop.cancel();
 }
@@ -474,8 +482,17 @@ async fn xivos_nginx_shows_the_page_behind_the_administrators_login() {
         .build()
         .unwrap();
     let url = format!("{}/xivo-ha/", nginx.base);
+    // GET `path` under the prefix, with `password` for the administrator `admin` if any.
+    let get = async |path: &str, password: Option<&str>| {
+        let request = client.get(format!("{url}{path}"));
+        let request = match password {
+            Some(p) => request.basic_auth("admin", Some(p)),
+            None => request,
+        };
+        request.send().await.unwrap()
+    };
 
-    let anonymous = client.get(&url).send().await.unwrap();
+    let anonymous = get("", None).await;
     assert_eq!(anonymous.status().as_u16(), 401, "{}", nginx.error_log());
     let challenge = anonymous.headers()["www-authenticate"]
         .to_str()
@@ -486,42 +503,19 @@ async fn xivos_nginx_shows_the_page_behind_the_administrators_login() {
         "{challenge}"
     );
     assert!(!anonymous.text().await.unwrap().contains("headline"));
+    assert_eq!(get("", Some("guess")).await.status().as_u16(), 401);
 
-    let wrong = client
-        .get(&url)
-        .basic_auth("admin", Some("guess"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status().as_u16(), 401);
-
-    let page = client
-        .get(&url)
-        .basic_auth("admin", Some("s3cret"))
-        .send()
-        .await
-        .unwrap();
+    let page = get("", Some("s3cret")).await;
     assert_eq!(page.status().as_u16(), 200, "{}", nginx.error_log());
     let page = page.text().await.unwrap();
     assert_eq!(headline(&page), ("idle".into(), "HA disabled".into()));
     // The page's relative links work under the prefix; a reload within the minute is let
     // through on the cached check.
-    let status = client
-        .get(format!("{url}status"))
-        .basic_auth("admin", Some("s3cret"))
-        .send()
-        .await
-        .unwrap();
+    let status = get("status", Some("s3cret")).await;
     assert_eq!(status.status().as_u16(), 200);
     let status: serde_json::Value = status.json().await.unwrap();
     assert_eq!(status["node_type"], "disabled", "{status}");
-    let again = client
-        .get(&url)
-        .basic_auth("admin", Some("s3cret"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(get("", Some("s3cret")).await.status().as_u16(), 200);
     let bare = client
         .get(format!("{}/xivo-ha", nginx.base))
         .send()
