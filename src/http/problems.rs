@@ -34,14 +34,26 @@ pub fn alerts_section(out: &mut String, doc: Option<&AlertsDoc>, now: DateTime<U
             "<table id=\"alerts\"><tr><th>failing</th><th>since</th><th>reason</th><th>mail</th></tr>",
         );
         for (key, e, since) in failing {
-            let mail = match (e.mailed, e.last_mail_at) {
-                (true, Some(at)) => format!("mailed {}", when(at, now)),
-                (true, None) => "mailed".to_owned(),
-                (false, _) if !e.kind.grace().is_zero() => format!(
+            // The alerts decide a mail, then send it: what went out is in `recent`.
+            let sent = |at| {
+                doc.recent
+                    .iter()
+                    .find(|m| m.at >= at && m.subject.contains(e.kind.failing_subject()))
+            };
+            let mail = match e.last_mail_at {
+                Some(at) => match sent(at) {
+                    Some(m) if m.error.is_none() => format!("mailed {}", when(m.at, now)),
+                    Some(m) => format!(
+                        "<span class=\"failed\">mail NOT SENT</span> {}",
+                        when(m.at, now)
+                    ),
+                    None => format!("due {}, no mail went out (see below)", when(at, now)),
+                },
+                None if !e.kind.grace().is_zero() => format!(
                     "not yet (mailed after {} min)",
                     e.kind.grace().as_secs() / 60
                 ),
-                (false, _) => "not mailed".to_owned(),
+                None => "not mailed".to_owned(),
             };
             let held = if e.held_back > 0 {
                 format!("; {} reports held back (one mail an hour)", e.held_back)
@@ -191,7 +203,7 @@ mod tests {
                 },
                 MailRecord {
                     at: at("2026-11-25T10:00:01Z"),
-                    subject: "Slave replication failed".into(),
+                    subject: "[xivo-ha xivo-b] Slave replication failed".into(),
                     error: Some("550 <no>".into()),
                 },
             ],
@@ -202,6 +214,10 @@ mod tests {
         assert_eq!(out.matches("<tr class=\"failing\"").count(), 1, "{out}");
         assert!(out.contains("connection &lt;refused&gt;"), "{out}");
         assert!(out.contains("3 reports held back"), "{out}");
+        assert!(
+            out.contains("mail NOT SENT</span> 2026-11-25 10:00:01"),
+            "{out}"
+        );
         let failed = out.find("NOT SENT: 550 &lt;no&gt;").unwrap();
         let sent = out.find("<tr class=\"mail sent\"").unwrap();
         assert!(failed < sent, "newest first: {out}");

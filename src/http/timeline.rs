@@ -25,7 +25,8 @@ const MIN_WINDOW_S: i64 = 60;
 pub const WIDTH: f64 = 600.0;
 /// The narrowest piece drawn (but the newest), in SVG units.
 pub const MIN_PIECE: f64 = 4.0;
-const LEFT: f64 = 52.0;
+/// Room for the rows' names, also in the larger font of a phone's screen.
+const LEFT: f64 = 80.0;
 const ROW: f64 = 20.0;
 const TOP: f64 = 4.0;
 
@@ -131,7 +132,7 @@ pub fn timeline(
         out,
         "<svg id=\"timeline\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"probe rounds\" data-rounds=\"{rounds}\">",
         w = LEFT + WIDTH + 4.0,
-        h = bottom + 16.0,
+        h = bottom + 18.0,
     );
     for (row, path) in ProbePath::ALL.into_iter().enumerate() {
         let y = TOP + row as f64 * ROW;
@@ -173,16 +174,16 @@ pub fn timeline(
     }
     let _ = write!(
         out,
-        "<text x=\"{LEFT}\" y=\"{y}\">−{}</text><text x=\"{}\" y=\"{y}\">−{}</text>\
-<text x=\"{}\" y=\"{y}\">now</text></svg>\
+        "<text x=\"{LEFT}\" y=\"{y}\">−{}</text><text x=\"{}\" y=\"{y}\" text-anchor=\"middle\">−{}</text>\
+<text x=\"{}\" y=\"{y}\" text-anchor=\"end\">now</text></svg>\
 <p class=\"muted\">green answered, red silent (a run of rounds that saw the same is one \
 bar); the witness row shows the checks made before a takeover, empty where none was asked; \
 a vertical line where the verdict changed: red master down, green master up</p>",
         ago(span),
-        LEFT + WIDTH / 2.0 - 16.0,
+        LEFT + WIDTH / 2.0,
         ago(span / 2),
-        LEFT + WIDTH - 22.0,
-        y = bottom + 12.0,
+        LEFT + WIDTH,
+        y = bottom + 14.0,
     );
     if rounds == 0 {
         out.push_str("<p class=\"muted\">no round in the last 10 minutes (the timeline is kept in memory: it starts again with the monitor)</p>");
