@@ -267,6 +267,17 @@ fn write_doc(root: &Path, name: &str, doc: &serde_json::Value) {
     std::fs::write(dir.join(name), serde_json::to_vec_pretty(doc).unwrap()).unwrap();
 }
 
+/// A state to render: its name, ha.conf's role, monitor.json, maintenance.json, the headline's
+/// tone and how the headline starts.
+type StateCase = (
+    &'static str,
+    &'static str,
+    serde_json::Value,
+    Option<serde_json::Value>,
+    &'static str,
+    &'static str,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_for_each_state_renders_in_the_browser() {
     let root = tempfile::tempdir().unwrap();
@@ -307,15 +318,7 @@ async fn a_page_for_each_state_renders_in_the_browser() {
             .extend(extra.as_object().unwrap().clone());
         doc
     };
-    // (name, ha.conf role, monitor.json, maintenance.json, tone, the headline's start)
-    let states: Vec<(
-        &str,
-        &str,
-        serde_json::Value,
-        Option<serde_json::Value>,
-        &str,
-        &str,
-    )> = vec![
+    let states: Vec<StateCase> = vec![
         (
             "disabled",
             "disabled",
