@@ -44,7 +44,7 @@ h1{font-size:1.15rem;margin:.2rem 0}h2{font-size:1rem;margin:1.1rem 0 .3rem}\
 .good{background:#1f8a45}.warn{background:#b86e00}.bad{background:#c62828}.idle{background:#6b6b70}\
 table{border-collapse:collapse;width:100%;font-size:.85rem;background:#fff}td,th{border-bottom:1px solid #ddd;padding:.25rem .35rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}\
 th{background:#eee}.ok{color:#1f8a45}.failed{color:#c62828;font-weight:600}.warning,.retrying{color:#b86e00;font-weight:600}.stopped{color:#c62828;font-weight:600}.muted{color:#6b6b70;font-size:.8rem}\
-svg{width:100%;height:auto;background:#fff}svg .lane{fill:#ececee}svg .mark.ok{fill:#2ea44f}svg .mark.bad{fill:#d73a3a}svg text{font-size:11px;fill:#444}@media (max-width:600px){svg text{font-size:18px}}\
+svg{width:100%;height:auto;background:#fff}svg .lane{fill:#ececee}svg .mark.ok{fill:#2ea44f}svg .mark.bad{fill:#d73a3a}svg text{font-size:11px;fill:#444}@media (max-width:600px){svg text{font-size:20px}}\
 svg .change{stroke:#111;stroke-width:1.5}svg .change.to-down{stroke:#c62828}svg .change.to-up{stroke:#1f8a45}\
 .offline #headline::after{content:' (this page is not updating: the monitor does not answer)'}";
 

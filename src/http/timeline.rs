@@ -26,8 +26,10 @@ pub const WIDTH: f64 = 600.0;
 /// The narrowest piece drawn (but the newest), in SVG units.
 pub const MIN_PIECE: f64 = 4.0;
 /// Room for the rows' names, also in the larger font of a phone's screen.
-const LEFT: f64 = 80.0;
-const ROW: f64 = 20.0;
+const LEFT: f64 = 96.0;
+const ROW: f64 = 22.0;
+/// A bar's height.
+const BAR: f64 = 16.0;
 const TOP: f64 = 4.0;
 
 /// One rectangle of a row: from `x0` to `x1`, and the rounds it stands for.
@@ -138,8 +140,8 @@ pub fn timeline(
         let y = TOP + row as f64 * ROW;
         let _ = write!(
             out,
-            "<text x=\"0\" y=\"{}\">{}</text><rect class=\"lane\" x=\"{LEFT}\" y=\"{y}\" width=\"{WIDTH}\" height=\"14\"/>",
-            y + 12.0,
+            "<text x=\"0\" y=\"{}\">{}</text><rect class=\"lane\" x=\"{LEFT}\" y=\"{y}\" width=\"{WIDTH}\" height=\"{BAR}\"/>",
+            y + 13.0,
             path.name().to_uppercase()
         );
         let spans: Vec<(f64, f64, Seen, u32)> = runs
@@ -151,7 +153,7 @@ pub fn timeline(
         for piece in pieces(&spans) {
             let _ = write!(
                 out,
-                "<rect class=\"mark {} {}\" x=\"{:.1}\" y=\"{y}\" width=\"{:.1}\" height=\"14\" data-rounds=\"{}\"/>",
+                "<rect class=\"mark {} {}\" x=\"{:.1}\" y=\"{y}\" width=\"{:.1}\" height=\"{BAR}\" data-rounds=\"{}\"/>",
                 path.name(),
                 if piece.answered { "ok" } else { "bad" },
                 piece.x0,
