@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::KilledOnDrop;
 use super::monitor_process::free_port;
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -57,7 +58,7 @@ server.serve_forever()
 
 /// The stand-in xivo-auth, killed on drop.
 pub struct XivoAuth {
-    child: Child,
+    _child: KilledOnDrop,
     pub port: u16,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -103,7 +104,7 @@ impl XivoAuth {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("the stand-in xivo-auth did not start: {line:?}"));
         XivoAuth {
-            child,
+            _child: KilledOnDrop(child),
             port,
             log,
             _dir: dir,
@@ -117,13 +118,6 @@ impl XivoAuth {
             .lines()
             .map(str::to_owned)
             .collect()
-    }
-}
-
-impl Drop for XivoAuth {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
