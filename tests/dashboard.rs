@@ -225,6 +225,7 @@ async fn a_failover_shows_on_the_slave_page() {
     // The witness (the lab's is 127.0.0.1, ICMP) was asked before the takeover and answered:
     // its check shows where it happened, nothing where it was not asked.
     assert!(page.contains("class=\"mark witness ok\""), "{page}");
+    assert!(page.contains("witnesses: 127.0.0.1 (icmp)"), "{page}");
     assert!(!page.contains("class=\"mark witness bad\""), "{page}");
     assert!(page.matches("class=\"mark witness").count() <= 2, "{page}");
     assert!(page.contains("<tr class=\"transition to-down\""), "{page}");

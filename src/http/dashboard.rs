@@ -142,6 +142,13 @@ pub(super) fn when(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
 fn slave_sections(out: &mut String, monitor: &MonitorDoc, runs: &[Run], now: DateTime<Utc>) {
     out.push_str("<h2>Probe rounds (up to the last 10 minutes)</h2>");
     timeline(out, runs, &monitor.transitions, now);
+    if let Some(w) = &monitor.witnesses {
+        let _ = write!(
+            out,
+            "<p class=\"muted\" id=\"witnesses\">witnesses: {}</p>",
+            esc(w)
+        );
+    }
     if let Some(c) = &monitor.counters {
         let _ = write!(
             out,
@@ -510,6 +517,7 @@ mod tests {
         };
         MonitorDoc {
             master: Some("192.0.2.10".parse().unwrap()),
+            witnesses: Some("192.0.2.1 (icmp)".into()),
             verdict: Some(verdict),
             since: transitions.last().map(|t| t.at),
             last_transition: transitions.last().cloned(),
@@ -780,6 +788,10 @@ mod tests {
         }
         // The witness, asked before the takeover, answered.
         assert_eq!(html.matches("class=\"mark witness ok\"").count(), 1);
+        assert!(
+            html.contains("<p class=\"muted\" id=\"witnesses\">witnesses: 192.0.2.1 (icmp)</p>"),
+            "{html}"
+        );
         assert_eq!(html.matches("class=\"mark witness bad\"").count(), 0);
         assert_eq!(html.matches("class=\"change to-down\"").count(), 1);
         // Newest first.

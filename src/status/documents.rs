@@ -249,6 +249,10 @@ pub struct MonitorDoc {
     /// Cut off: not taking over (see [`IsolationRecord`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolated: Option<IsolationRecord>,
+    /// On a slave: the witnesses asked before a takeover (`XIVO_HA_MONITOR_WITNESSES`), or that
+    /// the check is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witnesses: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub services: Option<KeeperStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -295,6 +299,7 @@ impl MonitorDoc {
             last_round: None,
             counters: None,
             isolated: None,
+            witnesses: None,
             services: None,
             hourly: Vec::new(),
             peer: None,
@@ -645,6 +650,7 @@ mod tests {
                 since: at("2026-11-25T11:00:00Z"),
                 witnesses: "192.0.2.1 (icmp) no answer".into(),
             }),
+            witnesses: Some("192.0.2.1 (icmp)".into()),
             services: Some(KeeperStatus {
                 desired: Some(Desired::Running),
                 settled: true,
