@@ -93,6 +93,13 @@ async fn a_failed_replication_mails_root_with_the_reason_once_an_hour() {
         alerts.contains("1 sent, 0 not sent") && alerts.contains("failing: replication since"),
         "{alerts}"
     );
+    // The dashboard's list of recent mails: the one sent.
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&xivo_ha(root.path(), "", &["status", "--json"]))).unwrap();
+    let recent = json["components"]["alerts"]["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 1, "{recent:#?}");
+    assert_eq!(recent[0]["subject"].as_str(), Some(subject.as_str()));
+    assert!(recent[0]["error"].is_null(), "{recent:#?}");
 }
 
 #[tokio::test]
@@ -124,4 +131,9 @@ async fn mail_server_down_the_job_still_runs_and_status_says_the_mail_failed() {
     assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
     let summary = alerts["summary"].as_str().unwrap();
     assert!(summary.contains("LAST mail not sent"), "{summary}");
+    assert_eq!(
+        alerts["recent"][0]["error"].as_str(),
+        Some(error),
+        "{alerts:#}"
+    );
 }

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::context::Context;
 use crate::fsutil::FileError;
 use crate::paths::Paths;
-use crate::status::documents::{AlertsDoc, Component, MailRecord};
+use crate::status::documents::{AlertsDoc, Component, MAILS_KEPT, MailRecord};
 use crate::status::store;
 use decide::Mail;
 use settings::AlertSettings;
@@ -310,6 +310,10 @@ fn record(doc: &mut AlertsDoc, mail: &Mail, result: Result<(), String>, at: Date
     } else {
         doc.mails_sent += 1;
     }
+    if doc.recent.len() >= MAILS_KEPT {
+        doc.recent.drain(..=doc.recent.len() - MAILS_KEPT);
+    }
+    doc.recent.push(record.clone());
     doc.last_mail = Some(record);
 }
 

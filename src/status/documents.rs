@@ -27,6 +27,8 @@ pub enum Component {
     Alerts,
     /// DB Replic's per-table, per-sink progress (`dbreplic.json`).
     DbReplic,
+    /// The last `xivo-ha doctor`: its checks, the failing ones first (`doctor.json`).
+    Doctor,
     /// Maintenance mode (`maintenance.json`, present while it is on): the monitor leaves the
     /// services and the hourly jobs alone.
     Maintenance,
@@ -42,9 +44,10 @@ pub enum Component {
 
 impl Component {
     /// Every component, in the order of their names (the order `status` shows them in).
-    pub const ALL: [Component; 7] = [
+    pub const ALL: [Component; 8] = [
         Component::Alerts,
         Component::DbReplic,
+        Component::Doctor,
         Component::Maintenance,
         Component::Monitor,
         Component::Replication,
@@ -56,6 +59,7 @@ impl Component {
         match self {
             Component::Alerts => "alerts",
             Component::DbReplic => "dbreplic",
+            Component::Doctor => "doctor",
             Component::Maintenance => "maintenance",
             Component::Monitor => "monitor",
             Component::Replication => "replication",
@@ -249,6 +253,10 @@ pub struct MonitorDoc {
     /// Cut off: not taking over (see [`IsolationRecord`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolated: Option<IsolationRecord>,
+    /// On a slave: the witnesses asked before a takeover (`XIVO_HA_MONITOR_WITNESSES`), or that
+    /// the check is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witnesses: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub services: Option<KeeperStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -295,6 +303,7 @@ impl MonitorDoc {
             last_round: None,
             counters: None,
             isolated: None,
+            witnesses: None,
             services: None,
             hourly: Vec::new(),
             peer: None,
@@ -360,6 +369,10 @@ pub struct SinkStatus {
     pub last_id: i64,
     /// Rows of the source not yet delivered.
     pub behind: Option<i64>,
+    /// The last time no row was behind (the status refresh, every second): while rows are
+    /// behind, the time since then is the sink's lag (no undelivered row is older than that).
+    #[serde(default)]
+    pub caught_up_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
     pub state: SinkState,
@@ -457,7 +470,26 @@ pub struct AlertsDoc {
     pub last_mail: Option<MailRecord>,
     /// The last mail that could not be sent (kept after later successes, for `status`).
     pub last_failure: Option<MailRecord>,
+    /// The last [`MAILS_KEPT`] mails, sent or not, oldest first (the dashboard lists them).
+    #[serde(default)]
+    pub recent: Vec<MailRecord>,
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Mails the alerts' document keeps in [`AlertsDoc::recent`].
+pub const MAILS_KEPT: usize = 10;
+
+/// The last `xivo-ha doctor` (`doctor.json`): written by the command each time it runs, read
+/// by `status` and the dashboard. It is as current as its `ran_at`: the monitor does not run
+/// the doctor's checks (they log in to the peer's SSH and PostgreSQL).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DoctorDoc {
+    pub summary: String,
+    pub ran_at: DateTime<Utc>,
+    /// The role the checks were chosen for.
+    pub node_type: NodeType,
+    /// Every check, in the order the doctor ran them.
+    pub findings: Vec<crate::doctor::Finding>,
 }
 
 /// Every component's latest document, those that exist and could be read (serialized as an
@@ -468,6 +500,8 @@ pub struct Documents {
     pub alerts: Option<AlertsDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dbreplic: Option<DbReplicDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub doctor: Option<DoctorDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<MaintenanceDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -489,6 +523,7 @@ impl Documents {
                 let summary = match component {
                     Component::Alerts => self.alerts.as_ref().map(|d| &d.summary),
                     Component::DbReplic => self.dbreplic.as_ref().map(|d| &d.summary),
+                    Component::Doctor => self.doctor.as_ref().map(|d| &d.summary),
                     Component::Maintenance => self.maintenance.as_ref().map(|d| &d.summary),
                     Component::Monitor => self.monitor.as_ref().map(|d| &d.summary),
                     Component::Replication => self.replication.as_ref().map(|d| &d.summary),
@@ -620,6 +655,7 @@ mod tests {
                 since: at("2026-11-25T11:00:00Z"),
                 witnesses: "192.0.2.1 (icmp) no answer".into(),
             }),
+            witnesses: Some("192.0.2.1 (icmp)".into()),
             services: Some(KeeperStatus {
                 desired: Some(Desired::Running),
                 settled: true,
@@ -687,6 +723,7 @@ mod tests {
             destination: "reporting@127.0.0.1:5433/xc".into(),
             last_id: 42,
             behind: Some(3),
+            caught_up_at: Some(at("2026-11-25T10:59:00Z")),
             last_error: last_error.map(str::to_owned),
             last_error_at: last_error.map(|_| at("2026-11-25T11:00:00Z")),
             state,
