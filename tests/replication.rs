@@ -239,10 +239,10 @@ async fn the_classic_command_makes_every_replicated_table_and_sequence_equal() {
         .unwrap();
     assert_success(&output);
     let summary = stdout(&output);
-    assert!(summary.contains("ok, 16 of 16 tables copied"), "{summary}");
+    assert!(summary.contains("ok, 17 of 17 tables copied"), "{summary}");
 
     let tables = names(&master, "r").await;
-    assert_eq!(tables.len(), 16 + EXCLUDED_TABLES.len());
+    assert_eq!(tables.len(), 17 + EXCLUDED_TABLES.len());
     for table in tables
         .iter()
         .filter(|t| !EXCLUDED_TABLES.contains(&t.as_str()))
@@ -280,12 +280,12 @@ async fn the_classic_command_makes_every_replicated_table_and_sequence_equal() {
     let status: Value = serde_json::from_str(&stdout(&status)).unwrap();
     let state = &status["components"]["replication"];
     assert_eq!(state["result"], "ok");
-    assert_eq!(state["tables_copied"], 16);
+    assert_eq!(state["tables_copied"], 17);
     assert!(
         state["summary"]
             .as_str()
             .unwrap()
-            .contains("16 of 16 tables copied")
+            .contains("17 of 17 tables copied")
     );
 }
 
@@ -415,12 +415,12 @@ async fn dhcp_is_copied() {
 async fn an_unchanged_configuration_is_not_copied_again() {
     let (master, slave) = pair().await;
     let first = replicate(&master, &slave).await.unwrap();
-    assert_eq!(first.tables_copied.len(), 16);
+    assert_eq!(first.tables_copied.len(), 17);
     let after_first = dump(&slave);
 
     let second = replicate(&master, &slave).await.unwrap();
     assert_eq!(copied(&second), Vec::<&str>::new());
-    assert_eq!(second.tables_unchanged, 16);
+    assert_eq!(second.tables_unchanged, 17);
     assert_eq!(second.sequences_set, 0);
     // A run with no change writes nothing.
     assert_same_dump(&dump(&slave), &after_first);
@@ -498,7 +498,7 @@ async fn an_unchanged_configuration_is_not_copied_again() {
     );
     assert_success(&output);
     assert!(
-        stdout(&output).contains("ok, 16 of 16 tables copied"),
+        stdout(&output).contains("ok, 17 of 17 tables copied"),
         "{}",
         stdout(&output)
     );
@@ -633,7 +633,7 @@ async fn a_run_killed_in_the_middle_leaves_the_slave_as_it_was() {
         .await
         .unwrap();
     let report = replicate(&master, &slave).await.unwrap();
-    assert_eq!(report.tables_copied.len(), 16);
+    assert_eq!(report.tables_copied.len(), 17);
     assert_eq!(
         rows(&master, "staticsip").await,
         rows(&slave, "staticsip").await
@@ -1042,7 +1042,7 @@ async fn the_hourly_run_replicates_only_on_a_master() {
     )
     .unwrap();
     let report = replication::run_hourly(&ctx).await.unwrap().unwrap();
-    assert_eq!(report.tables_copied.len(), 16);
+    assert_eq!(report.tables_copied.len(), 17);
     assert_eq!(
         rows(&master, "userfeatures").await,
         rows_of(&slave, "userfeatures").await

@@ -48,6 +48,10 @@ pub enum Kind {
     DbReplicSink,
     /// The slave is cut off (no witness answers) and refuses to take over.
     Isolated,
+    /// A replication found changes made on the slave (while it served): what it merged back
+    /// into the master and what it overwrote (a one-off, sent by the master after the
+    /// failback's replication).
+    SlaveChanges,
 }
 
 impl Kind {
@@ -60,6 +64,7 @@ impl Kind {
             Kind::MaintenanceEnded => "maintenance-ended",
             Kind::DbReplicSink => "dbreplic-sink",
             Kind::Isolated => "isolated",
+            Kind::SlaveChanges => "slave-changes",
         }
     }
 
@@ -73,6 +78,9 @@ impl Kind {
             Kind::MaintenanceEnded => "Maintenance mode ended by its deadline",
             Kind::DbReplicSink => "DB Replic sink failing for more than 5 minutes",
             Kind::Isolated => "Slave cut off: no witness answers, not taking over",
+            Kind::SlaveChanges => {
+                "After the failback: the slave's changes merged back or overwritten"
+            }
         }
     }
 
@@ -86,6 +94,7 @@ impl Kind {
             Kind::MaintenanceEnded => "Maintenance mode ended",
             Kind::DbReplicSink => "DB Replic sink delivering again",
             Kind::Isolated => "Slave connected again: the network is back",
+            Kind::SlaveChanges => "The slave's changes handled",
         }
     }
 
@@ -113,6 +122,9 @@ impl Kind {
             Kind::Isolated => {
                 "the slave sees neither the master nor its witnesses (XIVO_HA_MONITOR_WITNESSES): check its network link; it takes over only once a witness answers"
             }
+            Kind::SlaveChanges => {
+                "the user statuses listed are on the master now; redo on the master what else was changed on the slave while it served, if it is still wanted"
+            }
         }
     }
 
@@ -125,7 +137,8 @@ impl Kind {
             | Kind::Failover
             | Kind::ContainerStart
             | Kind::MaintenanceEnded
-            | Kind::Isolated => Duration::ZERO,
+            | Kind::Isolated
+            | Kind::SlaveChanges => Duration::ZERO,
         }
     }
 }

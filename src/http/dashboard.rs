@@ -390,10 +390,24 @@ fn lag(d: chrono::Duration) -> String {
 }
 
 fn replication_details(d: &ReplicationDetails) -> String {
-    format!(
+    let mut out = format!(
         "{} tables copied, {} unchanged, {} rows, {} bytes",
         d.tables_copied, d.tables_unchanged, d.rows_copied, d.bytes_copied
-    )
+    );
+    if !d.merged_back.is_empty() || !d.conflicts.is_empty() {
+        out.push_str(&format!(
+            "; {} user statuses merged back, {} conflicts",
+            d.merged_back.len(),
+            d.conflicts.len()
+        ));
+    }
+    if !d.slave_changes_overwritten.is_empty() {
+        out.push_str(&format!(
+            "; the slave's changes overwritten: {}",
+            crate::replication::changed_tables(&d.slave_changes_overwritten)
+        ));
+    }
+    out
 }
 
 fn sync_details(d: &SyncDetails) -> String {
@@ -678,6 +692,7 @@ mod tests {
                 rows_copied: 30,
                 bytes_copied: 4000,
                 copied: vec![],
+                ..ReplicationDetails::default()
             },
         };
         status.components.replication = Some(replication(true));
