@@ -508,6 +508,12 @@ pub async fn replicate_merging(
     sides.phase("sequences");
     tx.commit().await.map_err(|e| sides.on_slave(e))?;
     sides.phase("committed");
+    if !slave_changes.is_empty() {
+        tracing::warn!(
+            "the slave had changed {} since the last replication: overwritten by the master's (after the merge-back of the user statuses)",
+            changed_tables(&slave_changes)
+        );
+    }
     // The snapshot only read: ending it cannot lose anything, and a failure here is harmless.
     let _ = snapshot.rollback().await;
 
@@ -661,7 +667,7 @@ impl Sides<'_> {
     }
 
     /// The tables the slave changed since the last run (its bookkeeping against its rows),
-    /// with their rows, logged; and the recorded tables it left untouched.
+    /// with their rows; and the recorded tables it left untouched.
     async fn slave_changes(
         &self,
         tx: &Transaction<'_>,
@@ -689,12 +695,6 @@ impl Sides<'_> {
                     rows: side.rows_changed(rec),
                 });
             }
-        }
-        if !changes.is_empty() {
-            tracing::warn!(
-                "the slave changed {} since the last replication: overwritten by the master's (after the merge-back of the user statuses)",
-                changed_tables(&changes)
-            );
         }
         Ok((untouched, changes))
     }
