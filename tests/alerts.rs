@@ -147,7 +147,10 @@ async fn the_slaves_changes_found_after_a_failback_are_mailed_with_the_list() {
         )
     };
     assert_success(&run());
-    assert!(smtp.messages().is_empty(), "a first replication mails nothing");
+    assert!(
+        smtp.messages().is_empty(),
+        "a first replication mails nothing"
+    );
     // What users and an administrator did while the slave served.
     slave
         .client()

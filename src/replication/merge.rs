@@ -149,15 +149,15 @@ pub struct Resolved {
     pub columns: Vec<String>,
 }
 
+/// Why tables or columns of the list are not merged, by table.
+pub type Notes = BTreeMap<String, Vec<String>>;
+
 /// The list against the master's catalog (the guards made it the slave's too): the tables to
 /// merge, and, by table, why a table or column is not merged. A table or column the setting
 /// names that the schema lacks is an error (the setting's fix is named).
-pub fn resolve(
-    list: &MergeList,
-    catalog: &Catalog,
-) -> Result<(Vec<Resolved>, BTreeMap<String, Vec<String>>), String> {
+pub fn resolve(list: &MergeList, catalog: &Catalog) -> Result<(Vec<Resolved>, Notes), String> {
     let mut resolved = Vec::new();
-    let mut notes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut notes = Notes::new();
     for spec in &list.tables {
         let table = &spec.table;
         let mut note = |text: String| notes.entry(table.clone()).or_default().push(text);

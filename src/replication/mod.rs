@@ -242,6 +242,14 @@ pub fn changed_tables(changes: &[SlaveChange]) -> String {
         .join(", ")
 }
 
+/// A value for people: `'1'`, or `NULL`.
+fn show_value(value: &Option<String>) -> String {
+    match value {
+        Some(v) => format!("'{v}'"),
+        None => "NULL".to_owned(),
+    }
+}
+
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -253,10 +261,7 @@ pub fn slave_changes_mail(merge: &MergeOutcome, changes: &[SlaveChange]) -> Opti
     if merge.merged_back.is_empty() && merge.conflicts.is_empty() && changes.is_empty() {
         return None;
     }
-    let show = |v: &Option<String>| match v {
-        Some(v) => format!("'{v}'"),
-        None => "NULL".to_owned(),
-    };
+    let show = show_value;
     let mut text = format!(
         "the slave's changes to {} were overwritten: {} (merged back: {})",
         plural(changes.len(), "table", "tables"),
@@ -781,23 +786,23 @@ impl Sides<'_> {
         }
         for m in &outcome.merged_back {
             tracing::info!(
-                "merge-back: {} {} {} = {:?} (was {:?}): changed on the slave, now on the master",
+                "merge-back: {} {} {} = {} (was {}): changed on the slave, now on the master",
                 m.table,
                 m.key,
                 m.column,
-                m.value,
-                m.was
+                show_value(&m.value),
+                show_value(&m.was)
             );
         }
         for c in &outcome.conflicts {
             tracing::warn!(
-                "merge-back conflict: {} {} {} changed on both sides (was {:?}): the master's {:?} kept, the slave's {:?} overwritten",
+                "merge-back conflict: {} {} {} changed on both sides (was {}): the master's {} kept, the slave's {} overwritten",
                 c.table,
                 c.key,
                 c.column,
-                c.base,
-                c.master,
-                c.slave
+                show_value(&c.base),
+                show_value(&c.master),
+                show_value(&c.slave)
             );
         }
         for note in &outcome.skipped {
