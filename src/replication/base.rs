@@ -19,22 +19,12 @@ use super::tables::{Catalog, qualified, quote_ident, quote_literal};
 pub async fn recorded(
     client: &impl GenericClient,
 ) -> Result<BTreeMap<String, (Vec<String>, Vec<String>)>, tokio_postgres::Error> {
-    let exists: bool = client
-        .query_typed(
-            "SELECT to_regclass('xivo_ha.merge_base_table') IS NOT NULL",
-            &[],
-        )
-        .await?[0]
-        .get(0);
-    if !exists {
-        return Ok(BTreeMap::new());
-    }
-    let rows = client
-        .query_typed(
-            "SELECT table_name, key_columns, columns FROM xivo_ha.merge_base_table",
-            &[],
-        )
-        .await?;
+    let rows = super::fingerprint::bookkeeping(
+        client,
+        "xivo_ha.merge_base_table",
+        "SELECT table_name, key_columns, columns FROM xivo_ha.merge_base_table",
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))

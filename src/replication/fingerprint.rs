@@ -63,26 +63,36 @@ pub struct Recorded {
     pub xid: i64,
 }
 
-/// The slave's bookkeeping; empty when it never received a replication from xivo-ha.
-pub async fn recorded(
+/// The rows `sql` reads from the bookkeeping table `table` (`xivo_ha.…`) of the slave; none
+/// when the table does not exist (the slave never received a replication from xivo-ha).
+pub async fn bookkeeping(
     client: &impl GenericClient,
-) -> Result<BTreeMap<String, Recorded>, tokio_postgres::Error> {
+    table: &str,
+    sql: &str,
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     let exists: bool = client
         .query_typed(
-            "SELECT to_regclass('xivo_ha.replication_fingerprint') IS NOT NULL",
+            &format!("SELECT to_regclass({}) IS NOT NULL", quote_literal(table)),
             &[],
         )
         .await?[0]
         .get(0);
     if !exists {
-        return Ok(BTreeMap::new());
+        return Ok(Vec::new());
     }
-    let rows = client
-        .query_typed(
-            "SELECT table_name, fingerprint, row_count, slave_xid FROM xivo_ha.replication_fingerprint",
-            &[],
-        )
-        .await?;
+    client.query_typed(sql, &[]).await
+}
+
+/// The slave's bookkeeping; empty when it never received a replication from xivo-ha.
+pub async fn recorded(
+    client: &impl GenericClient,
+) -> Result<BTreeMap<String, Recorded>, tokio_postgres::Error> {
+    let rows = bookkeeping(
+        client,
+        "xivo_ha.replication_fingerprint",
+        "SELECT table_name, fingerprint, row_count, slave_xid FROM xivo_ha.replication_fingerprint",
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|r| {
