@@ -649,6 +649,27 @@ mod tests {
     }
 
     #[test]
+    fn the_replication_row_says_what_it_did_with_the_slaves_changes() {
+        let mut details = ReplicationDetails {
+            tables_copied: 2,
+            ..ReplicationDetails::default()
+        };
+        assert_eq!(
+            replication_details(&details),
+            "2 tables copied, 0 unchanged, 0 rows, 0 bytes"
+        );
+        details.merged_back = vec![Default::default(); 3];
+        details.slave_changes_overwritten = vec![crate::status::documents::SlaveChange {
+            table: "extensions".into(),
+            rows: 1,
+        }];
+        assert_eq!(
+            replication_details(&details),
+            "2 tables copied, 0 unchanged, 0 rows, 0 bytes; 3 user statuses merged back, 0 conflicts; the slave's changes overwritten: extensions (1 row)"
+        );
+    }
+
+    #[test]
     fn a_disabled_node() {
         let html = page(
             &status(
