@@ -83,7 +83,7 @@ pub async fn values(
 
 /// Writes the merged values into the master, one UPDATE per row, each only if the master still
 /// holds the base for every value it changes (a value changed on the master since it was read
-/// is left alone). Returns the writes that found their row as expected.
+/// is left alone). Returns the writes that found their row as expected, and the others.
 pub async fn write(
     master: &Transaction<'_>,
     catalog: &Catalog,
@@ -97,6 +97,12 @@ pub async fn write(
     };
     let mut done = Vec::new();
     let mut missed = Vec::new();
+    if !writes.is_empty() {
+        // Rows held by a long transaction on the master fail the run instead of hanging it.
+        master
+            .batch_execute("SET LOCAL lock_timeout = '60s'")
+            .await?;
+    }
     for write in writes {
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
         let mut sets = Vec::new();
