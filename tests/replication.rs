@@ -1551,3 +1551,56 @@ async fn a_failing_merge_back_leaves_master_and_slave_as_they_were() {
         "(1,0612345678)"
     );
 }
+
+/// A copy failing after the merge-back committed: the master keeps the merged value, the slave
+/// is as it was, the failed run's document lists the merge, and the next run, finding the
+/// value on both sides, merges nothing more and reports no conflict.
+#[tokio::test]
+async fn a_copy_failing_after_the_merge_back_keeps_the_merged_value_on_the_master() {
+    let (master, slave) = replicated_pair().await;
+    exec(&slave, "UPDATE userfeatures SET enablednd = 1 WHERE id = 3").await;
+    exec(
+        &slave,
+        "CREATE FUNCTION refuse_user() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'the slave refuses users today'; END $$;
+         CREATE TRIGGER refuse_user BEFORE INSERT ON userfeatures FOR EACH ROW EXECUTE FUNCTION refuse_user();
+         ALTER TABLE userfeatures ENABLE ALWAYS TRIGGER refuse_user;",
+    )
+    .await;
+    let slave_before = dump(&slave);
+    let root = tempfile::tempdir().unwrap();
+    let output = db_replication(root.path(), &master, &slave.socket_url());
+    assert_eq!(output.status.code(), Some(1));
+    // What went into the master is logged before the failure.
+    let err = stderr(&output);
+    assert!(
+        err.contains("merge-back: userfeatures id=3 enablednd = '1' (was '0')")
+            && err.contains("xivo-ha: error: copying table `userfeatures` failed"),
+        "{err}"
+    );
+    assert_same_dump(&dump(&slave), &slave_before);
+    assert_eq!(user(&master, 3, "enablednd").await, "1");
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(root.path().join("var/lib/xivo-ha/replication.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["ok"], false);
+    assert_eq!(state["merged_back"][0]["key"], "id=3");
+    assert!(
+        state["summary"]
+            .as_str()
+            .unwrap()
+            .contains("1 user status merged back"),
+        "{state:#}"
+    );
+
+    exec(&slave, "DROP TRIGGER refuse_user ON userfeatures").await;
+    let report = replicate(&master, &slave).await.unwrap();
+    assert!(report.merge.merged_back.is_empty());
+    assert!(report.merge.conflicts.is_empty());
+    assert_eq!(user(&slave, 3, "enablednd").await, "1");
+    assert_eq!(
+        rows(&master, "userfeatures").await,
+        rows(&slave, "userfeatures").await
+    );
+}
