@@ -475,16 +475,18 @@ pub async fn replicate_merging(
             &options.merge,
         )
         .await?;
-    writer.commit().await.map_err(|e| ReplicationError::Merge {
-        table: merge
-            .merged_back
-            .first()
-            .map(|m| m.table.clone())
-            .unwrap_or_default(),
-        side: "master".into(),
-        target: source.describe(),
-        reason: error_reason(&e),
-    })?;
+    writer
+        .commit()
+        .await
+        .map_err(|e| match merge.merged_back.first() {
+            Some(m) => ReplicationError::Merge {
+                table: m.table.clone(),
+                side: "master".into(),
+                target: source.describe(),
+                reason: error_reason(&e),
+            },
+            None => sides.on_master(e),
+        })?;
     *merged = merge;
     sides.phase("merged back");
     let snapshot = sides.snapshot(&mut master).await?;
