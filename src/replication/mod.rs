@@ -3,16 +3,17 @@
 //! [`run_hourly`]): the orchestration of one run, its errors, its report and the state it leaves
 //! for `status`.
 //!
-//! One run: connect to both sides at once → lock on the master (advisory, session) → one slave
-//! transaction with `session_replication_role = replica` and an advisory lock → guards
-//! (encoding, same database, schema) → the tables the slave changed since the last run (its
-//! bookkeeping), listed → the merge-back: the user statuses the slave changed written into the
-//! master, in one master transaction committed before the copy → fingerprints decide which
-//! tables changed → TRUNCATE and binary COPY of those tables from one REPEATABLE READ snapshot of
-//! the master (taken after the merge-back, so the slave receives the merged values) → sequences
-//! → bookkeeping and the merge base → COMMIT. Any failure before the merge-back's COMMIT leaves
-//! both sides as they were; after it, the master keeps the merged values (the slave holds them
-//! already: the next run finds nothing left to merge) and the slave is as it was.
+//! One run: connect to both sides at once → lock on the master (advisory, session) → one
+//! REPEATABLE READ snapshot of the master and one slave transaction with
+//! `session_replication_role = replica` and an advisory lock → guards (encoding, same database,
+//! schema) → the master's fingerprints, and at the same time the tables the slave changed since
+//! the last run (its bookkeeping) → the merge-back: the user statuses the slave changed written
+//! into the master in one transaction of their own, committed, then a new snapshot (so that the
+//! slave receives the merged values) → TRUNCATE and binary COPY of the tables that changed →
+//! sequences → bookkeeping and the merge base → COMMIT. Any failure before the merge-back's
+//! COMMIT leaves both sides as they were; after it, the master keeps the merged values (the
+//! slave holds them already: the next run finds nothing left to merge) and the slave is as it
+//! was.
 //!
 //! - [`tables`]: the excluded-table constant and the catalog of each side.
 //! - [`guards`]: encoding, same-database and schema checks.
@@ -438,8 +439,9 @@ pub async fn replicate(
 
 /// [`replicate`], leaving in `merged` what the merge-back committed on the master (also when a
 /// later phase fails). The phases, in order, are the functions below it: connect and lock the
-/// master, begin the slave's transaction, the guards, the slave's changes, the merge-back,
-/// the master's snapshot, copy what changed, sequences and bookkeeping, then COMMIT.
+/// master, begin both transactions, the guards, the fingerprints with the slave's changes, the
+/// merge-back (and a new snapshot when it wrote), copy what changed, sequences and bookkeeping,
+/// then COMMIT.
 pub async fn replicate_merging(
     source: &DbTarget,
     target: &DbTarget,
@@ -454,20 +456,39 @@ pub async fn replicate_merging(
     };
     let (mut master, mut slave) = sides.connect().await?;
     sides.phase("connected");
-    let tx = sides.begin(&mut slave).await?;
-    let writer = master.transaction().await.map_err(|e| sides.on_master(e))?;
-    let catalog = sides.guards(&writer, &tx).await?;
+    let (snapshot, tx) = sides.begin(&mut master, &mut slave).await?;
+    let catalog = sides.guards(&snapshot, &tx).await?;
     sides.phase("guards");
     let replicated = catalog.copied_tables();
     let recorded = fingerprint::recorded(&tx)
         .await
         .map_err(|e| sides.on_slave(e))?;
-    let (untouched, slave_changes) = sides.slave_changes(&tx, &replicated, &recorded).await?;
-    sides.phase("slave changes");
+    // What to compare the master's fingerprints with: nothing on a first run or with --full,
+    // which copy everything.
+    let recorded_for_copy = if options.full {
+        Default::default()
+    } else {
+        recorded.clone()
+    };
+    // The slave check runs while the master fingerprints (a run that copies everything
+    // computes them beside the copy instead).
+    let (slave_side, fingerprints) =
+        tokio::join!(sides.slave_changes(&tx, &replicated, &recorded), async {
+            if recorded_for_copy.is_empty() {
+                return Ok(None);
+            }
+            fingerprint::master_fingerprints(&snapshot, &replicated)
+                .await
+                .map(Some)
+                .map_err(|e| sides.on_master(e))
+        });
+    let (untouched, slave_changes) = slave_side?;
+    let fingerprints = fingerprints?;
+    sides.phase("fingerprints");
     let changed_on_slave: BTreeSet<&str> = slave_changes.iter().map(|c| c.table.as_str()).collect();
     let (merge, resolved) = sides
         .merge_back(
-            &writer,
+            &snapshot,
             &tx,
             &catalog,
             &recorded,
@@ -475,25 +496,16 @@ pub async fn replicate_merging(
             &options.merge,
         )
         .await?;
-    writer
-        .commit()
-        .await
-        .map_err(|e| match merge.merged_back.first() {
-            Some(m) => ReplicationError::Merge {
-                table: m.table.clone(),
-                side: "master".into(),
-                target: source.describe(),
-                reason: error_reason(&e),
-            },
-            None => sides.on_master(e),
-        })?;
-    *merged = merge;
     sides.phase("merged back");
-    let snapshot = sides.snapshot(&mut master).await?;
-    let recorded_for_copy = if options.full {
-        Default::default()
+    // Values written into the master: a new snapshot, taken after their commit, carries them
+    // to the slave (and its fingerprints).
+    let wrote = !merge.merged_back.is_empty();
+    *merged = merge;
+    let (snapshot, fingerprints) = if wrote {
+        let _ = snapshot.rollback().await;
+        (sides.snapshot(&mut master).await?, None)
     } else {
-        recorded
+        (snapshot, fingerprints)
     };
     let (fingerprints, copied) = sides
         .copy_changed(
@@ -503,6 +515,7 @@ pub async fn replicate_merging(
             &replicated,
             &recorded_for_copy,
             &untouched,
+            fingerprints,
             options.progress,
         )
         .await?;
@@ -601,8 +614,14 @@ impl Sides<'_> {
         Ok((master, slave))
     }
 
-    /// The slave's transaction, in replica role.
-    async fn begin<'s>(&self, slave: &'s mut Client) -> Result<Transaction<'s>, ReplicationError> {
+    /// The master's snapshot (one for fingerprints and data: the slave receives a consistent
+    /// configuration) and the slave's transaction, in replica role.
+    async fn begin<'m, 's>(
+        &self,
+        master: &'m mut Client,
+        slave: &'s mut Client,
+    ) -> Result<(Transaction<'m>, Transaction<'s>), ReplicationError> {
+        let snapshot = self.snapshot(master).await?;
         let tx = slave.transaction().await.map_err(|e| self.on_slave(e))?;
         tx.batch_execute("SET LOCAL session_replication_role = replica")
             .await
@@ -620,11 +639,10 @@ impl Sides<'_> {
         )
         .await
         .map_err(|e| self.on_slave(e))?;
-        Ok(tx)
+        Ok((snapshot, tx))
     }
 
-    /// The master's snapshot, taken after the merge-back: one for fingerprints and data, so
-    /// that the slave receives a consistent configuration, merged values included.
+    /// A REPEATABLE READ, read-only transaction of the master: what the slave receives.
     async fn snapshot<'m>(
         &self,
         master: &'m mut Client,
@@ -638,8 +656,7 @@ impl Sides<'_> {
             .map_err(|e| self.on_master(e))
     }
 
-    /// The guards, before anything is written (`master` is the merge-back's transaction);
-    /// returns the master's catalog. The same-database check comes before the slave lock,
+    /// The guards, before anything is written; returns the master's catalog. The same-database check comes before the slave lock,
     /// which the master's own lock would otherwise hold in that case. The two servers work at
     /// the same time wherever both sides are asked the same thing.
     async fn guards(
@@ -706,14 +723,15 @@ impl Sides<'_> {
         Ok((untouched, changes))
     }
 
-    /// The merge-back, written in `master` (committed by the caller): for each table of the
-    /// list the slave changed, its base, the slave's and the master's values read, the
-    /// decision, the writes. Returns the outcome and the tables merged (whose base the run
-    /// records). Nothing is merged on a first run (no base yet), said once.
+    /// The merge-back: for each table of the list the slave changed, its base, the slave's
+    /// values and the master's (from `snapshot`) read, and the decision; then the writes, in
+    /// one transaction on a connection of their own to the master, committed. Returns the
+    /// outcome and the tables merged (whose base the run records). Nothing is merged on a
+    /// first run (no base yet), said once.
     #[allow(clippy::too_many_arguments)]
     async fn merge_back(
         &self,
-        master: &Transaction<'_>,
+        snapshot: &Transaction<'_>,
         tx: &Transaction<'_>,
         catalog: &tables::Catalog,
         recorded: &BTreeMap<String, fingerprint::Recorded>,
@@ -734,19 +752,20 @@ impl Sides<'_> {
                 outcome.skipped.extend(table_notes.iter().cloned());
             }
         }
+        let failed = |table: &str, side: &str, target: &DbTarget, e: tokio_postgres::Error| {
+            ReplicationError::Merge {
+                table: table.to_owned(),
+                side: side.into(),
+                target: target.describe(),
+                reason: error_reason(&e),
+            }
+        };
         let bases = base::recorded(tx).await.map_err(|e| self.on_slave(e))?;
+        let mut decisions = Vec::new();
         for table in resolved
             .iter()
             .filter(|r| changed_on_slave.contains(r.table.as_str()))
         {
-            let failed =
-                |side: &str, target: &DbTarget, e: tokio_postgres::Error| ReplicationError::Merge {
-                    table: table.table.clone(),
-                    side: side.into(),
-                    target: target.describe(),
-                    reason: error_reason(&e),
-                };
-            let on_slave = |e| failed("slave", self.target, e);
             let Some((key, columns)) = bases.get(&table.table) else {
                 outcome.skipped.push(format!(
                     "no merge for `{}`: no base recorded yet (the next replication records it)",
@@ -764,27 +783,40 @@ impl Sides<'_> {
             let (base_rows, slave_values, master_values) = tokio::join!(
                 base::read(tx, &table.table, key.clone(), columns.clone()),
                 base::values(tx, table),
-                base::values(master, table)
+                base::values(snapshot, table)
             );
+            let on_slave = |e| failed(&table.table, "slave", self.target, e);
             let base_rows = base_rows.map_err(on_slave)?;
             let slave_values = slave_values.map_err(on_slave)?;
-            let master_values = master_values.map_err(|e| failed("master", self.source, e))?;
+            let master_values =
+                master_values.map_err(|e| failed(&table.table, "master", self.source, e))?;
             let decision = merge::decide(table, &base_rows, &slave_values, &master_values);
-            let (done, missed) = base::write(master, catalog, table, decision.writes)
-                .await
-                .map_err(|e| failed("master", self.source, e))?;
-            for write in missed {
-                outcome.skipped.push(format!(
-                    "no merge for `{}` {}: changed on the master during the merge-back: the master's value is kept",
-                    table.table,
-                    merge::show_key(&table.key, &write.key)
-                ));
-            }
-            outcome
-                .merged_back
-                .extend(merge::merged_values(table, &done));
             outcome.conflicts.extend(decision.conflicts);
             outcome.skipped.extend(decision.skipped);
+            if !decision.writes.is_empty() {
+                decisions.push((table, decision.writes));
+            }
+        }
+        if let Some((first, _)) = decisions.first() {
+            let on_master = |e| failed(&first.table, "master", self.source, e);
+            let mut writer = self.source.connect().await?;
+            let writes = writer.transaction().await.map_err(on_master)?;
+            let mut merged = Vec::new();
+            for (table, rows) in decisions {
+                let (done, missed) = base::write(&writes, catalog, table, rows)
+                    .await
+                    .map_err(|e| failed(&table.table, "master", self.source, e))?;
+                for write in missed {
+                    outcome.skipped.push(format!(
+                        "no merge for `{}` {}: changed on the master during the merge-back: the master's value is kept",
+                        table.table,
+                        merge::show_key(&table.key, &write.key)
+                    ));
+                }
+                merged.extend(merge::merged_values(table, &done));
+            }
+            writes.commit().await.map_err(on_master)?;
+            outcome.merged_back = merged;
         }
         for m in &outcome.merged_back {
             tracing::info!(
@@ -815,7 +847,8 @@ impl Sides<'_> {
 
     /// What changed, copied: everything on a first run or with `--full` (`recorded` empty),
     /// otherwise the tables whose fingerprint changed or that the slave changed (not in
-    /// `untouched`). Returns the master's fingerprints (to record) and the copies.
+    /// `untouched`). `fingerprints` are the snapshot's, when already computed. Returns the
+    /// master's fingerprints (to record) and the copies.
     #[allow(clippy::too_many_arguments)]
     async fn copy_changed(
         &self,
@@ -825,6 +858,7 @@ impl Sides<'_> {
         replicated: &[&str],
         recorded: &BTreeMap<String, fingerprint::Recorded>,
         untouched: &BTreeSet<String>,
+        fingerprints: Option<Fingerprints>,
         progress: bool,
     ) -> Result<(Fingerprints, Vec<TableCopy>), ReplicationError> {
         let mut progress = Progress::new(progress);
@@ -832,10 +866,12 @@ impl Sides<'_> {
             self.copy_all(snapshot, tx, catalog, replicated, &mut progress)
                 .await
         } else {
-            let fingerprints = fingerprint::master_fingerprints(snapshot, replicated)
-                .await
-                .map_err(|e| self.on_master(e))?;
-            self.phase("fingerprints");
+            let fingerprints = match fingerprints {
+                Some(fingerprints) => fingerprints,
+                None => fingerprint::master_fingerprints(snapshot, replicated)
+                    .await
+                    .map_err(|e| self.on_master(e))?,
+            };
             let changed: BTreeSet<String> = replicated
                 .iter()
                 .filter(|t| {
