@@ -16,14 +16,8 @@ cd "$(dirname "$0")/.."
 binary=""
 standin=target/release/xivo-ha-sip-standin
 repository=xivo-ha
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --binary) binary=$2; shift 2 ;;
-    --standin) standin=$2; shift 2 ;;
-    --repository) repository=$2; shift 2 ;;
-    *) sed -n '2,12p' "$0" >&2; exit 2 ;;
-  esac
-done
+. scripts/options.sh
+parse_options 12 binary standin repository -- "$@"
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 if [ -z "$version" ]; then

@@ -27,14 +27,8 @@ cd "$(dirname "$0")/.."
 image=""
 prefix=xivoha-demo-
 results=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --image) image=$2; shift 2 ;;
-    --prefix) prefix=$2; shift 2 ;;
-    --results) results=$2; shift 2 ;;
-    *) sed -n '2,16p' "$0" >&2; exit 2 ;;
-  esac
-done
+. scripts/options.sh
+parse_options 16 image prefix results -- "$@"
 if ! [[ "$prefix" =~ ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ ]]; then
   echo "demo: --prefix $prefix: letters, digits, _ . - only" >&2
   exit 2

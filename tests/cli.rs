@@ -51,10 +51,9 @@ fn install_links_creates_xivos_command_names() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("Usage: xivo-master-slave-db-replication <slave_ip>"),
-        "{}",
-        stderr(&output)
+    assert_refused(
+        &output,
+        "Usage: xivo-master-slave-db-replication <slave_ip>",
     );
     // Again: already there, nothing to do.
     assert_success(
@@ -125,13 +124,12 @@ fn help_shows_the_settings_this_node_has_where_they_are_not_the_defaults() {
         .unwrap();
     assert_success(&output);
     let help = stdout(&output);
-    assert!(
-        help.contains("Usage: xivo-check-master-status <master_ip>\n"),
-        "{help}"
-    );
-    assert!(
-        help.contains("  containers asterisk,monit,nginx (XIVO_HA_MONITOR_CONTAINERS)\n"),
-        "{help}"
+    assert_holds(
+        &help,
+        &[
+            "Usage: xivo-check-master-status <master_ip>\n",
+            "  containers asterisk,monit,nginx (XIVO_HA_MONITOR_CONTAINERS)\n",
+        ],
     );
     assert!(!help.contains("XIVO_HA_SLAVE_DB"), "{help}");
     for args in [
@@ -140,24 +138,18 @@ fn help_shows_the_settings_this_node_has_where_they_are_not_the_defaults() {
     ] {
         let help = run_help(args);
         let custom_env = root.path().join("etc/docker/xivo/custom.env");
-        assert!(
-            help.contains(&format!(
-                "Configured on this node ({} and the environment), differing from the defaults:",
-                custom_env.display()
-            )),
-            "{args:?}: {help}"
+        let configured = format!(
+            "Configured on this node ({} and the environment), differing from the defaults:",
+            custom_env.display()
         );
-        assert!(
-            help.contains("  port 5433 (XIVO_HA_SLAVE_DB_PORT)\n"),
-            "{help}"
-        );
-        assert!(
-            help.contains("  database asterisk_copy (XIVO_HA_SLAVE_DB_NAME)\n"),
-            "{help}"
-        );
-        assert!(
-            help.contains("  password set (XIVO_HA_SLAVE_DB_PASSWORD)"),
-            "{help}"
+        assert_holds(
+            &help,
+            &[
+                configured.as_str(),
+                "  port 5433 (XIVO_HA_SLAVE_DB_PORT)\n",
+                "  database asterisk_copy (XIVO_HA_SLAVE_DB_NAME)\n",
+                "  password set (XIVO_HA_SLAVE_DB_PASSWORD)",
+            ],
         );
         // The user is the default one, the password's value is never shown.
         assert!(!help.contains("XIVO_HA_SLAVE_DB_USER"), "{help}");

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::docker_lab::{docker, start_slave_lab};
-use common::monitor_process::{MonitorProcess, free_port};
+use common::docker_lab::docker;
+use common::monitor_process::{MonitorProcess, free_port, start_monitored_slave_lab};
 use common::*;
 
 /// Where the screenshots go.
@@ -25,7 +25,8 @@ fn artefacts() -> PathBuf {
 /// side); returns its stdout.
 fn chromium(url: &str, args: &[&str]) -> String {
     let profile = tempfile::tempdir().unwrap();
-    let output = Command::new("chromium")
+    let mut chromium = Command::new("chromium");
+    chromium
         .args([
             "--headless",
             "--no-sandbox",
@@ -36,14 +37,9 @@ fn chromium(url: &str, args: &[&str]) -> String {
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
-        .arg(url)
-        .output()
-        .expect("chromium runs (apt-get install chromium)");
-    assert!(
-        output.status.success(),
-        "chromium {args:?} {url}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .arg(url);
+    let what = format!("chromium {args:?} {url} (apt-get install chromium)");
+    let output = output_of(&what, &mut chromium);
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -155,13 +151,7 @@ async fn a_disabled_node_then_a_master_with_its_replication() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_shows_on_the_slave_page() {
-    let port = free_port();
-    let slave = start_slave_lab(
-        &[("asterisk", false)],
-        &[("XIVO_HA_HTTP_LISTEN", format!("127.0.0.1:{port}"))],
-    );
-    let monitor = MonitorProcess::start(slave.root(), port);
-    monitor.wait_healthy().await;
+    let (slave, monitor) = start_monitored_slave_lab().await;
     wait_headline(&monitor, "standing by, master up", Duration::from_secs(15)).await;
     let page = dom(&monitor);
     assert!(page.contains("<body data-role=\"slave\""), "{page}");
@@ -192,14 +182,8 @@ async fn a_failover_shows_on_the_slave_page() {
     );
     assert!(text.contains("consecutive bad rounds"), "{text}");
     for path in ["icmp", "tcp", "sip"] {
-        assert!(
-            page.contains(&format!("class=\"mark {path} bad\"")),
-            "{path}: {page}"
-        );
-        assert!(
-            page.contains(&format!("class=\"mark {path} ok\"")),
-            "{path}: {page}"
-        );
+        let marks = ["bad", "ok"].map(|mark| format!("class=\"mark {path} {mark}\""));
+        assert_holds(&page, &marks);
     }
     assert!(page.contains("class=\"change to-down\""), "{page}");
     assert!(page.contains("<tr class=\"transition to-down\""), "{page}");

@@ -13,11 +13,28 @@ use common::dbreplic::*;
 use common::es_server::Fault;
 use common::*;
 
+/// A pipeline (HA mode, `extra` settings) whose source has `cel` and `queue_log` rows.
+async fn start_loaded_pipeline(cel: i64, queue_log: i64, extra: &str) -> Pipeline {
+    let p = start_pipeline(&format!("IS_HA_SLAVE=true\n{extra}")).await;
+    p.insert_cel(cel).await;
+    p.insert_queue_log(queue_log).await;
+    p
+}
+
+/// The first user's first name in `db`.
+async fn first_user(db: &tokio_postgres::Client) -> String {
+    db.query_one(
+        "SELECT firstname FROM userfeatures ORDER BY id LIMIT 1",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_mode_forwards_only_events_and_never_touches_config_tables() {
-    let p = start_pipeline("IS_HA_SLAVE=true\nDB_REPLIC_BATCH_ROWS=500\n").await;
-    p.insert_cel(1200).await;
-    p.insert_queue_log(700).await;
+    let p = start_loaded_pipeline(1200, 700, "DB_REPLIC_BATCH_ROWS=500\n").await;
     // A configuration table fed by the master: the slave must leave it alone.
     p.reporting
         .batch_execute("CREATE TABLE dialaction (event text); INSERT INTO dialaction VALUES ('from the master')")
@@ -83,36 +100,17 @@ async fn normal_mode_also_refreshes_the_config_tables() {
     )
     .await;
     assert_eq!(stale, vec![0]);
-    let user: String = reporting
-        .query_one(
-            "SELECT firstname FROM userfeatures ORDER BY id LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let expected: String = src
-        .query_one(
-            "SELECT firstname FROM userfeatures ORDER BY id LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(user, expected);
+    assert_eq!(first_user(reporting).await, first_user(&src).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elasticsearch_failing_for_a_while_holds_nothing_back_and_loses_nothing() {
-    let p = start_pipeline("IS_HA_SLAVE=true\nDB_REPLIC_BATCH_ROWS=400\n").await;
-    p.insert_cel(3000).await;
-    p.insert_queue_log(1000).await;
+    let p = start_loaded_pipeline(3000, 1000, "DB_REPLIC_BATCH_ROWS=400\n").await;
     let es = &p.es;
     es.set_down(true);
     let runner = p.start_db_replic();
     // Elasticsearch is down: PostgreSQL gets everything anyway.
-    p.wait_pg_caught_up(
-        &p.reporting,
+    p.wait_reporting_caught_up(
         "PostgreSQL to catch up while ES is down",
         Duration::from_secs(30),
     )
@@ -155,12 +153,8 @@ async fn elasticsearch_failing_for_a_while_holds_nothing_back_and_loses_nothing(
         async || es.faults_left() == 0,
     )
     .await;
-    p.wait_pg_caught_up(
-        &p.reporting,
-        "PostgreSQL to get the new rows",
-        Duration::from_secs(10),
-    )
-    .await;
+    p.wait_reporting_caught_up("PostgreSQL to get the new rows", Duration::from_secs(10))
+        .await;
     runner.stop().await.unwrap();
     p.assert_exactly_once().await;
     assert!(es.failed_items() > 0 && es.failed_requests() > 0);
@@ -210,9 +204,7 @@ async fn a_refused_request_stops_only_the_elasticsearch_sink() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_runner_mid_batch_then_restarting_resumes_from_the_checkpoints() {
-    let p = start_pipeline("IS_HA_SLAVE=true\nDB_REPLIC_BATCH_ROWS=500\n").await;
-    p.insert_cel(20_000).await;
-    p.insert_queue_log(2_000).await;
+    let p = start_loaded_pipeline(20_000, 2_000, "DB_REPLIC_BATCH_ROWS=500\n").await;
     let es = &p.es;
     // Slow answers, so that the drop lands while a bulk request is in flight.
     es.push_faults((0..100).map(|_| Fault::Delay(Duration::from_millis(60))));
@@ -245,9 +237,7 @@ async fn dropping_the_runner_mid_batch_then_restarting_resumes_from_the_checkpoi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_binary_mid_batch_and_restarting_loses_and_duplicates_nothing() {
-    let p = start_pipeline("IS_HA_SLAVE=true\nDB_REPLIC_BATCH_ROWS=1000\n").await;
-    p.insert_cel(30_000).await;
-    p.insert_queue_log(3_000).await;
+    let p = start_loaded_pipeline(30_000, 3_000, "DB_REPLIC_BATCH_ROWS=1000\n").await;
     let es = &p.es;
     es.push_faults((0..200).map(|_| Fault::Delay(Duration::from_millis(40))));
     p.enable_xc();
@@ -290,12 +280,7 @@ async fn killing_the_binary_mid_batch_and_restarting_loses_and_duplicates_nothin
     p.assert_exactly_once().await;
     // `status` shows DB Replic's line.
     let status = xivo_ha(p.root(), &p.source.url(), &["status"]);
-    assert_success(&status);
-    assert!(
-        stdout(&status).contains("dbreplic: HA mode"),
-        "{}",
-        stdout(&status)
-    );
+    assert_says(&status, "dbreplic: HA mode");
 }
 
 /// A custom.env saved by a Windows editor (byte-order mark), a quoted value with a comment
@@ -451,7 +436,7 @@ async fn reporting_database_stopped_and_restarted() {
     p.insert_cel(2000).await;
     p.insert_queue_log(500).await;
     let runner = p.start_db_replic();
-    p.wait_pg_caught_up(&p.reporting, "the first delivery", Duration::from_secs(30))
+    p.wait_reporting_caught_up("the first delivery", Duration::from_secs(30))
         .await;
     tokio::task::block_in_place(|| cluster.stop());
     // Rows keep coming while the reporting database is down; Elasticsearch keeps getting them.
@@ -487,12 +472,7 @@ async fn reporting_database_stopped_and_restarted() {
 fn not_enabled_says_so_and_exits_0() {
     let root = tempfile::tempdir().unwrap();
     let output = xivo_ha(root.path(), "host=127.0.0.1 dbname=unused", &["db-replic"]);
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains("xc_enabled"),
-        "{}",
-        stdout(&output)
-    );
+    assert_says(&output, "xc_enabled");
     assert!(!root.path().join("var/log/xivo-db-replication").exists());
 }
 
@@ -595,30 +575,13 @@ async fn real_elasticsearch_when_available() {
         .send()
         .await
         .unwrap();
-    let count: serde_json::Value = http
-        .get(format!("{base}/{suffix}-cel/_count"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let expected = p
-        .source
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM cel", &[])
-        .await
-        .unwrap()
-        .get::<_, i64>(0);
-    let mapping: serde_json::Value = http
-        .get(format!("{base}/{suffix}-cel/_mapping"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get = async |path: &str| -> serde_json::Value {
+        let response = http.get(format!("{base}/{path}")).send().await.unwrap();
+        response.json().await.unwrap()
+    };
+    let count = get(&format!("{suffix}-cel/_count")).await;
+    let expected: i64 = p.source.value("SELECT count(*) FROM cel").await;
+    let mapping = get(&format!("{suffix}-cel/_mapping")).await;
     let _ = http
         .delete(format!("{base}/{suffix}-cel,{suffix}-queue_log"))
         .send()
@@ -632,14 +595,6 @@ async fn real_elasticsearch_when_available() {
 
 // Rows that commit late or arrive out of id order (issue 12, high item 1). Each test ends
 // with every row in both sinks exactly once.
-
-/// A pipeline (HA mode, `extra` settings) whose source has `cel` and `queue_log` rows.
-async fn start_hole_lab(cel: i64, queue_log: i64, extra: &str) -> Pipeline {
-    let p = start_pipeline(&format!("IS_HA_SLAVE=true\n{extra}")).await;
-    p.insert_cel(cel).await;
-    p.insert_queue_log(queue_log).await;
-    p
-}
 
 const SINKS: [&str; 2] = ["postgresql", "elasticsearch"];
 
@@ -733,7 +688,7 @@ async fn commit_and_finish(p: &Pipeline, runner: RunningDbReplic, held: tokio_po
 async fn a_cel_row_committed_8_s_after_later_ids_is_delivered() {
     // Today's defaults: a 5 s gap wait, reconciliation every 5 minutes (so that only the hole
     // rule can deliver the late row within this test).
-    let lab = start_hole_lab(100, 10, "").await;
+    let lab = start_loaded_pipeline(100, 10, "").await;
     let (runner, held, id) = start_holding(&lab, 20).await;
     // The reproduction of the issue: the commit comes 8 s later, past DB_REPLIC_GAP_WAIT_MS.
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -745,7 +700,7 @@ async fn a_cel_row_committed_8_s_after_later_ids_is_delivered() {
 async fn a_transaction_held_past_every_window_is_waited_for() {
     // The "120 s" case with the windows shrunk: the hold outlasts the gap wait, many polls and
     // at least two reconciliation passes; the same code path as a two-minute hold.
-    let lab = start_hole_lab(
+    let lab = start_loaded_pipeline(
         50,
         10,
         "DB_REPLIC_GAP_WAIT_MS=200\nDB_REPLIC_RECONCILE_MS=200\n",
@@ -781,7 +736,7 @@ async fn a_transaction_held_past_every_window_is_waited_for() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_explicit_lower_id_inserted_after_higher_ones_is_reconciled() {
-    let lab = start_hole_lab(
+    let lab = start_loaded_pipeline(
         20,
         50,
         "DB_REPLIC_GAP_WAIT_MS=200\nDB_REPLIC_RECONCILE_MS=300\n",
@@ -837,7 +792,7 @@ async fn an_explicit_lower_id_inserted_after_higher_ones_is_reconciled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_holding_an_id_across_a_restart_is_waited_for() {
     // No reconciliation within the test: only the hole rule may deliver the held row.
-    let lab = start_hole_lab(40, 10, "DB_REPLIC_GAP_WAIT_MS=200\n").await;
+    let lab = start_loaded_pipeline(40, 10, "DB_REPLIC_GAP_WAIT_MS=200\n").await;
     let (runner, held, id) = start_holding(&lab, 25).await;
     runner.stop().await.unwrap();
     std::fs::remove_file(lab.root().join(STATE_FILE)).unwrap();
@@ -868,7 +823,8 @@ async fn a_transaction_holding_an_id_across_a_restart_is_waited_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_committing_out_of_order_and_rolling_back_lose_nothing() {
     // A gap wait shorter than the commit delays: only the hole rule keeps the late rows.
-    let lab = start_hole_lab(10, 10, "DB_REPLIC_GAP_WAIT_MS=20\nDB_REPLIC_POLL_MS=20\n").await;
+    let lab =
+        start_loaded_pipeline(10, 10, "DB_REPLIC_GAP_WAIT_MS=20\nDB_REPLIC_POLL_MS=20\n").await;
     let runner = lab.start_db_replic();
     let mut writers = tokio::task::JoinSet::new();
     for writer in 0..6u64 {

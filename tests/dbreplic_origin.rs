@@ -164,21 +164,30 @@ fn doctor_origin(output: &std::process::Output) -> serde_json::Value {
         .clone()
 }
 
+/// Node A (the pipeline's) delivers 200 CEL and 30 queue_log rows to the one sink a site has
+/// (the reporting database, or Elasticsearch unless `into_postgresql`), then stops: gives
+/// what the sinks hold.
+async fn node_a_delivers(p: &Pipeline, into_postgresql: bool) -> String {
+    p.insert_cel(200).await;
+    p.insert_queue_log(30).await;
+    let a = p.start_db_replic();
+    let timeout = Duration::from_secs(30);
+    if into_postgresql {
+        p.wait_reporting_caught_up("node A into PostgreSQL", timeout)
+            .await;
+    } else {
+        p.wait_es_caught_up("node A into Elasticsearch", timeout)
+            .await;
+    }
+    a.stop().await.unwrap();
+    sinks(p).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgresql_only_site_enforces_the_claim() {
     let p = start_pipeline("IS_HA_SLAVE=true\n").await;
     p.es.set_down(true);
-    p.insert_cel(200).await;
-    p.insert_queue_log(30).await;
-    let a = p.start_db_replic();
-    p.wait_pg_caught_up(
-        &p.reporting,
-        "node A into PostgreSQL",
-        Duration::from_secs(30),
-    )
-    .await;
-    a.stop().await.unwrap();
-    let before = sinks(&p).await;
+    let before = node_a_delivers(&p, true).await;
 
     let b = other_node_with_rows(&p, "IS_HA_SLAVE=true\n").await;
     // Elasticsearch never answers: the reporting database alone refuses node B.
@@ -196,13 +205,7 @@ async fn a_postgresql_only_site_enforces_the_claim() {
 async fn an_elasticsearch_only_site_enforces_the_claim() {
     let mut p = start_pipeline("IS_HA_SLAVE=true\n").await;
     p.set_reporting_unreachable();
-    p.insert_cel(200).await;
-    p.insert_queue_log(30).await;
-    let a = p.start_db_replic();
-    p.wait_es_caught_up("node A into Elasticsearch", Duration::from_secs(30))
-        .await;
-    a.stop().await.unwrap();
-    let before = sinks(&p).await;
+    let before = node_a_delivers(&p, false).await;
     assert!(before.contains("es xivo-ha-dbreplic-claims/origin-claim-xivo-test"));
 
     let b = other_node_with_rows(&p, "IS_HA_SLAVE=true\n").await;

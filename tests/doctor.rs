@@ -18,6 +18,15 @@ fn finding<'a>(report: &'a Value, check: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {check} in {report:#}"))
 }
 
+/// What the doctor found for `check`, which must have failed saying `words`.
+fn failed<'a>(report: &'a Value, check: &str, words: &str) -> &'a str {
+    let finding = finding(report, check);
+    assert_eq!(finding["level"], "failed", "{finding}");
+    let found = finding["found"].as_str().unwrap();
+    assert!(found.contains(words), "{check}: {found}");
+    found
+}
+
 fn doctor_json(root: &Path, db: &str) -> (Value, Option<i32>) {
     let output = xivo_ha_isolated(root, db, &["doctor", "--json"]);
     let report = serde_json::from_str(&stdout(&output))
@@ -50,53 +59,24 @@ async fn a_slave_with_xivo_defaults_is_told_what_to_fix() {
     assert_eq!(code, Some(1));
     assert_eq!(finding(&report, "ha-configured")["level"], "ok");
     assert_eq!(finding(&report, "peer-address")["level"], "ok");
-    let expiry = finding(&report, "sip-expiry");
-    assert_eq!(expiry["level"], "failed");
-    assert!(
-        expiry["found"]
-            .as_str()
-            .unwrap()
-            .contains("maxexpiry is 3600 (HA needs 300)"),
-        "{expiry}"
-    );
-    let trunks = finding(&report, "trunk-expiry");
-    assert_eq!(trunks["level"], "failed");
-    let found = trunks["found"].as_str().unwrap();
-    assert!(found.contains("Provider 2 (3600 s)"), "{found}");
+    failed(&report, "sip-expiry", "maxexpiry is 3600 (HA needs 300)");
+    let found = failed(&report, "trunk-expiry", "Provider 2 (3600 s)");
     assert!(
         !found.contains("Provider 1"),
         "Provider 1 uses the default expiry (120 s): {found}"
     );
     // No witness configured and, in this namespace, no default route: said.
-    let witnesses = finding(&report, "witnesses");
-    assert_eq!(witnesses["level"], "failed", "{witnesses}");
-    assert!(
-        witnesses["found"]
-            .as_str()
-            .unwrap()
-            .contains("no witness configured and no default route"),
-        "{witnesses}"
-    );
-    let plugins = finding(&report, "provd-plugins");
-    assert_eq!(plugins["level"], "failed");
-    assert!(
-        plugins["found"]
-            .as_str()
-            .unwrap()
-            .contains("xivo-aastra-4.3")
-    );
+    let no_witness = "no witness configured and no default route";
+    failed(&report, "witnesses", no_witness);
+    failed(&report, "provd-plugins", "xivo-aastra-4.3");
 
     // Fix what the doctor said: HA expiry, short trunk registration, no plugin.
-    db.client()
-        .await
-        .batch_execute(
+    db.execute(
             "UPDATE staticsip SET var_val = '180' WHERE var_name = 'minexpiry';
              UPDATE staticsip SET var_val = '300' WHERE var_name = 'maxexpiry';
              UPDATE staticsip SET var_val = '240' WHERE var_name = 'defaultexpiry';
              UPDATE staticsip SET var_val = replace(var_val, '~3600', '~120') WHERE var_name = 'register';",
-        )
-        .await
-        .unwrap();
+        ).await;
     std::fs::remove_dir(&plugin).unwrap();
     let (report, _) = doctor_json(root.path(), &db.socket_url());
     for check in ["sip-expiry", "trunk-expiry", "provd-plugins"] {
@@ -303,19 +283,18 @@ fn a_slave_checks_its_master_and_its_telephony_containers() {
 /// Where XiVO CC enabled DB Replic: its settings, both sinks and its log directory are checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn db_replic_is_checked_where_it_is_enabled() {
-    let config = TestDb::create().await;
-    let reporting = TestDb::create_empty().await;
-    let es = common::es_server::EsServer::start().await;
+    let sinks = common::dbreplic::Sinks::start().await;
     let root = tempfile::tempdir().unwrap();
     let r = root.path().to_owned();
     // HA disabled: the DB Replic checks apply anyway, and no peer is probed.
     let port = pg_port();
-    let good = format!(
-        "REPORTING_DB_HOST=127.0.0.1\nREPORTING_DB_PORT={port}\nREPORTING_DB_NAME={}\nREPORTING_DB_USER=postgres\n\
-         ELASTICSEARCH={}\nIS_HA_SLAVE=true\n",
-        reporting.name,
-        es.url.clone()
-    );
+    let good = format!("{}IS_HA_SLAVE=true\n", sinks.env());
+    // The stand-in is dropped below, to be found down.
+    let common::dbreplic::Sinks {
+        source: config,
+        reporting: _reporting,
+        es,
+    } = sinks;
     let run = |env: String| {
         let r = r.clone();
         let db = config.url();
@@ -360,19 +339,8 @@ async fn db_replic_is_checked_where_it_is_enabled() {
     );
 
     let report = run(good.replace("IS_HA_SLAVE=true", "IS_HA_SLAVE=maybe")).await;
-    let settings = finding(&report, "db-replic-settings");
-    assert_eq!(settings["level"], "failed");
-    assert!(
-        settings["found"]
-            .as_str()
-            .unwrap()
-            .starts_with("IS_HA_SLAVE ("),
-        "{settings}"
-    );
-    assert!(
-        settings["found"].as_str().unwrap().contains("line 6"),
-        "{settings}"
-    );
+    let settings = failed(&report, "db-replic-settings", "line 6");
+    assert!(settings.starts_with("IS_HA_SLAVE ("), "{settings}");
 
     let report =
         run(good.replace(&format!("REPORTING_DB_PORT={port}"), "REPORTING_DB_PORT=1")).await;

@@ -8,10 +8,14 @@
 //! binary has it), and nothing the run created is left, even when the test fails (the script's
 //! trap, then this test's Drop guard).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::output_of;
 
 /// The whole demo must end within this (it takes about 40 s here); then it is stopped.
 const DEADLINE: Duration = Duration::from_secs(150);
@@ -106,18 +110,13 @@ fn the_demo_pair_replicates_fails_over_and_back_and_leaves_nothing() {
     };
 
     // The xivo-ha image from the debug binaries, with the classic names and the stand-in.
-    let build = Command::new("bash")
+    let mut build = Command::new("bash");
+    build
         .arg(repo().join("docker/build-local.sh"))
         .args(["--binary", env!("CARGO_BIN_EXE_xivo-ha")])
         .args(["--standin", env!("CARGO_BIN_EXE_xivo-ha-sip-standin")])
-        .args(["--repository", &repository])
-        .output()
-        .expect("bash runs");
-    assert!(
-        build.status.success(),
-        "docker/build-local.sh failed: {}",
-        String::from_utf8_lossy(&build.stderr)
-    );
+        .args(["--repository", &repository]);
+    output_of("docker/build-local.sh", &mut build);
     let image = format!("{repository}:{}", env!("CARGO_PKG_VERSION"));
 
     let dir = tempfile::tempdir().unwrap();

@@ -3,11 +3,16 @@
 mod common;
 
 use std::path::Path;
+use std::process::Output;
 
 use common::*;
 use serde_json::Value;
 
 const PROVD_DEFAULT: &str = r#"{"id": "default", "X_type": "registrar", "deletable": false, "displayname": "local", "parent_ids": [], "raw_config": {"X_key": "xivo"}, "registrar_main": "10.20.0.1", "proxy_main": "10.20.0.1"}"#;
+
+/// SIP expiry as XiVO ships it, and as HA wants it (a lost master's phones re-register soon).
+const DEFAULT_EXPIRY: [&str; 3] = ["defaultexpiry=120", "maxexpiry=3600", "minexpiry=60"];
+const HA_EXPIRY: [&str; 3] = ["defaultexpiry=240", "maxexpiry=300", "minexpiry=180"];
 
 /// A node root with provd's default registrar config, as on a XiVO.
 fn node_root() -> tempfile::TempDir {
@@ -18,56 +23,111 @@ fn node_root() -> tempfile::TempDir {
     root
 }
 
-async fn expiry(db: &TestDb) -> Vec<(String, String)> {
-    db.client()
-        .await
-        .query(
-            "SELECT var_name, var_val FROM staticsip
-             WHERE filename = 'sip.conf' AND category = 'general'
-               AND var_name IN ('minexpiry', 'maxexpiry', 'defaultexpiry') ORDER BY var_name",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
+/// A node of these tests: a root from [`node_root`] and its configuration database.
+struct Node {
+    db: TestDb,
+    root: tempfile::TempDir,
 }
 
-fn expected(default: &str, max: &str, min: &str) -> Vec<(String, String)> {
-    vec![
-        ("defaultexpiry".into(), default.into()),
-        ("maxexpiry".into(), max.into()),
-        ("minexpiry".into(), min.into()),
-    ]
+impl Node {
+    /// On a database loaded with the fixture.
+    async fn new() -> Node {
+        Node::on(TestDb::create().await)
+    }
+
+    /// Configured `disabled` (ha.conf written).
+    async fn disabled() -> Node {
+        let node = Node::new().await;
+        assert_success(&node.run(&["configure", "disabled"]));
+        node
+    }
+
+    fn on(db: TestDb) -> Node {
+        Node {
+            db,
+            root: node_root(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// `xivo-ha <args>` where no route exists (`unshare -n`), over the database's Unix socket:
+    /// the peers' addresses in these tests are data only.
+    fn isolated(&self, args: &[&str]) -> Output {
+        xivo_ha_isolated(self.path(), &self.db.socket_url(), args)
+    }
+
+    /// `xivo-ha <args>` over TCP, for what contacts no peer.
+    fn run(&self, args: &[&str]) -> Output {
+        xivo_ha(self.path(), &self.db.url(), args)
+    }
+
+    /// The same as [`Node::isolated`] with `read_only` (below the root) mounted read-only.
+    fn read_only(&self, read_only: &str, args: &[&str]) -> Output {
+        let dir = self.path().join(read_only);
+        xivo_ha_read_only(self.path(), &dir, &self.db.socket_url(), args)
+    }
+
+    /// The SIP expiry rows as `name=value`, by name.
+    async fn expiry(&self) -> Vec<String> {
+        self.db
+            .client()
+            .await
+            .query(
+                "SELECT var_name || '=' || var_val FROM staticsip
+                 WHERE filename = 'sip.conf' AND category = 'general'
+                   AND var_name IN ('minexpiry', 'maxexpiry', 'defaultexpiry') ORDER BY var_name",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    async fn staticsip_rows(&self) -> i64 {
+        self.db.value("SELECT count(*) FROM staticsip").await
+    }
+
+    /// What configure writes, to compare before and after: ha.conf and provd's document (None
+    /// where there is none).
+    fn written(&self) -> [Option<Vec<u8>>; 2] {
+        [
+            self.path().join("etc/xivo/ha.conf"),
+            provd_path(self.path()),
+        ]
+        .map(|path| std::fs::read(path).ok())
+    }
+
+    fn provd(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(provd_path(self.path())).unwrap()).unwrap()
+    }
+
+    fn status_json(&self) -> Value {
+        let output = self.run(&["status", "--json"]);
+        assert_success(&output);
+        serde_json::from_str(&stdout(&output)).unwrap()
+    }
 }
 
-fn provd(root: &Path) -> Value {
-    serde_json::from_slice(
-        &std::fs::read(root.join("var/lib/xivo-provd/jsondb/configs/default")).unwrap(),
-    )
-    .unwrap()
-}
-
-fn status_json(root: &Path, db: &str) -> Value {
-    let output = xivo_ha(root, db, &["status", "--json"]);
-    assert_success(&output);
-    serde_json::from_str(&stdout(&output)).unwrap()
+fn modified(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
 }
 
 #[tokio::test]
 async fn master_then_disabled_round_trip() {
-    let db = TestDb::create().await;
-    let root = node_root();
-    let r = root.path();
+    let node = Node::new().await;
+    let r = node.path();
 
-    // 192.0.2.20 is data only: run where no route exists, over the Unix socket.
-    let output = xivo_ha_isolated(r, &db.socket_url(), &["configure", "master", "192.0.2.20"]);
-    assert_success(&output);
-    let said = stdout(&output);
-    assert!(said.contains("xivo-service restart"), "{said}");
     // provd's document changed: the devices must learn their backup registrar.
-    assert!(said.contains("resynchronise the devices"), "{said}");
+    let said = assert_says(
+        &node.isolated(&["configure", "master", "192.0.2.20"]),
+        "resynchronise the devices",
+    );
+    assert!(said.contains("xivo-service restart"), "{said}");
 
     let ha: Value =
         serde_json::from_slice(&std::fs::read(r.join("etc/xivo/ha.conf")).unwrap()).unwrap();
@@ -77,48 +137,47 @@ async fn master_then_disabled_round_trip() {
     );
     assert!(r.join("var/lib/xivo/is-primary").exists());
     assert!(!r.join("var/lib/xivo/is-secondary").exists());
-    assert_eq!(expiry(&db).await, expected("240", "300", "180"));
-    let provd_config = provd(r);
+    assert_eq!(node.expiry().await, HA_EXPIRY);
+    let provd_config = node.provd();
     assert_eq!(provd_config["registrar_backup"], "192.0.2.20");
     assert_eq!(provd_config["proxy_backup"], "192.0.2.20");
     assert_eq!(
         provd_config["registrar_main"], "10.20.0.1",
         "other keys are kept"
     );
-    let status = status_json(r, &db.url());
+    let status = node.status_json();
     assert_eq!(status["node_type"], "master");
     assert_eq!(status["remote_address"], "192.0.2.20");
 
-    let output = xivo_ha(r, &db.url(), &["configure", "disabled"]);
-    assert_success(&output);
-    assert!(stdout(&output).contains("resynchronise the devices"));
-    assert_eq!(expiry(&db).await, expected("120", "3600", "60"));
-    let provd_config = provd(r);
+    assert_says(
+        &node.run(&["configure", "disabled"]),
+        "resynchronise the devices",
+    );
+    assert_eq!(node.expiry().await, DEFAULT_EXPIRY);
+    let provd_config = node.provd();
     assert_eq!(provd_config["registrar_backup"], "");
     assert_eq!(provd_config["proxy_backup"], "");
     assert!(!r.join("var/lib/xivo/is-primary").exists());
-    let status = status_json(r, &db.url());
+    let status = node.status_json();
     assert_eq!(status["node_type"], "disabled");
     assert_eq!(status["remote_address"], "");
-    let human = stdout(&xivo_ha(r, &db.url(), &["status"]));
+    let human = stdout(&node.run(&["status"]));
     assert!(human.starts_with("HA: disabled"), "{human}");
 }
 
 #[tokio::test]
 async fn slave_sets_expiry_and_leaves_provisioning_alone() {
-    let db = TestDb::create().await;
-    let root = node_root();
-    let r = root.path();
-    let output = xivo_ha_isolated(r, &db.socket_url(), &["configure", "slave", "192.0.2.10"]);
-    assert_success(&output);
-    let said = stdout(&output);
-    assert!(said.contains("xivo-service restart"), "{said}");
+    let node = Node::new().await;
+    let said = assert_says(
+        &node.isolated(&["configure", "slave", "192.0.2.10"]),
+        "xivo-service restart",
+    );
     // provd's document is untouched: nothing for the devices to learn.
     assert!(!said.contains("resynchronise"), "{said}");
-    assert_eq!(expiry(&db).await, expected("240", "300", "180"));
-    assert!(provd(r).get("registrar_backup").is_none());
-    assert!(r.join("var/lib/xivo/is-secondary").exists());
-    let status = status_json(r, &db.url());
+    assert_eq!(node.expiry().await, HA_EXPIRY);
+    assert!(node.provd().get("registrar_backup").is_none());
+    assert!(node.path().join("var/lib/xivo/is-secondary").exists());
+    let status = node.status_json();
     assert_eq!(status["node_type"], "slave");
     assert_eq!(status["remote_address"], "192.0.2.10");
 }
@@ -126,14 +185,9 @@ async fn slave_sets_expiry_and_leaves_provisioning_alone() {
 /// Log lines going to a pipe or a file (cron mail, log files) carry no terminal colour codes.
 #[tokio::test]
 async fn log_lines_on_a_pipe_carry_no_colour_codes() {
-    let db = TestDb::create().await;
-    let root = node_root();
+    let node = Node::new().await;
     // `output()` gives the program a pipe as its stderr.
-    let output = xivo_ha_isolated(
-        root.path(),
-        &db.socket_url(),
-        &["configure", "slave", "192.0.2.10"],
-    );
+    let output = node.isolated(&["configure", "slave", "192.0.2.10"]);
     assert_success(&output);
     let log = stderr(&output);
     assert!(
@@ -145,83 +199,33 @@ async fn log_lines_on_a_pipe_carry_no_colour_codes() {
 
 #[tokio::test]
 async fn configure_twice_changes_nothing_the_second_time() {
-    let db = TestDb::create().await;
-    let root = node_root();
-    let r = root.path();
-    assert_success(&xivo_ha_isolated(
-        r,
-        &db.socket_url(),
-        &["configure", "master", "192.0.2.20"],
-    ));
-    let ha_before = std::fs::metadata(r.join("etc/xivo/ha.conf"))
-        .unwrap()
-        .modified()
-        .unwrap();
-    let provd_before = std::fs::metadata(r.join("var/lib/xivo-provd/jsondb/configs/default"))
-        .unwrap()
-        .modified()
-        .unwrap();
-    let rows_before: i64 = db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM staticsip", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let node = Node::new().await;
+    let r = node.path();
+    let master = ["configure", "master", "192.0.2.20"];
+    assert_success(&node.isolated(&master));
+    let ha_before = modified(&r.join("etc/xivo/ha.conf"));
+    let provd_before = modified(&provd_path(r));
+    let rows_before = node.staticsip_rows().await;
 
-    let output = xivo_ha_isolated(r, &db.socket_url(), &["configure", "master", "192.0.2.20"]);
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains("nothing changed"),
-        "{}",
-        stdout(&output)
-    );
-    assert_eq!(
-        std::fs::metadata(r.join("etc/xivo/ha.conf"))
-            .unwrap()
-            .modified()
-            .unwrap(),
-        ha_before
-    );
-    assert_eq!(
-        std::fs::metadata(r.join("var/lib/xivo-provd/jsondb/configs/default"))
-            .unwrap()
-            .modified()
-            .unwrap(),
-        provd_before
-    );
-    let rows_after: i64 = db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM staticsip", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(rows_before, rows_after);
+    assert_says(&node.isolated(&master), "nothing changed");
+    assert_eq!(modified(&r.join("etc/xivo/ha.conf")), ha_before);
+    assert_eq!(modified(&provd_path(r)), provd_before);
+    assert_eq!(node.staticsip_rows().await, rows_before);
 }
 
 #[tokio::test]
 async fn missing_expiry_rows_are_created() {
-    let db = TestDb::create().await;
-    db.client()
-        .await
-        .batch_execute("DELETE FROM staticsip WHERE var_name = 'maxexpiry'")
-        .await
-        .unwrap();
-    let root = node_root();
-    assert_success(&xivo_ha_isolated(
-        root.path(),
-        &db.socket_url(),
-        &["configure", "slave", "192.0.2.10"],
-    ));
-    assert_eq!(expiry(&db).await, expected("240", "300", "180"));
+    let node = Node::new().await;
+    node.db
+        .execute("DELETE FROM staticsip WHERE var_name = 'maxexpiry'")
+        .await;
+    assert_success(&node.isolated(&["configure", "slave", "192.0.2.10"]));
+    assert_eq!(node.expiry().await, HA_EXPIRY);
 }
 
 #[tokio::test]
 async fn bad_addresses_are_refused_with_the_value_named() {
-    let db = TestDb::create().await;
-    let root = node_root();
-    let r = root.path();
+    let node = Node::new().await;
     for (address, words) in [
         (
             "192.0.2.300",
@@ -231,145 +235,95 @@ async fn bad_addresses_are_refused_with_the_value_named() {
         ("127.0.0.1", "this node's own address"),
         ("0.0.0.0", "not a host address"),
     ] {
-        let output = xivo_ha(r, &db.url(), &["configure", "master", address]);
-        assert!(!output.status.success(), "{address} accepted");
-        let message = stderr(&output);
-        assert!(message.contains(words), "{address}: {message}");
+        let message = assert_refused(&node.run(&["configure", "master", address]), words);
         assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
     }
-    let output = xivo_ha(r, &db.url(), &["configure", "master"]);
+    let output = node.run(&["configure", "master"]);
     assert_eq!(output.status.code(), Some(2));
+    assert_refused(&output, "slave's address");
+    assert_refused(
+        &node.run(&["configure", "primary", "192.0.2.20"]),
+        "primary",
+    );
     assert!(
-        stderr(&output).contains("slave's address"),
-        "{}",
-        stderr(&output)
+        !node.path().join("etc/xivo/ha.conf").exists(),
+        "nothing written"
     );
-    let output = xivo_ha(r, &db.url(), &["configure", "primary", "192.0.2.20"]);
-    assert!(!output.status.success());
-    assert!(stderr(&output).contains("primary"));
-    assert!(!r.join("etc/xivo/ha.conf").exists(), "nothing written");
-    assert_eq!(
-        expiry(&db).await,
-        expected("120", "3600", "60"),
-        "database untouched"
-    );
+    assert_eq!(node.expiry().await, DEFAULT_EXPIRY, "database untouched");
 }
 
 #[tokio::test]
 async fn a_database_failing_mid_way_leaves_everything_as_it_was() {
-    let db = TestDb::create().await;
-    let root = node_root();
-    let r = root.path();
-    assert_success(&xivo_ha(r, &db.url(), &["configure", "disabled"]));
-    let ha_before = std::fs::read(r.join("etc/xivo/ha.conf")).unwrap();
-    let provd_before = std::fs::read(r.join("var/lib/xivo-provd/jsondb/configs/default")).unwrap();
+    let node = Node::disabled().await;
+    let r = node.path();
+    let before = node.written();
 
     // The third update of the transaction fails, after two have been applied.
-    db.client()
-        .await
-        .batch_execute(
+    node.db
+        .execute(
             "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN RAISE EXCEPTION 'simulated failure on %', NEW.var_name; END $$;
              CREATE TRIGGER refuse_default BEFORE UPDATE ON staticsip FOR EACH ROW
              WHEN (NEW.var_name = 'defaultexpiry') EXECUTE FUNCTION refuse();",
         )
-        .await
-        .unwrap();
-    let output = xivo_ha_isolated(r, &db.socket_url(), &["configure", "master", "192.0.2.20"]);
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("simulated failure"),
-        "{}",
-        stderr(&output)
+        .await;
+    assert_refused(
+        &node.isolated(&["configure", "master", "192.0.2.20"]),
+        "simulated failure",
     );
-    assert_eq!(
-        std::fs::read(r.join("etc/xivo/ha.conf")).unwrap(),
-        ha_before,
-        "ha.conf byte-identical"
-    );
-    assert_eq!(
-        std::fs::read(r.join("var/lib/xivo-provd/jsondb/configs/default")).unwrap(),
-        provd_before
-    );
+    assert_eq!(node.written(), before, "byte-identical");
     assert!(!r.join("var/lib/xivo/is-primary").exists());
     assert_eq!(
-        expiry(&db).await,
-        expected("120", "3600", "60"),
+        node.expiry().await,
+        DEFAULT_EXPIRY,
         "transaction rolled back"
     );
 }
 
 #[tokio::test]
 async fn wrong_database_and_unreachable_database_are_named() {
-    let empty = TestDb::create_empty().await;
-    let root = node_root();
-    let output = xivo_ha_isolated(
-        root.path(),
-        &empty.socket_url(),
-        &["configure", "slave", "192.0.2.10"],
-    );
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("no `staticsip` table"),
-        "{}",
-        stderr(&output)
+    let node = Node::on(TestDb::create_empty().await);
+    assert_refused(
+        &node.isolated(&["configure", "slave", "192.0.2.10"]),
+        "no `staticsip` table",
     );
 
     // Nothing listens on port 1 of the loopback.
     let output = xivo_ha(
-        root.path(),
+        node.path(),
         "host=127.0.0.1 port=1 user=postgres dbname=asterisk",
         &["configure", "disabled"],
     );
-    assert!(!output.status.success());
-    let message = stderr(&output);
-    assert!(
-        message.contains(
-            "cannot connect to the configuration database (postgres@127.0.0.1:1/asterisk)"
-        ),
-        "{message}"
+    assert_refused(
+        &output,
+        "cannot connect to the configuration database (postgres@127.0.0.1:1/asterisk)",
     );
-    assert!(!root.path().join("etc/xivo/ha.conf").exists());
+    assert!(!node.path().join("etc/xivo/ha.conf").exists());
 }
 
 #[tokio::test]
 async fn corrupt_ha_conf_is_named_with_its_line() {
-    let db = TestDb::create().await;
-    let root = node_root();
-    let r = root.path();
-    std::fs::create_dir_all(r.join("etc/xivo")).unwrap();
+    let node = Node::new().await;
+    std::fs::create_dir_all(node.path().join("etc/xivo")).unwrap();
     std::fs::write(
-        r.join("etc/xivo/ha.conf"),
+        node.path().join("etc/xivo/ha.conf"),
         "{\"node_type\": \"master\",\n \"remote_address\": }\n",
     )
     .unwrap();
     for args in [&["status"][..], &["configure", "disabled"][..]] {
-        let output = xivo_ha(r, &db.url(), args);
-        assert!(!output.status.success());
-        assert!(
-            stderr(&output).contains("ha.conf:2:"),
-            "{}",
-            stderr(&output)
-        );
+        assert_refused(&node.run(args), "ha.conf:2:");
     }
 }
 
 #[tokio::test]
 async fn a_master_needs_provds_default_config() {
-    let db = TestDb::create().await;
-    let root = tempfile::tempdir().unwrap();
-    let output = xivo_ha_isolated(
-        root.path(),
-        &db.socket_url(),
-        &["configure", "master", "192.0.2.20"],
+    let node = Node::new().await;
+    std::fs::remove_file(provd_path(node.path())).unwrap();
+    assert_refused(
+        &node.isolated(&["configure", "master", "192.0.2.20"]),
+        "provd `default` configuration",
     );
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("provd `default` configuration"),
-        "{}",
-        stderr(&output)
-    );
-    assert_eq!(expiry(&db).await, expected("120", "3600", "60"));
+    assert_eq!(node.expiry().await, DEFAULT_EXPIRY);
 }
 
 fn provd_path(root: &Path) -> std::path::PathBuf {
@@ -402,35 +356,16 @@ fn mode_and_owner(path: &Path) -> (u32, u32, u32) {
 
 #[tokio::test]
 async fn a_read_only_etc_leaves_the_database_provd_and_ha_conf_as_they_were() {
-    let db = TestDb::create().await;
-    let root = node_root();
-    let r = root.path();
-    assert_success(&xivo_ha(r, &db.url(), &["configure", "disabled"]));
-    let ha_before = std::fs::read(r.join("etc/xivo/ha.conf")).unwrap();
-    let provd_before = std::fs::read(provd_path(r)).unwrap();
-
-    let output = xivo_ha_read_only(
-        r,
-        &r.join("etc"),
-        &db.socket_url(),
-        &["configure", "master", "192.0.2.20"],
+    let node = Node::disabled().await;
+    let r = node.path();
+    let before = node.written();
+    let message = assert_refused(
+        &node.read_only("etc", &["configure", "master", "192.0.2.20"]),
+        "read-only",
     );
-    assert!(!output.status.success(), "{}", stdout(&output));
-    let message = stderr(&output);
-    assert!(
-        message.contains("etc/xivo") && message.contains("read-only"),
-        "{message}"
-    );
-    assert_eq!(
-        expiry(&db).await,
-        expected("120", "3600", "60"),
-        "database unchanged"
-    );
-    assert_eq!(std::fs::read(provd_path(r)).unwrap(), provd_before);
-    assert_eq!(
-        std::fs::read(r.join("etc/xivo/ha.conf")).unwrap(),
-        ha_before
-    );
+    assert!(message.contains("etc/xivo"), "{message}");
+    assert_eq!(node.expiry().await, DEFAULT_EXPIRY, "database unchanged");
+    assert_eq!(node.written(), before);
     assert!(!r.join("var/lib/xivo/is-primary").exists());
     for dir in [provd_path(r).parent().unwrap(), &r.join("var/lib/xivo")] {
         if dir.exists() {
@@ -446,26 +381,20 @@ async fn a_read_only_etc_leaves_the_database_provd_and_ha_conf_as_they_were() {
 
 #[tokio::test]
 async fn a_read_only_sentinel_directory_leaves_everything_as_it_was() {
-    let db = TestDb::create().await;
-    let root = node_root();
-    let r = root.path();
+    let node = Node::new().await;
+    let r = node.path();
     std::fs::create_dir_all(r.join("var/lib/xivo")).unwrap();
-    let provd_before = std::fs::read(provd_path(r)).unwrap();
-    let output = xivo_ha_read_only(
-        r,
-        &r.join("var/lib/xivo"),
-        &db.socket_url(),
-        &["configure", "master", "192.0.2.20"],
+    let before = node.written();
+    assert_refused(
+        &node.read_only("var/lib/xivo", &["configure", "master", "192.0.2.20"]),
+        "var/lib/xivo",
     );
-    assert!(!output.status.success(), "{}", stdout(&output));
-    assert!(
-        stderr(&output).contains("var/lib/xivo"),
-        "{}",
-        stderr(&output)
+    assert_eq!(node.expiry().await, DEFAULT_EXPIRY);
+    assert_eq!(
+        node.written(),
+        before,
+        "no ha.conf, provd's document as it was"
     );
-    assert_eq!(expiry(&db).await, expected("120", "3600", "60"));
-    assert_eq!(std::fs::read(provd_path(r)).unwrap(), provd_before);
-    assert!(!r.join("etc/xivo/ha.conf").exists());
     assert_eq!(
         temporaries(provd_path(r).parent().unwrap()),
         Vec::<String>::new()
@@ -475,42 +404,29 @@ async fn a_read_only_sentinel_directory_leaves_everything_as_it_was() {
 
 #[tokio::test]
 async fn provds_document_keeps_its_mode_and_owner() {
-    let db = TestDb::create().await;
-    let root = node_root();
-    let r = root.path();
-    make_provds(&provd_path(r));
-    assert_success(&xivo_ha_isolated(
-        r,
-        &db.socket_url(),
-        &["configure", "master", "192.0.2.20"],
-    ));
-    assert_eq!(provd(r)["registrar_backup"], "192.0.2.20");
-    assert_eq!(mode_and_owner(&provd_path(r)), (0o644, 65534, 65534));
-    assert_eq!(
-        temporaries(provd_path(r).parent().unwrap()),
-        Vec::<String>::new()
-    );
+    let node = Node::new().await;
+    let provd = provd_path(node.path());
+    make_provds(&provd);
+    assert_success(&node.isolated(&["configure", "master", "192.0.2.20"]));
+    assert_eq!(node.provd()["registrar_backup"], "192.0.2.20");
+    assert_eq!(mode_and_owner(&provd), (0o644, 65534, 65534));
+    assert_eq!(temporaries(provd.parent().unwrap()), Vec::<String>::new());
 }
 
 #[tokio::test]
 async fn status_with_a_corrupt_ha_conf_shows_the_error_and_every_components_state() {
-    let db = TestDb::create().await;
-    let root = node_root();
-    let r = root.path();
+    let node = Node::new().await;
+    let r = node.path();
     // A replication that failed leaves its state document (no slave database there; the
     // slave's address is data only: run in `unshare -n`).
-    let output = xivo_ha_isolated(
-        r,
-        &db.socket_url(),
-        &[
-            "db-replication",
-            "198.51.100.20",
-            "--target-db",
-            "host=/nonexistent user=postgres dbname=asterisk",
-        ],
-    );
+    let output = node.isolated(&[
+        "db-replication",
+        "198.51.100.20",
+        "--target-db",
+        "host=/nonexistent user=postgres dbname=asterisk",
+    ]);
     assert!(!output.status.success());
-    let replication = stdout(&xivo_ha(r, &db.url(), &["status"]))
+    let replication = stdout(&node.run(&["status"]))
         .lines()
         .find(|line| line.starts_with("replication: "))
         .expect("status shows the replication")
@@ -518,20 +434,16 @@ async fn status_with_a_corrupt_ha_conf_shows_the_error_and_every_components_stat
     std::fs::create_dir_all(r.join("etc/xivo")).unwrap();
     std::fs::write(r.join("etc/xivo/ha.conf"), "{\"node_type\": \n").unwrap();
 
-    let output = xivo_ha(r, &db.url(), &["status"]);
+    let output = node.run(&["status"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("ha.conf:2:"),
-        "{}",
-        stderr(&output)
-    );
+    assert_refused(&output, "ha.conf:2:");
     assert!(
         stdout(&output).lines().any(|line| line == replication),
         "{}",
         stdout(&output)
     );
 
-    let output = xivo_ha(r, &db.url(), &["status", "--json"]);
+    let output = node.run(&["status", "--json"]);
     assert_eq!(output.status.code(), Some(1));
     let status: Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert!(

@@ -7,8 +7,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::docker_lab::{docker, start_slave_lab};
-use common::monitor_process::{MonitorProcess, free_port};
+use common::docker_lab::docker;
+use common::monitor_process::{MonitorProcess, free_port, start_monitored_slave_lab};
 use common::*;
 
 /// Waits until the monitor on `root` has written its state document.
@@ -37,21 +37,15 @@ async fn start_bare_monitor() -> (tempfile::TempDir, MonitorProcess) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_status_follow_a_failover() {
-    let port = free_port();
-    let slave = start_slave_lab(
-        &[("asterisk", false)],
-        &[("XIVO_HA_HTTP_LISTEN", format!("127.0.0.1:{port}"))],
-    );
+    let (slave, monitor) = start_monitored_slave_lab().await;
     let (master, root) = (&slave.master, &slave.root);
-    let monitor = MonitorProcess::start(root.path(), port);
 
     // Alive, and the master seen up.
-    monitor.wait_healthy().await;
     monitor
-        .wait_metric("xivo_ha_master_up 1", Duration::from_secs(10))
-        .await;
-    monitor
-        .wait_metric("xivo_ha_failovers_total 0", Duration::from_secs(1))
+        .wait_metrics(&[
+            ("xivo_ha_master_up 1", 10),
+            ("xivo_ha_failovers_total 0", 1),
+        ])
         .await;
 
     // /status is `status --json`.
@@ -76,17 +70,17 @@ async fn metrics_and_status_follow_a_failover() {
     // Failover, then failback.
     docker(&["stop", "-t", "0", master]);
     monitor
-        .wait_metric("xivo_ha_master_up 0", Duration::from_secs(10))
-        .await;
-    monitor
-        .wait_metric("xivo_ha_failovers_total 1", Duration::from_secs(2))
+        .wait_metrics(&[
+            ("xivo_ha_master_up 0", 10),
+            ("xivo_ha_failovers_total 1", 2),
+        ])
         .await;
     docker(&["start", master]);
     monitor
-        .wait_metric("xivo_ha_master_up 1", Duration::from_secs(15))
-        .await;
-    monitor
-        .wait_metric("xivo_ha_verdict_changes_total 3", Duration::from_secs(2))
+        .wait_metrics(&[
+            ("xivo_ha_master_up 1", 15),
+            ("xivo_ha_verdict_changes_total 3", 2),
+        ])
         .await;
     let text = monitor.metrics().await;
     assert!(text.contains("xivo_ha_docker_api_errors_total 0"), "{text}");
@@ -96,51 +90,31 @@ async fn metrics_and_status_follow_a_failover() {
 async fn metrics_follow_a_replication_and_healthz_stays_up_while_idle() {
     let master_db = TestDb::create().await;
     let slave_db = TestDb::create().await;
-    slave_db
-        .client()
-        .await
-        .batch_execute("DELETE FROM dialaction")
-        .await
-        .unwrap();
+    slave_db.execute("DELETE FROM dialaction").await;
     let (root, monitor) = start_bare_monitor().await;
     assert!(!monitor.metrics().await.contains("job=\"replication\""));
 
     // 198.51.100.20 is data only (--target-db gives the slave): run in `unshare -n`.
-    let output = xivo_ha_isolated(
-        root.path(),
-        &master_db.socket_url(),
-        &[
-            "db-replication",
-            "198.51.100.20",
-            "--target-db",
-            &slave_db.socket_url(),
-        ],
-    );
-    assert_success(&output);
-    let text = monitor.metrics().await;
-    let age: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("xivo_ha_last_success_age_seconds{job=\"replication\"} "))
-        .unwrap_or_else(|| panic!("no replication age in:\n{text}"))
-        .parse()
-        .unwrap();
+    let replicate_to = |target: &str| {
+        xivo_ha_isolated(
+            root.path(),
+            &master_db.socket_url(),
+            &["db-replication", "198.51.100.20", "--target-db", target],
+        )
+    };
+    assert_success(&replicate_to(&slave_db.socket_url()));
+    let age = monitor
+        .metric_value("xivo_ha_last_success_age_seconds{job=\"replication\"}")
+        .await;
     assert!((0.0..60.0).contains(&age), "{age}");
+    let text = monitor.metrics().await;
     assert!(
         text.contains("xivo_ha_last_run_duration_seconds{job=\"replication\"}"),
         "{text}"
     );
 
     // A failed run keeps the time of the last good one.
-    let output = xivo_ha_isolated(
-        root.path(),
-        &master_db.socket_url(),
-        &[
-            "db-replication",
-            "198.51.100.20",
-            "--target-db",
-            "host=/nonexistent user=postgres dbname=x",
-        ],
-    );
+    let output = replicate_to("host=/nonexistent user=postgres dbname=x");
     assert!(!output.status.success());
     let (_, status) = monitor.get("/status").await.unwrap();
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -177,10 +151,9 @@ async fn a_busy_port_does_not_stop_the_monitor() {
         &["monitor"],
     );
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("XIVO_HA_HTTP_LISTEN: `localhost` is not an address:port"),
-        "{}",
-        stderr(&output)
+    assert_refused(
+        &output,
+        "XIVO_HA_HTTP_LISTEN: `localhost` is not an address:port",
     );
 }
 
@@ -205,47 +178,26 @@ async fn status_with_a_corrupt_ha_conf_shows_the_error_and_the_components() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_db_replic_progress() {
-    let source = TestDb::create().await;
-    let reporting = TestDb::create_empty().await;
-    let es = common::es_server::EsServer::start().await;
+    let sinks = common::dbreplic::Sinks::start().await;
+    let source = &sinks.source;
     let root = tempfile::tempdir().unwrap();
     let port = free_port();
-    let pg_port = pg_port();
     std::fs::create_dir_all(root.path().join("var/lib/xivo")).unwrap();
     std::fs::write(root.path().join("var/lib/xivo/xc_enabled"), "").unwrap();
     write_custom_env(
         root.path(),
         &format!(
-            "XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\nREPORTING_DB_HOST=127.0.0.1\nREPORTING_DB_PORT={pg_port}\n\
-             REPORTING_DB_NAME={}\nREPORTING_DB_USER=postgres\nELASTICSEARCH={}\nIS_HA_SLAVE=true\n\
+            "XIVO_HA_HTTP_LISTEN=127.0.0.1:{port}\n{}IS_HA_SLAVE=true\n\
              DB_REPLIC_ORIGIN=node-b\nDB_REPLIC_POLL_MS=100\n",
-            reporting.name, es.url
+            sinks.env()
         ),
     );
     let monitor = MonitorProcess::start(root.path(), port);
     monitor.wait_healthy().await;
 
     // 200 CELs more than the fixture's one, then DB Replic until it has caught up.
-    source
-        .client()
-        .await
-        .batch_execute(
-            "INSERT INTO cel (eventtype, eventtime, userdeftype, cid_name, cid_num, cid_ani, cid_rdnis, cid_dnid,
-                              exten, context, channame, appname, appdata, amaflags, accountcode, peeraccount,
-                              uniqueid, linkedid, userfield, peer)
-             SELECT 'CHAN_START', now(), '', 'n', '1001', '', '', '', '1002', 'default', 'SIP/x', '', '', 3,
-                    '', '', i::text, i::text, '', ''
-             FROM generate_series(1, 200) i",
-        )
-        .await
-        .unwrap();
-    let max_id: i32 = source
-        .client()
-        .await
-        .query_one("SELECT max(id) FROM cel", &[])
-        .await
-        .unwrap()
-        .get(0);
+    common::dbreplic::insert_cel(source, 200).await;
+    let max_id: i32 = source.value("SELECT max(id) FROM cel").await;
     let root_path = root.path().to_owned();
     let url = source.url();
     let output = tokio::task::spawn_blocking(move || {
@@ -256,39 +208,16 @@ async fn metrics_follow_db_replic_progress() {
     assert_success(&output);
     for sink in ["postgresql", "elasticsearch"] {
         let labels = format!("{{table=\"cel\",sink=\"{sink}\"}}");
-        monitor
-            .wait_metric(
-                &format!("xivo_ha_dbreplic_last_delivered_id{labels} {max_id}"),
-                Duration::from_secs(5),
-            )
-            .await;
-        monitor
-            .wait_metric(
-                &format!("xivo_ha_dbreplic_rows_behind{labels} 0"),
-                Duration::from_secs(5),
-            )
-            .await;
+        let delivered = format!("xivo_ha_dbreplic_last_delivered_id{labels} {max_id}");
+        let behind = format!("xivo_ha_dbreplic_rows_behind{labels} 0");
+        monitor.wait_metrics(&[(&delivered, 5), (&behind, 5)]).await;
     }
-}
-
-fn read_summary(root: &Path) -> String {
-    std::fs::read_to_string(root.join("var/lib/xivo-ha/monitor.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|doc| doc["summary"].as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_maintenance_a_stopped_master_is_not_taken_over_and_off_it_is() {
-    let port = free_port();
-    let slave = start_slave_lab(
-        &[("asterisk", false)],
-        &[("XIVO_HA_HTTP_LISTEN", format!("127.0.0.1:{port}"))],
-    );
+    let (slave, monitor) = start_monitored_slave_lab().await;
     let (master, root) = (&slave.master, slave.root());
-    let monitor = MonitorProcess::start(root, port);
-    monitor.wait_healthy().await;
     monitor
         .wait_metric("xivo_ha_master_up 1", Duration::from_secs(10))
         .await;
@@ -307,7 +236,7 @@ async fn in_maintenance_a_stopped_master_is_not_taken_over_and_off_it_is() {
     wait_for(
         "the monitor to see the maintenance",
         Duration::from_secs(10),
-        async || read_summary(root).contains("MAINTENANCE until"),
+        async || monitor_summary(root).contains("MAINTENANCE until"),
     )
     .await;
 
@@ -325,7 +254,7 @@ async fn in_maintenance_a_stopped_master_is_not_taken_over_and_off_it_is() {
         root.join("var/lib/xivo/disabled").exists(),
         "the services stay recorded as kept down"
     );
-    let summary = read_summary(root);
+    let summary = monitor_summary(root);
     assert!(
         summary.contains("(upgrade, set by ") && summary.contains("services left as they are"),
         "{summary}"

@@ -187,13 +187,7 @@ async fn the_master_holds_its_jobs_while_the_slave_serves_and_replicates_at_the_
         async || has_user(&slave, "u-made-after-failback").await,
     )
     .await;
-    let metrics = monitor.metrics().await;
-    let lag: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("xivo_ha_config_lag_seconds "))
-        .unwrap_or_else(|| panic!("no config lag in:\n{metrics}"))
-        .parse()
-        .unwrap();
+    let lag = monitor.metric_value("xivo_ha_config_lag_seconds").await;
     assert!((0.0..30.0).contains(&lag), "{lag}");
     let status = stdout(&xivo_ha(root.path(), &master.url(), &["status"]));
     assert!(

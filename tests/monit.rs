@@ -96,24 +96,27 @@ fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
-/// Runs `monit -t` on a control file that includes `conf_d` only.
-fn assert_monit_accepts(conf_d: &Path) {
-    let dir = tempfile::tempdir().unwrap();
-    let rc = dir.path().join("monitrc");
+/// Writes `<dir>/monitrc` (mode 0600, as monit wants): `settings`, then monit's files in `dir`,
+/// then the checks of `conf_d` only. Gives its path.
+fn write_monitrc(dir: &Path, settings: &str, conf_d: &Path) -> PathBuf {
+    let rc = dir.join("monitrc");
+    let (dir, conf_d) = (dir.display(), conf_d.display());
     std::fs::write(
         &rc,
-        format!(
-            "set daemon 30\nset idfile {0}/id\nset statefile {0}/state\ninclude {1}/*\n",
-            dir.path().display(),
-            conf_d.display()
-        ),
+        format!("{settings}set idfile {dir}/id\nset statefile {dir}/state\ninclude {conf_d}/*\n"),
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    rc
+}
+
+/// Runs `monit -t` on a control file that includes `conf_d` only.
+fn assert_monit_accepts(conf_d: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let rc = write_monitrc(dir.path(), "set daemon 30\n", conf_d);
     let output = Command::new("monit")
-        .arg("-t")
-        .arg("-c")
+        .args(["-t", "-c"])
         .arg(&rc)
         .output()
         .expect("monit is installed (apt-get install monit; .ci/run does it)");
@@ -207,12 +210,7 @@ fn checks_follow_the_node_and_stale_ones_go() {
     // The master comes back: the slave stands by (XiVO's flag); its checks read the flag.
     node.set_flag("disabled", true);
     let output = node.update(&["--no-reload"]);
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains("nothing changed"),
-        "{}",
-        stdout(&output)
-    );
+    assert_says(&output, "nothing changed");
     assert_eq!(node.files(), all);
 
     // HA disabled and XiVO CC gone: only the foreign files and the reload check stay.
@@ -279,10 +277,9 @@ fn settings_come_from_custom_env() {
     node.set_env("XIVO_HA_MONITORING_TELEPHONY_CONTAINERS=asterisk,bad name\n");
     let output = node.update(&["--no-reload"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("`bad name` in XIVO_HA_MONITORING_TELEPHONY_CONTAINERS"),
-        "{}",
-        stderr(&output)
+    assert_refused(
+        &output,
+        "`bad name` in XIVO_HA_MONITORING_TELEPHONY_CONTAINERS",
     );
 }
 
@@ -358,7 +355,7 @@ fn a_full_disk_gives_a_clear_error() {
 struct MonitDaemon {
     dir: tempfile::TempDir,
     port: u16,
-    child: std::process::Child,
+    _child: KilledOnDrop,
 }
 
 const MONIT_USER: &str = "xivo-ha-test";
@@ -368,30 +365,24 @@ impl MonitDaemon {
     fn start(conf_d: &Path) -> MonitDaemon {
         let dir = tempfile::tempdir().unwrap();
         let port = common::sshd::free_port();
-        let rc = dir.path().join("monitrc");
-        std::fs::write(
-            &rc,
-            format!(
-                "set daemon 1\nset idfile {0}/id\nset statefile {0}/state\nset pidfile {0}/pid\n\
-                 set logfile {0}/log\n\
-                 set httpd port {port} and use address 127.0.0.1\n    allow {MONIT_USER}:{MONIT_PASSWORD}\n\
-                 include {1}/*\n",
-                dir.path().display(),
-                conf_d.display()
-            ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let settings = format!(
+            "set daemon 1\nset pidfile {0}/pid\nset logfile {0}/log\n\
+             set httpd port {port} and use address 127.0.0.1\n    allow {MONIT_USER}:{MONIT_PASSWORD}\n",
+            dir.path().display()
+        );
+        let rc = write_monitrc(dir.path(), &settings, conf_d);
         let child = Command::new("monit")
-            .arg("-I")
-            .arg("-c")
+            .args(["-I", "-c"])
             .arg(&rc)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("monit is installed (apt-get install monit; .ci/run does it)");
-        let daemon = MonitDaemon { dir, port, child };
+        let daemon = MonitDaemon {
+            dir,
+            port,
+            _child: KilledOnDrop(child),
+        };
         daemon.wait_for_log("started");
         daemon
     }
@@ -460,32 +451,26 @@ impl MonitDaemon {
     }
 }
 
-impl Drop for MonitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `node_type` node watched by a monit daemon of the test's, `env` added to its settings;
+/// /bin/true stands in for docker: the daemon must not touch real containers.
+fn node_under_monit(node_type: &str, env: &str) -> (Node, MonitDaemon) {
+    let node = Node::new();
+    node.set_ha(node_type);
+    let daemon = MonitDaemon::start(&node.conf_d());
+    node.set_env(&format!(
+        "{}XIVO_HA_MONITORING_DOCKER=/bin/true\n{env}",
+        daemon.env()
+    ));
+    (node, daemon)
 }
 
 #[test]
 fn monit_is_reloaded_through_its_http_interface_only_when_something_changed() {
-    let node = Node::new();
-    node.set_ha("master");
-    let daemon = MonitDaemon::start(&node.conf_d());
-    // /bin/true stands in for docker: the daemon must not touch real containers.
-    node.set_env(&format!(
-        "{}XIVO_HA_MONITORING_DOCKER=/bin/true\n",
-        daemon.env()
-    ));
+    let (node, daemon) = node_under_monit("master", "");
 
     // The first installation: monit has not loaded the reload check yet.
     let output = node.update(&[]);
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains("run `monit reload` on the host once"),
-        "{}",
-        stdout(&output)
-    );
+    assert_says(&output, "run `monit reload` on the host once");
     daemon.reload_by_hand();
     assert!(daemon.status("xivo-ha-monitor").is_some());
     assert!(daemon.status("xivo-ha-db-replic").is_none());
@@ -494,12 +479,7 @@ fn monit_is_reloaded_through_its_http_interface_only_when_something_changed() {
     node.set_flag("xc_enabled", true);
     let reloads = daemon.reloads();
     let output = node.update(&[]);
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains("monit reloaded"),
-        "{}",
-        stdout(&output)
-    );
+    assert_says(&output, "monit reloaded");
     assert!(
         daemon.status("xivo-ha-db-replic").is_some(),
         "{}",
@@ -613,11 +593,9 @@ fn without_monits_http_interface_the_reload_is_skipped_with_a_note() {
         common::sshd::free_port()
     ));
     let output = node.update(&[]);
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains("monit's HTTP interface does not answer at http://127.0.0.1:"),
-        "{}",
-        stdout(&output)
+    assert_says(
+        &output,
+        "monit's HTTP interface does not answer at http://127.0.0.1:",
     );
     assert!(stdout(&output).contains("set httpd port 2812"));
     assert!(node.files().contains("xivo-ha-monitor"));
@@ -627,13 +605,7 @@ fn without_monits_http_interface_the_reload_is_skipped_with_a_note() {
 /// ha.conf changes, it rewrites them and has monit reload, with no administrator involved.
 #[test]
 fn the_monitor_has_monit_follow_its_role() {
-    let node = Node::new();
-    node.set_ha("disabled");
-    let daemon = MonitDaemon::start(&node.conf_d());
-    node.set_env(&format!(
-        "{}XIVO_HA_MONITORING_DOCKER=/bin/true\nXIVO_HA_HTTP_LISTEN=\n",
-        daemon.env()
-    ));
+    let (node, daemon) = node_under_monit("disabled", "XIVO_HA_HTTP_LISTEN=\n");
     // Installation: the checks written once and monit reloaded by hand, as the README says.
     assert_success(&node.update(&["--no-reload"]));
     daemon.reload_by_hand();

@@ -179,12 +179,7 @@ async fn the_classic_commands_act_once() {
 
     let run = |args: &[&str]| xivo_ha(root.path(), "", args);
     let output = run(&["check-master-status", &ip]);
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains(&format!("master {ip} up")),
-        "{}",
-        stdout(&output)
-    );
+    assert_says(&output, &format!("master {ip} up"));
     assert_eq!(lab.state(asterisk), "exited");
     assert_eq!(lab.state(monit), "exited");
     assert_eq!(lab.restart_policy(asterisk), "no");
@@ -192,12 +187,7 @@ async fn the_classic_commands_act_once() {
 
     docker(&["stop", "-t", "0", master]);
     let output = run(&["check-master-status", &ip]);
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains("down (no answer)"),
-        "{}",
-        stdout(&output)
-    );
+    assert_says(&output, "down (no answer)");
     slave.wait_services("running", Duration::from_secs(1));
     assert!(!flag(root.path()));
 
@@ -230,12 +220,7 @@ async fn the_classic_commands_act_once() {
     )
     .unwrap();
     let output = run(&["check-master-status", &ip]);
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains("not a slave"),
-        "{}",
-        stdout(&output)
-    );
+    assert_says(&output, "not a slave");
     assert_eq!(lab.state(asterisk), "running");
 }
 
@@ -255,18 +240,11 @@ async fn bad_input_is_one_clear_line_and_touches_nothing() {
         vec!["monitor"],
     ] {
         let output = xivo_ha(root.path(), "", &args);
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "{args:?}: {}",
-            stderr(&output)
-        );
-        let err = stderr(&output);
+        let err = assert_one_line_exit(&output, 1, &format!("{args:?}"));
         assert!(
             err.contains(&format!("container `{missing}` does not exist")),
             "{err}"
         );
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert_eq!(lab.state(asterisk), "running", "{args:?}");
         assert_eq!(lab.restart_policy(asterisk), "always", "{args:?}");
     }
@@ -285,11 +263,7 @@ async fn bad_input_is_one_clear_line_and_touches_nothing() {
     slave.configure(&[asterisk], &[]);
     let output = xivo_ha(root.path(), "", &["check-master-status", "master.example"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("`master.example` is not an IP address"),
-        "{}",
-        stderr(&output)
-    );
+    assert_refused(&output, "`master.example` is not an IP address");
 
     // An unreadable ha.conf: exit 1 naming the file, nothing touched.
     std::fs::write(
@@ -311,11 +285,7 @@ async fn bad_input_is_one_clear_line_and_touches_nothing() {
     write_custom_env(root.path(), "XIVO_HA_MONITOR_INTERVAL_MS=soon\n");
     let output = xivo_ha(root.path(), "", &["monitor"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("XIVO_HA_MONITOR_INTERVAL_MS"),
-        "{}",
-        stderr(&output)
-    );
+    assert_refused(&output, "XIVO_HA_MONITOR_INTERVAL_MS");
 }
 
 /// Docker unreachable: the monitor keeps probing, logs, retries with backoff and shows the
@@ -650,26 +620,27 @@ impl Drop for Extra {
     }
 }
 
-/// A healthy `asterisk` (with a health check) and a plain `monit`, both stopped.
-fn stopped_services(lab: &mut Lab) -> (String, String) {
+/// A lab with a healthy `asterisk` (with a health check) and a plain `monit`, both stopped,
+/// and none yet of the failing services a test adds.
+fn lab_with_stopped_services() -> (Lab, Extra, String, String) {
+    let mut lab = new_lab();
     let asterisk = lab.service("asterisk", true);
     let monit = lab.service("monit", false);
     docker(&["stop", "-t", "0", &asterisk, &monit]);
-    (asterisk, monit)
+    (lab, Extra(Vec::new()), asterisk, monit)
 }
+
+/// A service's script that fails a moment after its start, as an Asterisk that cannot bind.
+const CANNOT_BIND: &str = "echo 'ERROR: chan_sip.so: cannot bind 5060' >&2; sleep 0.3; exit 3";
 
 /// A service that exits at once, or a moment after `docker start`: a failed start, named with
 /// its exit code and the end of its log, while the healthy and the plain services around it
 /// count as started.
 #[test]
 fn a_service_that_exits_right_after_its_start_is_a_failed_start() {
-    let mut lab = new_lab();
-    let mut extra = Extra(Vec::new());
-    let (asterisk, monit) = stopped_services(&mut lab);
-    let late = extra.failing(
-        lab.name("late"),
-        "echo loading modules; echo 'ERROR: chan_sip.so: cannot bind 5060' >&2; sleep 0.3; exit 3",
-    );
+    let (lab, mut extra, asterisk, monit) = lab_with_stopped_services();
+    let late = format!("echo loading modules; {CANNOT_BIND}");
+    let late = extra.failing(lab.name("late"), &late);
     let early = extra.failing(
         lab.name("early"),
         "echo 'fatal: no asterisk.conf' >&2; exit 1",
@@ -711,13 +682,8 @@ fn a_service_that_exits_right_after_its_start_is_a_failed_start() {
 /// each running the start hook again, back off instead of coming every 10 s.
 #[test]
 fn a_failing_start_is_shown_and_retried_with_backoff() {
-    let mut lab = new_lab();
-    let mut extra = Extra(Vec::new());
-    let (asterisk, monit) = stopped_services(&mut lab);
-    let broken = extra.failing(
-        lab.name("broken"),
-        "echo 'ERROR: chan_sip.so: cannot bind 5060' >&2; sleep 0.3; exit 3",
-    );
+    let (lab, mut extra, asterisk, monit) = lab_with_stopped_services();
+    let broken = extra.failing(lab.name("broken"), CANNOT_BIND);
     let root = tempfile::tempdir().unwrap();
     let hook_log = root.path().join("pre-start.log");
     let mut env = fast_env(&[&asterisk, &broken, &monit]);
@@ -942,17 +908,25 @@ fn asterisk_rx(name: &str, command: &str) -> String {
     docker(&["exec", name, "asterisk", "-rx", command])
 }
 
-fn summary_of(root: &Path) -> String {
-    std::fs::read_to_string(root.join("var/lib/xivo-ha/monitor.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|d| d["summary"].as_str().map(str::to_owned))
-        .unwrap_or_default()
+/// Waits until the stand-in's remote console in the container `name` answers: its control
+/// socket comes a moment after the container runs.
+async fn wait_console(name: &str) {
+    wait_for(
+        "the stand-in's console",
+        Duration::from_secs(10),
+        async || {
+            std::process::Command::new("docker")
+                .args(["exec", name, "asterisk", "-rx", "core show channels count"])
+                .output()
+                .is_ok_and(|output| output.status.success())
+        },
+    )
+    .await;
 }
 
 async fn wait_summary(root: &Path, what: &str, check: impl Fn(&str) -> bool) {
     wait_for(what, Duration::from_secs(20), async || {
-        check(&summary_of(root))
+        check(&monitor_summary(root))
     })
     .await;
 }
@@ -978,6 +952,7 @@ async fn a_failback_lets_the_calls_finish() {
     // Failover, and a call on the slave.
     docker(&["stop", "-t", "0", master]);
     wait_services(&slave, "running", Duration::from_secs(15)).await;
+    wait_console(asterisk).await;
     assert_eq!(asterisk_rx(asterisk, "standin call start"), "1 active call");
 
     // The master back: the slave drains instead of cutting the call.
@@ -1027,6 +1002,7 @@ async fn a_failback_lets_the_calls_finish() {
     slave.configure(&[asterisk], &[("XIVO_HA_MONITOR_DRAIN_MAX_S", "0".into())]);
     docker(&["start", asterisk]);
     lab.wait_state(&[asterisk], "running", Duration::from_secs(10));
+    wait_console(asterisk).await;
     asterisk_rx(asterisk, "standin call start");
     std::fs::remove_file(root.join("var/lib/xivo/disabled")).unwrap();
     let monitor = Running::start(root);
@@ -1050,23 +1026,12 @@ async fn exec_tells_a_missing_asterisk_command_apart() {
     let service = lab.service("asterisk", false);
     let engine = Engine::connect().await.unwrap();
     let timeout = Duration::from_secs(10);
-    let missing = engine
-        .exec(
-            &service,
-            &["no-asterisk-here", "-rx", "core show channels count"],
-            timeout,
-        )
-        .await
-        .unwrap();
-    assert_eq!(missing, Exec::NotFound);
-    let count = engine
-        .exec(
-            &service,
-            &["asterisk", "-rx", "core show channels count"],
-            timeout,
-        )
-        .await
-        .unwrap();
+    let run = async |command: &str| {
+        let args = [command, "-rx", "core show channels count"];
+        engine.exec(&service, &args, timeout).await.unwrap()
+    };
+    assert_eq!(run("no-asterisk-here").await, Exec::NotFound);
+    let count = run("asterisk").await;
     let Exec::Ran { exit: 0, output } = count else {
         panic!("{count:?}")
     };

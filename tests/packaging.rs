@@ -84,13 +84,12 @@ fn the_compose_file_is_valid_and_says_what_the_readme_says() {
         ),
     ] {
         // The monit checks name the containers: the names must agree.
-        assert!(
-            block.contains(&format!("container_name: {container}\n")),
-            "{service}:\n{block}"
-        );
-        assert!(
-            block.contains(&format!("command:\n- {command}\n")),
-            "{service}:\n{block}"
+        assert_holds(
+            block,
+            &[
+                format!("container_name: {container}\n"),
+                format!("command:\n- {command}\n"),
+            ],
         );
         for line in [
             "image: xivo-ha:latest\n",
@@ -145,12 +144,7 @@ fn the_compose_file_is_valid_and_says_what_the_readme_says() {
         .arg("config")
         .output()
         .unwrap();
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("/nonexistent/custom.env"),
-        "{}",
-        stderr(&output)
-    );
+    assert_refused(&output, "/nonexistent/custom.env");
 }
 
 #[test]

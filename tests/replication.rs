@@ -24,22 +24,14 @@ const SLAVE_IP: &str = "198.51.100.20";
 /// the master's and its excluded tables hold the slave's own rows.
 async fn pair() -> (TestDb, TestDb) {
     let (master, slave) = tokio::join!(TestDb::create(), TestDb::create());
-    master
-        .client()
-        .await
-        .batch_execute(
+    master.execute(
             "INSERT INTO userfeatures (uuid, firstname, lastname) VALUES ('u-master-4', 'Dan', 'Master');
              UPDATE linefeatures SET number = '2001' WHERE id = 1;
              DELETE FROM dialaction WHERE event = 'busy';
              UPDATE staticsip SET var_val = '180' WHERE var_name = 'minexpiry';
              SELECT setval('voicemail_uniqueid_seq', 500);",
-        )
-        .await
-        .unwrap();
-    slave
-        .client()
-        .await
-        .batch_execute(
+        ).await;
+    slave.execute(
             "INSERT INTO extensions (context, exten, type, typeval) VALUES ('default', '9999', 'user', '9');
              UPDATE userfeatures SET firstname = 'Slave-only' WHERE id = 2;
              UPDATE netiface SET address = '10.20.0.2' WHERE ifname = 'eth0';
@@ -49,9 +41,7 @@ async fn pair() -> (TestDb, TestDb) {
                  linkedid, userfield, peer)
              VALUES ('HANGUP', '2026-11-25 11:00:00', '', 'Slave', '1002', '', '', '', '', 'default', 'SIP/x',
                  '', '', 3, '', '', 'slave.1', 'slave.1', '', '');",
-        )
-        .await
-        .unwrap();
+        ).await;
     (master, slave)
 }
 
@@ -59,6 +49,17 @@ async fn replicate(master: &TestDb, slave: &TestDb) -> Result<Report, Replicatio
     let source = target::explicit("master", &master.url()).unwrap();
     let target = target::explicit("slave", &slave.url()).unwrap();
     replication::replicate(&source, &target, Options::default()).await
+}
+
+/// `sql` run on `changed` (the master or the slave), then a replication: its report, every
+/// table it copied now the same on both.
+async fn replicate_after(changed: &TestDb, sql: &str, master: &TestDb, slave: &TestDb) -> Report {
+    changed.execute(sql).await;
+    let report = replicate(master, slave).await.unwrap();
+    for table in copied(&report) {
+        assert_same_rows(master, slave, table).await;
+    }
+    report
 }
 
 fn copied(report: &Report) -> Vec<&str> {
@@ -89,6 +90,15 @@ async fn slave_server_on(
 /// Every row of `table`, as text, sorted.
 async fn rows(db: &TestDb, table: &str) -> String {
     rows_of(&db.client().await, table).await
+}
+
+/// Fails the test unless `table` holds the same rows on both.
+async fn assert_same_rows(master: &TestDb, slave: &TestDb, table: &str) {
+    assert_eq!(
+        rows(master, table).await,
+        rows(slave, table).await,
+        "{table}"
+    );
 }
 
 async fn rows_of(client: &tokio_postgres::Client, table: &str) -> String {
@@ -203,6 +213,15 @@ fn db_replication(root: &Path, master: &TestDb, slave_url: &str) -> std::process
     )
 }
 
+/// `db-replication` from `master` into `slave`, refused: its one error line (checked by
+/// [`one_error_line`]), the slave's dump as it was before.
+fn refused_leaving_the_slave_alone(root: &Path, master: &TestDb, slave: &TestDb) -> String {
+    let before = dump(slave);
+    let line = one_error_line(&db_replication(root, master, &slave.socket_url()));
+    assert_same_dump(&dump(slave), &before);
+    line
+}
+
 /// The one error line, after the same reason in XiVO's words (`Slave replication failed: `).
 fn one_error_line(output: &std::process::Output) -> String {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(output));
@@ -310,7 +329,7 @@ async fn assert_excluded_untouched(table: &str) {
         _ => None,
     };
     if let Some(sql) = slave_rows {
-        slave.client().await.batch_execute(sql).await.unwrap();
+        slave.execute(sql).await;
     }
     let sequence_name = format!("{table}_id_seq");
     let has_sequence = names(&master, "S").await.contains(&sequence_name);
@@ -393,18 +412,15 @@ excluded_table_tests!(
 async fn dhcp_is_copied() {
     let (master, slave) = pair().await;
     master
-        .client()
-        .await
-        .batch_execute(
+        .execute(
             "UPDATE dhcp SET pool_start = '10.20.0.50', pool_end = '10.20.0.60';
              INSERT INTO dhcp (active, pool_start, pool_end) VALUES (0, '10.30.0.1', '10.30.0.9')",
         )
-        .await
-        .unwrap();
+        .await;
     assert_ne!(rows(&master, "dhcp").await, rows(&slave, "dhcp").await);
     let report = replicate(&master, &slave).await.unwrap();
     assert!(copied(&report).contains(&"dhcp"));
-    assert_eq!(rows(&master, "dhcp").await, rows(&slave, "dhcp").await);
+    assert_same_rows(&master, &slave, "dhcp").await;
     assert_eq!(
         sequence(&master, "dhcp_id_seq").await,
         sequence(&slave, "dhcp_id_seq").await
@@ -426,56 +442,31 @@ async fn an_unchanged_configuration_is_not_copied_again() {
     assert_same_dump(&dump(&slave), &after_first);
 
     // A change on the master: that table only.
-    master
-        .client()
-        .await
-        .batch_execute(
-            "UPDATE dialaction SET actionarg1 = '2' WHERE event = 'noanswer' AND category = 'user'",
-        )
-        .await
-        .unwrap();
-    let third = replicate(&master, &slave).await.unwrap();
+    let third = replicate_after(
+        &master,
+        "UPDATE dialaction SET actionarg1 = '2' WHERE event = 'noanswer' AND category = 'user'",
+        &master,
+        &slave,
+    )
+    .await;
     assert_eq!(copied(&third), vec!["dialaction"]);
-    assert_eq!(
-        rows(&master, "dialaction").await,
-        rows(&slave, "dialaction").await
-    );
 
     // A change made on the slave itself (it took over for a while): the master's version wins.
-    slave
-        .client()
-        .await
-        .batch_execute("UPDATE extensions SET typeval = '42' WHERE exten = '1001'")
-        .await
-        .unwrap();
-    let fourth = replicate(&master, &slave).await.unwrap();
+    let sql = "UPDATE extensions SET typeval = '42' WHERE exten = '1001'";
+    let fourth = replicate_after(&slave, sql, &master, &slave).await;
     assert_eq!(copied(&fourth), vec!["extensions"]);
-    assert_eq!(
-        rows(&master, "extensions").await,
-        rows(&slave, "extensions").await
-    );
 
     // A referenced table drags the tables referencing it (TRUNCATE needs them together).
-    master
-        .client()
-        .await
-        .batch_execute("UPDATE voicemail SET fullname = 'Alice M.'")
-        .await
-        .unwrap();
-    let fifth = replicate(&master, &slave).await.unwrap();
+    let sql = "UPDATE voicemail SET fullname = 'Alice M.'";
+    let fifth = replicate_after(&master, sql, &master, &slave).await;
     assert_eq!(
         copied(&fifth),
         vec!["user_line", "userfeatures", "voicemail"]
     );
 
     // A sequence moved on without any row change is still followed.
-    master
-        .client()
-        .await
-        .batch_execute("SELECT nextval('extensions_id_seq')")
-        .await
-        .unwrap();
-    let sixth = replicate(&master, &slave).await.unwrap();
+    let sql = "SELECT nextval('extensions_id_seq')";
+    let sixth = replicate_after(&master, sql, &master, &slave).await;
     assert!(sixth.tables_copied.is_empty());
     assert_eq!(sixth.sequences_set, 1);
     assert_eq!(
@@ -496,39 +487,25 @@ async fn an_unchanged_configuration_is_not_copied_again() {
             &slave.socket_url(),
         ],
     );
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains("ok, 17 of 17 tables copied"),
-        "{}",
-        stdout(&output)
-    );
+    assert_says(&output, "ok, 17 of 17 tables copied");
 }
 
 #[tokio::test]
 async fn a_table_referenced_by_an_excluded_table_is_replaced_without_touching_it() {
     let (master, slave) = pair().await;
     for db in [&master, &slave] {
-        db.client()
-            .await
-            .batch_execute(
-                "ALTER TABLE stat_agent ADD FOREIGN KEY (agent_id) REFERENCES agentfeatures (id)",
-            )
-            .await
-            .unwrap();
+        db.execute(
+            "ALTER TABLE stat_agent ADD FOREIGN KEY (agent_id) REFERENCES agentfeatures (id)",
+        )
+        .await;
     }
     master
-        .client()
-        .await
-        .batch_execute("UPDATE agentfeatures SET firstname = 'Alicia'")
-        .await
-        .unwrap();
+        .execute("UPDATE agentfeatures SET firstname = 'Alicia'")
+        .await;
     let stat_agent = rows(&slave, "stat_agent").await;
     let report = replicate(&master, &slave).await.unwrap();
     assert!(copied(&report).contains(&"agentfeatures"));
-    assert_eq!(
-        rows(&master, "agentfeatures").await,
-        rows(&slave, "agentfeatures").await
-    );
+    assert_same_rows(&master, &slave, "agentfeatures").await;
     assert_eq!(rows(&slave, "stat_agent").await, stat_agent);
 }
 
@@ -538,21 +515,17 @@ async fn a_table_referenced_by_an_excluded_table_is_replaced_without_touching_it
 /// copied.
 const TEST_GATE: i64 = 0x7465_7374_6761_7465;
 
-async fn big_master_and_gated_slave() -> (TestDb, TestDb) {
+/// A [`pair`] with 40,000 more `staticsip` rows on the master and the gate on the slave, shut:
+/// the client returned holds the lock until it commits.
+async fn big_master_and_gated_slave() -> (TestDb, TestDb, tokio_postgres::Client) {
     let (master, slave) = pair().await;
     master
-        .client()
-        .await
-        .batch_execute(
+        .execute(
             "INSERT INTO staticsip (filename, category, var_name, var_val)
              SELECT 'bulk.conf', 'bulk', 'row', 'row-' || i FROM generate_series(1, 40000) i",
         )
-        .await
-        .unwrap();
-    slave
-        .client()
-        .await
-        .batch_execute(&format!(
+        .await;
+    slave.execute(&format!(
             "CREATE FUNCTION test_gate() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN
                  IF NEW.var_val = 'row-20000' THEN PERFORM pg_advisory_xact_lock({TEST_GATE}); END IF;
@@ -560,10 +533,12 @@ async fn big_master_and_gated_slave() -> (TestDb, TestDb) {
              END $$;
              CREATE TRIGGER test_gate BEFORE INSERT ON staticsip FOR EACH ROW EXECUTE FUNCTION test_gate();
              ALTER TABLE staticsip ENABLE ALWAYS TRIGGER test_gate;"
-        ))
+        )).await;
+    let gate = slave.client().await;
+    gate.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({TEST_GATE})"))
         .await
         .unwrap();
-    (master, slave)
+    (master, slave, gate)
 }
 
 /// Waits until the replication's slave backend is stuck at the gate; returns its pid.
@@ -598,12 +573,8 @@ async fn wait_at_gate(slave: &TestDb) -> i32 {
 
 #[tokio::test]
 async fn a_run_killed_in_the_middle_leaves_the_slave_as_it_was() {
-    let (master, slave) = big_master_and_gated_slave().await;
+    let (master, slave, gate) = big_master_and_gated_slave().await;
     let before = dump(&slave);
-    let gate = slave.client().await;
-    gate.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({TEST_GATE})"))
-        .await
-        .unwrap();
 
     let root = tempfile::tempdir().unwrap();
     // unshare execs: the child is xivo-ha itself.
@@ -626,28 +597,16 @@ async fn a_run_killed_in_the_middle_leaves_the_slave_as_it_was() {
 
     assert_same_dump(&dump(&slave), &before);
     // The master's lock died with the process: the next run goes through.
-    slave
-        .client()
-        .await
-        .batch_execute("DROP TRIGGER test_gate ON staticsip")
-        .await
-        .unwrap();
+    slave.execute("DROP TRIGGER test_gate ON staticsip").await;
     let report = replicate(&master, &slave).await.unwrap();
     assert_eq!(report.tables_copied.len(), 17);
-    assert_eq!(
-        rows(&master, "staticsip").await,
-        rows(&slave, "staticsip").await
-    );
+    assert_same_rows(&master, &slave, "staticsip").await;
 }
 
 #[tokio::test]
 async fn a_connection_dropped_in_the_middle_leaves_the_slave_as_it_was_and_says_so() {
-    let (master, slave) = big_master_and_gated_slave().await;
+    let (master, slave, gate) = big_master_and_gated_slave().await;
     let before = dump(&slave);
-    let gate = slave.client().await;
-    gate.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({TEST_GATE})"))
-        .await
-        .unwrap();
 
     let root = tempfile::tempdir().unwrap();
     let ctx = xivo_ha::context::Context::new(root.path(), master.url(), None);
@@ -689,15 +648,10 @@ async fn a_connection_dropped_in_the_middle_leaves_the_slave_as_it_was_and_says_
 #[tokio::test]
 async fn a_master_that_vanishes_mid_copy_leaves_the_slave_unlocked_within_30_s() {
     let master = TestDb::create().await;
-    master
-        .client()
-        .await
-        .batch_execute(
+    master.execute(
             "INSERT INTO staticsip (filename, category, var_name, var_val)
              SELECT 'bulk.conf', 'bulk', 'row', repeat('x', 200) || i FROM generate_series(1, 20000) i",
-        )
-        .await
-        .unwrap();
+        ).await;
     let host = common::testhost::TestHost::create();
     let (cluster, slave) = slave_server_on(&host).await;
     let admin = connect(&cluster.socket_url("postgres")).await;
@@ -842,32 +796,24 @@ async fn an_enum_label_differing_between_the_nodes_is_named_before_any_change() 
     let (master, slave) = pair().await;
     let root = tempfile::tempdir().unwrap();
     master
-        .client()
-        .await
-        .batch_execute(
+        .execute(
             "CREATE TYPE presence AS ENUM ('available', 'away', 'dnd');
              ALTER TABLE userfeatures ADD COLUMN presence presence;
              UPDATE userfeatures SET presence = 'dnd'",
         )
-        .await
-        .unwrap();
+        .await;
     slave
-        .client()
-        .await
-        .batch_execute(
+        .execute(
             "CREATE TYPE presence AS ENUM ('available', 'away');
              ALTER TABLE userfeatures ADD COLUMN presence presence",
         )
-        .await
-        .unwrap();
-    let before = dump(&slave);
-    let line = one_error_line(&db_replication(root.path(), &master, &slave.socket_url()));
+        .await;
+    let line = refused_leaving_the_slave_alone(root.path(), &master, &slave);
     assert!(
         line.contains("enum type `presence` has labels 'dnd' only on the master"),
         "{line}"
     );
     assert!(line.contains("nothing was changed"), "{line}");
-    assert_same_dump(&dump(&slave), &before);
 }
 
 #[tokio::test]
@@ -879,12 +825,10 @@ async fn a_slave_database_not_in_utf8_is_refused() {
     s.batch_execute("INSERT INTO alembic_version VALUES ('2b85d2e2f2d0')")
         .await
         .unwrap();
-    let before = dump(&slave);
     let root = tempfile::tempdir().unwrap();
-    let line = one_error_line(&db_replication(root.path(), &master, &slave.socket_url()));
+    let line = refused_leaving_the_slave_alone(root.path(), &master, &slave);
     assert!(line.contains("encoded SQL_ASCII, not UTF8"), "{line}");
     assert!(line.contains("createdb -E UTF8 -T template0"), "{line}");
-    assert_same_dump(&dump(&slave), &before);
 }
 
 #[tokio::test]
@@ -960,11 +904,9 @@ async fn a_second_caller_is_told_another_replication_is_running() {
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await
         .unwrap();
-    let before = dump(&slave);
     let root = tempfile::tempdir().unwrap();
-    let line = one_error_line(&db_replication(root.path(), &master, &slave.socket_url()));
+    let line = refused_leaving_the_slave_alone(root.path(), &master, &slave);
     assert!(line.contains("another replication is running"), "{line}");
-    assert_same_dump(&dump(&slave), &before);
     // The running one's result is what status must show: nothing recorded for this one.
     assert!(
         !root
@@ -986,34 +928,20 @@ async fn the_hourly_run_replicates_only_on_a_master() {
     let master = TestDb::create().await;
     let host = common::testhost::TestHost::create();
     let (_cluster, slave) = slave_server_on(&host).await;
-    master
-        .client()
-        .await
-        .batch_execute("INSERT INTO userfeatures (uuid, firstname, lastname) VALUES ('u-master-4', 'Dan', 'Master')")
-        .await
-        .unwrap();
+    master.execute("INSERT INTO userfeatures (uuid, firstname, lastname) VALUES ('u-master-4', 'Dan', 'Master')").await;
     let root = tempfile::tempdir().unwrap();
     let ctx = xivo_ha::context::Context::new(root.path(), master.url(), None);
     write_custom_env(
         root.path(),
         "XIVO_HA_SLAVE_DB_USER=postgres\nXIVO_HA_SLAVE_DB_CONNECT_TIMEOUT_S=5\n",
     );
-    let ha_conf = root.path().join("etc/xivo/ha.conf");
-    std::fs::create_dir_all(ha_conf.parent().unwrap()).unwrap();
     let state_file = root.path().join("var/lib/xivo-ha/replication.json");
 
     assert!(
         replication::run_hourly(&ctx).await.unwrap().is_none(),
         "disabled"
     );
-    std::fs::write(
-        &ha_conf,
-        format!(
-            r#"{{"node_type": "slave", "remote_address": "{}"}}"#,
-            host.ip
-        ),
-    )
-    .unwrap();
+    write_ha_conf(root.path(), "slave", &host.ip.to_string());
     assert!(
         replication::run_hourly(&ctx).await.unwrap().is_none(),
         "slave"
@@ -1021,11 +949,7 @@ async fn the_hourly_run_replicates_only_on_a_master() {
     assert!(!state_file.exists());
 
     // A master whose ha.conf names a slave `configure` refuses: the error, nothing recorded.
-    std::fs::write(
-        &ha_conf,
-        r#"{"node_type": "master", "remote_address": "127.0.0.1"}"#,
-    )
-    .unwrap();
+    write_ha_conf(root.path(), "master", "127.0.0.1");
     let error = replication::run_hourly(&ctx).await.unwrap_err().to_string();
     assert!(
         error.contains("ha.conf: 127.0.0.1 is not usable as the slave's address"),
@@ -1033,14 +957,7 @@ async fn the_hourly_run_replicates_only_on_a_master() {
     );
     assert!(!state_file.exists());
 
-    std::fs::write(
-        &ha_conf,
-        format!(
-            r#"{{"node_type": "master", "remote_address": "{}"}}"#,
-            host.ip
-        ),
-    )
-    .unwrap();
+    write_ha_conf(root.path(), "master", &host.ip.to_string());
     let report = replication::run_hourly(&ctx).await.unwrap().unwrap();
     assert_eq!(report.tables_copied.len(), 17);
     assert_eq!(
@@ -1057,14 +974,12 @@ async fn the_hourly_run_replicates_only_on_a_master() {
 #[tokio::test]
 async fn replicating_a_database_into_itself_is_refused() {
     let master = TestDb::create().await;
-    let before = dump(&master);
     let root = tempfile::tempdir().unwrap();
-    let line = one_error_line(&db_replication(root.path(), &master, &master.socket_url()));
+    let line = refused_leaving_the_slave_alone(root.path(), &master, &master);
     assert!(
         line.contains("the source and the target are the same database"),
         "{line}"
     );
-    assert_same_dump(&dump(&master), &before);
 }
 
 /// `db-replication <slave_ip>` refuses a slave `configure` refuses, given on the command line
@@ -1109,10 +1024,7 @@ async fn a_slave_that_configure_refuses_is_refused_and_nothing_changes() {
     std::fs::create_dir_all(ha_conf.parent().unwrap()).unwrap();
     for (peer, wrapper, reason) in cases {
         // On the command line.
-        let output = run(wrapper, peer);
-        assert_eq!(output.status.code(), Some(2), "{peer}: {}", stderr(&output));
-        let err = stderr(&output);
-        assert_eq!(err.lines().count(), 1, "{err}");
+        let err = assert_one_line_exit(&run(wrapper, peer), 2, peer);
         assert!(
             err.contains(&format!(
                 "<slave_ip>: {peer} is not usable as the slave's address: "
@@ -1151,17 +1063,10 @@ async fn a_slave_that_configure_refuses_is_refused_and_nothing_changes() {
     )
     .unwrap();
     assert_success(&run(&["unshare", "-n"], SLAVE_IP));
-    assert_eq!(
-        rows(&master, "userfeatures").await,
-        rows(&slave, "userfeatures").await
-    );
+    assert_same_rows(&master, &slave, "userfeatures").await;
 }
 
 // ---- Merge-back of the user statuses, and the slave's other changes reported ---------------
-
-async fn exec(db: &TestDb, sql: &str) {
-    db.client().await.batch_execute(sql).await.unwrap();
-}
 
 /// The merged values of a report: `(table key, column, value)`.
 fn merged(report: &Report) -> Vec<(String, String, Option<String>)> {
@@ -1231,19 +1136,15 @@ async fn user_statuses_set_on_the_slave_are_merged_into_the_master_and_kept_on_b
     // While the slave serves: Alice sets DND, Bob forwards his calls to his mobile and his
     // secretary filter on; an administrator adds an extension on the slave. On the master, an
     // administrator renames Chloé (another row, another column).
-    exec(
-        &slave,
-        "UPDATE userfeatures SET enablednd = 1 WHERE id = 1;
+    slave.execute("UPDATE userfeatures SET enablednd = 1 WHERE id = 1;
          UPDATE userfeatures SET enableunc = 1, destunc = '0612345678' WHERE id = 2;
          UPDATE callfiltermember SET active = 1 WHERE typeval = '2';
          INSERT INTO extensions (context, exten, type, typeval) VALUES ('default', '1004', 'user', '4');",
     )
     .await;
-    exec(
-        &master,
-        "UPDATE userfeatures SET lastname = 'Lefebvre' WHERE id = 3",
-    )
-    .await;
+    master
+        .execute("UPDATE userfeatures SET lastname = 'Lefebvre' WHERE id = 3")
+        .await;
 
     let root = tempfile::tempdir().unwrap();
     let output = db_replication(root.path(), &master, &slave.socket_url());
@@ -1269,11 +1170,7 @@ async fn user_statuses_set_on_the_slave_are_merged_into_the_master_and_kept_on_b
         assert_eq!(user(db, 3, "enablednd, lastname").await, "(0,Lefebvre)");
     }
     for table in ["userfeatures", "callfiltermember", "extensions"] {
-        assert_eq!(
-            rows(&master, table).await,
-            rows(&slave, table).await,
-            "{table}"
-        );
+        assert_same_rows(&master, &slave, table).await;
     }
     assert!(
         !rows(&slave, "extensions").await.contains("1004"),
@@ -1315,16 +1212,12 @@ async fn user_statuses_set_on_the_slave_are_merged_into_the_master_and_kept_on_b
 #[tokio::test]
 async fn a_value_changed_on_both_sides_keeps_the_masters_and_is_reported() {
     let (master, slave) = replicated_pair().await;
-    exec(
-        &slave,
-        "UPDATE userfeatures SET enableunc = 1, destunc = '0611111111', enablerna = 1 WHERE id = 1",
+    slave.execute("UPDATE userfeatures SET enableunc = 1, destunc = '0611111111', enablerna = 1 WHERE id = 1",
     )
     .await;
-    exec(
-        &master,
-        "UPDATE userfeatures SET enableunc = 1, destunc = '0622222222' WHERE id = 1",
-    )
-    .await;
+    master
+        .execute("UPDATE userfeatures SET enableunc = 1, destunc = '0622222222' WHERE id = 1")
+        .await;
     let report = replicate(&master, &slave).await.unwrap();
     // enableunc: the same on both sides, nothing to do; enablerna: the slave's alone, merged.
     assert_eq!(
@@ -1369,18 +1262,16 @@ async fn a_row_deleted_on_one_side_is_not_merged() {
     let (master, slave) = replicated_pair().await;
     // Chloé is deleted on the master while she sets DND on the slave; Bob's boss filter is
     // deleted on the slave while Alice sets DND there.
-    exec(
-        &master,
-        "DELETE FROM user_line WHERE user_id = 3; DELETE FROM userfeatures WHERE id = 3",
-    )
-    .await;
-    exec(
-        &slave,
-        "UPDATE userfeatures SET enablednd = 1 WHERE id IN (1, 3);
+    master
+        .execute("DELETE FROM user_line WHERE user_id = 3; DELETE FROM userfeatures WHERE id = 3")
+        .await;
+    slave
+        .execute(
+            "UPDATE userfeatures SET enablednd = 1 WHERE id IN (1, 3);
          DELETE FROM callfiltermember WHERE id = 1;
          UPDATE callfiltermember SET active = 1 WHERE id = 2",
-    )
-    .await;
+        )
+        .await;
     let report = replicate(&master, &slave).await.unwrap();
     assert_eq!(
         merged(&report),
@@ -1403,11 +1294,7 @@ async fn a_row_deleted_on_one_side_is_not_merged() {
         [("callfiltermember", 2), ("userfeatures", 2)]
     );
     for table in ["userfeatures", "callfiltermember"] {
-        assert_eq!(
-            rows(&master, table).await,
-            rows(&slave, table).await,
-            "{table}"
-        );
+        assert_same_rows(&master, &slave, table).await;
     }
     assert_eq!(
         rows(&slave, "callfiltermember").await.lines().count(),
@@ -1420,8 +1307,7 @@ async fn a_row_deleted_on_one_side_is_not_merged() {
 async fn the_setting_adds_columns_and_a_table_without_primary_key_is_not_merged() {
     let (master, slave) = pair().await;
     for db in [&master, &slave] {
-        exec(
-            db,
+        db.execute(
             "CREATE TABLE pickup_flag (name text NOT NULL, flag integer NOT NULL DEFAULT 0);
              INSERT INTO pickup_flag VALUES ('a', 0)",
         )
@@ -1434,12 +1320,12 @@ async fn the_setting_adds_columns_and_a_table_without_primary_key_is_not_merged(
     );
     let run = || db_replication(root.path(), &master, &slave.socket_url());
     assert_success(&run());
-    exec(
-        &slave,
-        "UPDATE queuemember SET penalty = 3 WHERE queue_name = 'support';
+    slave
+        .execute(
+            "UPDATE queuemember SET penalty = 3 WHERE queue_name = 'support';
          UPDATE pickup_flag SET flag = 1",
-    )
-    .await;
+        )
+        .await;
     let output = run();
     assert_success(&output);
     let state: Value = serde_json::from_slice(
@@ -1458,14 +1344,13 @@ async fn the_setting_adds_columns_and_a_table_without_primary_key_is_not_merged(
     );
     assert_eq!(rows(&master, "pickup_flag").await, "(a,0)");
     assert_eq!(rows(&slave, "pickup_flag").await, "(a,0)");
-    assert_eq!(
-        rows(&master, "queuemember").await,
-        rows(&slave, "queuemember").await
-    );
+    assert_same_rows(&master, &slave, "queuemember").await;
 
     // A column that does not exist: one line naming the setting, nothing changed.
     write_custom_env(root.path(), "XIVO_HA_MERGE_BACK_EXTRA=userfeatures.nope\n");
-    exec(&slave, "UPDATE userfeatures SET enablednd = 1 WHERE id = 1").await;
+    slave
+        .execute("UPDATE userfeatures SET enablednd = 1 WHERE id = 1")
+        .await;
     let before = (dump(&master), dump(&slave));
     let line = one_error_line(&run());
     assert!(
@@ -1496,28 +1381,30 @@ async fn the_setting_adds_columns_and_a_table_without_primary_key_is_not_merged(
 #[tokio::test]
 async fn a_failing_merge_back_leaves_master_and_slave_as_they_were() {
     let (master, slave) = replicated_pair().await;
-    exec(
-        &slave,
-        "UPDATE userfeatures SET enablednd = 1 WHERE id = 1;
+    slave
+        .execute(
+            "UPDATE userfeatures SET enablednd = 1 WHERE id = 1;
          UPDATE userfeatures SET enableunc = 1, destunc = '0612345678' WHERE id = 2",
-    )
-    .await;
+        )
+        .await;
     let root = tempfile::tempdir().unwrap();
 
     // A guard fails (the schemas differ): refused before anything is merged.
-    exec(&slave, "ALTER TABLE linefeatures ADD COLUMN nickname text").await;
+    slave
+        .execute("ALTER TABLE linefeatures ADD COLUMN nickname text")
+        .await;
     let (master_before, slave_before) = (dump(&master), dump(&slave));
     let line = one_error_line(&db_replication(root.path(), &master, &slave.socket_url()));
     assert!(line.contains("schemas differ"), "{line}");
     assert_same_dump(&dump(&master), &master_before);
     assert_same_dump(&dump(&slave), &slave_before);
-    exec(&slave, "ALTER TABLE linefeatures DROP COLUMN nickname").await;
+    slave
+        .execute("ALTER TABLE linefeatures DROP COLUMN nickname")
+        .await;
 
     // The master refuses the second row's write (a trigger of the master's): the first row's
     // write is undone with it, and the slave is not touched.
-    exec(
-        &master,
-        "CREATE FUNCTION refuse_forward() RETURNS trigger LANGUAGE plpgsql AS $$
+    master.execute("CREATE FUNCTION refuse_forward() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
              IF NEW.destunc = '0612345678' THEN RAISE EXCEPTION 'forwards to mobiles are refused'; END IF;
              RETURN NEW;
@@ -1543,7 +1430,9 @@ async fn a_failing_merge_back_leaves_master_and_slave_as_they_were() {
     assert_eq!(user(&master, 1, "enablednd").await, "0");
 
     // Once the master accepts it, the same changes merge back.
-    exec(&master, "DROP TRIGGER refuse_forward ON userfeatures").await;
+    master
+        .execute("DROP TRIGGER refuse_forward ON userfeatures")
+        .await;
     let report = replicate(&master, &slave).await.unwrap();
     assert_eq!(report.merge.merged_back.len(), 3);
     assert_eq!(
@@ -1558,10 +1447,10 @@ async fn a_failing_merge_back_leaves_master_and_slave_as_they_were() {
 #[tokio::test]
 async fn a_copy_failing_after_the_merge_back_keeps_the_merged_value_on_the_master() {
     let (master, slave) = replicated_pair().await;
-    exec(&slave, "UPDATE userfeatures SET enablednd = 1 WHERE id = 3").await;
-    exec(
-        &slave,
-        "CREATE FUNCTION refuse_user() RETURNS trigger LANGUAGE plpgsql AS $$
+    slave
+        .execute("UPDATE userfeatures SET enablednd = 1 WHERE id = 3")
+        .await;
+    slave.execute("CREATE FUNCTION refuse_user() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN RAISE EXCEPTION 'the slave refuses users today'; END $$;
          CREATE TRIGGER refuse_user BEFORE INSERT ON userfeatures FOR EACH ROW EXECUTE FUNCTION refuse_user();
          ALTER TABLE userfeatures ENABLE ALWAYS TRIGGER refuse_user;",
@@ -1594,13 +1483,12 @@ async fn a_copy_failing_after_the_merge_back_keeps_the_merged_value_on_the_maste
         "{state:#}"
     );
 
-    exec(&slave, "DROP TRIGGER refuse_user ON userfeatures").await;
+    slave
+        .execute("DROP TRIGGER refuse_user ON userfeatures")
+        .await;
     let report = replicate(&master, &slave).await.unwrap();
     assert!(report.merge.merged_back.is_empty());
     assert!(report.merge.conflicts.is_empty());
     assert_eq!(user(&slave, 3, "enablednd").await, "1");
-    assert_eq!(
-        rows(&master, "userfeatures").await,
-        rows(&slave, "userfeatures").await
-    );
+    assert_same_rows(&master, &slave, "userfeatures").await;
 }

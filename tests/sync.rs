@@ -9,12 +9,15 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use common::sshd::{Sshd, keygen, start_sshd_on, start_sshd_on_with_password};
 use common::testhost::TestHost;
-use common::{assert_success, stderr, stdout, wait_for_blocking, xivo_ha_bin};
+use common::{
+    KilledOnDrop, assert_one_line_exit, assert_refused, assert_says, assert_success, stderr,
+    stdout, wait_for_blocking, xivo_ha_bin,
+};
 
 /// A master and a slave tree, the slave served by its own sshd.
 struct Pair {
@@ -96,6 +99,13 @@ impl Pair {
 
     fn s(&self, path: &str) -> PathBuf {
         self.slave.path().join(path)
+    }
+
+    /// Fails the test unless each of `paths` holds on the slave what it holds on the master.
+    fn assert_copied(&self, paths: &[&str]) {
+        for path in paths {
+            assert_eq!(read(&self.s(path)), read(&self.m(path)), "{path}");
+        }
     }
 
     /// `xivo-ha --root <master> <args>`, no agent, no terminal.
@@ -201,15 +211,11 @@ fn sync_mirrors_deletes_and_leaves_the_rest_alone() {
 
     let output = pair.run(&["sync"]);
     assert_success(&output);
-    assert_eq!(
-        read(&pair.s("etc/asterisk/extensions_extra.d/a.conf")),
-        "[a]\n"
-    );
-    assert_eq!(read(&pair.s("var/lib/asterisk/moh/default/x.wav")), "RIFF");
-    assert_eq!(
-        read(&pair.s("var/lib/xivo/sounds/playback/hello.wav")),
-        "hello"
-    );
+    pair.assert_copied(&[
+        "etc/asterisk/extensions_extra.d/a.conf",
+        "var/lib/asterisk/moh/default/x.wav",
+        "var/lib/xivo/sounds/playback/hello.wav",
+    ]);
     assert!(!pair.s("etc/asterisk/extensions_extra.d/old.conf").exists());
     assert_eq!(read(&pair.s("etc/asterisk/sip.conf")), "slave's own");
     assert_eq!(
@@ -242,12 +248,7 @@ fn sync_mirrors_deletes_and_leaves_the_rest_alone() {
         .env("XIVO_HA_ROOT", pair.master.path())
         .output()
         .unwrap();
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains("0 files (0 bytes) transferred, 0 deleted"),
-        "{}",
-        stdout(&output)
-    );
+    assert_says(&output, "0 files (0 bytes) transferred, 0 deleted");
     let status = pair.run(&["status"]);
     assert_success(&status);
     let line = stdout(&status)
@@ -263,7 +264,7 @@ fn sync_mirrors_deletes_and_leaves_the_rest_alone() {
 
 /// An ssh-agent on a socket of its own, killed on drop.
 struct Agent {
-    child: Child,
+    _child: KilledOnDrop,
     socket: PathBuf,
 }
 
@@ -277,7 +278,10 @@ impl Agent {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let agent = Agent { child, socket };
+        let agent = Agent {
+            _child: KilledOnDrop(child),
+            socket,
+        };
         wait_for_blocking("ssh-agent to start", Duration::from_secs(5), || {
             agent.socket.exists()
         });
@@ -291,13 +295,6 @@ impl Agent {
             );
         }
         agent
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -363,11 +360,7 @@ fn key_set_up_creates_installs_and_refuses_a_second_time() {
     let before = fs::read(&key).unwrap();
     let output = pair.run_with(&["sync", "-i"], &[("SSH_AUTH_SOCK", &agent.socket)]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("already exists"),
-        "{}",
-        stderr(&output)
-    );
+    assert_refused(&output, "already exists");
     assert_eq!(fs::read(&key).unwrap(), before);
     assert_eq!(read(&pair.authorized_keys), authorized);
 }
@@ -389,12 +382,8 @@ fn key_set_up_under_sshpass_gets_the_password_from_its_terminal() {
 
     // The hourly sync then logs in with the installed key alone, no password.
     write(&pair.m("var/lib/xivo/sounds/playback/hello.wav"), "hello");
-    let output = pair.run(&["sync"]);
-    assert_success(&output);
-    assert_eq!(
-        read(&pair.s("var/lib/xivo/sounds/playback/hello.wav")),
-        "hello"
-    );
+    assert_success(&pair.run(&["sync"]));
+    pair.assert_copied(&["var/lib/xivo/sounds/playback/hello.wav"]);
 
     // A wrong password: one clear error, and no key left behind to trip the next attempt.
     let pair = Pair::with_sshd("master", |host, keys| {
@@ -418,19 +407,9 @@ fn a_node_that_is_not_master_does_nothing() {
     let slave_before = snapshot(pair.slave.path());
 
     let output = pair.run(&["sync"]);
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains("not a master: nothing to sync"),
-        "{}",
-        stdout(&output)
-    );
+    assert_says(&output, "not a master: nothing to sync");
     let output = pair.run(&["sync", "--back"]);
-    assert_success(&output);
-    assert!(
-        stdout(&output).contains("not a master"),
-        "{}",
-        stdout(&output)
-    );
+    assert_says(&output, "not a master");
     assert_eq!(snapshot(pair.slave.path()), slave_before);
     assert!(!pair.m("var/lib/xivo-ha/sync.json").exists());
     assert!(
@@ -442,11 +421,7 @@ fn a_node_that_is_not_master_does_nothing() {
     fs::remove_file(&key).unwrap();
     let output = pair.run(&["sync", "-i"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("not a master"),
-        "{}",
-        stderr(&output)
-    );
+    assert_refused(&output, "not a master");
     assert!(!key.exists());
 }
 
@@ -725,19 +700,13 @@ fn a_peer_that_configure_refuses_is_refused_and_nothing_changes() {
             let master_before = snapshot(pair.master.path());
             let slave_before = snapshot(pair.slave.path());
             let output = pair.run_under(wrapper, args, &[]);
-            assert_eq!(
-                output.status.code(),
-                Some(1),
-                "{peer} {args:?}: {}",
-                stderr(&output)
-            );
-            let errors = error_lines(&output);
-            assert_eq!(stderr(&output).lines().count(), 1, "{}", stderr(&output));
-            let line = &errors[0];
+            let line = assert_one_line_exit(&output, 1, &format!("{peer} {args:?}"));
+            let refusal =
+                format!("etc/xivo/ha.conf: {peer} is not usable as the slave's address: ");
             assert!(
-                line.contains(&format!(
-                    "etc/xivo/ha.conf: {peer} is not usable as the slave's address: "
-                )) && line.contains(reason)
+                line.starts_with("xivo-ha: error: ")
+                    && line.contains(&refusal)
+                    && line.contains(reason)
                     && line.ends_with("`xivo-ha configure master <slave_ip>`"),
                 "{peer} {args:?}: {line}"
             );

@@ -3,7 +3,8 @@
 
 use serde::Deserialize;
 
-use crate::settings::{ConfigError, EnvFile, from_env};
+pub use crate::settings::SettingsError;
+use crate::settings::{EnvFile, from_env};
 
 /// The prefix of every alert variable (`XIVO_HA_ALERT_SMTP`, ...).
 pub const PREFIX: &str = "XIVO_HA_ALERT_";
@@ -34,14 +35,6 @@ pub struct AlertSettings {
     pub to: Vec<String>,
     /// The sender (`xivo-ha@<hostname>`).
     pub from: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("{variable}: {reason}")]
-    Invalid { variable: String, reason: String },
 }
 
 impl AlertSettings {

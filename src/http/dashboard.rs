@@ -699,24 +699,7 @@ mod tests {
             NodeType::Master,
             Some(MonitorDoc::bare(NodeType::Master, now())),
         );
-        let replication = |ok: bool| ReplicationDoc {
-            summary: String::new(),
-            started_at: at("2026-11-25T10:00:00Z"),
-            seconds: 1.5,
-            ok,
-            error: (!ok).then(|| "connection <refused>".to_owned()),
-            last_success_at: Some(at("2026-11-25T09:00:00Z")),
-            details: ReplicationDetails {
-                slave: "asterisk@192.0.2.20:5432/asterisk".into(),
-                tables_copied: 2,
-                tables_unchanged: 14,
-                rows_copied: 30,
-                bytes_copied: 4000,
-                copied: vec![],
-                ..ReplicationDetails::default()
-            },
-        };
-        status.components.replication = Some(replication(true));
+        status.components.replication = Some(ReplicationDoc::sample(true));
         status.components.dbreplic = Some(DbReplicDoc {
             mode: DbReplicMode::Normal,
             origin: "xivo1".into(),
@@ -754,7 +737,7 @@ mod tests {
             "{html}"
         );
 
-        status.components.replication = Some(replication(false));
+        status.components.replication = Some(ReplicationDoc::sample(false));
         let html = page(&status, &[]);
         assert_eq!(
             headline_of(&html),

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::witness::{self, Witnesses};
-use crate::settings::{ConfigError, EnvFile, from_env};
+pub use crate::settings::SettingsError;
+use crate::settings::{EnvFile, from_env};
 
 /// The prefix of every monitor variable (`XIVO_HA_MONITOR_INTERVAL_MS`, ...).
 pub const PREFIX: &str = "XIVO_HA_MONITOR_";
@@ -136,14 +137,6 @@ pub struct MonitorSettings {
     /// How long a failback lets the slave's calls finish (`core stop gracefully`) before it
     /// stops the containers; zero stops them at once.
     pub drain_max: Duration,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("{variable}: {reason}")]
-    Invalid { variable: String, reason: String },
 }
 
 impl Default for MonitorSettings {

@@ -5,7 +5,9 @@
 //! so it never takes part in the schema comparison), written in the replication's slave
 //! transaction from what that transaction just copied, so that it never lies after a failure:
 //! - `xivo_ha.merge_base_table`: per table, the key and the columns recorded;
-//! - `xivo_ha.merge_base`: per row, its key and the merged columns' values, as text.
+//! - `xivo_ha.merge_base`: per row, its key and the merged columns' values, as text (no index:
+//!   it is written whole for a table at each copy of it, and read whole after a failover; the
+//!   keys are the source table's primary key, unique already).
 
 use std::collections::BTreeMap;
 
@@ -169,8 +171,7 @@ pub async fn record(
              CREATE TABLE IF NOT EXISTS xivo_ha.merge_base (
                  table_name text NOT NULL,
                  row_key text[] NOT NULL,
-                 vals text[] NOT NULL,
-                 PRIMARY KEY (table_name, row_key)
+                 vals text[] NOT NULL
              );
              COMMENT ON TABLE xivo_ha.merge_base IS
                  'xivo-ha db-replication: the merged-back columns as the last replication wrote them here; do not edit';",

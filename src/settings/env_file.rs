@@ -9,6 +9,16 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+/// What a component's settings reader refuses: the file or a variable as [`ConfigError`] says,
+/// or a value that reads but is not usable (`variable` names it, `reason` says why).
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{variable}: {reason}")]
+    Invalid { variable: String, reason: String },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}:{line}: {reason}: write `NAME=value` (a `#` starts a comment)", path.display())]

@@ -8,7 +8,7 @@ pub mod catalog;
 pub mod command;
 pub mod env_file;
 
-pub use env_file::{ConfigError, Duplicate, EnvEntry, EnvFile, differing, from_env};
+pub use env_file::{ConfigError, Duplicate, EnvEntry, EnvFile, SettingsError, differing, from_env};
 
 /// What is wrong but harmless in a site file, one line each, for a warning: names that look like
 /// ours but are not declared (with the closest declared one), and names given twice.

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use serde::Serialize;
 
 use super::Status;
 use crate::context::Context;
@@ -17,28 +18,25 @@ pub struct StatusArgs {
 
 /// `xivo-ha status`.
 pub fn run(ctx: &Context, args: StatusArgs) -> Result<ExitCode, HaError> {
-    let status = match Status::gather(&ctx.paths) {
-        Ok(status) => status,
+    match Status::gather(&ctx.paths) {
+        Ok(status) => {
+            print(&status, args.json, || status.render());
+            Ok(ExitCode::SUCCESS)
+        }
         // ha.conf is unreadable: the components' states all the same, then the error.
         Err(unreadable) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&unreadable).expect("status serialises")
-                );
-            } else {
-                print!("{}", unreadable.render());
-            }
-            return Err(unreadable.error);
+            print(&unreadable, args.json, || unreadable.render());
+            Err(unreadable.error)
         }
-    };
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&status).expect("status serialises")
-        );
-    } else {
-        print!("{}", status.render());
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// `doc` on stdout: as JSON with `--json`, else as `render` writes it.
+fn print(doc: &impl Serialize, json: bool, render: impl FnOnce() -> String) {
+    if json {
+        let text = serde_json::to_string_pretty(doc).expect("status serialises");
+        println!("{text}");
+    } else {
+        print!("{}", render());
+    }
 }

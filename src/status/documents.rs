@@ -204,6 +204,32 @@ pub struct SlaveChange {
 
 pub type ReplicationDoc = JobRecord<ReplicationDetails>;
 
+#[cfg(test)]
+impl ReplicationDoc {
+    /// A replication for the tests (the renderers' and the documents' own): at 10:00 UTC on
+    /// 2026-11-25 to asterisk@192.0.2.20, 2 tables copied and 14 unchanged, 30 rows, 4000 bytes
+    /// in 1.5 s, the last success at 09:00; failed (`connection <refused>`) unless `ok`.
+    pub fn sample(ok: bool) -> ReplicationDoc {
+        ReplicationDoc {
+            summary: String::new(),
+            started_at: "2026-11-25T10:00:00Z".parse().unwrap(),
+            seconds: 1.5,
+            ok,
+            error: (!ok).then(|| "connection <refused>".to_owned()),
+            last_success_at: Some("2026-11-25T09:00:00Z".parse().unwrap()),
+            details: ReplicationDetails {
+                slave: "asterisk@192.0.2.20:5432/asterisk".into(),
+                tables_copied: 2,
+                tables_unchanged: 14,
+                rows_copied: 30,
+                bytes_copied: 4000,
+                copied: vec![],
+                ..ReplicationDetails::default()
+            },
+        }
+    }
+}
+
 /// What a sync did (`sync.json`, `sync-back.json`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SyncDetails {
@@ -563,42 +589,29 @@ mod tests {
 
     #[test]
     fn a_replication_document_round_trips_with_the_previous_keys() {
-        let doc = ReplicationDoc {
-            summary: "2026-11-25 11:00:00 UTC to slave: FAILED".into(),
-            started_at: at("2026-11-25T11:00:00Z"),
-            seconds: 1.5,
-            ok: false,
-            error: Some("refused".into()),
-            last_success_at: Some(at("2026-11-25T10:00:00Z")),
-            details: ReplicationDetails {
-                slave: "asterisk@192.0.2.20:5432/asterisk".into(),
-                tables_copied: 2,
-                tables_unchanged: 14,
-                rows_copied: 30,
-                bytes_copied: 4000,
-                copied: vec!["userfeatures".into(), "linefeatures".into()],
-                merged_back: vec![MergedValue {
-                    table: "userfeatures".into(),
-                    key: "id=1".into(),
-                    column: "enablednd".into(),
-                    value: Some("1".into()),
-                    was: Some("0".into()),
-                }],
-                conflicts: vec![MergeConflict {
-                    table: "userfeatures".into(),
-                    key: "id=2".into(),
-                    column: "destunc".into(),
-                    base: Some(String::new()),
-                    master: Some("1002".into()),
-                    slave: Some("0612345678".into()),
-                }],
-                slave_changes_overwritten: vec![SlaveChange {
-                    table: "extensions".into(),
-                    rows: 1,
-                }],
-                merge_skipped: vec!["userfeatures: 1 row deleted on the master".into()],
-            },
-        };
+        let mut doc = ReplicationDoc::sample(false);
+        doc.summary = "2026-11-25 10:00:00 UTC to slave: FAILED".into();
+        doc.details.copied = vec!["userfeatures".into(), "linefeatures".into()];
+        doc.details.merged_back = vec![MergedValue {
+            table: "userfeatures".into(),
+            key: "id=1".into(),
+            column: "enablednd".into(),
+            value: Some("1".into()),
+            was: Some("0".into()),
+        }];
+        doc.details.conflicts = vec![MergeConflict {
+            table: "userfeatures".into(),
+            key: "id=2".into(),
+            column: "destunc".into(),
+            base: Some(String::new()),
+            master: Some("1002".into()),
+            slave: Some("0612345678".into()),
+        }];
+        doc.details.slave_changes_overwritten = vec![SlaveChange {
+            table: "extensions".into(),
+            rows: 1,
+        }];
+        doc.details.merge_skipped = vec!["userfeatures: 1 row deleted on the master".into()];
         let json = round_trip(&doc);
         assert_eq!(json["merged_back"][0]["column"], "enablednd");
         assert_eq!(json["conflicts"][0]["master"], "1002");

@@ -27,6 +27,36 @@ pub const LOG_FILE: &str = "var/log/xivo-db-replication/db-replic.log";
 /// DB Replic's state document under a node root.
 pub const STATE_FILE: &str = "var/lib/xivo-ha/dbreplic.json";
 
+/// What DB Replic reads and writes, for the tests that run xivo-ha themselves (`doctor`, the
+/// monitor): a source database loaded with the fixture, an empty reporting database and the
+/// Elasticsearch stand-in.
+pub struct Sinks {
+    pub source: TestDb,
+    pub reporting: TestDb,
+    pub es: EsServer,
+}
+
+impl Sinks {
+    pub async fn start() -> Sinks {
+        Sinks {
+            source: TestDb::create().await,
+            reporting: TestDb::create_empty().await,
+            es: EsServer::start().await,
+        }
+    }
+
+    /// The custom.env lines that point DB Replic at both sinks.
+    pub fn env(&self) -> String {
+        format!(
+            "REPORTING_DB_HOST=127.0.0.1\nREPORTING_DB_PORT={}\nREPORTING_DB_NAME={}\n\
+             REPORTING_DB_USER=postgres\nELASTICSEARCH={}\n",
+            pg_port(),
+            self.reporting.name,
+            self.es.url
+        )
+    }
+}
+
 /// Source, reporting database, Elasticsearch stand-in and node root, joined by one custom.env.
 pub struct Pipeline {
     pub source: TestDb,
@@ -222,6 +252,11 @@ impl Pipeline {
                 && pg_checkpoint(reporting, "queue_log").await == ql_max
         })
         .await;
+    }
+
+    /// [`Pipeline::wait_pg_caught_up`] on the pipeline's own reporting database.
+    pub async fn wait_reporting_caught_up(&self, what: &str, timeout: Duration) {
+        self.wait_pg_caught_up(&self.reporting, what, timeout).await;
     }
 
     /// Waits until the Elasticsearch stand-in holds as many documents as the source has rows,

@@ -21,16 +21,8 @@ static IMAGE_BUILT: OnceLock<Result<(), String>> = OnceLock::new();
 
 /// `docker <args>`; panics with docker's message when it fails.
 pub fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker CLI runs");
-    assert!(
-        output.status.success(),
-        "docker {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let what = format!("docker {}", args.join(" "));
+    let output = super::output_of(&what, Command::new("docker").args(args));
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 

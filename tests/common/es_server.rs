@@ -100,11 +100,13 @@ impl EsServer {
             )
             .route(
                 "/{index}/_create/{id}",
-                put(create_document).post(create_document),
+                put(put_document::<true>).post(put_document::<true>),
             )
             .route(
                 "/{index}/_doc/{id}",
-                get(get_document).put(index_document).post(index_document),
+                get(get_document)
+                    .put(put_document::<false>)
+                    .post(put_document::<false>),
             )
             .layer(DefaultBodyLimit::max(200 * 1024 * 1024))
             .with_state(inner.clone());
@@ -291,20 +293,13 @@ fn write_document(
         .into_response()
 }
 
-async fn create_document(
+/// `_create/{id}` (`CREATE_ONLY`: refused when the document exists) and `_doc/{id}`.
+async fn put_document<const CREATE_ONLY: bool>(
     State(inner): State<Arc<Inner>>,
     Path((index, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    write_document(&inner, index, id, &body, true)
-}
-
-async fn index_document(
-    State(inner): State<Arc<Inner>>,
-    Path((index, id)): Path<(String, String)>,
-    body: Bytes,
-) -> Response {
-    write_document(&inner, index, id, &body, false)
+    write_document(&inner, index, id, &body, CREATE_ONLY)
 }
 
 async fn get_document(

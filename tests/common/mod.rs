@@ -4,7 +4,8 @@
 //! (the slave's Docker lab), `es_server` (the Elasticsearch stand-in), `cluster` (a PostgreSQL
 //! server on a test host), `monitor_process` (`xivo-ha monitor` as a process with its HTTP
 //! endpoint), `smtp` (a real SMTP server storing what it receives), `sshd` and `testhost`;
-//! here, temporary node roots, the `xivo-ha` binary and waiting for an event.
+//! here, temporary node roots, the `xivo-ha` binary, the checks of a command's output, daemons
+//! killed on drop and waiting for an event.
 //!
 //! Every test file says `mod common;`; a fixture some test binaries do not use is not dead code.
 #![allow(dead_code)]
@@ -23,8 +24,31 @@ pub mod testhost;
 pub use db::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
+
+/// A child process (a daemon a test started) killed and reaped when dropped.
+pub struct KilledOnDrop(pub Child);
+
+impl std::ops::Deref for KilledOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KilledOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// Writes the node's ha.conf, `<root>/etc/xivo/ha.conf`.
 pub fn write_ha_conf(root: &Path, node_type: &str, peer: &str) {
@@ -118,6 +142,15 @@ fn test_env(command: &mut Command) {
     command.env("XIVO_HA_ALERT_SMTP", "");
 }
 
+/// The summary line of the monitor's state document on `root` (empty while there is none).
+pub fn monitor_summary(root: &Path) -> String {
+    std::fs::read_to_string(root.join("var/lib/xivo-ha/monitor.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|doc| doc["summary"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -128,13 +161,64 @@ pub fn stderr(output: &Output) -> String {
 
 /// Fails the test with the command's output when it did not exit 0.
 pub fn assert_success(output: &Output) {
+    assert_ran("the command", output);
+}
+
+/// The same, naming `what` ran (e.g. `tc`, `chromium <args>`) in the failure.
+pub fn assert_ran(what: &str, output: &Output) {
     assert!(
         output.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        "{what}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
         output.status.code(),
         stdout(output),
         stderr(output)
     );
+}
+
+/// Fails the test unless the command exited `code` with one line on stderr (`what` names the
+/// case in a failure); gives that line.
+pub fn assert_one_line_exit(output: &Output, code: i32, what: &str) -> String {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "{what}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{what}: one line: {err}");
+    err.trim().to_owned()
+}
+
+/// Runs `command` (`what` names it in a failure, e.g. `docker ps`); fails the test when it
+/// does not start or does not exit 0. Gives its output.
+pub fn output_of(what: &str, command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+    assert_ran(what, &output);
+    output
+}
+
+/// Fails the test unless `text` holds every one of `parts`, naming the first it lacks.
+pub fn assert_holds(text: &str, parts: &[impl AsRef<str>]) {
+    for part in parts {
+        let part = part.as_ref();
+        assert!(text.contains(part), "`{part}` not in:\n{text}");
+    }
+}
+
+/// Fails the test unless the command exited 0 and its stdout holds `words`; gives the stdout.
+pub fn assert_says(output: &Output, words: &str) -> String {
+    assert_success(output);
+    let said = stdout(output);
+    assert!(said.contains(words), "`{words}` not in stdout:\n{said}");
+    said
+}
+
+/// Fails the test unless the command failed and its stderr holds `words`; gives the stderr.
+pub fn assert_refused(output: &Output, words: &str) -> String {
+    let message = stderr(output);
+    assert!(!output.status.success(), "exit 0, stderr:\n{message}");
+    assert!(
+        message.contains(words),
+        "`{words}` not in stderr:\n{message}"
+    );
+    message
 }
 
 /// Polls `check` every 50 ms until it holds; fails the test naming `what` after `timeout`.

@@ -2,14 +2,28 @@
 //! the tests that talk to it over real HTTP (tests/http.rs, tests/dashboard.rs).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{clear_xivo_env, wait_for, xivo_ha_bin};
+use super::docker_lab::{SlaveLab, start_slave_lab};
+use super::{KilledOnDrop, clear_xivo_env, wait_for, xivo_ha_bin};
+
+/// A slave's Docker lab (its master and one `asterisk` service) with its monitor running, the
+/// endpoint on a free loopback port, `/healthz` answering.
+pub async fn start_monitored_slave_lab() -> (SlaveLab, MonitorProcess) {
+    let port = free_port();
+    let slave = start_slave_lab(
+        &[("asterisk", false)],
+        &[("XIVO_HA_HTTP_LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    let monitor = MonitorProcess::start(slave.root(), port);
+    monitor.wait_healthy().await;
+    (slave, monitor)
+}
 
 /// `xivo-ha monitor` as a child process, killed on drop.
 pub struct MonitorProcess {
-    pub child: Child,
+    pub child: KilledOnDrop,
     pub base: String,
 }
 
@@ -38,7 +52,7 @@ impl MonitorProcess {
             .spawn()
             .expect("xivo-ha monitor starts");
         MonitorProcess {
-            child,
+            child: KilledOnDrop(child),
             base: format!("http://127.0.0.1:{port}"),
         }
     }
@@ -66,6 +80,26 @@ impl MonitorProcess {
             .unwrap_or_default()
     }
 
+    /// The value of the sample `name` (with its labels, e.g. `x{job="replication"}`) in
+    /// `/metrics`; fails the test when there is none.
+    pub async fn metric_value(&self, name: &str) -> f64 {
+        let text = self.metrics().await;
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no `{name}` in:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits for each `(line, seconds)` in turn: [`MonitorProcess::wait_metric`] `line` within
+    /// `seconds` after the one before.
+    pub async fn wait_metrics(&self, lines: &[(&str, u64)]) {
+        for (line, seconds) in lines {
+            self.wait_metric(line, Duration::from_secs(*seconds)).await;
+        }
+    }
+
     /// Waits until `/metrics` has a line equal to `line`.
     pub async fn wait_metric(&self, line: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -80,13 +114,6 @@ impl MonitorProcess {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-impl Drop for MonitorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,7 +2,7 @@
 //! loopback port, storing every message it receives in a maildir, killed by its pid on drop.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Debian's interpreter, which has the python3-aiosmtpd package (not a pyenv one).
@@ -72,7 +72,7 @@ impl Received {
 
 pub struct SmtpServer {
     pub port: u16,
-    child: Child,
+    _child: super::KilledOnDrop,
     dir: tempfile::TempDir,
 }
 
@@ -88,7 +88,11 @@ pub fn start_smtp_server() -> SmtpServer {
         .stderr(Stdio::null())
         .spawn()
         .expect("aiosmtpd runs (apt-get install python3-aiosmtpd)");
-    let server = SmtpServer { port, child, dir };
+    let server = SmtpServer {
+        port,
+        _child: super::KilledOnDrop(child),
+        dir,
+    };
     super::wait_for_blocking("the SMTP server to listen", Duration::from_secs(15), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
@@ -129,12 +133,5 @@ impl SmtpServer {
             self.messages().len() >= n
         });
         self.messages()
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

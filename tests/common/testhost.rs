@@ -124,25 +124,19 @@ impl TestHost {
     /// Limits what this machine sends to the test host to `rate` (tc's syntax, e.g. `2mbit`) on
     /// our end of the link: a transfer lasts long enough to be caught in the middle.
     pub fn throttle(&self, rate: &str) {
-        let output = Command::new("tc")
-            .args([
-                "qdisc",
-                "add",
-                "dev",
-                &self.host_link,
-                "root",
-                "tbf",
-                "rate",
-                rate,
-            ])
-            .args(["burst", "32kbit", "latency", "1s"])
-            .output()
-            .expect("tc runs");
-        assert!(
-            output.status.success(),
-            "tc: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let mut tc = Command::new("tc");
+        tc.args([
+            "qdisc",
+            "add",
+            "dev",
+            &self.host_link,
+            "root",
+            "tbf",
+            "rate",
+            rate,
+        ])
+        .args(["burst", "32kbit", "latency", "1s"]);
+        super::output_of("tc qdisc add", &mut tc);
     }
 
     pub fn plug(&self) {
