@@ -1,7 +1,9 @@
 //! Alert mails against a real SMTP server (aiosmtpd, started by the test on a loopback port):
 //! a failed replication run by hand prints XiVO's `Slave replication failed: <reason>` and
 //! mails it to the recipients, at most once an hour while it keeps failing; with the mail
-//! server down the job still runs and `status` says the mail could not be sent.
+//! server down the job still runs and `status` says the mail could not be sent; a replication
+//! that finds changes made on the slave (after a failback) mails what it merged back and what
+//! it overwrote.
 
 mod common;
 
@@ -136,4 +138,54 @@ async fn mail_server_down_the_job_still_runs_and_status_says_the_mail_failed() {
         Some(error),
         "{alerts:#}"
     );
+}
+
+#[tokio::test]
+async fn the_slaves_changes_found_after_a_failback_are_mailed_with_the_list() {
+    let (master, slave) = tokio::join!(TestDb::create(), TestDb::create());
+    let smtp = start_smtp_server();
+    let root = tempfile::tempdir().unwrap();
+    let host = common::testhost::TestHost::create();
+    let slave_ip = host.ip.to_string();
+    let run = || {
+        xivo_ha_env(
+            root.path(),
+            &master.url(),
+            &[
+                ("XIVO_HA_ALERT_SMTP", &smtp.address()),
+                ("XIVO_HA_ALERT_TO", "root@localhost"),
+            ],
+            &["db-replication", &slave_ip, "--target-db", &slave.url()],
+        )
+    };
+    assert_success(&run());
+    assert!(
+        smtp.messages().is_empty(),
+        "a first replication mails nothing"
+    );
+    // What users and an administrator did while the slave served.
+    slave
+        .client()
+        .await
+        .batch_execute(
+            "UPDATE userfeatures SET enablednd = 1 WHERE id = 2;
+             UPDATE extensions SET typeval = '42' WHERE exten = '1001'",
+        )
+        .await
+        .unwrap();
+    assert_success(&run());
+    let mails = smtp.wait_messages(1, Duration::from_secs(10));
+    let subject = mails[0].subject();
+    assert!(
+        subject.contains("After the failback: the slave's changes merged back or overwritten: the slave's changes to 2 tables were overwritten: extensions (1 row), userfeatures (1 row) (merged back: 1 user status)"),
+        "{subject}"
+    );
+    let body = mails[0].body();
+    assert!(
+        body.contains("merged back: userfeatures id=2 enablednd: '1' (was '0')"),
+        "{body}"
+    );
+    // The next run finds nothing more: no mail.
+    assert_success(&run());
+    assert_eq!(smtp.messages().len(), 1);
 }

@@ -344,10 +344,24 @@ fn lag(d: chrono::Duration) -> String {
 }
 
 fn replication_details(d: &ReplicationDetails) -> String {
-    format!(
+    let mut out = format!(
         "{} tables copied, {} unchanged, {} rows, {} bytes",
         d.tables_copied, d.tables_unchanged, d.rows_copied, d.bytes_copied
-    )
+    );
+    if !d.merged_back.is_empty() || !d.conflicts.is_empty() {
+        out.push_str(&format!(
+            "; {} user statuses merged back, {} conflicts",
+            d.merged_back.len(),
+            d.conflicts.len()
+        ));
+    }
+    if !d.slave_changes_overwritten.is_empty() {
+        out.push_str(&format!(
+            "; the slave's changes overwritten: {}",
+            crate::replication::changed_tables(&d.slave_changes_overwritten)
+        ));
+    }
+    out
 }
 
 fn sync_details(d: &SyncDetails) -> String {
@@ -622,6 +636,27 @@ mod tests {
         assert_eq!(
             headline_of(&html),
             "master back: draining 2 calls before stopping"
+        );
+    }
+
+    #[test]
+    fn the_replication_row_says_what_it_did_with_the_slaves_changes() {
+        let mut details = ReplicationDetails {
+            tables_copied: 2,
+            ..ReplicationDetails::default()
+        };
+        assert_eq!(
+            replication_details(&details),
+            "2 tables copied, 0 unchanged, 0 rows, 0 bytes"
+        );
+        details.merged_back = vec![Default::default(); 3];
+        details.slave_changes_overwritten = vec![crate::status::documents::SlaveChange {
+            table: "extensions".into(),
+            rows: 1,
+        }];
+        assert_eq!(
+            replication_details(&details),
+            "2 tables copied, 0 unchanged, 0 rows, 0 bytes; 3 user statuses merged back, 0 conflicts; the slave's changes overwritten: extensions (1 row)"
         );
     }
 

@@ -153,6 +153,57 @@ pub struct ReplicationDetails {
     pub bytes_copied: u64,
     /// Names of the tables copied.
     pub copied: Vec<String>,
+    /// The user statuses the slave changed since the previous replication, written into the
+    /// master before the copy (the merge-back, `replication::merge`): one entry per value.
+    #[serde(default)]
+    pub merged_back: Vec<MergedValue>,
+    /// Values changed on both sides since the previous replication: the master's is kept.
+    #[serde(default)]
+    pub conflicts: Vec<MergeConflict>,
+    /// The replicated tables the slave changed since the previous replication, which the copy
+    /// replaced with the master's (the merged-back user statuses included).
+    #[serde(default)]
+    pub slave_changes_overwritten: Vec<SlaveChange>,
+    /// Why rows or tables were not merged (first replication, a row deleted on one side, no
+    /// primary key...), one line each.
+    #[serde(default)]
+    pub merge_skipped: Vec<String>,
+}
+
+/// One value merged back from the slave into the master.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergedValue {
+    pub table: String,
+    /// The row's primary key, `id=3` (`a=1, b=x` when it has several columns).
+    pub key: String,
+    pub column: String,
+    /// The slave's value, now the master's (`None`: NULL).
+    pub value: Option<String>,
+    /// What the master (and the slave, at the previous replication) held.
+    pub was: Option<String>,
+}
+
+/// One value both sides changed since the previous replication: the master's wins.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeConflict {
+    pub table: String,
+    pub key: String,
+    pub column: String,
+    /// The value both held at the previous replication.
+    pub base: Option<String>,
+    /// The master's value, kept.
+    pub master: Option<String>,
+    /// The slave's value, overwritten.
+    pub slave: Option<String>,
+}
+
+/// A replicated table the slave changed since the previous replication.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlaveChange {
+    pub table: String,
+    /// Rows the slave inserted, updated or deleted (an update counts once; inserts and deletes
+    /// mixed in one table count as the larger of the two: at least that many rows).
+    pub rows: u64,
 }
 
 pub type ReplicationDoc = JobRecord<ReplicationDetails>;
@@ -177,6 +228,7 @@ impl ReplicationDoc {
                 rows_copied: 30,
                 bytes_copied: 4000,
                 copied: vec![],
+                ..ReplicationDetails::default()
             },
         }
     }
@@ -579,7 +631,30 @@ mod tests {
         let mut doc = ReplicationDoc::sample(false);
         doc.summary = "2026-11-25 10:00:00 UTC to slave: FAILED".into();
         doc.details.copied = vec!["userfeatures".into(), "linefeatures".into()];
+        doc.details.merged_back = vec![MergedValue {
+            table: "userfeatures".into(),
+            key: "id=1".into(),
+            column: "enablednd".into(),
+            value: Some("1".into()),
+            was: Some("0".into()),
+        }];
+        doc.details.conflicts = vec![MergeConflict {
+            table: "userfeatures".into(),
+            key: "id=2".into(),
+            column: "destunc".into(),
+            base: Some(String::new()),
+            master: Some("1002".into()),
+            slave: Some("0612345678".into()),
+        }];
+        doc.details.slave_changes_overwritten = vec![SlaveChange {
+            table: "extensions".into(),
+            rows: 1,
+        }];
+        doc.details.merge_skipped = vec!["userfeatures: 1 row deleted on the master".into()];
         let json = round_trip(&doc);
+        assert_eq!(json["merged_back"][0]["column"], "enablednd");
+        assert_eq!(json["conflicts"][0]["master"], "1002");
+        assert_eq!(json["slave_changes_overwritten"][0]["rows"], 1);
         assert_eq!(json["result"], "failed");
         assert_eq!(json["ok"], false);
         assert_eq!(json["seconds"], 1.5);
