@@ -1,7 +1,9 @@
 //! `cargo bench --bench dashboard`: how long the monitor's `GET /` takes with a full page: a
-//! slave serving, 600 rounds in the timeline, 20 verdict changes, DB Replic with 12 tables × 2
-//! sinks, a replication and a sync; over real HTTP on loopback (the documents read from disk on
-//! each request, as the endpoint does), and the rendering alone. The claim: under 50 ms.
+//! slave serving, 10 minutes of 300 ms rounds in the timeline with a path silent every 7th
+//! round and the witness asked (as many runs as the log keeps), 20 verdict changes, DB Replic
+//! with 12 tables × 2 sinks, a replication and a sync, 4 failing alerts and 10 mails, a doctor's
+//! report with failed checks; over real HTTP on loopback (the documents read from disk on each
+//! request, as the endpoint does), and the rendering alone. The claim: under 50 ms.
 //!
 //! Prints `name=value` lines; the last one is the summary.
 
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::json;
 use xivo_ha::http::{self, Heartbeat};
-use xivo_ha::monitor::rounds::{CAPACITY, Mark, RoundLog};
+use xivo_ha::monitor::rounds::{Mark, RoundLog};
 use xivo_ha::monitor::verdict::Observation;
 use xivo_ha::paths::Paths;
 use xivo_ha::status::Status;
@@ -91,6 +93,35 @@ fn node(paths: &Paths) {
         "tables_copied": 3, "tables_unchanged": 40, "rows_copied": 1200, "bytes_copied": 90000,
         "copied": ["userfeatures"]}),
     );
+    let mail = |i: i64| {
+        json!({"at": now - chrono::Duration::minutes(10 * i),
+        "subject": "Slave replication failed", "error": (i % 2 == 0).then_some("550 refused")})
+    };
+    let entry = |kind: &str| {
+        json!({"kind": kind, "failing_since": now, "reason": "connection refused",
+        "mailed": true, "last_mail_at": now, "held_back": 3})
+    };
+    write(
+        paths,
+        "alerts.json",
+        json!({"summary": "mail to root via smtp://127.0.0.1:25", "mails_sent": 5, "mails_failed": 5,
+            "entries": {"replication": entry("replication"), "sync": entry("sync"),
+                "failover": entry("failover"), "dbreplic-sink:cel -> postgresql": entry("dbreplic-sink")},
+            "last_mail": mail(0), "last_failure": mail(0),
+            "recent": (0..10).rev().map(mail).collect::<Vec<_>>(), "updated_at": now}),
+    );
+    let finding = |i: usize| {
+        let level = ["ok", "warning", "failed"][i % 3];
+        json!({"check": format!("check-{i}"),
+        "level": level, "found": "what the check found, in a sentence",
+        "fix": "what to do about it, in another sentence"})
+    };
+    write(
+        paths,
+        "doctor.json",
+        json!({"summary": "12 checks", "ran_at": now, "node_type": "slave",
+            "findings": (0..12).map(finding).collect::<Vec<_>>()}),
+    );
     write(
         paths,
         "sync.json",
@@ -105,29 +136,35 @@ fn main() {
     let paths = Paths::new(dir.path());
     node(&paths);
     let rounds = RoundLog::default();
-    let start = Utc::now() - chrono::Duration::seconds(CAPACITY as i64);
-    for i in 0..CAPACITY {
+    const ROUND_MS: i64 = 300;
+    let count = 600_000 / ROUND_MS;
+    let start = Utc::now() - chrono::Duration::milliseconds(count * ROUND_MS);
+    for i in 0..count {
         let up = i % 7 != 0;
         rounds.push(Mark::of(
-            start + chrono::Duration::seconds(i as i64),
+            start + chrono::Duration::milliseconds(i * ROUND_MS),
             Observation {
                 icmp: up,
                 tcp: up,
-                sip: up && i < 300,
+                sip: up && i < count / 2,
             },
+            (i >= count / 2).then_some(i % 3 != 0),
         ));
     }
 
     // The rendering alone (documents read once).
     let status = Status::gather(&paths).unwrap();
-    let marks = rounds.snapshot();
+    let runs = rounds.snapshot();
     let mut render_ms = Vec::new();
-    let mut bytes = 0;
+    let mut page = String::new();
     for _ in 0..REQUESTS {
         let t = Instant::now();
-        bytes = http::dashboard::render(&status, &marks, Utc::now()).len();
+        page = http::dashboard::render(&status, &runs, Utc::now());
         render_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    let bytes = page.len();
+    let svg = page.find("<svg").zip(page.find("</svg>"));
+    let timeline_bytes = svg.map_or(0, |(a, b)| b + 6 - a);
 
     // Over HTTP, as a browser gets it.
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -157,7 +194,9 @@ fn main() {
     });
 
     println!("requests={REQUESTS}");
+    println!("runs={}", runs.len());
     println!("page_bytes={bytes}");
+    println!("timeline_bytes={timeline_bytes}");
     println!("render_p50_ms={:.2}", percentile(&render_ms, 0.5));
     println!("render_p99_ms={:.2}", percentile(&render_ms, 0.99));
     println!("http_p50_ms={:.2}", percentile(&http_ms, 0.5));

@@ -276,7 +276,7 @@ async fn main() {
     for _ in 0..RUNS {
         let everything = Options {
             full: true,
-            progress: false,
+            ..Options::default()
         };
         let report = replication::replicate(&source, &target, everything)
             .await

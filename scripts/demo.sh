@@ -515,11 +515,8 @@ say "A's last replication: $(a_json replication.json | jq -r '.summary')"
 dnd=$(psql_in "$pg_a" -d asterisk -Atc "SELECT enablednd FROM userfeatures WHERE firstname = 'Alice'")
 say "Alice's DND on A: $dnd"
 result dnd_on_a "$([ "$dnd" = 1 ] && echo yes || echo no)"
-# ---- ISSUE 14 PARTS 2-3 (merge-back), the one spot that reads it: the replication record's
-# `merged_back` list (at the top of replication.json, where the details are flattened, or under
-# `details`); 0 while the replication has none.
+# The user statuses the replication merged back from B: its record's `merged_back` list.
 merged=$(a_json replication.json | jq -r '(.merged_back // .details.merged_back // []) | length')
-# ----
 result merged_back "$merged"
 
 step "Summary"

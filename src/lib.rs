@@ -29,8 +29,10 @@
 //! - [`monit`]: monit's check files for what runs on this node (`xivo-monitoring-update`).
 //! - [`monitor`]: the slave monitor (probes, verdict, Docker actions) and the master's hourly jobs.
 //! - [`replication`]: configuration database replication master → slave (`db-replication`).
-//! - [`doctor`]: the preflight checks of an HA pair (`xivo-ha doctor`).
-//! - [`http`]: the monitor's HTTP endpoint: `/status`, `/metrics` (Prometheus), `/healthz`.
+//! - [`doctor`]: the preflight checks of an HA pair (`xivo-ha doctor`), its report kept as
+//!   `doctor.json` for `status` and the dashboard.
+//! - [`http`]: the monitor's HTTP endpoint: the dashboard page `/`, `/status`, `/metrics`
+//!   (Prometheus), `/healthz`.
 //! - [`alert`]: alerts by mail (SMTP, lettre): failures, their recoveries, at most one mail an
 //!   hour per failure; what could not be sent is shown in `status`.
 //! - [`maintenance`]: maintenance mode (`xivo-ha maintenance on|off|status`): the monitor leaves

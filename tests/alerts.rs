@@ -1,7 +1,9 @@
 //! Alert mails against a real SMTP server (aiosmtpd, started by the test on a loopback port):
 //! a failed replication run by hand prints XiVO's `Slave replication failed: <reason>` and
 //! mails it to the recipients, at most once an hour while it keeps failing; with the mail
-//! server down the job still runs and `status` says the mail could not be sent.
+//! server down the job still runs and `status` says the mail could not be sent; a replication
+//! that finds changes made on the slave (after a failback) mails what it merged back and what
+//! it overwrote.
 
 mod common;
 
@@ -93,6 +95,13 @@ async fn a_failed_replication_mails_root_with_the_reason_once_an_hour() {
         alerts.contains("1 sent, 0 not sent") && alerts.contains("failing: replication since"),
         "{alerts}"
     );
+    // The dashboard's list of recent mails: the one sent.
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&xivo_ha(root.path(), "", &["status", "--json"]))).unwrap();
+    let recent = json["components"]["alerts"]["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 1, "{recent:#?}");
+    assert_eq!(recent[0]["subject"].as_str(), Some(subject.as_str()));
+    assert!(recent[0]["error"].is_null(), "{recent:#?}");
 }
 
 #[tokio::test]
@@ -124,4 +133,59 @@ async fn mail_server_down_the_job_still_runs_and_status_says_the_mail_failed() {
     assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
     let summary = alerts["summary"].as_str().unwrap();
     assert!(summary.contains("LAST mail not sent"), "{summary}");
+    assert_eq!(
+        alerts["recent"][0]["error"].as_str(),
+        Some(error),
+        "{alerts:#}"
+    );
+}
+
+#[tokio::test]
+async fn the_slaves_changes_found_after_a_failback_are_mailed_with_the_list() {
+    let (master, slave) = tokio::join!(TestDb::create(), TestDb::create());
+    let smtp = start_smtp_server();
+    let root = tempfile::tempdir().unwrap();
+    let host = common::testhost::TestHost::create();
+    let slave_ip = host.ip.to_string();
+    let run = || {
+        xivo_ha_env(
+            root.path(),
+            &master.url(),
+            &[
+                ("XIVO_HA_ALERT_SMTP", &smtp.address()),
+                ("XIVO_HA_ALERT_TO", "root@localhost"),
+            ],
+            &["db-replication", &slave_ip, "--target-db", &slave.url()],
+        )
+    };
+    assert_success(&run());
+    assert!(
+        smtp.messages().is_empty(),
+        "a first replication mails nothing"
+    );
+    // What users and an administrator did while the slave served.
+    slave
+        .client()
+        .await
+        .batch_execute(
+            "UPDATE userfeatures SET enablednd = 1 WHERE id = 2;
+             UPDATE extensions SET typeval = '42' WHERE exten = '1001'",
+        )
+        .await
+        .unwrap();
+    assert_success(&run());
+    let mails = smtp.wait_messages(1, Duration::from_secs(10));
+    let subject = mails[0].subject();
+    assert!(
+        subject.contains("After the failback: the slave's changes merged back or overwritten: the slave's changes to 2 tables were overwritten: extensions (1 row), userfeatures (1 row) (merged back: 1 user status)"),
+        "{subject}"
+    );
+    let body = mails[0].body();
+    assert!(
+        body.contains("merged back: userfeatures id=2 enablednd: '1' (was '0')"),
+        "{body}"
+    );
+    // The next run finds nothing more: no mail.
+    assert_success(&run());
+    assert_eq!(smtp.messages().len(), 1);
 }

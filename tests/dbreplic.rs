@@ -69,6 +69,16 @@ async fn ha_mode_forwards_only_events_and_never_touches_config_tables() {
     let cel_max = max_id(&p.source, "cel").await;
     assert_eq!(state["tables"]["cel"]["postgresql"]["last_id"], cel_max);
     assert_eq!(state["tables"]["cel"]["elasticsearch"]["behind"], 0);
+    // Caught up: the lag the dashboard shows is measured from then.
+    for sink in ["postgresql", "elasticsearch"] {
+        let at = state["tables"]["cel"][sink]["caught_up_at"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            at.parse::<chrono::DateTime<chrono::Utc>>().is_ok(),
+            "{sink}: {state}"
+        );
+    }
     assert_eq!(state["mode"], "HA mode");
     assert!(
         state["summary"].as_str().unwrap().contains("cel"),

@@ -43,6 +43,22 @@ async fn a_node_without_ha_fails_the_first_check() {
     let text = stdout(&output);
     assert!(text.starts_with("failed   ha-configured"), "{text}");
     assert!(text.contains("fix: xivo-ha configure"), "{text}");
+    // The report is kept for `status` and the dashboard.
+    let kept: Value = serde_json::from_slice(
+        &std::fs::read(root.path().join("var/lib/xivo-ha/doctor.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(kept["node_type"], "disabled", "{kept:#}");
+    assert_eq!(finding(&kept, "ha-configured")["level"], "failed");
+    assert!(
+        kept["summary"]
+            .as_str()
+            .unwrap()
+            .contains("(ha-configured)"),
+        "{kept:#}"
+    );
+    let status = stdout(&xivo_ha(root.path(), &db.url(), &["status"]));
+    assert!(status.contains("doctor: "), "{status}");
 }
 
 #[tokio::test]

@@ -227,16 +227,14 @@ fn the_demo_pair_replicates_fails_over_and_back_and_leaves_nothing() {
         "{log}"
     );
 
-    // ---- ISSUE 14 PARTS 2-3 (the merge-back, another branch): Alice's DND, set on B during
-    // the failover, is on A after the failback, and the replication record lists it among its
-    // `merged_back` (the demo reads that list's length; 0 until the merge-back lands).
+    // Alice's DND, set on B during the failover, is on A after the failback, and the
+    // replication record lists it among its `merged_back`.
     assert_eq!(
         results.get("dnd_on_a").map(String::as_str),
         Some("yes"),
         "{log}"
     );
     assert!(number(&results, "merged_back", &log) >= 1.0, "{log}");
-    // ----
 }
 
 /// The script's own copy of the tables replication leaves out (its equality check skips them)

@@ -3,9 +3,10 @@
 //! (its configuration database a PostgreSQL server there, its Asterisk the
 //! `xivo-ha-sip-standin` binary there). While the slave answers SIP the master must not replicate; it must replicate right
 //! after the slave stops answering (the failback), and then every interval; status and
-//! `/metrics` show the slave's state and the configuration lag. At the failback it first brings
-//! back the voicemail and recordings made on the slave (the copy-back, over a real sshd and
-//! rsync on the test host), without any command.
+//! `/metrics` show the slave's state and the configuration lag; a DND set on the slave while it
+//! serves is on the master after the failback. At the failback it first brings back the
+//! voicemail and recordings made on the slave (the copy-back, over a real sshd and rsync on the
+//! test host), without any command.
 
 mod common;
 
@@ -229,6 +230,51 @@ async fn the_master_holds_its_jobs_while_the_slave_serves_and_replicates_at_the_
     .await;
     assert_eq!(slave_fingerprints(&slave).await, before);
     assert!(!has_user(&slave, "u-made-during-second-failover").await);
+
+    // A user sets DND on the slave while it serves: after this failback it is on the master
+    // (merged back before the copy), and still on the slave.
+    connect(&slave)
+        .await
+        .batch_execute("UPDATE userfeatures SET enablednd = 1 WHERE id = 2")
+        .await
+        .unwrap();
+    toggle_sip(sip);
+    let dnd = async |db: &str| -> i32 {
+        connect(db)
+            .await
+            .query_one("SELECT enablednd FROM userfeatures WHERE id = 2", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    wait_for(
+        "the DND set on the slave on the master",
+        Duration::from_secs(15),
+        async || dnd(&master.url()).await == 1,
+    )
+    .await;
+    wait_for(
+        "the user made during the second failover on the slave",
+        Duration::from_secs(15),
+        async || has_user(&slave, "u-made-during-second-failover").await,
+    )
+    .await;
+    assert_eq!(dnd(&slave).await, 1, "kept on the slave");
+    let replication: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.path().join("var/lib/xivo-ha/replication.json")).unwrap(),
+    )
+    .unwrap();
+    let merged = replication["merged_back"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // The failback's run merged it; a later interval run (nothing left) may have replaced the
+    // document since: the log keeps the merge.
+    let log = std::fs::read_to_string(root.path().join("monitor.log")).unwrap();
+    assert!(
+        merged.len() == 1 || log.contains("merge-back: userfeatures id=2 enablednd"),
+        "{replication:#}\n{log}"
+    );
     drop(monitor);
     let log = std::fs::read_to_string(root.path().join("monitor.log")).unwrap();
     assert!(log.contains("run skipped"), "{log}");

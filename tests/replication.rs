@@ -258,10 +258,10 @@ async fn the_classic_command_makes_every_replicated_table_and_sequence_equal() {
         .unwrap();
     assert_success(&output);
     let summary = stdout(&output);
-    assert!(summary.contains("ok, 16 of 16 tables copied"), "{summary}");
+    assert!(summary.contains("ok, 17 of 17 tables copied"), "{summary}");
 
     let tables = names(&master, "r").await;
-    assert_eq!(tables.len(), 16 + EXCLUDED_TABLES.len());
+    assert_eq!(tables.len(), 17 + EXCLUDED_TABLES.len());
     for table in tables
         .iter()
         .filter(|t| !EXCLUDED_TABLES.contains(&t.as_str()))
@@ -299,12 +299,12 @@ async fn the_classic_command_makes_every_replicated_table_and_sequence_equal() {
     let status: Value = serde_json::from_str(&stdout(&status)).unwrap();
     let state = &status["components"]["replication"];
     assert_eq!(state["result"], "ok");
-    assert_eq!(state["tables_copied"], 16);
+    assert_eq!(state["tables_copied"], 17);
     assert!(
         state["summary"]
             .as_str()
             .unwrap()
-            .contains("16 of 16 tables copied")
+            .contains("17 of 17 tables copied")
     );
 }
 
@@ -431,12 +431,12 @@ async fn dhcp_is_copied() {
 async fn an_unchanged_configuration_is_not_copied_again() {
     let (master, slave) = pair().await;
     let first = replicate(&master, &slave).await.unwrap();
-    assert_eq!(first.tables_copied.len(), 16);
+    assert_eq!(first.tables_copied.len(), 17);
     let after_first = dump(&slave);
 
     let second = replicate(&master, &slave).await.unwrap();
     assert_eq!(copied(&second), Vec::<&str>::new());
-    assert_eq!(second.tables_unchanged, 16);
+    assert_eq!(second.tables_unchanged, 17);
     assert_eq!(second.sequences_set, 0);
     // A run with no change writes nothing.
     assert_same_dump(&dump(&slave), &after_first);
@@ -487,7 +487,7 @@ async fn an_unchanged_configuration_is_not_copied_again() {
             &slave.socket_url(),
         ],
     );
-    assert_says(&output, "ok, 16 of 16 tables copied");
+    assert_says(&output, "ok, 17 of 17 tables copied");
 }
 
 #[tokio::test]
@@ -599,7 +599,7 @@ async fn a_run_killed_in_the_middle_leaves_the_slave_as_it_was() {
     // The master's lock died with the process: the next run goes through.
     slave.execute("DROP TRIGGER test_gate ON staticsip").await;
     let report = replicate(&master, &slave).await.unwrap();
-    assert_eq!(report.tables_copied.len(), 16);
+    assert_eq!(report.tables_copied.len(), 17);
     assert_same_rows(&master, &slave, "staticsip").await;
 }
 
@@ -959,7 +959,7 @@ async fn the_hourly_run_replicates_only_on_a_master() {
 
     write_ha_conf(root.path(), "master", &host.ip.to_string());
     let report = replication::run_hourly(&ctx).await.unwrap().unwrap();
-    assert_eq!(report.tables_copied.len(), 16);
+    assert_eq!(report.tables_copied.len(), 17);
     assert_eq!(
         rows(&master, "userfeatures").await,
         rows_of(&slave, "userfeatures").await
@@ -1063,5 +1063,432 @@ async fn a_slave_that_configure_refuses_is_refused_and_nothing_changes() {
     )
     .unwrap();
     assert_success(&run(&["unshare", "-n"], SLAVE_IP));
+    assert_same_rows(&master, &slave, "userfeatures").await;
+}
+
+// ---- Merge-back of the user statuses, and the slave's other changes reported ---------------
+
+/// The merged values of a report: `(table key, column, value)`.
+fn merged(report: &Report) -> Vec<(String, String, Option<String>)> {
+    report
+        .merge
+        .merged_back
+        .iter()
+        .map(|m| {
+            (
+                format!("{} {}", m.table, m.key),
+                m.column.clone(),
+                m.value.clone(),
+            )
+        })
+        .collect()
+}
+
+fn entry(row: &str, column: &str, value: &str) -> (String, String, Option<String>) {
+    (row.to_owned(), column.to_owned(), Some(value.to_owned()))
+}
+
+/// The slave's changes: `(table, rows)`.
+fn slave_changes(report: &Report) -> Vec<(&str, u64)> {
+    report
+        .slave_changes
+        .iter()
+        .map(|c| (c.table.as_str(), c.rows))
+        .collect()
+}
+
+/// `SELECT <columns> FROM userfeatures WHERE id = <id>` as one text line.
+async fn user(db: &TestDb, id: i32, columns: &str) -> String {
+    db.client()
+        .await
+        .query_one(
+            &format!("SELECT ({columns})::text FROM userfeatures WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A master and a slave after a first replication (the slave holds the master's configuration
+/// and the base): what a failover then finds.
+async fn replicated_pair() -> (TestDb, TestDb) {
+    let (master, slave) = pair().await;
+    let first = replicate(&master, &slave).await.unwrap();
+    assert!(first.merge.merged_back.is_empty());
+    assert!(first.slave_changes.is_empty(), "nothing known yet");
+    (master, slave)
+}
+
+#[tokio::test]
+async fn user_statuses_set_on_the_slave_are_merged_into_the_master_and_kept_on_both() {
+    let (master, slave) = pair().await;
+    // The first replication: no base yet, so nothing is merged, and that is said once.
+    let first = replicate(&master, &slave).await.unwrap();
+    assert!(first.merge.merged_back.is_empty());
+    assert_eq!(first.merge.skipped.len(), 1, "{:?}", first.merge.skipped);
+    assert!(
+        first.merge.skipped[0].contains("first replication"),
+        "{:?}",
+        first.merge.skipped
+    );
+
+    // While the slave serves: Alice sets DND, Bob forwards his calls to his mobile and his
+    // secretary filter on; an administrator adds an extension on the slave. On the master, an
+    // administrator renames Chloé (another row, another column).
+    slave.execute("UPDATE userfeatures SET enablednd = 1 WHERE id = 1;
+         UPDATE userfeatures SET enableunc = 1, destunc = '0612345678' WHERE id = 2;
+         UPDATE callfiltermember SET active = 1 WHERE typeval = '2';
+         INSERT INTO extensions (context, exten, type, typeval) VALUES ('default', '1004', 'user', '4');",
+    )
+    .await;
+    master
+        .execute("UPDATE userfeatures SET lastname = 'Lefebvre' WHERE id = 3")
+        .await;
+
+    let root = tempfile::tempdir().unwrap();
+    let output = db_replication(root.path(), &master, &slave.socket_url());
+    assert_success(&output);
+    let out = stdout(&output);
+    assert!(
+        out.contains("the slave's changes to 3 tables were overwritten: callfiltermember (1 row), extensions (1 row), userfeatures (2 rows) (merged back: 4 user statuses)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("merged back: userfeatures id=2 destunc: '0612345678' (was '')"),
+        "{out}"
+    );
+    assert!(
+        out.contains("4 user statuses merged back, the slave's changes to 3 tables overwritten"),
+        "{out}"
+    );
+
+    // On the master, and on the slave too (the copy carried the merged values back).
+    for db in [&master, &slave] {
+        assert_eq!(user(db, 1, "enablednd, lastname").await, "(1,Martin)");
+        assert_eq!(user(db, 2, "enableunc, destunc").await, "(1,0612345678)");
+        assert_eq!(user(db, 3, "enablednd, lastname").await, "(0,Lefebvre)");
+    }
+    for table in ["userfeatures", "callfiltermember", "extensions"] {
+        assert_same_rows(&master, &slave, table).await;
+    }
+    assert!(
+        !rows(&slave, "extensions").await.contains("1004"),
+        "the slave's other changes give way to the master's"
+    );
+
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(root.path().join("var/lib/xivo-ha/replication.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["merged_back"].as_array().unwrap().len(), 4);
+    assert_eq!(state["merged_back"][0]["column"], "enablednd");
+    assert_eq!(state["merged_back"][0]["key"], "id=1");
+    assert_eq!(state["merged_back"][3]["table"], "callfiltermember");
+    assert_eq!(state["conflicts"], serde_json::json!([]));
+    assert_eq!(
+        state["slave_changes_overwritten"],
+        serde_json::json!([
+            {"table": "callfiltermember", "rows": 1},
+            {"table": "extensions", "rows": 1},
+            {"table": "userfeatures", "rows": 2},
+        ])
+    );
+    let status = xivo_ha(root.path(), "host=/nonexistent", &["status"]);
+    assert!(
+        stdout(&status).contains("4 user statuses merged back"),
+        "{}",
+        stdout(&status)
+    );
+
+    // The next run: nothing left to merge, nothing changed on the slave.
+    let next = replicate(&master, &slave).await.unwrap();
+    assert!(next.merge.merged_back.is_empty());
+    assert!(next.merge.skipped.is_empty(), "{:?}", next.merge.skipped);
+    assert!(next.slave_changes.is_empty());
+    assert!(next.tables_copied.is_empty());
+}
+
+#[tokio::test]
+async fn a_value_changed_on_both_sides_keeps_the_masters_and_is_reported() {
+    let (master, slave) = replicated_pair().await;
+    slave.execute("UPDATE userfeatures SET enableunc = 1, destunc = '0611111111', enablerna = 1 WHERE id = 1",
+    )
+    .await;
+    master
+        .execute("UPDATE userfeatures SET enableunc = 1, destunc = '0622222222' WHERE id = 1")
+        .await;
+    let report = replicate(&master, &slave).await.unwrap();
+    // enableunc: the same on both sides, nothing to do; enablerna: the slave's alone, merged.
+    assert_eq!(
+        merged(&report),
+        [entry("userfeatures id=1", "enablerna", "1")]
+    );
+    assert_eq!(report.merge.conflicts.len(), 1);
+    let conflict = &report.merge.conflicts[0];
+    assert_eq!(
+        (
+            conflict.key.as_str(),
+            conflict.column.as_str(),
+            conflict.base.as_deref(),
+            conflict.master.as_deref(),
+            conflict.slave.as_deref()
+        ),
+        (
+            "id=1",
+            "destunc",
+            Some(""),
+            Some("0622222222"),
+            Some("0611111111")
+        )
+    );
+    assert!(
+        report
+            .summary()
+            .contains("1 conflict (the master's value kept)"),
+        "{}",
+        report.summary()
+    );
+    for db in [&master, &slave] {
+        assert_eq!(
+            user(db, 1, "enableunc, destunc, enablerna").await,
+            "(1,0622222222,1)"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_row_deleted_on_one_side_is_not_merged() {
+    let (master, slave) = replicated_pair().await;
+    // Chloé is deleted on the master while she sets DND on the slave; Bob's boss filter is
+    // deleted on the slave while Alice sets DND there.
+    master
+        .execute("DELETE FROM user_line WHERE user_id = 3; DELETE FROM userfeatures WHERE id = 3")
+        .await;
+    slave
+        .execute(
+            "UPDATE userfeatures SET enablednd = 1 WHERE id IN (1, 3);
+         DELETE FROM callfiltermember WHERE id = 1;
+         UPDATE callfiltermember SET active = 1 WHERE id = 2",
+        )
+        .await;
+    let report = replicate(&master, &slave).await.unwrap();
+    assert_eq!(
+        merged(&report),
+        [
+            entry("userfeatures id=1", "enablednd", "1"),
+            entry("callfiltermember id=2", "active", "1"),
+        ]
+    );
+    assert_eq!(
+        report.merge.skipped,
+        [
+            "no merge for 1 row of `userfeatures` changed on the slave but deleted on the master (id=3): the master's version is kept",
+            "no merge for 1 row of `callfiltermember` deleted on the slave (id=1): the master's version is kept",
+        ]
+    );
+    assert!(report.merge.conflicts.is_empty());
+    // Bob's filter deleted and Alice's updated; Alice's and Chloé's rows updated.
+    assert_eq!(
+        slave_changes(&report),
+        [("callfiltermember", 2), ("userfeatures", 2)]
+    );
+    for table in ["userfeatures", "callfiltermember"] {
+        assert_same_rows(&master, &slave, table).await;
+    }
+    assert_eq!(
+        rows(&slave, "callfiltermember").await.lines().count(),
+        2,
+        "the member deleted on the slave is back"
+    );
+}
+
+#[tokio::test]
+async fn the_setting_adds_columns_and_a_table_without_primary_key_is_not_merged() {
+    let (master, slave) = pair().await;
+    for db in [&master, &slave] {
+        db.execute(
+            "CREATE TABLE pickup_flag (name text NOT NULL, flag integer NOT NULL DEFAULT 0);
+             INSERT INTO pickup_flag VALUES ('a', 0)",
+        )
+        .await;
+    }
+    let root = tempfile::tempdir().unwrap();
+    write_custom_env(
+        root.path(),
+        "XIVO_HA_MERGE_BACK_EXTRA=queuemember.penalty, pickup_flag.flag\n",
+    );
+    let run = || db_replication(root.path(), &master, &slave.socket_url());
+    assert_success(&run());
+    slave
+        .execute(
+            "UPDATE queuemember SET penalty = 3 WHERE queue_name = 'support';
+         UPDATE pickup_flag SET flag = 1",
+        )
+        .await;
+    let output = run();
+    assert_success(&output);
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(root.path().join("var/lib/xivo-ha/replication.json")).unwrap(),
+    )
+    .unwrap();
+    // A key of two columns.
+    assert_eq!(
+        state["merged_back"],
+        serde_json::json!([{"table": "queuemember", "key": "queue_name=support, interface=Agent/8001",
+            "column": "penalty", "value": "3", "was": "0"}])
+    );
+    assert_eq!(
+        state["merge_skipped"],
+        serde_json::json!(["no merge for `pickup_flag`: it has no primary key"])
+    );
+    assert_eq!(rows(&master, "pickup_flag").await, "(a,0)");
+    assert_eq!(rows(&slave, "pickup_flag").await, "(a,0)");
+    assert_same_rows(&master, &slave, "queuemember").await;
+
+    // A column that does not exist: one line naming the setting, nothing changed.
+    write_custom_env(root.path(), "XIVO_HA_MERGE_BACK_EXTRA=userfeatures.nope\n");
+    slave
+        .execute("UPDATE userfeatures SET enablednd = 1 WHERE id = 1")
+        .await;
+    let before = (dump(&master), dump(&slave));
+    let line = one_error_line(&run());
+    assert!(
+        line.contains("XIVO_HA_MERGE_BACK_EXTRA: `userfeatures.nope` is not a column"),
+        "{line}"
+    );
+    assert_same_dump(&dump(&master), &before.0);
+    assert_same_dump(&dump(&slave), &before.1);
+    // Bad syntax: refused before any run.
+    write_custom_env(root.path(), "XIVO_HA_MERGE_BACK_EXTRA=userfeatures\n");
+    let output = run();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output).trim().lines().count(),
+        1,
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("XIVO_HA_MERGE_BACK_EXTRA (")
+            && stderr(&output).contains("`userfeatures` is not `table.column`"),
+        "{}",
+        stderr(&output)
+    );
+    assert_same_dump(&dump(&slave), &before.1);
+}
+
+#[tokio::test]
+async fn a_failing_merge_back_leaves_master_and_slave_as_they_were() {
+    let (master, slave) = replicated_pair().await;
+    slave
+        .execute(
+            "UPDATE userfeatures SET enablednd = 1 WHERE id = 1;
+         UPDATE userfeatures SET enableunc = 1, destunc = '0612345678' WHERE id = 2",
+        )
+        .await;
+    let root = tempfile::tempdir().unwrap();
+
+    // A guard fails (the schemas differ): refused before anything is merged.
+    slave
+        .execute("ALTER TABLE linefeatures ADD COLUMN nickname text")
+        .await;
+    let (master_before, slave_before) = (dump(&master), dump(&slave));
+    let line = one_error_line(&db_replication(root.path(), &master, &slave.socket_url()));
+    assert!(line.contains("schemas differ"), "{line}");
+    assert_same_dump(&dump(&master), &master_before);
+    assert_same_dump(&dump(&slave), &slave_before);
+    slave
+        .execute("ALTER TABLE linefeatures DROP COLUMN nickname")
+        .await;
+
+    // The master refuses the second row's write (a trigger of the master's): the first row's
+    // write is undone with it, and the slave is not touched.
+    master.execute("CREATE FUNCTION refuse_forward() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.destunc = '0612345678' THEN RAISE EXCEPTION 'forwards to mobiles are refused'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_forward BEFORE UPDATE ON userfeatures FOR EACH ROW EXECUTE FUNCTION refuse_forward();",
+    )
+    .await;
+    let (master_before, slave_before) = (dump(&master), dump(&slave));
+    let line = one_error_line(&db_replication(root.path(), &master, &slave.socket_url()));
+    assert!(
+        line.contains(
+            "merging the slave's user statuses of `userfeatures` back failed on the master"
+        ),
+        "{line}"
+    );
+    assert!(line.contains("forwards to mobiles are refused"), "{line}");
+    assert!(
+        line.contains("nothing was changed on the master nor on the slave"),
+        "{line}"
+    );
+    assert_same_dump(&dump(&master), &master_before);
+    assert_same_dump(&dump(&slave), &slave_before);
+    assert_eq!(user(&master, 1, "enablednd").await, "0");
+
+    // Once the master accepts it, the same changes merge back.
+    master
+        .execute("DROP TRIGGER refuse_forward ON userfeatures")
+        .await;
+    let report = replicate(&master, &slave).await.unwrap();
+    assert_eq!(report.merge.merged_back.len(), 3);
+    assert_eq!(
+        user(&master, 2, "enableunc, destunc").await,
+        "(1,0612345678)"
+    );
+}
+
+/// A copy failing after the merge-back committed: the master keeps the merged value, the slave
+/// is as it was, the failed run's document lists the merge, and the next run, finding the
+/// value on both sides, merges nothing more and reports no conflict.
+#[tokio::test]
+async fn a_copy_failing_after_the_merge_back_keeps_the_merged_value_on_the_master() {
+    let (master, slave) = replicated_pair().await;
+    slave
+        .execute("UPDATE userfeatures SET enablednd = 1 WHERE id = 3")
+        .await;
+    slave.execute("CREATE FUNCTION refuse_user() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'the slave refuses users today'; END $$;
+         CREATE TRIGGER refuse_user BEFORE INSERT ON userfeatures FOR EACH ROW EXECUTE FUNCTION refuse_user();
+         ALTER TABLE userfeatures ENABLE ALWAYS TRIGGER refuse_user;",
+    )
+    .await;
+    let slave_before = dump(&slave);
+    let root = tempfile::tempdir().unwrap();
+    let output = db_replication(root.path(), &master, &slave.socket_url());
+    assert_eq!(output.status.code(), Some(1));
+    // What went into the master is logged before the failure.
+    let err = stderr(&output);
+    assert!(
+        err.contains("merge-back: userfeatures id=3 enablednd = '1' (was '0')")
+            && err.contains("xivo-ha: error: copying table `userfeatures` failed"),
+        "{err}"
+    );
+    assert_same_dump(&dump(&slave), &slave_before);
+    assert_eq!(user(&master, 3, "enablednd").await, "1");
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(root.path().join("var/lib/xivo-ha/replication.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["ok"], false);
+    assert_eq!(state["merged_back"][0]["key"], "id=3");
+    assert!(
+        state["summary"]
+            .as_str()
+            .unwrap()
+            .contains("1 user status merged back"),
+        "{state:#}"
+    );
+
+    slave
+        .execute("DROP TRIGGER refuse_user ON userfeatures")
+        .await;
+    let report = replicate(&master, &slave).await.unwrap();
+    assert!(report.merge.merged_back.is_empty());
+    assert!(report.merge.conflicts.is_empty());
+    assert_eq!(user(&slave, 3, "enablednd").await, "1");
     assert_same_rows(&master, &slave, "userfeatures").await;
 }

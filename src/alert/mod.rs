@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::context::Context;
 use crate::fsutil::FileError;
 use crate::paths::Paths;
-use crate::status::documents::{AlertsDoc, Component, MailRecord};
+use crate::status::documents::{AlertsDoc, Component, MAILS_KEPT, MailRecord};
 use crate::status::store;
 use decide::Mail;
 use settings::AlertSettings;
@@ -51,6 +51,10 @@ pub enum Kind {
     /// The master brought back voicemail and recordings made on the slave (a one-off, with
     /// the files; keyed by the slave).
     CopyBack,
+    /// A replication found changes made on the slave (while it served): what it merged back
+    /// into the master and what it overwrote (a one-off, sent by the master after the
+    /// failback's replication).
+    SlaveChanges,
 }
 
 impl Kind {
@@ -64,6 +68,7 @@ impl Kind {
             Kind::DbReplicSink => "dbreplic-sink",
             Kind::Isolated => "isolated",
             Kind::CopyBack => "copy-back",
+            Kind::SlaveChanges => "slave-changes",
         }
     }
 
@@ -78,6 +83,9 @@ impl Kind {
             Kind::DbReplicSink => "DB Replic sink failing for more than 5 minutes",
             Kind::Isolated => "Slave cut off: no witness answers, not taking over",
             Kind::CopyBack => "Failback done: voicemail and recordings brought back from the slave",
+            Kind::SlaveChanges => {
+                "After the failback: the slave's changes merged back or overwritten"
+            }
         }
     }
 
@@ -92,6 +100,7 @@ impl Kind {
             Kind::DbReplicSink => "DB Replic sink delivering again",
             Kind::Isolated => "Slave connected again: the network is back",
             Kind::CopyBack => "Voicemail and recordings brought back from the slave",
+            Kind::SlaveChanges => "The slave's changes handled",
         }
     }
 
@@ -122,6 +131,9 @@ impl Kind {
             Kind::CopyBack => {
                 "nothing to do: the files are in this master's spool; `xivo-ha status` shows the last copy-back (sync-back)"
             }
+            Kind::SlaveChanges => {
+                "the user statuses listed are on the master now; redo on the master what else was changed on the slave while it served, if it is still wanted"
+            }
         }
     }
 
@@ -135,7 +147,8 @@ impl Kind {
             | Kind::ContainerStart
             | Kind::MaintenanceEnded
             | Kind::Isolated
-            | Kind::CopyBack => Duration::ZERO,
+            | Kind::CopyBack
+            | Kind::SlaveChanges => Duration::ZERO,
         }
     }
 }
@@ -310,6 +323,10 @@ fn record(doc: &mut AlertsDoc, mail: &Mail, result: Result<(), String>, at: Date
     } else {
         doc.mails_sent += 1;
     }
+    if doc.recent.len() >= MAILS_KEPT {
+        doc.recent.drain(..=doc.recent.len() - MAILS_KEPT);
+    }
+    doc.recent.push(record.clone());
     doc.last_mail = Some(record);
 }
 

@@ -188,10 +188,15 @@ impl Board {
             let Ok(max) = source.max_id(table).await else {
                 continue;
             };
+            let now = chrono::Utc::now();
             self.with(|doc| {
                 if let Some(sinks) = doc.tables.get_mut(table.name()) {
                     for s in sinks.values_mut() {
-                        s.behind = Some((max - s.last_id).max(0));
+                        let behind = (max - s.last_id).max(0);
+                        s.behind = Some(behind);
+                        if behind == 0 {
+                            s.caught_up_at = Some(now);
+                        }
                     }
                 }
             });

@@ -1,11 +1,14 @@
-//! `xivo-ha doctor [--json]`: prints the report of [`super::run`]; exit 1 when a check failed.
-//! It never fails itself: what it cannot check is a failed finding.
+//! `xivo-ha doctor [--json]`: prints the report of [`super::run`] and saves it as `doctor.json`
+//! (for `status` and the dashboard: an unwritable state directory is a warning on stderr, the
+//! report is printed all the same); exit 1 when a check failed. It never fails itself: what it
+//! cannot check is a failed finding.
 
 use std::process::ExitCode;
 
 use clap::Args;
 
 use crate::context::Context;
+use crate::status::documents::Component;
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -17,6 +20,10 @@ pub struct DoctorArgs {
 /// `xivo-ha doctor`.
 pub async fn run(ctx: &Context, args: DoctorArgs) -> ExitCode {
     let report = super::run(ctx).await;
+    let doc = report.document(chrono::Utc::now());
+    if let Err(e) = crate::status::store::save(&ctx.paths, Component::Doctor, &doc) {
+        eprintln!("warning: the report is not kept for the dashboard: {e}");
+    }
     if args.json {
         println!(
             "{}",

@@ -1,17 +1,22 @@
 //! `xivo-ha doctor`: the preflight of an HA pair. Each check looks at one condition XiVO's HA
 //! needs, on the role this node has, and reports ok / warning / failed with what it found and
-//! the fix. The command ([`command`]) exits 1 when any check failed.
+//! the fix. The command ([`command`]) exits 1 when any check failed, and leaves its report in
+//! the state directory (`doctor.json`, [`Report::document`]) for `status` and the dashboard.
 
 pub mod checks;
 pub mod command;
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
 use crate::ha::{HaConfig, NodeType};
+use crate::status::documents::DoctorDoc;
 
 /// How a check came out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Ok,
@@ -20,10 +25,10 @@ pub enum Level {
 }
 
 /// One line of the report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     /// A short, stable name (`sip-expiry`, `slave-ssh`, ...).
-    pub check: &'static str,
+    pub check: Cow<'static, str>,
     pub level: Level,
     /// What was found.
     pub found: String,
@@ -35,7 +40,7 @@ pub struct Finding {
 impl Finding {
     fn new(check: &'static str, level: Level, found: String, fix: Option<String>) -> Finding {
         Finding {
-            check,
+            check: Cow::Borrowed(check),
             level,
             found,
             fix,
@@ -87,6 +92,36 @@ pub struct Report {
 impl Report {
     pub fn failed(&self) -> bool {
         self.findings.iter().any(|f| f.level == Level::Failed)
+    }
+
+    /// The report as its state document, run at `ran_at`.
+    pub fn document(&self, ran_at: DateTime<Utc>) -> DoctorDoc {
+        let count = |level| self.findings.iter().filter(|f| f.level == level).count();
+        let (failed, warnings) = (count(Level::Failed), count(Level::Warning));
+        let mut summary = format!(
+            "{} checks at {}: ",
+            self.findings.len(),
+            ran_at.format("%Y-%m-%d %H:%M UTC")
+        );
+        summary.push_str(&match (failed, warnings) {
+            (0, 0) => "all ok".to_owned(),
+            (f, w) => format!("{f} failed, {w} warnings"),
+        });
+        let worst: Vec<&str> = self
+            .findings
+            .iter()
+            .filter(|f| f.level == Level::Failed)
+            .map(|f| f.check.as_ref())
+            .collect();
+        if !worst.is_empty() {
+            summary.push_str(&format!(" ({})", worst.join(", ")));
+        }
+        DoctorDoc {
+            summary,
+            ran_at,
+            node_type: self.node_type,
+            findings: self.findings.clone(),
+        }
     }
 }
 

@@ -1,28 +1,26 @@
 //! The dashboard page (`GET /`): HTML rendered here from the very [`Status`] `/status` serves
-//! and from the monitor's recent rounds ([`Mark`]s, in memory), self-contained (inline CSS, an
-//! inline SVG timeline, one small script that re-fetches the page every 2 s and swaps its
+//! and from the monitor's recent rounds ([`Run`]s, in memory), self-contained (inline CSS, an
+//! inline SVG timeline drawn by [`super::timeline`], one small script that re-fetches the page every 2 s and swaps its
 //! body), one column for a phone. Every value from outside (ha.conf, error texts, reasons) goes
 //! through [`esc`].
 //!
 //! Stable hooks for tests and scripts: `body[data-role]`, `#headline[data-tone]`,
-//! `svg#timeline rect.mark.<path>.ok|bad` (one per round), `line.change.to-<verdict>`.
+//! `svg#timeline rect.mark.<path>.ok|bad` (one per run of rounds), `line.change.to-<verdict>`.
 
 use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
 use super::headline::{Headline, headline};
+use super::problems;
+use super::timeline::timeline;
 use crate::ha::NodeType;
-use crate::monitor::rounds::{Mark, ProbePath};
+use crate::monitor::peer::PeerState;
+use crate::monitor::rounds::Run;
 use crate::status::Status;
 use crate::status::documents::{
-    DbReplicDoc, JobRecord, MonitorDoc, ReplicationDetails, SyncDetails, TransitionRecord,
+    DbReplicDoc, JobRecord, MonitorDoc, ReplicationDetails, SyncDetails,
 };
-
-/// The timeline's longest span.
-pub const WINDOW_S: i64 = 600;
-/// Its shortest: a monitor that just started shows its first minute at a readable scale.
-const MIN_WINDOW_S: i64 = 60;
 
 /// `text` with HTML's special characters escaped (for text and attribute values alike).
 pub fn esc(text: &str) -> String {
@@ -45,8 +43,8 @@ h1{font-size:1.15rem;margin:.2rem 0}h2{font-size:1rem;margin:1.1rem 0 .3rem}\
 #headline{font-size:1.25rem;font-weight:600;padding:.7rem .8rem;border-radius:.4rem;color:#fff;margin:.4rem 0}\
 .good{background:#1f8a45}.warn{background:#b86e00}.bad{background:#c62828}.idle{background:#6b6b70}\
 table{border-collapse:collapse;width:100%;font-size:.85rem;background:#fff}td,th{border-bottom:1px solid #ddd;padding:.25rem .35rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}\
-th{background:#eee}.ok{color:#1f8a45}.failed{color:#c62828;font-weight:600}.muted{color:#6b6b70;font-size:.8rem}\
-svg{width:100%;height:auto;background:#fff}svg .mark.ok{fill:#2ea44f}svg .mark.bad{fill:#d73a3a}svg text{font-size:11px;fill:#444}\
+th{background:#eee}.ok{color:#1f8a45}.failed{color:#c62828;font-weight:600}.warning,.retrying{color:#b86e00;font-weight:600}.stopped{color:#c62828;font-weight:600}.muted{color:#6b6b70;font-size:.8rem}\
+svg{width:100%;height:auto;background:#fff}svg .lane{fill:#ececee}svg .mark.ok{fill:#2ea44f}svg .mark.bad{fill:#d73a3a}svg text{font-size:11px;fill:#444}@media (max-width:600px){svg text{font-size:20px}}\
 svg .change{stroke:#111;stroke-width:1.5}svg .change.to-down{stroke:#c62828}svg .change.to-up{stroke:#1f8a45}\
 .offline #headline::after{content:' (this page is not updating: the monitor does not answer)'}";
 
@@ -56,7 +54,7 @@ if(!r.ok)throw 0;const d=new DOMParser().parseFromString(await r.text(),'text/ht
 document.body.replaceWith(d.body)}catch(e){document.body.classList.add('offline')}},2000);";
 
 /// The whole page.
-pub fn render(status: &Status, marks: &[Mark], now: DateTime<Utc>) -> String {
+pub fn render(status: &Status, runs: &[Run], now: DateTime<Utc>) -> String {
     let Headline { tone, text } = headline(status, now);
     let docs = &status.components;
     let mut out = String::with_capacity(64 * 1024);
@@ -75,7 +73,10 @@ pub fn render(status: &Status, marks: &[Mark], now: DateTime<Utc>) -> String {
     );
     if let Some(monitor) = &docs.monitor {
         if monitor.node_type == NodeType::Slave {
-            slave_sections(&mut out, monitor, marks, now);
+            slave_sections(&mut out, monitor, runs, now);
+        }
+        if monitor.node_type == NodeType::Master {
+            peer_section(&mut out, monitor, now);
         }
         if !monitor.hourly.is_empty() {
             hourly_section(&mut out, monitor);
@@ -87,6 +88,8 @@ pub fn render(status: &Status, marks: &[Mark], now: DateTime<Utc>) -> String {
     if let Some(dbreplic) = &docs.dbreplic {
         dbreplic_section(&mut out, dbreplic, now);
     }
+    problems::alerts_section(&mut out, docs.alerts.as_ref(), now);
+    problems::doctor_section(&mut out, docs.doctor.as_ref(), now);
     let updated = docs
         .monitor
         .as_ref()
@@ -125,7 +128,7 @@ fn hms(at: DateTime<Utc>) -> String {
 }
 
 /// `at`, with how long ago when it is not today's last minute.
-fn when(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+pub(super) fn when(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let ago = (now - at).num_seconds();
     let ago = match ago {
         ..=0 => "now".to_owned(),
@@ -136,9 +139,16 @@ fn when(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     format!("{} ({ago})", at.format("%Y-%m-%d %H:%M:%S"))
 }
 
-fn slave_sections(out: &mut String, monitor: &MonitorDoc, marks: &[Mark], now: DateTime<Utc>) {
+fn slave_sections(out: &mut String, monitor: &MonitorDoc, runs: &[Run], now: DateTime<Utc>) {
     out.push_str("<h2>Probe rounds (up to the last 10 minutes)</h2>");
-    timeline(out, marks, &monitor.transitions, now);
+    timeline(out, runs, &monitor.transitions, now);
+    if let Some(w) = &monitor.witnesses {
+        let _ = write!(
+            out,
+            "<p class=\"muted\" id=\"witnesses\">witnesses: {}</p>",
+            esc(w)
+        );
+    }
     if let Some(c) = &monitor.counters {
         let _ = write!(
             out,
@@ -211,104 +221,48 @@ ICMP silent {}, TCP silent {}; master declared down {} times, up {} times</p>",
     out.push_str("</table>");
 }
 
-/// The SVG: one row per path, one mark per round (green answered, red silent), a vertical line
-/// at each verdict change, over the last [`WINDOW_S`] seconds (less when the rounds kept span
-/// less, down to [`MIN_WINDOW_S`]).
-fn timeline(
-    out: &mut String,
-    marks: &[Mark],
-    transitions: &[TransitionRecord],
-    now: DateTime<Utc>,
-) {
-    const LEFT: f64 = 40.0;
-    const WIDTH: f64 = 600.0;
-    const ROW: f64 = 20.0;
-    const TOP: f64 = 4.0;
-    let span = marks
-        .first()
-        .map(|m| (now - m.at()).num_seconds() + 1)
-        .unwrap_or(WINDOW_S)
-        .clamp(MIN_WINDOW_S, WINDOW_S);
-    let start = now - chrono::Duration::seconds(span);
-    let x = |at: DateTime<Utc>| {
-        let ms = (at - start).num_milliseconds().clamp(0, span * 1000) as f64;
-        LEFT + ms / (span as f64 * 1000.0) * WIDTH
+/// On a master: its slave as the master's probes see it, and whether the jobs are held.
+fn peer_section(out: &mut String, monitor: &MonitorDoc, now: DateTime<Utc>) {
+    out.push_str("<h2>The slave, as this master sees it</h2>");
+    let Some(peer) = &monitor.peer else {
+        out.push_str("<p class=\"muted\">not watched: ha.conf names no slave</p>");
+        return;
     };
-    let rows = ProbePath::ALL.len() as f64;
-    let height = TOP + rows * ROW + 16.0;
+    let state = match peer.state {
+        PeerState::Active => "<b class=\"failed\">active: it serves calls</b>",
+        PeerState::Standby => "<span class=\"ok\">standby</span>",
+        PeerState::Unknown => "unknown (not enough rounds yet, or unreachable since the start)",
+    };
+    let ever =
+        |at: Option<DateTime<Utc>>| at.map(|at| when(at, now)).unwrap_or_else(|| "never".into());
     let _ = write!(
         out,
-        "<svg id=\"timeline\" viewBox=\"0 0 {w} {height}\" role=\"img\" aria-label=\"probe rounds\" data-rounds=\"{}\">",
-        marks.len(),
-        w = LEFT + WIDTH + 4.0,
+        "<table id=\"peer\" data-state=\"{}\"><tr><th>slave {}</th><td>{state}{}</td></tr>\
+<tr><th>reachable</th><td>{}</td></tr><tr><th>its SIP last answered</th><td>{}</td></tr>\
+<tr><th>last silent</th><td>{}</td></tr><tr><th>failbacks seen</th><td>{}</td></tr>\
+<tr><th>replication and sync</th><td>{}</td></tr></table>",
+        peer.state,
+        peer.address,
+        peer.since
+            .map(|at| format!(" since {}", when(at, now)))
+            .unwrap_or_default(),
+        if peer.reachable {
+            "yes"
+        } else {
+            "<span class=\"failed\">no: nothing answered in the last round</span>"
+        },
+        ever(peer.last_answer_at),
+        ever(peer.last_silence_at),
+        peer.failbacks,
+        match &monitor.jobs_held {
+            Some(why) => format!(
+                "<span class=\"warning\">held: {}</span> ({} runs skipped)",
+                esc(why),
+                monitor.jobs_skipped
+            ),
+            None => "run on schedule".to_owned(),
+        },
     );
-    let shown: Vec<&Mark> = marks.iter().filter(|m| m.at() >= start).collect();
-    for (row, path) in ProbePath::ALL.into_iter().enumerate() {
-        let y = TOP + row as f64 * ROW;
-        let _ = write!(
-            out,
-            "<text x=\"0\" y=\"{}\">{}</text>",
-            y + 12.0,
-            path.name().to_uppercase()
-        );
-        for (i, mark) in shown.iter().enumerate() {
-            let x0 = x(mark.at());
-            // As wide as the gap to the next round (the previous one for the last), at least
-            // a hairline, at most 4 units: a gap in the rounds shows as a gap.
-            let gap = match (
-                shown.get(i + 1),
-                i.checked_sub(1).and_then(|p| shown.get(p)),
-            ) {
-                (Some(next), _) => x(next.at()) - x0,
-                (None, Some(prev)) => x0 - x(prev.at()),
-                (None, None) => 1.0,
-            };
-            let _ = write!(
-                out,
-                "<rect class=\"mark {} {}\" x=\"{x0:.1}\" y=\"{y}\" width=\"{:.2}\" height=\"14\"/>",
-                path.name(),
-                if mark.answered(path) { "ok" } else { "bad" },
-                gap.clamp(0.6, 4.0),
-            );
-        }
-    }
-    let bottom = TOP + rows * ROW;
-    for t in transitions.iter().filter(|t| t.at >= start) {
-        let x0 = x(t.at);
-        let _ = write!(
-            out,
-            "<line class=\"change to-{}\" x1=\"{x0:.1}\" x2=\"{x0:.1}\" y1=\"2\" y2=\"{bottom}\"><title>{} {} → {}: {}</title></line>",
-            t.to,
-            hms(t.at),
-            t.from,
-            t.to,
-            esc(&t.reason),
-        );
-    }
-    let _ = write!(
-        out,
-        "<text x=\"{LEFT}\" y=\"{y}\">−{}</text><text x=\"{}\" y=\"{y}\">−{}</text>\
-<text x=\"{}\" y=\"{y}\">now</text></svg>\
-<p class=\"muted\">a mark per round: green answered, red silent; a vertical line where the \
-verdict changed: red master down, green master up</p>",
-        ago(span),
-        LEFT + WIDTH / 2.0 - 16.0,
-        ago(span / 2),
-        LEFT + WIDTH - 22.0,
-        y = bottom + 12.0,
-    );
-    if shown.is_empty() {
-        out.push_str("<p class=\"muted\">no round in the last 10 minutes (the timeline is kept in memory: it starts again with the monitor)</p>");
-    }
-}
-
-/// `seconds` as the axis says it: `90 s`, `5 min`.
-fn ago(seconds: i64) -> String {
-    if seconds < 120 && seconds % 60 != 0 {
-        format!("{seconds} s")
-    } else {
-        format!("{} min", seconds / 60)
-    }
 }
 
 fn hourly_section(out: &mut String, monitor: &MonitorDoc) {
@@ -390,10 +344,24 @@ fn lag(d: chrono::Duration) -> String {
 }
 
 fn replication_details(d: &ReplicationDetails) -> String {
-    format!(
+    let mut out = format!(
         "{} tables copied, {} unchanged, {} rows, {} bytes",
         d.tables_copied, d.tables_unchanged, d.rows_copied, d.bytes_copied
-    )
+    );
+    if !d.merged_back.is_empty() || !d.conflicts.is_empty() {
+        out.push_str(&format!(
+            "; {} user statuses merged back, {} conflicts",
+            d.merged_back.len(),
+            d.conflicts.len()
+        ));
+    }
+    if !d.slave_changes_overwritten.is_empty() {
+        out.push_str(&format!(
+            "; the slave's changes overwritten: {}",
+            crate::replication::changed_tables(&d.slave_changes_overwritten)
+        ));
+    }
+    out
 }
 
 fn sync_details(d: &SyncDetails) -> String {
@@ -438,7 +406,7 @@ fn dbreplic_section(out: &mut String, doc: &DbReplicDoc, now: DateTime<Utc>) {
     let _ = write!(
         out,
         "<h2>DB Replic ({}, origin {})</h2><table id=\"dbreplic\"><tr><th>table</th><th>sink</th>\
-<th>state</th><th>last id</th><th>rows behind</th><th>last error</th></tr>",
+<th>state</th><th>last id delivered</th><th>rows behind</th><th>lag</th><th>last error</th></tr>",
         doc.mode,
         esc(&doc.origin)
     );
@@ -449,16 +417,35 @@ fn dbreplic_section(out: &mut String, doc: &DbReplicDoc, now: DateTime<Utc>) {
                 (Some(e), None) => esc(e),
                 (None, _) => String::new(),
             };
+            // No undelivered row is older than the last time none was behind.
+            let lag_cell = match (s.behind, s.caught_up_at) {
+                (None, _) => "?".to_owned(),
+                (Some(0), _) => "none".to_owned(),
+                (Some(_), Some(at)) => format!("≤ {}", lag(now - at)),
+                (Some(_), None) => "not caught up since DB Replic started".to_owned(),
+            };
+            let holes = match (s.holes_waiting, s.hole_after) {
+                (0, _) => String::new(),
+                (n, after) => format!(
+                    "<br><span class=\"muted\">waiting on {n} missing id(s){}{}, {} open transaction(s)</span>",
+                    after.map(|a| format!(" after #{a}")).unwrap_or_default(),
+                    s.hole_since
+                        .map(|at| format!(" since {}", when(at, now)))
+                        .unwrap_or_default(),
+                    s.hole_transactions
+                ),
+            };
             let _ = write!(
                 out,
-                "<tr class=\"sink {state}\"><td>{}</td><td title=\"{}\">{}</td><td>{state}</td><td>{}</td><td>{}</td><td>{error}</td></tr>",
-                esc(table),
+                "<tr class=\"sink {state}\" data-table=\"{t}\" data-sink=\"{k}\"><td>{t}</td><td>{k}<br><span class=\"muted\">{}</span></td>\
+<td class=\"{state}\">{state}{holes}</td><td>{}</td><td>{}</td><td>{lag_cell}</td><td>{error}</td></tr>",
                 esc(&s.destination),
-                esc(sink),
                 s.last_id,
                 s.behind
                     .map(|b| b.to_string())
                     .unwrap_or_else(|| "?".into()),
+                t = esc(table),
+                k = esc(sink),
                 state = s.state,
             );
         }
@@ -479,12 +466,23 @@ fn dbreplic_section(out: &mut String, doc: &DbReplicDoc, now: DateTime<Utc>) {
                 .unwrap_or_default()
         );
     }
-    if let Some(at) = doc.updated_at {
-        let _ = write!(
-            out,
-            "<p class=\"muted\">DB Replic's state of {}</p>",
-            when(at, now)
-        );
+    match doc.updated_at {
+        // It saves every second while it runs.
+        Some(at) if (now - at).num_seconds() > super::headline::STALE_AFTER_S => {
+            let _ = write!(
+                out,
+                "<p class=\"failed\" id=\"dbreplic-stale\">DB Replic's state is of {}: it is not running (or stuck)</p>",
+                when(at, now)
+            );
+        }
+        Some(at) => {
+            let _ = write!(
+                out,
+                "<p class=\"muted\">DB Replic's state of {}</p>",
+                when(at, now)
+            );
+        }
+        None => {}
     }
 }
 
@@ -494,7 +492,7 @@ mod tests {
     use crate::monitor::services::{Desired, KeeperStatus};
     use crate::monitor::verdict::{Observation, Verdict};
     use crate::status::documents::{
-        DbReplicMode, Documents, ReplicationDoc, SinkState, SinkStatus,
+        DbReplicMode, Documents, ReplicationDoc, SinkState, SinkStatus, TransitionRecord,
     };
 
     fn at(text: &str) -> DateTime<Utc> {
@@ -538,6 +536,7 @@ mod tests {
         };
         MonitorDoc {
             master: Some("192.0.2.10".parse().unwrap()),
+            witnesses: Some("192.0.2.1 (icmp)".into()),
             verdict: Some(verdict),
             since: transitions.last().map(|t| t.at),
             last_transition: transitions.last().cloned(),
@@ -560,26 +559,27 @@ mod tests {
         }
     }
 
-    /// Rounds every second over the last 10 minutes, the master silent from 10:04:10.
-    fn marks() -> Vec<Mark> {
-        (0..600)
-            .map(|i| {
-                let t = at("2026-11-25T10:00:00Z") + chrono::Duration::seconds(i);
-                let up = t < at("2026-11-25T10:04:10Z");
-                Mark::of(
-                    t,
-                    Observation {
-                        icmp: up,
-                        tcp: up,
-                        sip: up,
-                    },
-                )
-            })
-            .collect()
+    /// Rounds every second over the last 10 minutes, the master silent from 10:04:10, the
+    /// witness asked (and answering) in the two rounds before the takeover.
+    fn runs() -> Vec<Run> {
+        let log = crate::monitor::rounds::RoundLog::default();
+        for i in 0..600 {
+            let t = at("2026-11-25T10:00:00Z") + chrono::Duration::seconds(i);
+            let up = t < at("2026-11-25T10:04:10Z");
+            let witness = (t >= at("2026-11-25T10:04:11Z") && t <= at("2026-11-25T10:04:12Z"))
+                .then_some(true);
+            let seen = Observation {
+                icmp: up,
+                tcp: up,
+                sip: up,
+            };
+            log.push(crate::monitor::rounds::Mark::of(t, seen, witness));
+        }
+        log.snapshot()
     }
 
-    fn page(status: &Status, marks: &[Mark]) -> String {
-        let html = render(status, marks, now());
+    fn page(status: &Status, runs: &[Run]) -> String {
+        let html = render(status, runs, now());
         assert!(html.starts_with("<!doctype html>"), "{html}");
         assert!(html.ends_with("</body></html>"), "{html}");
         assert_eq!(html.matches("<script>").count(), 1, "one inline script");
@@ -640,6 +640,27 @@ mod tests {
     }
 
     #[test]
+    fn the_replication_row_says_what_it_did_with_the_slaves_changes() {
+        let mut details = ReplicationDetails {
+            tables_copied: 2,
+            ..ReplicationDetails::default()
+        };
+        assert_eq!(
+            replication_details(&details),
+            "2 tables copied, 0 unchanged, 0 rows, 0 bytes"
+        );
+        details.merged_back = vec![Default::default(); 3];
+        details.slave_changes_overwritten = vec![crate::status::documents::SlaveChange {
+            table: "extensions".into(),
+            rows: 1,
+        }];
+        assert_eq!(
+            replication_details(&details),
+            "2 tables copied, 0 unchanged, 0 rows, 0 bytes; 3 user statuses merged back, 0 conflicts; the slave's changes overwritten: extensions (1 row)"
+        );
+    }
+
+    #[test]
     fn a_disabled_node() {
         let html = page(
             &status(
@@ -683,6 +704,7 @@ mod tests {
                         behind: Some(7),
                         last_error: Some("503 <busy>".into()),
                         last_error_at: Some(at("2026-11-25T10:09:00Z")),
+                        caught_up_at: Some(at("2026-11-25T10:09:30Z")),
                         state: SinkState::Retrying,
                         ..SinkStatus::default()
                     },
@@ -702,7 +724,7 @@ mod tests {
         assert!(html.contains("is 70 min behind"), "{html}");
         assert!(
             html.contains(
-                "<td>42</td><td>7</td><td>503 &lt;busy&gt; (2026-11-25 10:09:00 (60 s ago))"
+                "<td>42</td><td>7</td><td>≤ 30 s</td><td>503 &lt;busy&gt; (2026-11-25 10:09:00 (60 s ago))"
             ),
             "{html}"
         );
@@ -714,19 +736,58 @@ mod tests {
             "master: the last replication to the slave 192.0.2.10 FAILED at 10:00:00: connection &lt;refused&gt;"
         );
         assert!(html.contains("data-tone=\"bad\""));
+        assert!(
+            html.contains("not watched: ha.conf names no slave"),
+            "{html}"
+        );
+
+        // The slave serving in the master's place: said first, the jobs held.
+        let monitor = status.components.monitor.as_mut().unwrap();
+        monitor.peer = Some(crate::monitor::peer::PeerStatus {
+            address: "192.0.2.10".parse().unwrap(),
+            state: PeerState::Active,
+            since: Some(at("2026-11-25T10:05:00Z")),
+            last_answer_at: Some(at("2026-11-25T10:09:59Z")),
+            last_silence_at: None,
+            reachable: true,
+            failbacks: 1,
+        });
+        monitor.jobs_held = Some("the slave is active".into());
+        monitor.jobs_skipped = 4;
+        let html = page(&status, &[]);
+        assert_eq!(
+            headline_of(&html),
+            "master: the slave 192.0.2.10 is ACTIVE (serving calls since 10:05:00): replication and sync held until it stands by"
+        );
+        assert!(
+            html.contains("<table id=\"peer\" data-state=\"active\">"),
+            "{html}"
+        );
+        assert!(
+            html.contains("held: the slave is active</span> (4 runs skipped)"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<tr><th>last silent</th><td>never</td></tr>"),
+            "{html}"
+        );
     }
 
     #[test]
     fn a_slave_standing_by() {
         let html = page(
             &status(NodeType::Slave, Some(slave(Verdict::Up, true))),
-            &marks()[..240],
+            &runs()[..1],
         );
         assert!(html.contains("data-role=\"slave\""));
         assert_eq!(headline_of(&html), "standing by, master up");
         assert!(html.contains("data-tone=\"good\""));
-        assert_eq!(html.matches("class=\"mark sip ok\"").count(), 240);
+        // 250 good rounds: one bar a row, the witness not asked.
+        assert!(html.contains("<svg id=\"timeline\""));
+        assert!(html.contains("data-rounds=\"250\""), "{html}");
+        assert_eq!(html.matches("class=\"mark sip ok\"").count(), 1);
         assert_eq!(html.matches("class=\"mark sip bad\"").count(), 0);
+        assert_eq!(html.matches("class=\"mark witness").count(), 0);
         assert_eq!(html.matches("class=\"change to-up\"").count(), 1);
 
         let html = page(
@@ -748,7 +809,7 @@ mod tests {
     fn a_slave_serving_with_its_timeline_and_transitions() {
         let html = page(
             &status(NodeType::Slave, Some(slave(Verdict::Down, true))),
-            &marks(),
+            &runs(),
         );
         assert_eq!(
             headline_of(&html),
@@ -758,13 +819,20 @@ mod tests {
         for path in ["icmp", "tcp", "sip"] {
             assert_eq!(
                 html.matches(&format!("class=\"mark {path} ok\"")).count(),
-                250
+                1
             );
             assert_eq!(
                 html.matches(&format!("class=\"mark {path} bad\"")).count(),
-                350
+                1
             );
         }
+        // The witness, asked before the takeover, answered.
+        assert_eq!(html.matches("class=\"mark witness ok\"").count(), 1);
+        assert!(
+            html.contains("<p class=\"muted\" id=\"witnesses\">witnesses: 192.0.2.1 (icmp)</p>"),
+            "{html}"
+        );
+        assert_eq!(html.matches("class=\"mark witness bad\"").count(), 0);
         assert_eq!(html.matches("class=\"change to-down\"").count(), 1);
         // Newest first.
         let down = html.find("<tr class=\"transition to-down\"").unwrap();
@@ -773,10 +841,11 @@ mod tests {
         // Rounds older than the window are not drawn.
         let later = render(
             &status(NodeType::Slave, Some(slave(Verdict::Down, true))),
-            &marks(),
+            &runs(),
             now() + chrono::Duration::seconds(300),
         );
-        assert_eq!(later.matches("class=\"mark sip").count(), 300);
+        assert_eq!(later.matches("class=\"mark sip").count(), 1);
+        assert!(later.contains("data-rounds=\"347\""), "{later}");
 
         let html = page(
             &status(NodeType::Slave, Some(slave(Verdict::Down, false))),
@@ -808,7 +877,7 @@ mod tests {
         let monitor = st.components.monitor.as_mut().unwrap();
         monitor.transitions[1].reason = "a \"quoted\" <b>reason</b> & more".into();
         monitor.last_transition = monitor.transitions.last().cloned();
-        let html = page(&st, &marks());
+        let html = page(&st, &runs());
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(!html.contains("<b>reason</b>"));

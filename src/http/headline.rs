@@ -7,6 +7,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::ha::NodeType;
+use crate::monitor::peer::PeerState;
 use crate::monitor::services::KeeperStatus;
 use crate::monitor::verdict::Verdict;
 use crate::status::Status;
@@ -156,10 +157,29 @@ fn settling(monitor: &MonitorDoc) -> bool {
     monitor.services.as_ref().is_some_and(|s| !s.settled)
 }
 
-/// A master's headline: how its last replication and sync to the slave went.
+/// A master's headline: whether its slave serves in its place, else how its last replication
+/// and sync to the slave went.
 fn master(status: &Status) -> Headline {
     let docs = &status.components;
     let slave = &status.remote_address;
+    if let Some(peer) = docs
+        .monitor
+        .as_ref()
+        .and_then(|m| m.peer.as_ref())
+        .filter(|p| p.state == PeerState::Active)
+    {
+        let since = peer
+            .since
+            .map(|s| format!(" since {}", s.format("%H:%M:%S")))
+            .unwrap_or_default();
+        return line(
+            Tone::Warn,
+            format!(
+                "master: the slave {} is ACTIVE (serving calls{since}): replication and sync held until it stands by",
+                peer.address
+            ),
+        );
+    }
     if let Some(h) = failed("replication", slave, docs.replication.as_ref())
         .or_else(|| failed("sync", slave, docs.sync.as_ref()))
     {

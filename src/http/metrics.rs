@@ -36,6 +36,9 @@ pub fn render_from(docs: &Documents, heartbeat: &Heartbeat, now: DateTime<Utc>) 
         register_master(&mut registry, monitor, now);
     }
     register_jobs(&mut registry, docs, now);
+    if let Some(replication) = &docs.replication {
+        register_slave_changes(&mut registry, &replication.details);
+    }
     if let Some(dbreplic) = &docs.dbreplic {
         register_dbreplic(&mut registry, dbreplic);
     }
@@ -239,6 +242,35 @@ fn register_jobs(registry: &mut Registry, docs: &Documents, now: DateTime<Utc>) 
     }
 }
 
+/// What the last replication did with the slave's changes: user statuses merged back,
+/// conflicts, tables overwritten.
+fn register_slave_changes(
+    registry: &mut Registry,
+    details: &crate::status::documents::ReplicationDetails,
+) {
+    for (name, help, value) in [
+        (
+            "replication_merged_back",
+            "User statuses the slave changed that the last replication merged back into the master",
+            details.merged_back.len(),
+        ),
+        (
+            "replication_merge_conflicts",
+            "Values changed on both sides that the last replication found (the master's kept)",
+            details.conflicts.len(),
+        ),
+        (
+            "replication_slave_tables_overwritten",
+            "Replicated tables the slave had changed that the last replication overwrote",
+            details.slave_changes_overwritten.len(),
+        ),
+    ] {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(value as i64);
+        registry.register(name, help, gauge);
+    }
+}
+
 /// Maintenance mode (on until its deadline) and the alert mails that could not be sent.
 fn register_operations(registry: &mut Registry, docs: &Documents, now: DateTime<Utc>) {
     let on = Gauge::<i64>::default();
@@ -432,7 +464,11 @@ mod tests {
                 false,
                 1.5,
                 "2026-11-25T11:00:00Z",
-                ReplicationDetails::default(),
+                ReplicationDetails {
+                    merged_back: vec![Default::default(); 2],
+                    slave_changes_overwritten: vec![Default::default()],
+                    ..ReplicationDetails::default()
+                },
             )),
             sync: Some(job(
                 true,
@@ -495,6 +531,18 @@ mod tests {
         assert!(
             text.contains("xivo_ha_last_run_duration_seconds{job=\"sync-back\"} 0.5"),
             "{text}"
+        );
+        assert_eq!(
+            line(&text, "xivo_ha_replication_merged_back "),
+            Some("xivo_ha_replication_merged_back 2")
+        );
+        assert_eq!(
+            line(&text, "xivo_ha_replication_merge_conflicts "),
+            Some("xivo_ha_replication_merge_conflicts 0")
+        );
+        assert_eq!(
+            line(&text, "xivo_ha_replication_slave_tables_overwritten "),
+            Some("xivo_ha_replication_slave_tables_overwritten 1")
         );
         assert_eq!(line(&text, "xivo_ha_draining "), Some("xivo_ha_draining 1"));
         assert_eq!(

@@ -8,6 +8,8 @@
 pub mod dashboard;
 pub mod headline;
 mod metrics;
+pub mod problems;
+pub mod timeline;
 
 use std::future::Future;
 use std::sync::Arc;

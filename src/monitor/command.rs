@@ -55,7 +55,11 @@ pub async fn run(ctx: &Context, _args: MonitorArgs) -> Result<ExitCode, MonitorE
     // A round may take its interval plus the probes' timeouts; three missed rounds and ten
     // seconds more mean the loop is stuck.
     let heartbeat = crate::http::Heartbeat::new(settings.interval * 3 + Duration::from_secs(10));
-    let rounds = rounds::RoundLog::default();
+    // Rounds further apart than two periods (the interval, or a round's timeout when longer)
+    // are a gap in the dashboard's timeline.
+    let rounds = rounds::RoundLog::new(
+        settings.interval.max(settings.round_timeout()) * 2 + Duration::from_millis(500),
+    );
     let monitor = Monitor::new(ctx.clone(), settings)
         .with_master_settings(master)
         .with_heartbeat(heartbeat.clone())

@@ -295,7 +295,11 @@ impl Monitor {
                     _ = &mut shutdown => break,
                     round = probing.round(&self.settings) => round,
                 };
-                self.rounds.push(Mark::of(Utc::now(), report.observation()));
+                self.rounds.push(Mark::of(
+                    Utc::now(),
+                    report.observation(),
+                    witnessed.as_ref().map(|w| w.answered),
+                ));
                 if self.observe(probing, keeper, report, witnessed, hold) {
                     last_saved = None;
                 }
@@ -818,6 +822,7 @@ impl Monitor {
             last_round: slave.and_then(|s| s.last_round.clone()),
             counters: slave.map(|s| s.machine.counters()),
             isolated: slave.and_then(|s| s.isolated.clone()),
+            witnesses: slave.map(|_| self.settings.witnesses.to_string()),
             services,
             peer: master.and_then(|m| m.peer.as_ref().map(|p| p.watch.status().clone())),
             jobs_held: jobs.as_ref().and_then(|j| j.held.clone()),

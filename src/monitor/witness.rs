@@ -46,6 +46,23 @@ pub enum Witnesses {
     Off,
 }
 
+/// What the dashboard and `status` say of the check.
+impl fmt::Display for Witnesses {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Witnesses::Gateway => f.write_str("the default gateway (icmp)"),
+            Witnesses::List(list) if list.is_empty() => f.write_str("none listed"),
+            Witnesses::List(list) => {
+                let names: Vec<String> = list.iter().map(Witness::to_string).collect();
+                f.write_str(&names.join(", "))
+            }
+            Witnesses::Off => f.write_str(
+                "off (XIVO_HA_MONITOR_WITNESSES=none): a down verdict is acted on at once",
+            ),
+        }
+    }
+}
+
 /// `10.0.0.1, 10.0.0.2:22` → the witnesses; empty → the gateway; `none` → off.
 pub fn parse(text: &str) -> Result<Witnesses, String> {
     let text = text.trim();
@@ -171,6 +188,13 @@ mod tests {
         );
         let error = parse("gw.example:22").unwrap_err();
         assert!(error.contains("`gw.example:22`"), "{error}");
+        // As the dashboard names them.
+        assert_eq!(
+            parse("192.0.2.1, 192.0.2.2:22").unwrap().to_string(),
+            "192.0.2.1 (icmp), 192.0.2.2:22 (tcp)"
+        );
+        assert_eq!(parse("").unwrap().to_string(), "the default gateway (icmp)");
+        assert!(parse("none").unwrap().to_string().starts_with("off"));
     }
 
     #[test]

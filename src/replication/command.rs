@@ -1,6 +1,6 @@
 //! `xivo-ha db-replication <slave_ip>` (XiVO's `xivo-master-slave-db-replication <slave_ip>`):
 //! where to read and write from the command line and the settings, one run recorded for
-//! `status`, its summary printed; and the settings this node has that differ from the defaults,
+//! `status`, what it did with the slave's changes and its summary printed; and the settings this node has that differ from the defaults,
 //! for the command's help.
 
 use std::io::IsTerminal;
@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::merge::MergeList;
 use super::target::{self, ENV_PREFIX, SlaveDbSettings};
 use super::{Options, ReplicationError, run_and_record};
 use crate::context::Context;
@@ -49,6 +50,7 @@ pub async fn run(ctx: &Context, args: DbReplicationArgs) -> Result<ExitCode, Rep
     let options = Options {
         full: args.full,
         progress: std::io::stdout().is_terminal(),
+        merge: MergeList::load(ctx)?,
     };
     let report = run_and_record(ctx, &source, &target, options)
         .await
@@ -59,6 +61,9 @@ pub async fn run(ctx: &Context, args: DbReplicationArgs) -> Result<ExitCode, Rep
                 super::one_line(&e.to_string())
             );
         })?;
+    if let Some(text) = super::slave_changes_mail(&report.merge, &report.slave_changes) {
+        println!("{text}");
+    }
     println!("{}", report.summary());
     Ok(ExitCode::SUCCESS)
 }

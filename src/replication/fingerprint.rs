@@ -15,7 +15,9 @@
 //! - A table is skipped only when the master fingerprint equals the recorded one AND the slave
 //!   rows are still the ones that transaction wrote (same count, every row's `xmin` equal to the
 //!   recorded transaction id): a slave that took over and changed its own configuration (a user
-//!   setting a forward while the master was down) gets the master's version back, as with XiVO.
+//!   setting a forward while the master was down) gets the master's version back, as with XiVO,
+//!   after the merge-back of its user statuses ([`super::merge`]); the tables it changed, and
+//!   by how many rows ([`SlaveSide`]), are reported before they are overwritten.
 
 use std::collections::BTreeMap;
 
@@ -61,26 +63,36 @@ pub struct Recorded {
     pub xid: i64,
 }
 
-/// The slave's bookkeeping; empty when it never received a replication from xivo-ha.
-pub async fn recorded(
+/// The rows `sql` reads from the bookkeeping table `table` (`xivo_ha.…`) of the slave; none
+/// when the table does not exist (the slave never received a replication from xivo-ha).
+pub async fn bookkeeping(
     client: &impl GenericClient,
-) -> Result<BTreeMap<String, Recorded>, tokio_postgres::Error> {
+    table: &str,
+    sql: &str,
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     let exists: bool = client
         .query_typed(
-            "SELECT to_regclass('xivo_ha.replication_fingerprint') IS NOT NULL",
+            &format!("SELECT to_regclass({}) IS NOT NULL", quote_literal(table)),
             &[],
         )
         .await?[0]
         .get(0);
     if !exists {
-        return Ok(BTreeMap::new());
+        return Ok(Vec::new());
     }
-    let rows = client
-        .query_typed(
-            "SELECT table_name, fingerprint, row_count, slave_xid FROM xivo_ha.replication_fingerprint",
-            &[],
-        )
-        .await?;
+    client.query_typed(sql, &[]).await
+}
+
+/// The slave's bookkeeping; empty when it never received a replication from xivo-ha.
+pub async fn recorded(
+    client: &impl GenericClient,
+) -> Result<BTreeMap<String, Recorded>, tokio_postgres::Error> {
+    let rows = bookkeeping(
+        client,
+        "xivo_ha.replication_fingerprint",
+        "SELECT table_name, fingerprint, row_count, slave_xid FROM xivo_ha.replication_fingerprint",
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|r| {
@@ -96,23 +108,44 @@ pub async fn recorded(
         .collect())
 }
 
-/// Among `candidates` (tables whose master fingerprint matches the recorded one), those whose
-/// slave rows are still exactly the ones the recorded transaction wrote.
-pub async fn untouched_on_slave(
+/// What the slave holds of a table it recorded: its rows now, and how many of them are still
+/// the ones the recorded transaction wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlaveSide {
+    pub rows: i64,
+    pub as_written: i64,
+}
+
+impl SlaveSide {
+    /// The slave rows are exactly the ones the recorded transaction wrote.
+    pub fn untouched(&self, recorded: &Recorded) -> bool {
+        self.rows == recorded.rows && self.as_written == self.rows
+    }
+
+    /// How many rows the slave changed since: those it wrote (inserted or updated) and those
+    /// gone (deleted or updated); an update is both, so the larger of the two (at least that
+    /// many rows changed).
+    pub fn rows_changed(&self, recorded: &Recorded) -> u64 {
+        let written = self.rows - self.as_written;
+        let gone = recorded.rows - self.as_written;
+        written.max(gone).max(0) as u64
+    }
+}
+
+/// For each of `candidates` (tables the slave recorded), what it holds now, in one round trip.
+pub async fn slave_side(
     client: &impl GenericClient,
     candidates: &[(&str, &Recorded)],
-) -> Result<Vec<String>, tokio_postgres::Error> {
+) -> Result<BTreeMap<String, SlaveSide>, tokio_postgres::Error> {
     if candidates.is_empty() {
-        return Ok(Vec::new());
+        return Ok(BTreeMap::new());
     }
     let parts: Vec<String> = candidates
         .iter()
         .map(|(t, rec)| {
             format!(
-                "SELECT {}::text, count(*) = {} AND bool_and(xmin = '{}'::xid) IS NOT FALSE
-                 FROM {}",
+                "SELECT {}::text, count(*), count(*) FILTER (WHERE xmin = '{}'::xid) FROM {}",
                 quote_literal(t),
-                rec.rows,
                 rec.xid,
                 qualified(t)
             )
@@ -121,8 +154,15 @@ pub async fn untouched_on_slave(
     let rows = client.query_typed(&parts.join(" UNION ALL "), &[]).await?;
     Ok(rows
         .iter()
-        .filter(|r| r.get::<_, bool>(1))
-        .map(|r| r.get(0))
+        .map(|r| {
+            (
+                r.get(0),
+                SlaveSide {
+                    rows: r.get(1),
+                    as_written: r.get(2),
+                },
+            )
+        })
         .collect())
 }
 
@@ -170,4 +210,27 @@ pub async fn record(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_changed_counts_an_update_once() {
+        let recorded = Recorded {
+            fingerprint: String::new(),
+            rows: 10,
+            xid: 7,
+        };
+        let side = |rows, as_written| SlaveSide { rows, as_written };
+        assert!(side(10, 10).untouched(&recorded));
+        assert_eq!(side(10, 10).rows_changed(&recorded), 0);
+        // Two rows updated.
+        assert!(!side(10, 8).untouched(&recorded));
+        assert_eq!(side(10, 8).rows_changed(&recorded), 2);
+        // Three inserted; one deleted.
+        assert_eq!(side(13, 10).rows_changed(&recorded), 3);
+        assert_eq!(side(9, 9).rows_changed(&recorded), 1);
+    }
 }

@@ -3,24 +3,35 @@
 //! [`run_hourly`]): the orchestration of one run, its errors, its report and the state it leaves
 //! for `status`.
 //!
-//! One run: connect to both sides at once → lock on the master (advisory, session) → one slave
-//! transaction with `session_replication_role = replica` and an advisory lock → guards
-//! (encoding, same database, schema) → fingerprints decide which tables changed → TRUNCATE and
-//! binary COPY of those tables from one REPEATABLE READ snapshot of the master → sequences →
-//! bookkeeping → COMMIT. Any failure before the COMMIT leaves the slave as it was.
+//! One run: connect to both sides at once → lock on the master (advisory, session) → one
+//! REPEATABLE READ snapshot of the master and one slave transaction with
+//! `session_replication_role = replica` and an advisory lock → guards (encoding, same database,
+//! schema) → the master's fingerprints, and at the same time the tables the slave changed since
+//! the last run (its bookkeeping) → the merge-back: the user statuses the slave changed written
+//! into the master in one transaction of their own, committed, then a new snapshot (so that the
+//! slave receives the merged values) → TRUNCATE and binary COPY of the tables that changed →
+//! sequences → bookkeeping and the merge base → COMMIT. Any failure before the merge-back's
+//! COMMIT leaves both sides as they were; after it, the master keeps the merged values (the
+//! slave holds them already: the next run finds nothing left to merge) and the slave is as it
+//! was.
 //!
 //! - [`tables`]: the excluded-table constant and the catalog of each side.
 //! - [`guards`]: encoding, same-database and schema checks.
-//! - [`fingerprint`]: which tables need copying (master fingerprint, slave bookkeeping).
+//! - [`fingerprint`]: which tables need copying (master fingerprint, slave bookkeeping), and
+//!   which ones the slave changed.
+//! - [`merge`]: what is merged back (the list, its setting) and the decision for each value.
+//! - [`base`]: the merge base on the slave, the merged columns of either side, the writes.
 //! - [`copy`]: emptying, streaming COPY, sequences.
 //! - [`target`]: the source and target databases (`XIVO_HA_SLAVE_DB_*`).
 //! - [`progress`]: terminal output.
 //! - [`command`]: `xivo-ha db-replication`'s arguments and output.
 
+pub mod base;
 pub mod command;
 pub mod copy;
 pub mod fingerprint;
 pub mod guards;
+pub mod merge;
 pub mod progress;
 pub mod tables;
 pub mod target;
@@ -37,9 +48,12 @@ use crate::context::Context;
 use crate::db::{DbError, DbTarget, error_reason};
 use crate::ha::{HaConfig, HaError, NodeType};
 use crate::settings::ConfigError;
-use crate::status::documents::{Component, ReplicationDetails, ReplicationDoc};
+use crate::status::documents::{
+    Component, MergeConflict, MergedValue, ReplicationDetails, ReplicationDoc, SlaveChange,
+};
 use crate::status::store;
 use copy::{CopyFailure, Plan, TableCopy};
+use merge::{MergeList, Resolved};
 use progress::{Progress, human_bytes};
 pub use tables::EXCLUDED_TABLES;
 pub use target::SlaveDbSettings;
@@ -100,6 +114,20 @@ pub enum ReplicationError {
     )]
     Slave { target: String, reason: String },
     #[error(
+        "{}EXTRA: {reason}: name columns of the replicated tables (table.column); nothing was changed",
+        merge::ENV_PREFIX
+    )]
+    MergeList { reason: String },
+    #[error(
+        "merging the slave's user statuses of `{table}` back failed on the {side} ({target}): {reason}; nothing was changed on the master nor on the slave"
+    )]
+    Merge {
+        table: String,
+        side: String,
+        target: String,
+        reason: String,
+    },
+    #[error(
         "copying table `{table}` failed on the {side} ({target}): {reason}; the slave keeps its previous configuration"
     )]
     Copy {
@@ -111,12 +139,24 @@ pub enum ReplicationError {
 }
 
 /// How one run behaves.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Ignore the fingerprints: copy every replicated table.
     pub full: bool,
     /// Per-table lines on stdout.
     pub progress: bool,
+    /// What is merged back ([`merge::USER_STATUSES`] unless the settings add to it).
+    pub merge: MergeList,
+}
+
+/// What the merge-back did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MergeOutcome {
+    /// The values written into the master (committed there before the copy).
+    pub merged_back: Vec<MergedValue>,
+    pub conflicts: Vec<MergeConflict>,
+    /// Why rows or tables were not merged.
+    pub skipped: Vec<String>,
 }
 
 /// What a successful run did.
@@ -131,6 +171,9 @@ pub struct Report {
     pub tables_copied: Vec<TableCopy>,
     pub tables_unchanged: usize,
     pub sequences_set: usize,
+    pub merge: MergeOutcome,
+    /// The tables the slave changed since the last run, overwritten by this one.
+    pub slave_changes: Vec<SlaveChange>,
 }
 
 impl Report {
@@ -145,7 +188,7 @@ impl Report {
     /// The one line printed at the end and shown by `status`.
     pub fn summary(&self) -> String {
         format!(
-            "{} to {}: ok, {} of {} tables copied ({} rows, {}), {} unchanged, {} sequences set, {:.2} s",
+            "{} to {}: ok, {} of {} tables copied ({} rows, {}), {} unchanged, {} sequences set, {:.2} s{}",
             self.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
             self.slave,
             self.tables_copied.len(),
@@ -154,9 +197,107 @@ impl Report {
             human_bytes(self.bytes_copied()),
             self.tables_unchanged,
             self.sequences_set,
-            self.seconds
+            self.seconds,
+            slave_side_summary(&self.merge, &self.slave_changes)
         )
     }
+}
+
+/// `; 2 user statuses merged back, 1 conflict (the master's value kept), the slave's changes to
+/// 2 tables overwritten: extensions (1 row), userfeatures (2 rows)`, or nothing when the slave
+/// changed nothing.
+pub fn slave_side_summary(merge: &MergeOutcome, changes: &[SlaveChange]) -> String {
+    let mut parts = Vec::new();
+    if !merge.merged_back.is_empty() {
+        parts.push(format!(
+            "{} merged back",
+            plural(merge.merged_back.len(), "user status", "user statuses")
+        ));
+    }
+    if !merge.conflicts.is_empty() {
+        parts.push(format!(
+            "{} (the master's value kept)",
+            plural(merge.conflicts.len(), "conflict", "conflicts")
+        ));
+    }
+    if !changes.is_empty() {
+        parts.push(format!(
+            "the slave's changes to {} overwritten: {}",
+            plural(changes.len(), "table", "tables"),
+            changed_tables(changes)
+        ));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join(", "))
+    }
+}
+
+/// `extensions (1 row), userfeatures (2 rows)`.
+pub fn changed_tables(changes: &[SlaveChange]) -> String {
+    changes
+        .iter()
+        .map(|c| format!("{} ({})", c.table, plural(c.rows as usize, "row", "rows")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A value for people: `'1'`, or `NULL`.
+fn show_value(value: &Option<String>) -> String {
+    match value {
+        Some(v) => format!("'{v}'"),
+        None => "NULL".to_owned(),
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The mail about what a run did with the slave's changes (a one-off [`Kind::SlaveChanges`]):
+/// the headline, then one line per merged value, conflict and table overwritten. `None` when
+/// the slave changed nothing.
+pub fn slave_changes_mail(merge: &MergeOutcome, changes: &[SlaveChange]) -> Option<String> {
+    if merge.merged_back.is_empty() && merge.conflicts.is_empty() && changes.is_empty() {
+        return None;
+    }
+    let show = show_value;
+    let mut text = format!(
+        "the slave's changes to {} were overwritten: {} (merged back: {})",
+        plural(changes.len(), "table", "tables"),
+        if changes.is_empty() {
+            "none".to_owned()
+        } else {
+            changed_tables(changes)
+        },
+        plural(merge.merged_back.len(), "user status", "user statuses")
+    );
+    for m in &merge.merged_back {
+        text.push_str(&format!(
+            "\nmerged back: {} {} {}: {} (was {})",
+            m.table,
+            m.key,
+            m.column,
+            show(&m.value),
+            show(&m.was)
+        ));
+    }
+    for c in &merge.conflicts {
+        text.push_str(&format!(
+            "\nconflict: {} {} {}: the master's {} kept, the slave's {} overwritten (both were {})",
+            c.table,
+            c.key,
+            c.column,
+            show(&c.master),
+            show(&c.slave),
+            show(&c.base)
+        ));
+    }
+    for note in &merge.skipped {
+        text.push_str(&format!("\nnot merged: {note}"));
+    }
+    Some(text)
 }
 
 /// The state document of the last run (`/var/lib/xivo-ha/replication.json`), built here.
@@ -181,21 +322,28 @@ impl ReplicationDoc {
                     .iter()
                     .map(|t| t.table.clone())
                     .collect(),
+                merged_back: report.merge.merged_back.clone(),
+                conflicts: report.merge.conflicts.clone(),
+                slave_changes_overwritten: report.slave_changes.clone(),
+                merge_skipped: report.merge.skipped.clone(),
             },
         }
     }
 
-    /// The document of a run that failed (nothing was changed on the slave).
+    /// The document of a run that failed (nothing was changed on the slave; the values of
+    /// `merge`, when its merge-back was committed, were written into the master).
     pub fn failure(
         slave: &str,
         started_at: DateTime<Utc>,
         seconds: f64,
         error: &ReplicationError,
+        merge: &MergeOutcome,
     ) -> ReplicationDoc {
         ReplicationDoc {
             summary: format!(
-                "{} to {slave}: FAILED after {seconds:.2} s: {error}",
-                started_at.format("%Y-%m-%d %H:%M:%S UTC")
+                "{} to {slave}: FAILED after {seconds:.2} s: {error}{}",
+                started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                slave_side_summary(merge, &[])
             ),
             started_at,
             seconds,
@@ -204,6 +352,9 @@ impl ReplicationDoc {
             last_success_at: None,
             details: ReplicationDetails {
                 slave: slave.to_owned(),
+                merged_back: merge.merged_back.clone(),
+                conflicts: merge.conflicts.clone(),
+                merge_skipped: merge.skipped.clone(),
                 ..ReplicationDetails::default()
             },
         }
@@ -223,7 +374,11 @@ pub async fn run_hourly(ctx: &Context) -> Result<Option<Report>, ReplicationErro
     };
     let target = SlaveDbSettings::load(ctx)?.target(ip);
     let source = target::explicit("master", ctx.db_url.expose())?;
-    let report = run_and_record(ctx, &source, &target, Options::default()).await?;
+    let options = Options {
+        merge: MergeList::load(ctx)?,
+        ..Options::default()
+    };
+    let report = run_and_record(ctx, &source, &target, options).await?;
     tracing::info!("replication: {}", report.summary());
     Ok(Some(report))
 }
@@ -238,7 +393,8 @@ pub async fn run_and_record(
 ) -> Result<Report, ReplicationError> {
     let started_at = Utc::now();
     let clock = Instant::now();
-    let result = replicate(source, target, options).await;
+    let mut merged = MergeOutcome::default();
+    let result = replicate_merging(source, target, options, &mut merged).await;
     let mut state = match &result {
         Ok(report) => ReplicationDoc::success(report),
         Err(ReplicationError::Busy { .. }) => return result,
@@ -247,6 +403,7 @@ pub async fn run_and_record(
             started_at,
             clock.elapsed().as_secs_f64(),
             error,
+            &merged,
         ),
     };
     state.last_success_at =
@@ -258,6 +415,10 @@ pub async fn run_and_record(
         Ok(_) => Event::recovered(Kind::Replication, "", ""),
         Err(e) => Event::failing(Kind::Replication, "", one_line(&e.to_string())),
     });
+    let changes = result.as_ref().map_or(&[][..], |r| &r.slave_changes);
+    if let Some(text) = slave_changes_mail(&merged, changes) {
+        crate::alert::raise(Event::happened(Kind::SlaveChanges, "", text));
+    }
     result
 }
 
@@ -267,13 +428,25 @@ pub fn one_line(text: &str) -> String {
 }
 
 /// Replicates `source` (the master) into `target` (the slave). Nothing is changed on the slave
-/// unless the whole run succeeds. The phases, in order, are the functions below it: connect and
-/// lock the master, begin both transactions, the guards, copy what changed, sequences and
-/// bookkeeping, then COMMIT.
+/// unless the whole run succeeds, nor on the master unless the merge-back succeeds.
 pub async fn replicate(
     source: &DbTarget,
     target: &DbTarget,
     options: Options,
+) -> Result<Report, ReplicationError> {
+    replicate_merging(source, target, options, &mut MergeOutcome::default()).await
+}
+
+/// [`replicate`], leaving in `merged` what the merge-back committed on the master (also when a
+/// later phase fails). The phases, in order, are the functions below it: connect and lock the
+/// master, begin both transactions, the guards, the fingerprints with the slave's changes, the
+/// merge-back (and a new snapshot when it wrote), copy what changed, sequences and bookkeeping,
+/// then COMMIT.
+pub async fn replicate_merging(
+    source: &DbTarget,
+    target: &DbTarget,
+    options: Options,
+    merged: &mut MergeOutcome,
 ) -> Result<Report, ReplicationError> {
     let started_at = Utc::now();
     let sides = Sides {
@@ -287,17 +460,80 @@ pub async fn replicate(
     let catalog = sides.guards(&snapshot, &tx).await?;
     sides.phase("guards");
     let replicated = catalog.copied_tables();
+    let recorded = fingerprint::recorded(&tx)
+        .await
+        .map_err(|e| sides.on_slave(e))?;
+    // What to compare the master's fingerprints with: nothing on a first run or with --full,
+    // which copy everything.
+    let recorded_for_copy = if options.full {
+        Default::default()
+    } else {
+        recorded.clone()
+    };
+    // The slave check runs while the master fingerprints (a run that copies everything
+    // computes them beside the copy instead).
+    let (slave_side, fingerprints) =
+        tokio::join!(sides.slave_changes(&tx, &replicated, &recorded), async {
+            if recorded_for_copy.is_empty() {
+                return Ok(None);
+            }
+            fingerprint::master_fingerprints(&snapshot, &replicated)
+                .await
+                .map(Some)
+                .map_err(|e| sides.on_master(e))
+        });
+    let (untouched, slave_changes) = slave_side?;
+    let fingerprints = fingerprints?;
+    sides.phase("fingerprints");
+    let changed_on_slave: BTreeSet<&str> = slave_changes.iter().map(|c| c.table.as_str()).collect();
+    let (merge, resolved) = sides
+        .merge_back(
+            &snapshot,
+            &tx,
+            &catalog,
+            &recorded,
+            &changed_on_slave,
+            &options.merge,
+        )
+        .await?;
+    sides.phase("merged back");
+    // Values written into the master: a new snapshot, taken after their commit, carries them
+    // to the slave (and its fingerprints).
+    let wrote = !merge.merged_back.is_empty();
+    *merged = merge;
+    let (snapshot, fingerprints) = if wrote {
+        let _ = snapshot.rollback().await;
+        (sides.snapshot(&mut master).await?, None)
+    } else {
+        (snapshot, fingerprints)
+    };
     let (fingerprints, copied) = sides
-        .copy_changed(&snapshot, &tx, &catalog, &replicated, options)
+        .copy_changed(
+            &snapshot,
+            &tx,
+            &catalog,
+            &replicated,
+            &recorded_for_copy,
+            &untouched,
+            fingerprints,
+            options.progress,
+        )
         .await?;
     sides.phase("copied");
     let sequences_set = sides.set_sequences(&snapshot, &tx, &catalog).await?;
     sides
         .record_fingerprints(&tx, &copied, &fingerprints, &replicated)
         .await?;
+    sides.record_bases(&tx, &resolved, &copied).await?;
     sides.phase("sequences");
     tx.commit().await.map_err(|e| sides.on_slave(e))?;
     sides.phase("committed");
+    if !slave_changes.is_empty() {
+        tracing::warn!(
+            "the slave had changed {} since the last replication: overwritten by the master's (after the merge-back of the user statuses)",
+            changed_tables(&slave_changes)
+        );
+    }
     // The snapshot only read: ending it cannot lose anything, and a failure here is harmless.
     let _ = snapshot.rollback().await;
 
@@ -309,6 +545,8 @@ pub async fn replicate(
         tables_unchanged: replicated.len() - copied.len(),
         tables_copied: copied,
         sequences_set,
+        merge: merged.clone(),
+        slave_changes,
     })
 }
 
@@ -383,13 +621,7 @@ impl Sides<'_> {
         master: &'m mut Client,
         slave: &'s mut Client,
     ) -> Result<(Transaction<'m>, Transaction<'s>), ReplicationError> {
-        let snapshot = master
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(|e| self.on_master(e))?;
+        let snapshot = self.snapshot(master).await?;
         let tx = slave.transaction().await.map_err(|e| self.on_slave(e))?;
         tx.batch_execute("SET LOCAL session_replication_role = replica")
             .await
@@ -410,17 +642,30 @@ impl Sides<'_> {
         Ok((snapshot, tx))
     }
 
-    /// The guards, before anything is written; returns the master's catalog. The same-database
-    /// check comes before the slave lock, which the master's own lock would otherwise hold in
-    /// that case. The two servers work at the same time wherever both sides are asked the same
-    /// thing.
+    /// A REPEATABLE READ, read-only transaction of the master: what the slave receives.
+    async fn snapshot<'m>(
+        &self,
+        master: &'m mut Client,
+    ) -> Result<Transaction<'m>, ReplicationError> {
+        master
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| self.on_master(e))
+    }
+
+    /// The guards, before anything is written; returns the master's catalog. The same-database check comes before the slave lock,
+    /// which the master's own lock would otherwise hold in that case. The two servers work at
+    /// the same time wherever both sides are asked the same thing.
     async fn guards(
         &self,
-        snapshot: &Transaction<'_>,
+        master: &Transaction<'_>,
         tx: &Transaction<'_>,
     ) -> Result<tables::Catalog, ReplicationError> {
         let (master_id, slave_id) =
-            tokio::join!(guards::Identity::read(snapshot), guards::Identity::read(tx));
+            tokio::join!(guards::Identity::read(master), guards::Identity::read(tx));
         let master_id = master_id.map_err(|e| self.on_master(e))?;
         let slave_id = slave_id.map_err(|e| self.on_slave(e))?;
         guards::check_distinct(&master_id, &slave_id)?;
@@ -438,40 +683,203 @@ impl Sides<'_> {
         guards::check_encoding("master", &self.source.describe(), &master_id)?;
         guards::check_encoding("slave", &self.target.describe(), &slave_id)?;
         let (master_catalog, slave_catalog) =
-            tokio::join!(tables::Catalog::read(snapshot), tables::Catalog::read(tx));
+            tokio::join!(tables::Catalog::read(master), tables::Catalog::read(tx));
         let master_catalog = master_catalog.map_err(|e| self.on_master(e))?;
         let slave_catalog = slave_catalog.map_err(|e| self.on_slave(e))?;
         guards::compare_schemas(&master_id, &slave_id, &master_catalog, &slave_catalog)?;
         Ok(master_catalog)
     }
 
-    /// What changed, copied: everything on a first run or with `--full`, otherwise the tables
-    /// whose fingerprint or slave side changed. Returns the master's fingerprints (to record)
-    /// and the copies.
+    /// The tables the slave changed since the last run (its bookkeeping against its rows),
+    /// with their rows; and the recorded tables it left untouched.
+    async fn slave_changes(
+        &self,
+        tx: &Transaction<'_>,
+        replicated: &[&str],
+        recorded: &BTreeMap<String, fingerprint::Recorded>,
+    ) -> Result<(BTreeSet<String>, Vec<SlaveChange>), ReplicationError> {
+        let recorded_tables: Vec<(&str, &fingerprint::Recorded)> = replicated
+            .iter()
+            .filter_map(|t| Some((*t, recorded.get(*t)?)))
+            .collect();
+        let sides = fingerprint::slave_side(tx, &recorded_tables)
+            .await
+            .map_err(|e| self.on_slave(e))?;
+        let mut untouched = BTreeSet::new();
+        let mut changes = Vec::new();
+        for (table, rec) in recorded_tables {
+            let Some(side) = sides.get(table) else {
+                continue;
+            };
+            if side.untouched(rec) {
+                untouched.insert(table.to_owned());
+            } else {
+                changes.push(SlaveChange {
+                    table: table.to_owned(),
+                    rows: side.rows_changed(rec),
+                });
+            }
+        }
+        Ok((untouched, changes))
+    }
+
+    /// The merge-back: for each table of the list the slave changed, its base, the slave's
+    /// values and the master's (from `snapshot`) read, and the decision; then the writes, in
+    /// one transaction on a connection of their own to the master, committed. Returns the
+    /// outcome and the tables merged (whose base the run records). Nothing is merged on a
+    /// first run (no base yet), said once.
+    #[allow(clippy::too_many_arguments)]
+    async fn merge_back(
+        &self,
+        snapshot: &Transaction<'_>,
+        tx: &Transaction<'_>,
+        catalog: &tables::Catalog,
+        recorded: &BTreeMap<String, fingerprint::Recorded>,
+        changed_on_slave: &BTreeSet<&str>,
+        list: &MergeList,
+    ) -> Result<(MergeOutcome, Vec<Resolved>), ReplicationError> {
+        let (resolved, notes) = merge::resolve(list, catalog)
+            .map_err(|reason| ReplicationError::MergeList { reason })?;
+        let mut outcome = MergeOutcome::default();
+        if recorded.is_empty() {
+            let note = "first replication to this slave (no base recorded yet): nothing merged back, the slave's data is replaced".to_owned();
+            tracing::info!("merge-back: {note}");
+            outcome.skipped.push(note);
+            return Ok((outcome, resolved));
+        }
+        for (table, table_notes) in &notes {
+            if changed_on_slave.contains(table.as_str()) {
+                outcome.skipped.extend(table_notes.iter().cloned());
+            }
+        }
+        let failed = |table: &str, side: &str, target: &DbTarget, e: tokio_postgres::Error| {
+            ReplicationError::Merge {
+                table: table.to_owned(),
+                side: side.into(),
+                target: target.describe(),
+                reason: error_reason(&e),
+            }
+        };
+        let bases = base::recorded(tx).await.map_err(|e| self.on_slave(e))?;
+        let mut decisions = Vec::new();
+        for table in resolved
+            .iter()
+            .filter(|r| changed_on_slave.contains(r.table.as_str()))
+        {
+            let Some((key, columns)) = bases.get(&table.table) else {
+                outcome.skipped.push(format!(
+                    "no merge for `{}`: no base recorded yet (the next replication records it)",
+                    table.table
+                ));
+                continue;
+            };
+            if key != &table.key {
+                outcome.skipped.push(format!(
+                    "no merge for `{}`: its base was recorded for another key",
+                    table.table
+                ));
+                continue;
+            }
+            let (base_rows, slave_values, master_values) = tokio::join!(
+                base::read(tx, &table.table, key.clone(), columns.clone()),
+                base::values(tx, table),
+                base::values(snapshot, table)
+            );
+            let on_slave = |e| failed(&table.table, "slave", self.target, e);
+            let base_rows = base_rows.map_err(on_slave)?;
+            let slave_values = slave_values.map_err(on_slave)?;
+            let master_values =
+                master_values.map_err(|e| failed(&table.table, "master", self.source, e))?;
+            let decision = merge::decide(table, &base_rows, &slave_values, &master_values);
+            outcome.conflicts.extend(decision.conflicts);
+            outcome.skipped.extend(decision.skipped);
+            if !decision.writes.is_empty() {
+                decisions.push((table, decision.writes));
+            }
+        }
+        if let Some((first, _)) = decisions.first() {
+            let on_master = |e| failed(&first.table, "master", self.source, e);
+            let mut writer = self.source.connect().await?;
+            let writes = writer.transaction().await.map_err(on_master)?;
+            let mut merged = Vec::new();
+            for (table, rows) in decisions {
+                let (done, missed) = base::write(&writes, catalog, table, rows)
+                    .await
+                    .map_err(|e| failed(&table.table, "master", self.source, e))?;
+                for write in missed {
+                    outcome.skipped.push(format!(
+                        "no merge for `{}` {}: changed on the master during the merge-back: the master's value is kept",
+                        table.table,
+                        merge::show_key(&table.key, &write.key)
+                    ));
+                }
+                merged.extend(merge::merged_values(table, &done));
+            }
+            writes.commit().await.map_err(on_master)?;
+            outcome.merged_back = merged;
+        }
+        for m in &outcome.merged_back {
+            tracing::info!(
+                "merge-back: {} {} {} = {} (was {}): changed on the slave, now on the master",
+                m.table,
+                m.key,
+                m.column,
+                show_value(&m.value),
+                show_value(&m.was)
+            );
+        }
+        for c in &outcome.conflicts {
+            tracing::warn!(
+                "merge-back conflict: {} {} {} changed on both sides (was {}): the master's {} kept, the slave's {} overwritten",
+                c.table,
+                c.key,
+                c.column,
+                show_value(&c.base),
+                show_value(&c.master),
+                show_value(&c.slave)
+            );
+        }
+        for note in &outcome.skipped {
+            tracing::info!("merge-back: {note}");
+        }
+        Ok((outcome, resolved))
+    }
+
+    /// What changed, copied: everything on a first run or with `--full` (`recorded` empty),
+    /// otherwise the tables whose fingerprint changed or that the slave changed (not in
+    /// `untouched`). `fingerprints` are the snapshot's, when already computed. Returns the
+    /// master's fingerprints (to record) and the copies.
+    #[allow(clippy::too_many_arguments)]
     async fn copy_changed(
         &self,
         snapshot: &Transaction<'_>,
         tx: &Transaction<'_>,
         catalog: &tables::Catalog,
         replicated: &[&str],
-        options: Options,
+        recorded: &BTreeMap<String, fingerprint::Recorded>,
+        untouched: &BTreeSet<String>,
+        fingerprints: Option<Fingerprints>,
+        progress: bool,
     ) -> Result<(Fingerprints, Vec<TableCopy>), ReplicationError> {
-        let recorded = if options.full {
-            Default::default()
-        } else {
-            fingerprint::recorded(tx)
-                .await
-                .map_err(|e| self.on_slave(e))?
-        };
-        let mut progress = Progress::new(options.progress);
+        let mut progress = Progress::new(progress);
         if recorded.is_empty() {
             self.copy_all(snapshot, tx, catalog, replicated, &mut progress)
                 .await
         } else {
-            let (fingerprints, changed) = self
-                .changed_tables(snapshot, tx, replicated, &recorded)
-                .await?;
-            self.phase("fingerprints");
+            let fingerprints = match fingerprints {
+                Some(fingerprints) => fingerprints,
+                None => fingerprint::master_fingerprints(snapshot, replicated)
+                    .await
+                    .map_err(|e| self.on_master(e))?,
+            };
+            let changed: BTreeSet<String> = replicated
+                .iter()
+                .filter(|t| {
+                    !(untouched.contains(**t)
+                        && fingerprints.get(**t) == recorded.get(**t).map(|r| &r.fingerprint))
+                })
+                .map(|t| t.to_string())
+                .collect();
             let plan = Plan::new(catalog, &changed);
             progress.plan(plan.copy.len(), replicated.len() - plan.copy.len());
             let copied = copy_plan(
@@ -523,39 +931,6 @@ impl Sides<'_> {
         Ok((fingerprints, copied))
     }
 
-    /// The master's fingerprints and the tables to copy. The slave check runs on every
-    /// recorded table while the master fingerprints: a table whose master side changed is
-    /// copied anyway, and the overlap saves a round of waiting.
-    async fn changed_tables(
-        &self,
-        snapshot: &Transaction<'_>,
-        tx: &Transaction<'_>,
-        replicated: &[&str],
-        recorded: &BTreeMap<String, fingerprint::Recorded>,
-    ) -> Result<(Fingerprints, BTreeSet<String>), ReplicationError> {
-        let recorded_tables: Vec<(&str, &fingerprint::Recorded)> = replicated
-            .iter()
-            .filter_map(|t| Some((*t, recorded.get(*t)?)))
-            .collect();
-        let (fingerprints, untouched) = tokio::join!(
-            fingerprint::master_fingerprints(snapshot, replicated),
-            fingerprint::untouched_on_slave(tx, &recorded_tables)
-        );
-        let fingerprints = fingerprints.map_err(|e| self.on_master(e))?;
-        let untouched = untouched.map_err(|e| self.on_slave(e))?;
-        let unchanged: BTreeSet<&str> = untouched
-            .iter()
-            .map(String::as_str)
-            .filter(|t| fingerprints.get(*t) == recorded.get(*t).map(|r| &r.fingerprint))
-            .collect();
-        let changed: BTreeSet<String> = replicated
-            .iter()
-            .filter(|t| !unchanged.contains(**t))
-            .map(|t| t.to_string())
-            .collect();
-        Ok((fingerprints, changed))
-    }
-
     /// Sequences: only those that differ are rewritten, so an unchanged run writes nothing.
     /// Returns how many were set.
     async fn set_sequences(
@@ -604,6 +979,28 @@ impl Sides<'_> {
             })
             .collect();
         fingerprint::record(tx, &records, replicated)
+            .await
+            .map_err(|e| self.on_slave(e))
+    }
+
+    /// The merge base of the tables just copied, and of those whose base is missing or stale;
+    /// nothing written when none is (a run with no change writes nothing).
+    async fn record_bases(
+        &self,
+        tx: &Transaction<'_>,
+        resolved: &[Resolved],
+        copied: &[TableCopy],
+    ) -> Result<(), ReplicationError> {
+        let recorded = base::recorded(tx).await.map_err(|e| self.on_slave(e))?;
+        let copied: BTreeSet<String> = copied.iter().map(|c| c.table.clone()).collect();
+        let to_write = merge::bases_to_write(resolved, &recorded, &copied);
+        let stale = recorded
+            .keys()
+            .any(|t| !resolved.iter().any(|r| &r.table == t));
+        if to_write.is_empty() && !stale {
+            return Ok(());
+        }
+        base::record(tx, &to_write, resolved)
             .await
             .map_err(|e| self.on_slave(e))
     }

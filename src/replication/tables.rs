@@ -1,6 +1,6 @@
 //! What the replication copies: XiVO's list of excluded tables (the one constant), and the
 //! catalog of one side (tables of the `public` schema with their columns, sequences and who owns
-//! them, foreign keys) read from `pg_catalog` so that both sides can be compared and copied.
+//! them, foreign keys, primary keys) read from `pg_catalog` so that both sides can be compared and copied.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -59,14 +59,17 @@ pub struct Catalog {
     /// Enum types by name (as `format_type` writes them in [`Column::type_name`]), with their
     /// labels in order.
     pub enums: BTreeMap<String, Vec<String>>,
+    /// The primary key's columns of each table that has one, in the key's order (the merge-back
+    /// identifies rows by it).
+    pub primary_keys: BTreeMap<String, Vec<String>>,
 }
 
 impl Catalog {
     pub async fn read(client: &impl GenericClient) -> Result<Catalog, tokio_postgres::Error> {
         let mut catalog = Catalog::default();
-        // Four queries in flight at once on the connection (pipelined), each in one round trip.
+        // Five queries in flight at once on the connection (pipelined), each in one round trip.
         // Generated columns cannot be written by COPY and are recomputed by the slave.
-        let (columns, sequences, foreign_keys, enums) = tokio::join!(
+        let (columns, sequences, foreign_keys, enums, primary_keys) = tokio::join!(
             client.query_typed(
                 "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
                  FROM pg_class c
@@ -106,6 +109,17 @@ impl Catalog {
                  ORDER BY t.typname, e.enumsortorder",
                 &[],
             ),
+            client.query_typed(
+                "SELECT c.relname::text, a.attname::text
+                 FROM pg_constraint k
+                 JOIN pg_class c ON c.oid = k.conrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 CROSS JOIN LATERAL unnest(k.conkey) WITH ORDINALITY AS u(attnum, position)
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.attnum
+                 WHERE k.contype = 'p' AND n.nspname = 'public'
+                 ORDER BY c.relname, u.position",
+                &[],
+            ),
         );
         let rows = columns?;
         for row in rows {
@@ -133,6 +147,13 @@ impl Catalog {
                 .or_default()
                 .push(row.get(1));
         }
+        for row in primary_keys? {
+            catalog
+                .primary_keys
+                .entry(row.get(0))
+                .or_default()
+                .push(row.get(1));
+        }
         Ok(catalog)
     }
 
@@ -143,6 +164,15 @@ impl Catalog {
             .map(String::as_str)
             .filter(|t| !is_excluded(t))
             .collect()
+    }
+
+    /// The type of `table.column` as `format_type` writes it, if both exist.
+    pub fn column_type(&self, table: &str, column: &str) -> Option<&str> {
+        self.tables
+            .get(table)?
+            .iter()
+            .find(|c| c.name == column)
+            .map(|c| c.type_name.as_str())
     }
 
     /// The sequences to replicate: every sequence of the public schema except those of the

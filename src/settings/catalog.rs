@@ -366,6 +366,12 @@ pub const SETTINGS: &[Setting] = {
             "Seconds between two incremental replications the monitor runs on a master (1 to 3600; 3600: hourly, XiVO's cadence); the full job (replication, sync) still runs at :00.",
         ),
         unset(
+            Replication,
+            "XIVO_HA_MERGE_BACK_EXTRA",
+            "userfeatures.enablexfer queuemember.penalty",
+            "More columns whose changes made on the slave are merged back into the master before each replication (table.column, spaces or commas; the table needs a primary key); unset: the user statuses only (DND, forwards, call filters, voicemail, recording).",
+        ),
+        unset(
             Sync,
             "XIVO_HA_SYNC_DIRS",
             "/etc/asterisk/extensions_extra.d,/etc/xivo/asterisk,/var/lib/asterisk/agi-bin,/var/lib/asterisk/moh,/var/lib/xivo/certificates,/var/lib/xivo/sounds/acd,/var/lib/xivo/sounds/playback",

@@ -27,6 +27,8 @@ pub enum Component {
     Alerts,
     /// DB Replic's per-table, per-sink progress (`dbreplic.json`).
     DbReplic,
+    /// The last `xivo-ha doctor`: its checks, the failing ones first (`doctor.json`).
+    Doctor,
     /// Maintenance mode (`maintenance.json`, present while it is on): the monitor leaves the
     /// services and the hourly jobs alone.
     Maintenance,
@@ -42,9 +44,10 @@ pub enum Component {
 
 impl Component {
     /// Every component, in the order of their names (the order `status` shows them in).
-    pub const ALL: [Component; 7] = [
+    pub const ALL: [Component; 8] = [
         Component::Alerts,
         Component::DbReplic,
+        Component::Doctor,
         Component::Maintenance,
         Component::Monitor,
         Component::Replication,
@@ -56,6 +59,7 @@ impl Component {
         match self {
             Component::Alerts => "alerts",
             Component::DbReplic => "dbreplic",
+            Component::Doctor => "doctor",
             Component::Maintenance => "maintenance",
             Component::Monitor => "monitor",
             Component::Replication => "replication",
@@ -149,6 +153,57 @@ pub struct ReplicationDetails {
     pub bytes_copied: u64,
     /// Names of the tables copied.
     pub copied: Vec<String>,
+    /// The user statuses the slave changed since the previous replication, written into the
+    /// master before the copy (the merge-back, `replication::merge`): one entry per value.
+    #[serde(default)]
+    pub merged_back: Vec<MergedValue>,
+    /// Values changed on both sides since the previous replication: the master's is kept.
+    #[serde(default)]
+    pub conflicts: Vec<MergeConflict>,
+    /// The replicated tables the slave changed since the previous replication, which the copy
+    /// replaced with the master's (the merged-back user statuses included).
+    #[serde(default)]
+    pub slave_changes_overwritten: Vec<SlaveChange>,
+    /// Why rows or tables were not merged (first replication, a row deleted on one side, no
+    /// primary key...), one line each.
+    #[serde(default)]
+    pub merge_skipped: Vec<String>,
+}
+
+/// One value merged back from the slave into the master.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergedValue {
+    pub table: String,
+    /// The row's primary key, `id=3` (`a=1, b=x` when it has several columns).
+    pub key: String,
+    pub column: String,
+    /// The slave's value, now the master's (`None`: NULL).
+    pub value: Option<String>,
+    /// What the master (and the slave, at the previous replication) held.
+    pub was: Option<String>,
+}
+
+/// One value both sides changed since the previous replication: the master's wins.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeConflict {
+    pub table: String,
+    pub key: String,
+    pub column: String,
+    /// The value both held at the previous replication.
+    pub base: Option<String>,
+    /// The master's value, kept.
+    pub master: Option<String>,
+    /// The slave's value, overwritten.
+    pub slave: Option<String>,
+}
+
+/// A replicated table the slave changed since the previous replication.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlaveChange {
+    pub table: String,
+    /// Rows the slave inserted, updated or deleted (an update counts once; inserts and deletes
+    /// mixed in one table count as the larger of the two: at least that many rows).
+    pub rows: u64,
 }
 
 pub type ReplicationDoc = JobRecord<ReplicationDetails>;
@@ -173,6 +228,7 @@ impl ReplicationDoc {
                 rows_copied: 30,
                 bytes_copied: 4000,
                 copied: vec![],
+                ..ReplicationDetails::default()
             },
         }
     }
@@ -262,6 +318,10 @@ pub struct MonitorDoc {
     /// Cut off: not taking over (see [`IsolationRecord`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolated: Option<IsolationRecord>,
+    /// On a slave: the witnesses asked before a takeover (`XIVO_HA_MONITOR_WITNESSES`), or that
+    /// the check is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witnesses: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub services: Option<KeeperStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -308,6 +368,7 @@ impl MonitorDoc {
             last_round: None,
             counters: None,
             isolated: None,
+            witnesses: None,
             services: None,
             hourly: Vec::new(),
             peer: None,
@@ -373,6 +434,10 @@ pub struct SinkStatus {
     pub last_id: i64,
     /// Rows of the source not yet delivered.
     pub behind: Option<i64>,
+    /// The last time no row was behind (the status refresh, every second): while rows are
+    /// behind, the time since then is the sink's lag (no undelivered row is older than that).
+    #[serde(default)]
+    pub caught_up_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
     pub state: SinkState,
@@ -470,7 +535,26 @@ pub struct AlertsDoc {
     pub last_mail: Option<MailRecord>,
     /// The last mail that could not be sent (kept after later successes, for `status`).
     pub last_failure: Option<MailRecord>,
+    /// The last [`MAILS_KEPT`] mails, sent or not, oldest first (the dashboard lists them).
+    #[serde(default)]
+    pub recent: Vec<MailRecord>,
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Mails the alerts' document keeps in [`AlertsDoc::recent`].
+pub const MAILS_KEPT: usize = 10;
+
+/// The last `xivo-ha doctor` (`doctor.json`): written by the command each time it runs, read
+/// by `status` and the dashboard. It is as current as its `ran_at`: the monitor does not run
+/// the doctor's checks (they log in to the peer's SSH and PostgreSQL).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DoctorDoc {
+    pub summary: String,
+    pub ran_at: DateTime<Utc>,
+    /// The role the checks were chosen for.
+    pub node_type: NodeType,
+    /// Every check, in the order the doctor ran them.
+    pub findings: Vec<crate::doctor::Finding>,
 }
 
 /// Every component's latest document, those that exist and could be read (serialized as an
@@ -481,6 +565,8 @@ pub struct Documents {
     pub alerts: Option<AlertsDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dbreplic: Option<DbReplicDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub doctor: Option<DoctorDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<MaintenanceDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -502,6 +588,7 @@ impl Documents {
                 let summary = match component {
                     Component::Alerts => self.alerts.as_ref().map(|d| &d.summary),
                     Component::DbReplic => self.dbreplic.as_ref().map(|d| &d.summary),
+                    Component::Doctor => self.doctor.as_ref().map(|d| &d.summary),
                     Component::Maintenance => self.maintenance.as_ref().map(|d| &d.summary),
                     Component::Monitor => self.monitor.as_ref().map(|d| &d.summary),
                     Component::Replication => self.replication.as_ref().map(|d| &d.summary),
@@ -557,7 +644,30 @@ mod tests {
         let mut doc = ReplicationDoc::sample(false);
         doc.summary = "2026-11-25 10:00:00 UTC to slave: FAILED".into();
         doc.details.copied = vec!["userfeatures".into(), "linefeatures".into()];
+        doc.details.merged_back = vec![MergedValue {
+            table: "userfeatures".into(),
+            key: "id=1".into(),
+            column: "enablednd".into(),
+            value: Some("1".into()),
+            was: Some("0".into()),
+        }];
+        doc.details.conflicts = vec![MergeConflict {
+            table: "userfeatures".into(),
+            key: "id=2".into(),
+            column: "destunc".into(),
+            base: Some(String::new()),
+            master: Some("1002".into()),
+            slave: Some("0612345678".into()),
+        }];
+        doc.details.slave_changes_overwritten = vec![SlaveChange {
+            table: "extensions".into(),
+            rows: 1,
+        }];
+        doc.details.merge_skipped = vec!["userfeatures: 1 row deleted on the master".into()];
         let json = round_trip(&doc);
+        assert_eq!(json["merged_back"][0]["column"], "enablednd");
+        assert_eq!(json["conflicts"][0]["master"], "1002");
+        assert_eq!(json["slave_changes_overwritten"][0]["rows"], 1);
         assert_eq!(json["result"], "failed");
         assert_eq!(json["ok"], false);
         assert_eq!(json["seconds"], 1.5);
@@ -634,6 +744,7 @@ mod tests {
                 since: at("2026-11-25T11:00:00Z"),
                 witnesses: "192.0.2.1 (icmp) no answer".into(),
             }),
+            witnesses: Some("192.0.2.1 (icmp)".into()),
             services: Some(KeeperStatus {
                 desired: Some(Desired::Running),
                 settled: true,
@@ -701,6 +812,7 @@ mod tests {
             destination: "reporting@127.0.0.1:5433/xc".into(),
             last_id: 42,
             behind: Some(3),
+            caught_up_at: Some(at("2026-11-25T10:59:00Z")),
             last_error: last_error.map(str::to_owned),
             last_error_at: last_error.map(|_| at("2026-11-25T11:00:00Z")),
             state,

@@ -72,6 +72,7 @@ pub fn load_all(paths: &Paths) -> Documents {
     Documents {
         alerts: load(paths, Component::Alerts),
         dbreplic: load(paths, Component::DbReplic),
+        doctor: load(paths, Component::Doctor),
         maintenance: load(paths, Component::Maintenance),
         monitor: load(paths, Component::Monitor),
         replication: load(paths, Component::Replication),

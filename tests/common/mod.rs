@@ -3,10 +3,10 @@
 //! reporting database, Elasticsearch stand-in, settings, the running component), `docker_lab`
 //! (the slave's Docker lab), `es_server` (the Elasticsearch stand-in), `cluster` (a PostgreSQL
 //! server on a test host), `monitor_process` (`xivo-ha monitor` as a process with its HTTP
-//! endpoint), `smtp` (a real SMTP server storing what it receives), `sshd`, `testhost` and
-//! `files` (node trees: write, read, snapshot, modification times); here, temporary node
-//! roots, the `xivo-ha` binary, the checks of a command's output, daemons killed on drop and
-//! waiting for an event.
+//! endpoint), `nginx` (a real nginx and a stand-in xivo-auth), `smtp` (a real SMTP server
+//! storing what it receives), `sshd`, `testhost` and `files` (node trees: write, read,
+//! snapshot, modification times); here, temporary node roots, the `xivo-ha` binary, the checks
+//! of a command's output, daemons killed on drop and waiting for an event.
 //!
 //! Every test file says `mod common;`; a fixture some test binaries do not use is not dead code.
 #![allow(dead_code)]
@@ -18,6 +18,7 @@ pub mod docker_lab;
 pub mod es_server;
 pub mod files;
 pub mod monitor_process;
+pub mod nginx;
 pub mod smtp;
 pub mod sshd;
 pub mod testhost;
