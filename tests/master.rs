@@ -285,7 +285,8 @@ async fn the_master_holds_its_jobs_while_the_slave_serves_and_replicates_at_the_
 /// to the master by themselves at the failback, before the replication and the sync: the
 /// master's monitor runs the copy-back over SSH (a real sshd and rsync on the slave's test
 /// host), never deleting and never overwriting a newer file of the master, lists what came
-/// back in `status`, `/metrics` and a mail (a real SMTP server).
+/// back in `status`, `/metrics` and a mail (a real SMTP server). At a second failback it brings
+/// only what the slave made since, not the message the master deleted meanwhile.
 /// A master whose slave (a test host) runs a real sshd that trusts the master's sync key, the
 /// slave's tree a temporary directory; the master's monitor settings fast, its replication
 /// failing at once (nothing listens for the slave's database), its mails to `smtp`.
@@ -357,10 +358,17 @@ async fn the_master_brings_back_the_slaves_voicemail_and_recordings_at_the_failb
 
     // The slave serves (a failover in progress) when the master's monitor starts.
     let (sip, monitor) = start_while_the_slave_serves(host, root.path(), http_port, &master).await;
-    // Users leave a message and record a call on the slave meanwhile.
+    // Users leave a message and record a call on the slave meanwhile (half a minute ago).
     write(&s(&format!("{inbox}/msg0000.txt")), "left on the slave");
     write(&s(&format!("{inbox}/msg0000.wav")), "RIFF audio");
     write(&s("var/spool/asterisk/monitor/call-1.wav"), "recording");
+    for made in [
+        format!("{inbox}/msg0000.txt"),
+        format!("{inbox}/msg0000.wav"),
+        "var/spool/asterisk/monitor/call-1.wav".to_owned(),
+    ] {
+        set_mtime(&s(&made), 30);
+    }
     write(&s(&format!("{inbox}/msg0001.txt")), "slave's older copy");
     set_mtime(&s(&format!("{inbox}/msg0001.txt")), 3600);
     let skipped = monitor_doc(root.path())["jobs_skipped"]
@@ -457,6 +465,43 @@ async fn the_master_brings_back_the_slaves_voicemail_and_recordings_at_the_failb
         body.contains(&format!("/{inbox}/msg0000.wav")) && body.contains("monitor/call-1.wav"),
         "{body}"
     );
+
+    // The user deletes the message on the master; the slave serves again and a message is left
+    // there for another user; at the second failback only that one comes home.
+    std::fs::remove_file(m(&format!("{inbox}/msg0000.txt"))).unwrap();
+    std::fs::remove_file(m(&format!("{inbox}/msg0000.wav"))).unwrap();
+    toggle_sip(sip);
+    monitor
+        .wait_metric("xivo_ha_peer_active 1", Duration::from_secs(10))
+        .await;
+    let second = "var/spool/asterisk/voicemail/default/1001/INBOX/msg0000.txt";
+    write(&s(second), "left during the second failover");
+    toggle_sip(sip);
+    let sync_back = || -> serde_json::Value {
+        std::fs::read_to_string(m("var/lib/xivo-ha/sync-back.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    };
+    wait_for(
+        "the second failback's copy-back recorded",
+        Duration::from_secs(20),
+        async || {
+            sync_back()["summary"]
+                .as_str()
+                .is_some_and(|s| s.contains("considered what the slave changed after"))
+        },
+    )
+    .await;
+    let doc = sync_back();
+    assert_eq!(doc["files_transferred"], 1, "{doc:#}");
+    assert_eq!(read(&m(second)), "left during the second failover");
+    assert!(
+        !m(&format!("{inbox}/msg0000.txt")).exists()
+            && !m(&format!("{inbox}/msg0000.wav")).exists(),
+        "the message deleted on the master came back"
+    );
+    assert_eq!(monitor_doc(root.path())["peer"]["failbacks"], 2);
 
     // The copy-back ran first at the failback, before the replication and the sync.
     drop(monitor);
