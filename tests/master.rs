@@ -63,6 +63,28 @@ fn monitor_doc(root: &Path) -> serde_json::Value {
         .unwrap_or_default()
 }
 
+/// Waits for the copy-back record (`sync-back.json`) of a run that considered only what the
+/// slave changed since the last copy-back, and returns it.
+async fn wait_for_a_copy_back_of_what_changed(root: &Path) -> serde_json::Value {
+    let doc = || -> serde_json::Value {
+        std::fs::read_to_string(root.join("var/lib/xivo-ha/sync-back.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    };
+    wait_for(
+        "a copy-back of what the slave changed since the last one",
+        Duration::from_secs(20),
+        async || {
+            doc()["summary"]
+                .as_str()
+                .is_some_and(|s| s.contains("considered what the slave changed after"))
+        },
+    )
+    .await;
+    doc()
+}
+
 async fn has_user(db: &str, uuid: &str) -> bool {
     let client = connect(db).await;
     let rows = client
@@ -477,23 +499,7 @@ async fn the_master_brings_back_the_slaves_voicemail_and_recordings_at_the_failb
     let second = "var/spool/asterisk/voicemail/default/1001/INBOX/msg0000.txt";
     write(&s(second), "left during the second failover");
     toggle_sip(sip);
-    let sync_back = || -> serde_json::Value {
-        std::fs::read_to_string(m("var/lib/xivo-ha/sync-back.json"))
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default()
-    };
-    wait_for(
-        "the second failback's copy-back recorded",
-        Duration::from_secs(20),
-        async || {
-            sync_back()["summary"]
-                .as_str()
-                .is_some_and(|s| s.contains("considered what the slave changed after"))
-        },
-    )
-    .await;
-    let doc = sync_back();
+    let doc = wait_for_a_copy_back_of_what_changed(root.path()).await;
     assert_eq!(doc["files_transferred"], 1, "{doc:#}");
     assert_eq!(read(&m(second)), "left during the second failover");
     assert!(
@@ -553,23 +559,7 @@ async fn the_start_run_brings_back_only_what_the_slave_made_since_the_last_copy_
     let monitor =
         MonitorProcess::start_with_db(pair.root.path(), pair.http_port, Some(&master.url()));
     monitor.wait_healthy().await;
-    let sync_back = || -> serde_json::Value {
-        std::fs::read_to_string(m("var/lib/xivo-ha/sync-back.json"))
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default()
-    };
-    wait_for(
-        "the start run's copy-back recorded",
-        Duration::from_secs(20),
-        async || {
-            sync_back()["summary"]
-                .as_str()
-                .is_some_and(|s| s.contains("considered what the slave changed after"))
-        },
-    )
-    .await;
-    let doc = sync_back();
+    let doc = wait_for_a_copy_back_of_what_changed(pair.root.path()).await;
     assert_eq!(doc["ok"], true, "{doc:#}");
     assert_eq!(doc["files_transferred"], 2, "{doc:#}");
     assert_eq!(read(&m(&made)), "left on the slave");
