@@ -130,8 +130,9 @@ fn the_demo_pair_replicates_fails_over_and_back_and_leaves_nothing() {
         .arg(&results_file)
         // The monitor on its defaults, whatever the caller's environment says.
         .env_remove("XIVO_HA_MONITOR_INTERVAL_MS")
-        .env_remove("XIVO_HA_MONITOR_DOWN_AFTER")
-        .env_remove("XIVO_HA_MONITOR_UP_AFTER")
+        .env_remove("XIVO_HA_MONITOR_SIP_INTERVAL_MS")
+        .env_remove("XIVO_HA_MONITOR_DOWN_AFTER_MS")
+        .env_remove("XIVO_HA_MONITOR_UP_AFTER_MS")
         .env_remove("XIVO_HA_MONITOR_HOLD_DOWN_MS")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
