@@ -87,7 +87,7 @@ pub enum MonitorError {
 struct SlaveRun {
     pipeline: Pipeline,
     machine: Machine,
-    /// The pipeline's answers as evidence (last answer of each path, this round's paths).
+    /// The pipeline's answers as evidence (the last answer of each path).
     seen: Seen,
     /// Acts on a down verdict only when a witness answers.
     guard: Guard,
@@ -395,10 +395,10 @@ impl Monitor {
             {
                 let now = Instant::now();
                 if round {
-                    let seen = probing.seen.take_round();
-                    probing.machine.count(seen);
-                    self.rounds.push(Mark::of(Utc::now(), seen));
-                    probing.last_round = Some(probing.seen.report(now, self.settings.interval));
+                    let report = probing.seen.report(now, self.settings.interval);
+                    probing.machine.count(report.observation());
+                    self.rounds.push(Mark::of(Utc::now(), report.observation()));
+                    probing.last_round = Some(report);
                 }
                 changed |= self.decide(probing, keeper, hold);
                 probing.ask_witnesses(&self.settings, now);
@@ -835,7 +835,7 @@ impl Monitor {
                 },
                 now,
             ),
-            seen: Seen::default(),
+            seen: Seen::new(self.settings.cadence()),
             guard: Guard::new(
                 self.settings.witnesses != Witnesses::Off,
                 self.settings.down_after,

@@ -385,12 +385,14 @@ async fn run_pipeline(
     }
 }
 
-/// What the pipeline's answers showed, path by path, for the state document and the log lines:
-/// the last answer of each path, and which paths answered since the last round was taken.
-#[derive(Clone, Debug, Default)]
+/// What the pipeline's answers showed, path by path, for the state document, the log lines and
+/// the timeline: the last answer of each path. A path is answering while its last answer is
+/// fresher than twice its cadence (and than the window asked for): TCP, probed every second,
+/// is not silent in the rounds between two of its probes.
+#[derive(Clone, Debug)]
 pub struct Seen {
+    cadence: Cadence,
     last: [Option<Answer>; 3],
-    round: Observation,
 }
 
 fn index(path: Path) -> usize {
@@ -402,31 +404,41 @@ fn index(path: Path) -> usize {
 }
 
 impl Seen {
-    pub fn note(&mut self, answer: Answer) {
-        match answer.path {
-            Path::Icmp => self.round.icmp = true,
-            Path::Tcp => self.round.tcp = true,
-            Path::Sip => self.round.sip = true,
+    pub fn new(cadence: Cadence) -> Seen {
+        Seen {
+            cadence,
+            last: [None, None, None],
         }
+    }
+
+    pub fn note(&mut self, answer: Answer) {
         let slot = &mut self.last[index(answer.path)];
         if slot.as_ref().is_none_or(|last| last.at <= answer.at) {
             *slot = Some(answer);
         }
     }
 
-    /// Which paths answered since the last call (one round of the timeline).
-    pub fn take_round(&mut self) -> Observation {
-        std::mem::take(&mut self.round)
+    fn fresh_within(&self, path: Path, window: Duration) -> Duration {
+        let cadence = match path {
+            Path::Icmp => self.cadence.icmp,
+            Path::Tcp => self.cadence.tcp,
+            Path::Sip => self.cadence.sip,
+        };
+        window.max(2 * cadence)
     }
 
-    /// The evidence at `now`: a path answered when its last answer is less than `window` old.
+    /// The evidence at `now`, each path judged over at least `window`.
     pub fn report(&self, now: Instant, window: Duration) -> RoundReport {
         let path = |path: Path| match &self.last[index(path)] {
-            Some(answer) if now.saturating_duration_since(answer.at) < window => PathReport {
-                answered: true,
-                rtt_ms: Some(answer.rtt.as_secs_f64() * 1000.0),
-                detail: answer.detail.clone(),
-            },
+            Some(answer)
+                if now.saturating_duration_since(answer.at) < self.fresh_within(path, window) =>
+            {
+                PathReport {
+                    answered: true,
+                    rtt_ms: Some(answer.rtt.as_secs_f64() * 1000.0),
+                    detail: answer.detail.clone(),
+                }
+            }
             Some(answer) => PathReport::silent(format!(
                 "no answer for {} ms",
                 now.saturating_duration_since(answer.at).as_millis()

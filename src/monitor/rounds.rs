@@ -1,6 +1,6 @@
 //! The monitor's recent probe rounds, kept in memory for the dashboard's timeline: a bounded
-//! ring of [`CAPACITY`] marks (10 minutes of 1 s rounds), each a timestamp and a bitset of the
-//! paths that answered, 8 bytes a round. The monitor's loop pushes each round; the HTTP
+//! ring of [`CAPACITY`] marks (10 minutes of the default 200 ms rounds), each a timestamp and a
+//! bitset of the paths answering in that round, 8 bytes a round (24 KB in all). The monitor's loop pushes each round; the HTTP
 //! endpoint reads a copy. Nothing is written to disk: after a restart the timeline starts empty.
 
 use std::collections::VecDeque;
@@ -10,8 +10,8 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::verdict::Observation;
 
-/// Rounds kept: 10 minutes at the default 1 s interval (fewer minutes at shorter intervals).
-pub const CAPACITY: usize = 600;
+/// Rounds kept: 10 minutes at the default 200 ms interval (fewer minutes at shorter intervals).
+pub const CAPACITY: usize = 3000;
 
 /// A probe path, as a row of the timeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
