@@ -8,7 +8,7 @@
 //! to the PostgreSQL port, less often); each path keeps when it last answered, whatever the
 //! age of the request answered (a late answer counts: delay cannot look like death). The master
 //! is down when SIP has not answered for `down_after`: "host down" when ICMP and TCP were
-//! silent too over that window, "Asterisk dead" when the host answered (the case XiVO's ping
+//! silent too over the last half of that window, "Asterisk dead" when the host answered (the case XiVO's ping
 //! never sees). ICMP or TCP silence alone never makes it down: one broken path is no reason for
 //! two active nodes. It is up again once SIP has answered for `up_after` without a silence
 //! longer than half of `down_after`, and once it has been down for `hold_down`.
@@ -280,7 +280,10 @@ impl Machine {
         let window = self.rules.down_after;
         if self.verdict != Verdict::Down && silent >= window {
             let seen = self.last.within(now, window);
-            let cause = if seen.icmp || seen.tcp {
+            // The host is judged on the last half of the window: a stopped host's kernel
+            // answers a little longer than its Asterisk.
+            let host = self.last.within(now, window / 2);
+            let cause = if host.icmp || host.tcp {
                 "Asterisk dead: the host answers but SIP does not"
             } else {
                 "host down: no ICMP, TCP or SIP answer"
