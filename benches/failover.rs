@@ -22,7 +22,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -92,7 +92,7 @@ fn counters(root: &Path) -> serde_json::Value {
     doc["counters"].clone()
 }
 
-/// CPU ticks (user + system) of the threads of this process named `tokio-runtime-w…` (the
+/// CPU ticks (user + system) of the threads of this process named `tokio-…` (the
 /// monitor's runtime; the bench's own thread and the docker commands are not counted).
 fn runtime_ticks() -> u64 {
     let mut ticks = 0;
@@ -100,7 +100,7 @@ fn runtime_ticks() -> u64 {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        if stat.contains("(tokio-runtime-w") {
+        if stat.contains("(tokio-") {
             ticks += stat_ticks(&stat);
         }
     }
@@ -292,17 +292,47 @@ fn delay_link(host: &mut TestHost, tun: &str) {
     in_netns(&netns, &["rule", "del", "pref", "0"]);
 }
 
-/// Round trip times of 20 pings to `ip`, in ms: (min, avg, max).
-fn ping_rtt(ip: &str) -> String {
-    let ping = Command::new("ping")
-        .args(["-q", "-n", "-c", "20", "-i", "0.05", "-W", "2", ip])
-        .output()
-        .expect("ping runs");
-    let text = String::from_utf8_lossy(&ping.stdout).into_owned();
-    text.lines()
-        .find_map(|l| l.split(" = ").nth(1))
-        .unwrap_or("?")
-        .to_owned()
+/// `count` ICMP echoes to `ip`, 20 ms apart, each waiting 2 s: the share lost (%) and the
+/// round trips of the others (min/avg/max ms). (No `ping` binary here: surge-ping, as the
+/// monitor.)
+fn ping_stats(runtime: &tokio::runtime::Runtime, ip: IpAddr, count: u16) -> (f64, String) {
+    runtime.block_on(async move {
+        let client = xivo_ha::monitor::probe::icmp_client(ip).expect("an ICMP socket (root)");
+        let mut pings = Vec::new();
+        for seq in 0..count {
+            let client = client.clone();
+            pings.push(tokio::spawn(async move {
+                let mut pinger = client
+                    .pinger(ip, surge_ping::PingIdentifier(rand::random()))
+                    .await;
+                pinger.timeout(Duration::from_secs(2));
+                pinger
+                    .ping(surge_ping::PingSequence(seq), &[0; 16])
+                    .await
+                    .ok()
+                    .map(|(_, rtt)| rtt.as_secs_f64() * 1000.0)
+            }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut rtts = Vec::new();
+        for ping in pings {
+            if let Some(rtt) = ping.await.unwrap() {
+                rtts.push(rtt);
+            }
+        }
+        let lost = 100.0 * (count as f64 - rtts.len() as f64) / count as f64;
+        let summary = if rtts.is_empty() {
+            "none".to_owned()
+        } else {
+            format!(
+                "{:.1}/{:.1}/{:.1}",
+                rtts.iter().cloned().fold(f64::MAX, f64::min),
+                rtts.iter().sum::<f64>() / rtts.len() as f64,
+                rtts.iter().cloned().fold(0.0, f64::max)
+            )
+        };
+        (lost, summary)
+    })
 }
 
 /// Counts the times the services went from all exited to not all exited, sampling every
@@ -419,27 +449,8 @@ fn main() {
     // flap, and the slave's services must stay down.
     lossy_link(lab.pid(&master), 30);
     // The loss as a plain ping sees it (request and reply: about 51 % lost).
-    let ping = Command::new("ping")
-        .args([
-            "-q",
-            "-n",
-            "-c",
-            "200",
-            "-i",
-            "0.02",
-            "-W",
-            "1",
-            &master_ip.to_string(),
-        ])
-        .output()
-        .expect("ping runs");
-    let ping = String::from_utf8_lossy(&ping.stdout).into_owned();
-    let lost = ping
-        .split(", ")
-        .find(|part| part.ends_with("packet loss"))
-        .and_then(|part| part.split('%').next())
-        .unwrap_or("?");
-    println!("loss_ping_round_trip_pct={lost}");
+    let (lost, _) = ping_stats(&runtime, master_ip, 200);
+    println!("loss_ping_round_trip_pct={lost:.0}");
     // Wait for a state write so that the counters read below are current.
     std::thread::sleep(Duration::from_secs(6));
     let before = counters(root.path());
@@ -477,9 +488,13 @@ fn main() {
         .args(["--sip-port", "5060", "--tcp-port", "5432"])
         .stdout(std::process::Stdio::null());
     host.spawn(answering);
-    println!("delay_rtt_before_ms={}", ping_rtt(&host.ip.to_string()));
+    let host_ip: IpAddr = host.ip.into();
+    println!(
+        "delay_rtt_before_ms={}",
+        ping_stats(&runtime, host_ip, 20).1
+    );
     delay_link(&mut host, "xhdelay0");
-    println!("delay_rtt_ms={}", ping_rtt(&host.ip.to_string()));
+    println!("delay_rtt_ms={}", ping_stats(&runtime, host_ip, 50).1);
     let child_root = tempfile::tempdir().unwrap();
     slave_node(
         child_root.path(),
