@@ -350,6 +350,60 @@ fn false_failovers(lab: &Lab, services: &[&str], seconds: u64) -> u32 {
     events
 }
 
+/// What a watch of a master that stays up saw.
+struct Watched {
+    rounds: u64,
+    rounds_without_sip: u64,
+    icmp_silent: u64,
+    tcp_silent: u64,
+    /// Verdict changes.
+    flaps: u64,
+    false_failovers: u32,
+    /// `ticks` per second of the time, as % of one core.
+    cpu_pct: f64,
+}
+
+impl Watched {
+    fn print(&self, phase: &str) {
+        println!("{phase}_rounds={}", self.rounds);
+        println!("{phase}_rounds_without_sip={}", self.rounds_without_sip);
+        println!("{phase}_flaps={}", self.flaps);
+        println!("{phase}_false_failovers={}", self.false_failovers);
+    }
+}
+
+/// `seconds` of the monitor at `root` watching a master that stays up: the counters of its
+/// state file before and after (each read after a state write), the services' false starts
+/// and the CPU `ticks` gives (the monitor's).
+fn watch(
+    lab: &Lab,
+    services: &[&str],
+    root: &Path,
+    seconds: u64,
+    ticks: impl Fn() -> u64,
+) -> Watched {
+    // The state is written every 5 s: wait for a write so that the counters are current.
+    std::thread::sleep(Duration::from_secs(6));
+    let before = counters(root);
+    let (ticks_before, started) = (ticks(), Instant::now());
+    let false_failovers = false_failovers(lab, services, seconds);
+    let cpu_pct =
+        (ticks() - ticks_before) as f64 / clock_ticks_per_s() / started.elapsed().as_secs_f64()
+            * 100.0;
+    std::thread::sleep(Duration::from_secs(6));
+    let after = counters(root);
+    let delta = |key: &str| after[key].as_u64().unwrap() - before[key].as_u64().unwrap();
+    Watched {
+        rounds: delta("rounds"),
+        rounds_without_sip: delta("sip_dead") + delta("host_down"),
+        icmp_silent: delta("icmp_silent"),
+        tcp_silent: delta("tcp_silent"),
+        flaps: delta("to_down") + delta("to_up"),
+        false_failovers,
+        cpu_pct,
+    }
+}
+
 fn verdict(root: &Path) -> Option<String> {
     let text = std::fs::read_to_string(root.join("var/lib/xivo-ha/monitor.json")).ok()?;
     let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
@@ -451,31 +505,12 @@ fn main() {
     // The loss as a plain ping sees it (request and reply: about 51 % lost).
     let (lost, _) = ping_stats(&runtime, master_ip, 200);
     println!("loss_ping_round_trip_pct={lost:.0}");
-    // Wait for a state write so that the counters read below are current.
-    std::thread::sleep(Duration::from_secs(6));
-    let before = counters(root.path());
-    let ticks_before = runtime_ticks();
-    let cpu_started = Instant::now();
     let loss_seconds = env_or("XIVO_HA_BENCH_LOSS_S", LOSS_SECONDS);
-    let loss_false = false_failovers(&lab, &services, loss_seconds);
-    let loss_cpu_pct = (runtime_ticks() - ticks_before) as f64
-        / clock_ticks_per_s()
-        / cpu_started.elapsed().as_secs_f64()
-        * 100.0;
-    std::thread::sleep(Duration::from_secs(6));
-    let after = counters(root.path());
-    let delta = |key: &str| after[key].as_u64().unwrap() - before[key].as_u64().unwrap();
-    let loss_flaps = delta("to_down") + delta("to_up");
-    println!("loss_rounds={}", delta("rounds"));
-    println!(
-        "loss_rounds_without_sip={}",
-        delta("sip_dead") + delta("host_down")
-    );
-    println!("loss_icmp_silent_rounds={}", delta("icmp_silent"));
-    println!("loss_tcp_silent_rounds={}", delta("tcp_silent"));
-    println!("loss_flaps={loss_flaps}");
-    println!("loss_false_failovers={loss_false}");
-    println!("loss_monitor_threads_cpu_pct={loss_cpu_pct:.2}");
+    let loss = watch(&lab, &services, root.path(), loss_seconds, runtime_ticks);
+    loss.print("loss");
+    println!("loss_icmp_silent_rounds={}", loss.icmp_silent);
+    println!("loss_tcp_silent_rounds={}", loss.tcp_silent);
+    println!("loss_monitor_threads_cpu_pct={:.2}", loss.cpu_pct);
 
     let _ = stop.send(());
     runtime.block_on(monitor).unwrap().unwrap();
@@ -511,28 +546,12 @@ fn main() {
     common::wait_for_blocking("the child monitor's verdict up", long, || {
         verdict(child_root.path()).as_deref() == Some("up")
     });
-    std::thread::sleep(Duration::from_secs(6));
-    let before = counters(child_root.path());
-    let ticks_before = process_ticks(pid);
-    let cpu_started = Instant::now();
-    let delay_false = false_failovers(&lab, &services, loss_seconds);
-    let monitor_cpu_pct = (process_ticks(pid) - ticks_before) as f64
-        / clock_ticks_per_s()
-        / cpu_started.elapsed().as_secs_f64()
-        * 100.0;
+    let delay = watch(&lab, &services, child_root.path(), loss_seconds, || {
+        process_ticks(pid)
+    });
     let monitor_rss_mb = rss_mb(pid);
-    std::thread::sleep(Duration::from_secs(6));
-    let after = counters(child_root.path());
-    let delta = |key: &str| after[key].as_u64().unwrap() - before[key].as_u64().unwrap();
-    let delay_flaps = delta("to_down") + delta("to_up");
-    println!("delay_rounds={}", delta("rounds"));
-    println!(
-        "delay_rounds_without_sip={}",
-        delta("sip_dead") + delta("host_down")
-    );
-    println!("delay_flaps={delay_flaps}");
-    println!("delay_false_failovers={delay_false}");
-    println!("monitor_process_cpu_pct={monitor_cpu_pct:.2}");
+    delay.print("delay");
+    println!("monitor_process_cpu_pct={:.2}", delay.cpu_pct);
     println!("monitor_rss_mb={monitor_rss_mb:.1}");
     drop(child);
     drop(host);
@@ -543,8 +562,8 @@ fn main() {
         percentile(&failovers, 50.0),
         failovers.iter().cloned().fold(0.0, f64::max),
         percentile(&failbacks, 50.0),
-        loss_flaps + delay_flaps,
-        loss_false + delay_false,
-        monitor_cpu_pct.max(loss_cpu_pct),
+        loss.flaps + delay.flaps,
+        loss.false_failovers + delay.false_failovers,
+        delay.cpu_pct.max(loss.cpu_pct),
     );
 }

@@ -150,6 +150,11 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
     const WINDOW: Duration = Duration::from_millis(1200);
 
+    /// The guard's decision now, the verdict down, the master silent since `silent_since`.
+    fn down(guard: &mut Guard, silent_since: Instant, witnessed: Witnessed) -> Decision {
+        guard.step(Instant::now(), Verdict::Down, silent_since, witnessed)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_cut_off_slave_waits_for_a_witness_then_takes_over() {
         let mut guard = Guard::new(true, WINDOW);
@@ -161,64 +166,29 @@ mod tests {
         );
         tokio::time::advance(WINDOW).await;
         // Down, and no witness round has finished yet: wait for it.
-        let d = guard.step(
-            Instant::now(),
-            Verdict::Down,
-            silent_since,
-            Witnessed::NotAsked,
-        );
+        let d = down(&mut guard, silent_since, Witnessed::NotAsked);
         assert_eq!(d, Decision::Hold);
         let start = Instant::now();
-        let d = guard.step(
-            Instant::now(),
-            Verdict::Down,
-            silent_since,
-            Witnessed::Silent,
-        );
+        let d = down(&mut guard, silent_since, Witnessed::Silent);
         assert_eq!(d, Decision::Isolated { first: true });
         tokio::time::sleep(S).await;
-        let d = guard.step(
-            Instant::now(),
-            Verdict::Down,
-            silent_since,
-            Witnessed::Silent,
-        );
+        let d = down(&mut guard, silent_since, Witnessed::Silent);
         assert_eq!(d, Decision::Isolated { first: false });
         assert_eq!(guard.isolated_since(), Some(start));
         assert!(guard.wants_witness(Verdict::Down, 5 * S), "asked on");
         tokio::time::sleep(S).await;
         // A witness answers again: the episode ends, and the master is judged on a window of
         // silence with the network back.
-        let d = guard.step(
-            Instant::now(),
-            Verdict::Down,
-            silent_since,
-            Witnessed::Answered,
-        );
+        let d = down(&mut guard, silent_since, Witnessed::Answered);
         assert_eq!(d, Decision::Recovered { lasted: 2 * S });
-        let d = guard.step(
-            Instant::now(),
-            Verdict::Down,
-            silent_since,
-            Witnessed::Answered,
-        );
+        let d = down(&mut guard, silent_since, Witnessed::Answered);
         assert_eq!(d, Decision::Hold, "not before a window with the link up");
         tokio::time::sleep(WINDOW).await;
-        let d = guard.step(
-            Instant::now(),
-            Verdict::Down,
-            silent_since,
-            Witnessed::Answered,
-        );
+        let d = down(&mut guard, silent_since, Witnessed::Answered);
         assert_eq!(d, Decision::TakeOver);
         assert!(!guard.wants_witness(Verdict::Down, 5 * S), "taken over");
         assert_eq!(
-            guard.step(
-                Instant::now(),
-                Verdict::Down,
-                silent_since,
-                Witnessed::NotAsked
-            ),
+            down(&mut guard, silent_since, Witnessed::NotAsked),
             Decision::Hold
         );
         // Failback: a new down verdict asks again.
@@ -236,12 +206,7 @@ mod tests {
         let mut guard = Guard::new(true, WINDOW);
         let silent_since = Instant::now();
         tokio::time::advance(WINDOW).await;
-        let d = guard.step(
-            Instant::now(),
-            Verdict::Down,
-            silent_since,
-            Witnessed::Answered,
-        );
+        let d = down(&mut guard, silent_since, Witnessed::Answered);
         assert_eq!(d, Decision::TakeOver);
     }
 
@@ -250,12 +215,7 @@ mod tests {
         let mut guard = Guard::new(true, WINDOW);
         let silent_since = Instant::now();
         tokio::time::advance(WINDOW).await;
-        guard.step(
-            Instant::now(),
-            Verdict::Down,
-            silent_since,
-            Witnessed::Silent,
-        );
+        down(&mut guard, silent_since, Witnessed::Silent);
         tokio::time::sleep(5 * S).await;
         // The master answers again, still within its hold-down: recovered, no takeover.
         let d = guard.step(
@@ -278,12 +238,7 @@ mod tests {
         // A new episode is logged again.
         let silent_since = Instant::now();
         tokio::time::advance(WINDOW).await;
-        let d = guard.step(
-            Instant::now(),
-            Verdict::Down,
-            silent_since,
-            Witnessed::Silent,
-        );
+        let d = down(&mut guard, silent_since, Witnessed::Silent);
         assert_eq!(d, Decision::Isolated { first: true });
         let d = guard.step(
             Instant::now(),
@@ -306,12 +261,7 @@ mod tests {
         let silent_since = Instant::now();
         tokio::time::advance(WINDOW).await;
         assert_eq!(
-            guard.step(
-                Instant::now(),
-                Verdict::Down,
-                silent_since,
-                Witnessed::NotAsked
-            ),
+            down(&mut guard, silent_since, Witnessed::NotAsked),
             Decision::TakeOver
         );
         // Unknown or up: nothing to do.
