@@ -666,7 +666,8 @@ impl Monitor {
             .filter(|_| witness_said != Witnessed::NotAsked)
             .map(|(_, round)| round.clone());
         let master = probing.pipeline.master();
-        let changed = true;
+        // An episode under way changes nothing new (its detail is saved with the rest).
+        let changed = transition.is_some() || decision != Decision::Isolated { first: false };
         if let Some(t) = transition {
             let record = TransitionRecord {
                 from: t.from,
