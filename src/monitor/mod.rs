@@ -352,8 +352,10 @@ impl Monitor {
     }
 
     /// [`Monitor::run`] after [`Monitor::preflight`] passed. Each round: re-read ha.conf
-    /// ([`Monitor::reread_ha`], which changes the role), on a slave probe the master and act on
-    /// a transition ([`Monitor::observe`]), then save the state when it changed.
+    /// ([`Monitor::reread_ha`], which changes the role), on a slave mark the round for the
+    /// timeline, on a master probe the slave, then save the state when it changed. Between
+    /// rounds, a slave's loop wakes at each answer of its pipeline, each witness round and the
+    /// verdict's deadline, and decides then ([`Monitor::decide`]).
     pub async fn run_checked(
         self,
         checked: Checked,
