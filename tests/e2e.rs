@@ -131,8 +131,9 @@ fn the_demo_pair_replicates_fails_over_and_back_and_leaves_nothing() {
         .arg(&results_file)
         // The monitor on its defaults, whatever the caller's environment says.
         .env_remove("XIVO_HA_MONITOR_INTERVAL_MS")
-        .env_remove("XIVO_HA_MONITOR_DOWN_AFTER")
-        .env_remove("XIVO_HA_MONITOR_UP_AFTER")
+        .env_remove("XIVO_HA_MONITOR_SIP_INTERVAL_MS")
+        .env_remove("XIVO_HA_MONITOR_DOWN_AFTER_MS")
+        .env_remove("XIVO_HA_MONITOR_UP_AFTER_MS")
         .env_remove("XIVO_HA_MONITOR_HOLD_DOWN_MS")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -190,7 +191,7 @@ fn the_demo_pair_replicates_fails_over_and_back_and_leaves_nothing() {
     assert!(number(&results, "config_rows", &log) >= 30.0, "{log}");
     assert_eq!(results.get("standby").map(String::as_str), Some("yes"));
 
-    // Failover within 10 s of stopping A (the defaults: 3 bad rounds of 1 s, then docker start).
+    // Failover within 10 s of stopping A (the defaults: 1.2 s without a SIP answer, then docker start).
     let failover = number(&results, "failover_s", &log);
     assert!(failover <= 10.0, "failover took {failover} s:\n{log}");
 

@@ -122,7 +122,11 @@ pub async fn check_master_status(ctx: &Context, args: CheckArgs) -> Result<ExitC
         } else {
             Witnessed::Silent
         };
-        let decision = Guard::new(true).step(Instant::now(), Verdict::Down, true, witnessed);
+        // The round counts as a whole window of silence: the decision is the guard's alone.
+        let now = Instant::now();
+        let window = settings.down_after;
+        let silent_since = now.checked_sub(window).unwrap_or(now);
+        let decision = Guard::new(true, window).step(now, Verdict::Down, silent_since, witnessed);
         if matches!(decision, Decision::Isolated { .. }) {
             println!(
                 "isolated: no witness answers, not taking over [{}]",
@@ -176,22 +180,28 @@ pub fn configured(ctx: &Context) -> Result<Vec<String>, MonitorError> {
                 defaults.containers.join(","),
             ),
             (
-                "probe interval",
+                "round",
                 "INTERVAL_MS",
                 ms(settings.interval),
                 ms(defaults.interval),
             ),
             (
-                "down after",
-                "DOWN_AFTER",
-                format!("{} rounds", settings.down_after),
-                format!("{} rounds", defaults.down_after),
+                "SIP probe interval",
+                "SIP_INTERVAL_MS",
+                ms(settings.sip_interval),
+                ms(defaults.sip_interval),
             ),
             (
-                "up after",
-                "UP_AFTER",
-                format!("{} rounds", settings.up_after),
-                format!("{} rounds", defaults.up_after),
+                "down after SIP silent for",
+                "DOWN_AFTER_MS",
+                ms(settings.down_after),
+                ms(defaults.down_after),
+            ),
+            (
+                "up after SIP answering for",
+                "UP_AFTER_MS",
+                ms(settings.up_after),
+                ms(defaults.up_after),
             ),
             (
                 "master's SIP port",

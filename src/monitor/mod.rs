@@ -1,11 +1,15 @@
 //! The slave monitor (`xivo-ha monitor`, `check-master-status`, `manage-slave-services`): the
-//! long-running loop that reads ha.conf (again whenever it changes) and, on a slave, probes the
-//! master every round, decides with the hysteresis of [`verdict`] and has the [`services`]
-//! keeper start or stop the slave's containers; on a master it probes the slave every round
+//! long-running loop that reads ha.conf (again whenever it changes) and, on a slave, watches
+//! the master with the [`probe`] pipeline (SIP OPTIONS every few tens of ms, each answer
+//! noted as it arrives), decides on time without an answer with the hysteresis of [`verdict`]
+//! (waking at the verdict's deadline, not at a round's end), asks the witnesses from the first
+//! suspect moment ([`isolation`]) and has the [`services`] keeper start or stop the slave's
+//! containers; on a master it probes the slave every round
 //! ([`peer`]: standby or active) and hosts the [`hourly`] job runner, which that gates; when HA
 //! is disabled it idles. Its state goes to `/var/lib/xivo-ha/monitor.json` for `status`.
 //!
-//! Files: [`settings`] (variables), [`probe`] (ICMP, TCP, SIP OPTIONS), [`verdict`] (the pure
+//! Files: [`settings`] (variables), [`probe`] (ICMP, TCP, SIP OPTIONS: the slave's pipeline,
+//! the master's rounds), [`verdict`] (the pure
 //! decision), [`docker`] (bollard), [`services`] (desired state, flag file, keeper), [`peer`]
 //! (the master's view of its slave), [`hourly`] (the master's job runner: replication every
 //! interval, everything at :00 and at a failback), [`rounds`] (the recent rounds in memory,
@@ -30,6 +34,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -48,11 +55,11 @@ use docker::{DockerError, Engine};
 use hourly::{Gate, RunnerStatus};
 use isolation::{Decision, Guard, Witnessed};
 use peer::{PeerRules, PeerState, PeerWatch};
-use probe::{ProbeSettings, Prober, RoundReport};
+use probe::{Answer, Pipeline, ProbeSettings, Prober, RoundReport, Seen};
 use rounds::{Mark, RoundLog};
 use services::{Desired, Keeper};
 use settings::{MasterSettings, MonitorSettings};
-use verdict::{Machine, RoundClass, Rules, Verdict};
+use verdict::{Machine, Rules, Verdict};
 use witness::{WitnessRound, Witnesses};
 
 #[derive(Debug, thiserror::Error)]
@@ -78,36 +85,126 @@ pub enum MonitorError {
 
 /// Everything the monitor holds while this node is a slave.
 struct SlaveRun {
-    prober: Prober,
+    pipeline: Pipeline,
     machine: Machine,
+    /// The pipeline's answers as evidence (the last answer of each path).
+    seen: Seen,
     /// Acts on a down verdict only when a witness answers.
     guard: Guard,
+    /// Witness rounds under way, each giving back the instant it began.
+    witness_rounds: FuturesUnordered<BoxFuture<'static, (Instant, WitnessRound)>>,
+    /// The latest witness round finished, with the instant it began.
+    last_witness: Option<(Instant, WitnessRound)>,
+    /// When the next witness round may begin (one per round at most).
+    next_witness_at: Instant,
     /// Cut off: since when, and what the witnesses said last.
     isolated: Option<IsolationRecord>,
     since: DateTime<Utc>,
     /// The last [`TRANSITIONS_KEPT`] transitions, oldest first.
     transitions: VecDeque<TransitionRecord>,
     last_round: Option<RoundReport>,
+    /// What the witness rounds finished since the last round's mark said (answered or not),
+    /// for the timeline's witness row.
+    witness_mark: Option<bool>,
 }
 
+/// What woke a slave's loop besides its round.
+enum SlaveEvent {
+    Answer(Answer),
+    Witness(Instant, WitnessRound),
+    /// The verdict's deadline: a decision may be due.
+    Deadline,
+}
+
+/// Witness rounds under way at most (a round waits up to the probes' timeout).
+const WITNESS_ROUNDS_AT_ONCE: usize = 8;
+
 impl SlaveRun {
-    /// One probe round of the master, with a witness round beside it when the guard needs
-    /// one (before a takeover only: the failover is not delayed by more than one timeout).
-    async fn round(&mut self, settings: &MonitorSettings) -> (RoundReport, Option<WitnessRound>) {
-        let (_, bad_streak) = self.machine.streaks();
-        let needed =
-            self.guard
-                .wants_witness(self.machine.verdict(), bad_streak, settings.down_after);
-        match witness::resolve(&settings.witnesses).filter(|_| needed) {
-            Some(witnesses) => {
-                let (report, witnessed) = tokio::join!(
-                    self.prober.round(),
-                    witness::round(&witnesses, settings.round_timeout())
-                );
-                (report, Some(witnessed))
+    /// The next answer, witness round or deadline of the verdict.
+    async fn next_event(&mut self) -> SlaveEvent {
+        // Never in the past: a deadline that passed without a change must not spin.
+        let deadline = self
+            .machine
+            .deadline()
+            .map(|at| at.max(Instant::now() + Duration::from_millis(1)));
+        tokio::select! {
+            answer = self.pipeline.next() => SlaveEvent::Answer(answer),
+            Some((began, round)) = self.witness_rounds.next(), if !self.witness_rounds.is_empty() => {
+                SlaveEvent::Witness(began, round)
             }
-            None => (self.prober.round().await, None),
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                SlaveEvent::Deadline
+            }
         }
+    }
+
+    fn note(&mut self, event: SlaveEvent) {
+        match event {
+            SlaveEvent::Answer(answer) => {
+                self.machine.answered(answer.path, answer.at);
+                self.seen.note(answer);
+            }
+            SlaveEvent::Witness(began, round) => {
+                self.witness_mark = Some(self.witness_mark.unwrap_or(false) || round.answered);
+                if self
+                    .last_witness
+                    .as_ref()
+                    .is_none_or(|(last, _)| *last <= began)
+                {
+                    self.last_witness = Some((began, round));
+                }
+            }
+            SlaveEvent::Deadline => {}
+        }
+    }
+
+    /// What the witnesses said since the master went silent: the latest round begun after
+    /// its last answer.
+    fn witnessed(&self) -> Witnessed {
+        match &self.last_witness {
+            Some((began, round)) if *began >= self.machine.sip_silent_since() => {
+                if round.answered {
+                    Witnessed::Answered
+                } else {
+                    Witnessed::Silent
+                }
+            }
+            _ => Witnessed::NotAsked,
+        }
+    }
+
+    /// Begins a witness round when the guard wants one (the master suspect or down) and the
+    /// last one began a round ago or more: in parallel with the detection window.
+    fn ask_witnesses(&mut self, settings: &MonitorSettings, now: Instant) {
+        let wanted = self
+            .guard
+            .wants_witness(self.machine.verdict(), self.machine.sip_silent_for(now));
+        if !wanted
+            || now < self.next_witness_at
+            || self.witness_rounds.len() >= WITNESS_ROUNDS_AT_ONCE
+        {
+            return;
+        }
+        let Some(witnesses) = witness::resolve(&settings.witnesses) else {
+            return;
+        };
+        let timeout = settings.round_timeout();
+        self.next_witness_at = now + settings.interval;
+        self.witness_rounds.push(Box::pin(async move {
+            let began = Instant::now();
+            (began, witness::round(&witnesses, timeout).await)
+        }));
+    }
+}
+
+/// The slave's next event, or never on another role.
+async fn slave_event(role: &mut Role) -> SlaveEvent {
+    match role {
+        Role::Slave {
+            probing: Some(probing),
+            ..
+        } => probing.next_event().await,
+        _ => std::future::pending().await,
     }
 }
 
@@ -259,8 +356,10 @@ impl Monitor {
     }
 
     /// [`Monitor::run`] after [`Monitor::preflight`] passed. Each round: re-read ha.conf
-    /// ([`Monitor::reread_ha`], which changes the role), on a slave probe the master and act on
-    /// a transition ([`Monitor::observe`]), then save the state when it changed.
+    /// ([`Monitor::reread_ha`], which changes the role), on a slave mark the round for the
+    /// timeline, on a master probe the slave, then save the state when it changed. Between
+    /// rounds, a slave's loop wakes at each answer of its pipeline, each witness round and the
+    /// verdict's deadline, and decides then ([`Monitor::decide`]).
     pub async fn run_checked(
         self,
         checked: Checked,
@@ -276,33 +375,46 @@ impl Monitor {
         let mut ticker = tokio::time::interval(self.settings.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let mut changed = false;
+            let round = tokio::select! {
                 _ = &mut shutdown => break,
-                _ = ticker.tick() => {}
+                _ = ticker.tick() => true,
+                event = slave_event(&mut node.role) => {
+                    if let Role::Slave { probing: Some(probing), .. } = &mut node.role {
+                        probing.note(event);
+                    }
+                    false
+                }
+            };
+            if round {
+                if let Some(heartbeat) = &self.heartbeat {
+                    heartbeat.beat();
+                }
+                self.reread_ha(&mut node).await;
+                self.watch_maintenance(&mut node);
             }
-            if let Some(heartbeat) = &self.heartbeat {
-                heartbeat.beat();
-            }
-            self.reread_ha(&mut node).await;
-            self.watch_maintenance(&mut node);
             let hold = node.maintenance.is_some();
             if let Role::Slave {
                 keeper,
                 probing: Some(probing),
             } = &mut node.role
             {
-                let (report, witnessed) = tokio::select! {
-                    _ = &mut shutdown => break,
-                    round = probing.round(&self.settings) => round,
-                };
-                self.rounds.push(Mark::of(
-                    Utc::now(),
-                    report.observation(),
-                    witnessed.as_ref().map(|w| w.answered),
-                ));
-                if self.observe(probing, keeper, report, witnessed, hold) {
-                    last_saved = None;
+                let now = Instant::now();
+                if round {
+                    let report = probing.seen.report(now, self.settings.interval);
+                    probing.machine.count(report.observation());
+                    self.rounds.push(Mark::of(
+                        Utc::now(),
+                        report.observation(),
+                        probing.witness_mark.take(),
+                    ));
+                    probing.last_round = Some(report);
                 }
+                changed |= self.decide(probing, keeper, hold);
+                probing.ask_witnesses(&self.settings, now);
+            }
+            if !round && !changed {
+                continue;
             }
             if let Role::Master(MasterRun {
                 peer: Some(peer), ..
@@ -315,6 +427,9 @@ impl Monitor {
                 if observe_peer(peer, &report) {
                     last_saved = None;
                 }
+            }
+            if changed {
+                last_saved = None;
             }
 
             let state = self.state(&node);
@@ -521,7 +636,7 @@ impl Monitor {
         };
         if desired == Desired::Running && services::recorded(paths) == Desired::Stopped {
             let master = probing
-                .map(|p| p.prober.master().to_string())
+                .map(|p| p.pipeline.master().to_string())
                 .unwrap_or_default();
             let evidence = probing
                 .and_then(|p| p.transitions.back())
@@ -536,35 +651,33 @@ impl Monitor {
         keeper.set(desired);
     }
 
-    /// One round's report seen by the slave's verdict machine, then by the split-brain guard
+    /// A decision of the slave's verdict machine at this instant, then of the split-brain guard
     /// with what the witnesses said: a transition is recorded, a failback stops the services,
     /// a down verdict starts them when the guard lets it, unless `hold` (maintenance mode).
     /// Returns whether anything changed.
-    fn observe(
-        &self,
-        probing: &mut SlaveRun,
-        keeper: &Keeper,
-        report: RoundReport,
-        witnessed: Option<WitnessRound>,
-        hold: bool,
-    ) -> bool {
+    fn decide(&self, probing: &mut SlaveRun, keeper: &Keeper, hold: bool) -> bool {
         let now = Instant::now();
-        let observation = report.observation();
         let taken_over = probing.guard.taken_over();
-        let transition = probing.machine.observe(now, observation);
-        let witness_said = match &witnessed {
-            None => Witnessed::NotAsked,
-            Some(w) if w.answered => Witnessed::Answered,
-            Some(_) => Witnessed::Silent,
-        };
+        let transition = probing.machine.check(now);
+        let witness_said = probing.witnessed();
         let decision = probing.guard.step(
             now,
             probing.machine.verdict(),
-            observation.class() != RoundClass::Good,
+            probing.machine.sip_silent_since(),
             witness_said,
         );
-        let master = probing.prober.master();
-        let changed = transition.is_some() || decision != Decision::Hold;
+        if transition.is_none() && decision == Decision::Hold {
+            return false;
+        }
+        let report = probing.seen.report(now, self.settings.down_after);
+        let witnessed = probing
+            .last_witness
+            .as_ref()
+            .filter(|_| witness_said != Witnessed::NotAsked)
+            .map(|(_, round)| round.clone());
+        let master = probing.pipeline.master();
+        // An episode under way changes nothing new (its detail is saved with the rest).
+        let changed = transition.is_some() || decision != Decision::Isolated { first: false };
         if let Some(t) = transition {
             let record = TransitionRecord {
                 from: t.from,
@@ -655,7 +768,6 @@ impl Monitor {
                 probing.isolated = None;
             }
         }
-        probing.last_round = Some(report);
         changed
     }
 
@@ -719,21 +831,34 @@ impl Monitor {
             .filter(|doc| doc.master == Some(ip))
             .map(|doc| doc.transitions.into_iter().collect())
             .unwrap_or_default();
+        let now = Instant::now();
         SlaveRun {
-            prober: Prober::new(ip, ProbeSettings::from(&self.settings)),
+            pipeline: Pipeline::start(
+                ip,
+                ProbeSettings::from(&self.settings),
+                self.settings.cadence(),
+            ),
             machine: Machine::new(
                 Rules {
                     down_after: self.settings.down_after,
                     up_after: self.settings.up_after,
                     hold_down: self.settings.hold_down,
                 },
-                Instant::now(),
+                now,
             ),
-            guard: Guard::new(self.settings.witnesses != Witnesses::Off),
+            seen: Seen::new(self.settings.cadence()),
+            guard: Guard::new(
+                self.settings.witnesses != Witnesses::Off,
+                self.settings.down_after,
+            ),
+            witness_rounds: FuturesUnordered::new(),
+            last_witness: None,
+            next_witness_at: now,
             isolated: None,
             since: Utc::now(),
             transitions,
             last_round: None,
+            witness_mark: None,
         }
     }
 
@@ -762,8 +887,8 @@ impl Monitor {
                 watch: PeerWatch::new(
                     ip,
                     PeerRules {
-                        active_after: self.settings.down_after,
-                        standby_after: self.settings.up_after,
+                        active_after: self.settings.rounds_in(self.settings.down_after),
+                        standby_after: self.settings.rounds_in(self.settings.up_after),
                     },
                 ),
                 gate,
@@ -812,7 +937,7 @@ impl Monitor {
         let mut state = MonitorDoc {
             summary: String::new(),
             node_type: node.ha.node_type,
-            master: slave.map(|s| s.prober.master()),
+            master: slave.map(|s| s.pipeline.master()),
             verdict: slave.map(|s| s.machine.verdict()),
             since: slave.map(|s| s.since),
             last_transition: slave.and_then(|s| s.transitions.back().cloned()),

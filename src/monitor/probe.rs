@@ -1,7 +1,11 @@
-//! The probes of one round against the master, run side by side: an ICMP echo (surge-ping), a
-//! TCP connect to its PostgreSQL port, and a SIP `OPTIONS` request over UDP to its SIP port.
-//! Each path retries within the round's timeout, so that a lossy link loses a round only when
-//! every attempt is lost, while a dead master is still seen within one round.
+//! The probes of a peer: an ICMP echo (surge-ping), a TCP connect to its PostgreSQL port, and
+//! a SIP `OPTIONS` request over UDP to its SIP port. Two ways to run them:
+//! - [`Pipeline`], the slave's watch of its master: a task that sends OPTIONS every few tens
+//!   of milliseconds, pings and connects less often, never waits for an answer before the next
+//!   probe and reports each answer with its arrival time, however late (the verdict decides on
+//!   time without an answer: [`super::verdict`]);
+//! - [`Prober::round`], one round with a timeout, each path retrying within it (the master's
+//!   watch of its slave, `check-master-status`, `doctor`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -13,7 +17,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
 use super::settings::MonitorSettings;
-use super::verdict::Observation;
+use super::verdict::{Observation, Path};
 
 /// SIP OPTIONS transmissions per round (the first and its retransmissions, same transaction).
 pub const SIP_ATTEMPTS: u32 = 8;
@@ -151,6 +155,300 @@ impl Prober {
         match &self.icmp {
             Ok(client) => icmp_echo(client, self.master, self.settings.icmp_timeout).await,
             Err(reason) => PathReport::silent(format!("not probed: {reason}")),
+        }
+    }
+}
+
+/// How often the [`Pipeline`] probes each path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cadence {
+    pub sip: Duration,
+    pub icmp: Duration,
+    pub tcp: Duration,
+}
+
+/// One answer of the pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    pub path: Path,
+    /// When it arrived.
+    pub at: Instant,
+    /// Since the request it answers was sent.
+    pub rtt: Duration,
+    /// `SIP/2.0 200 OK`, `echo reply`, `connected`, `refused (host up)`.
+    pub detail: String,
+}
+
+/// Answers the pipeline may hold while the monitor's loop is busy (about 40 s of answers at
+/// the default cadence); beyond, answers are dropped, and the verdict can only err towards
+/// "silent", which a stalled loop could not act on anyway.
+const ANSWERS_QUEUED: usize = 1024;
+
+/// SIP requests whose send time is remembered, to time their answers (older ones still count
+/// as answers, timed from the oldest remembered).
+const SENT_KEPT: usize = 64;
+
+/// The running probes of one master: a task, stopped when this is dropped.
+pub struct Pipeline {
+    master: IpAddr,
+    answers: tokio::sync::mpsc::Receiver<Answer>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Probe = std::pin::Pin<Box<dyn Future<Output = Option<Answer>> + Send>>;
+
+impl Pipeline {
+    /// Starts probing `master` (needs a tokio runtime).
+    pub fn start(master: IpAddr, settings: ProbeSettings, cadence: Cadence) -> Pipeline {
+        let (tx, answers) = tokio::sync::mpsc::channel(ANSWERS_QUEUED);
+        let icmp = icmp_client(master).inspect_err(|reason| {
+            tracing::warn!("{reason}: the master is probed by TCP and SIP only");
+        });
+        let task = tokio::spawn(run_pipeline(master, settings, cadence, icmp.ok(), tx));
+        Pipeline {
+            master,
+            answers,
+            task,
+        }
+    }
+
+    pub fn master(&self) -> IpAddr {
+        self.master
+    }
+
+    /// The next answer (pending forever once the task is gone).
+    pub async fn next(&mut self) -> Answer {
+        match self.answers.recv().await {
+            Some(answer) => answer,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The SIP side of the pipeline: one UDP socket connected to the master, one Call-ID, a new
+/// transaction (branch, CSeq) per request.
+struct SipPath {
+    socket: UdpSocket,
+    base: SipRequest,
+    /// `(cseq, sent at)` of the last requests, by `cseq % SENT_KEPT`.
+    sent: Vec<(u32, Instant)>,
+}
+
+impl SipPath {
+    async fn open(target: SocketAddr) -> std::io::Result<SipPath> {
+        let bind: SocketAddr = match target {
+            SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("valid"),
+            SocketAddr::V6(_) => "[::]:0".parse().expect("valid"),
+        };
+        let socket = UdpSocket::bind(bind).await?;
+        socket.connect(target).await?;
+        let local = socket.local_addr()?;
+        Ok(SipPath {
+            socket,
+            base: SipRequest::options(target, local, 0),
+            sent: vec![(u32::MAX, Instant::now()); SENT_KEPT],
+        })
+    }
+
+    async fn send(&mut self) {
+        let cseq = self.base.cseq.wrapping_add(1);
+        self.base.cseq = cseq;
+        self.base.branch = format!("z9hG4bK{:016x}", rand::random::<u64>());
+        self.sent[cseq as usize % SENT_KEPT] = (cseq, Instant::now());
+        // A send error (ICMP unreachable reported on the socket) is silence, as is no answer.
+        let _ = self.socket.send(self.base.to_string().as_bytes()).await;
+    }
+
+    /// The answer in `datagram`, if it is a SIP response to one of our requests.
+    fn answer(&self, datagram: &[u8], at: Instant) -> Option<Answer> {
+        let status = parse_response(datagram, &self.base.call_id)?;
+        let oldest = self.sent.iter().map(|(_, sent)| *sent).min().unwrap_or(at);
+        let sent = response_cseq(datagram)
+            .and_then(|cseq| {
+                let (kept, sent) = self.sent[cseq as usize % SENT_KEPT];
+                (kept == cseq).then_some(sent)
+            })
+            .unwrap_or(oldest);
+        Some(Answer {
+            path: Path::Sip,
+            at,
+            rtt: at.saturating_duration_since(sent),
+            detail: status,
+        })
+    }
+}
+
+/// The CSeq number of a SIP message.
+fn response_cseq(datagram: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(datagram).ok()?;
+    text.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        if !name.trim().eq_ignore_ascii_case("cseq") {
+            return None;
+        }
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+async fn run_pipeline(
+    master: IpAddr,
+    settings: ProbeSettings,
+    cadence: Cadence,
+    icmp: Option<surge_ping::Client>,
+    answers: tokio::sync::mpsc::Sender<Answer>,
+) {
+    let sip_target = SocketAddr::new(master, settings.sip_port);
+    let tcp_target = SocketAddr::new(master, settings.pg_port);
+    let every = |period: Duration| {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    };
+    let (mut sip_tick, mut icmp_tick, mut tcp_tick) =
+        (every(cadence.sip), every(cadence.icmp), every(cadence.tcp));
+    let mut sip: Option<SipPath> = None;
+    let mut sip_error_logged = false;
+    let mut in_flight: FuturesUnordered<Probe> = FuturesUnordered::new();
+    let mut buf = vec![0u8; 4096];
+    let mut seq: u16 = 0;
+    loop {
+        let answer = tokio::select! {
+            _ = sip_tick.tick() => {
+                if sip.is_none() {
+                    match SipPath::open(sip_target).await {
+                        Ok(path) => sip = Some(path),
+                        Err(e) if !sip_error_logged => {
+                            tracing::warn!("SIP probe of {sip_target}: {e}; retrying");
+                            sip_error_logged = true;
+                        }
+                        Err(_) => {}
+                    }
+                }
+                if let Some(path) = &mut sip {
+                    path.send().await;
+                }
+                None
+            }
+            received = async { sip.as_ref().expect("guarded").socket.recv(&mut buf).await }, if sip.is_some() => {
+                match received {
+                    Ok(n) => sip.as_ref().and_then(|path| path.answer(&buf[..n], Instant::now())),
+                    // ICMP port unreachable on the connected socket: silence.
+                    Err(_) => None,
+                }
+            }
+            _ = icmp_tick.tick(), if icmp.is_some() => {
+                let client = icmp.clone().expect("guarded");
+                seq = seq.wrapping_add(1);
+                let timeout = settings.icmp_timeout;
+                let sequence = seq;
+                in_flight.push(Box::pin(async move {
+                    let sent = Instant::now();
+                    let mut pinger = client.pinger(master, surge_ping::PingIdentifier(rand::random())).await;
+                    pinger.timeout(timeout);
+                    pinger
+                        .ping(surge_ping::PingSequence(sequence), &[0x58; 16])
+                        .await
+                        .ok()
+                        .map(|_| Answer { path: Path::Icmp, at: Instant::now(), rtt: sent.elapsed(), detail: "echo reply".into() })
+                }));
+                None
+            }
+            _ = tcp_tick.tick() => {
+                let timeout = settings.tcp_timeout;
+                in_flight.push(Box::pin(async move {
+                    let sent = Instant::now();
+                    let detail = match tokio::time::timeout(timeout, TcpStream::connect(tcp_target)).await {
+                        Ok(Ok(_)) => "connected",
+                        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => "refused (host up)",
+                        _ => return None,
+                    };
+                    Some(Answer { path: Path::Tcp, at: Instant::now(), rtt: sent.elapsed(), detail: detail.into() })
+                }));
+                None
+            }
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => done,
+        };
+        if let Some(answer) = answer
+            && let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) = answers.try_send(answer)
+        {
+            return;
+        }
+        if answers.is_closed() {
+            return;
+        }
+    }
+}
+
+/// What the pipeline's answers showed, path by path, for the state document, the log lines and
+/// the timeline: the last answer of each path. A path is answering while its last answer is
+/// fresher than twice its cadence (and than the window asked for): TCP, probed every second,
+/// is not silent in the rounds between two of its probes.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    cadence: Cadence,
+    last: [Option<Answer>; 3],
+}
+
+fn index(path: Path) -> usize {
+    match path {
+        Path::Icmp => 0,
+        Path::Tcp => 1,
+        Path::Sip => 2,
+    }
+}
+
+impl Seen {
+    pub fn new(cadence: Cadence) -> Seen {
+        Seen {
+            cadence,
+            last: [None, None, None],
+        }
+    }
+
+    pub fn note(&mut self, answer: Answer) {
+        let slot = &mut self.last[index(answer.path)];
+        if slot.as_ref().is_none_or(|last| last.at <= answer.at) {
+            *slot = Some(answer);
+        }
+    }
+
+    fn fresh_within(&self, path: Path, window: Duration) -> Duration {
+        let cadence = match path {
+            Path::Icmp => self.cadence.icmp,
+            Path::Tcp => self.cadence.tcp,
+            Path::Sip => self.cadence.sip,
+        };
+        window.max(2 * cadence)
+    }
+
+    /// The evidence at `now`, each path judged over at least `window`.
+    pub fn report(&self, now: Instant, window: Duration) -> RoundReport {
+        let path = |path: Path| match &self.last[index(path)] {
+            Some(answer)
+                if now.saturating_duration_since(answer.at) < self.fresh_within(path, window) =>
+            {
+                PathReport {
+                    answered: true,
+                    rtt_ms: Some(answer.rtt.as_secs_f64() * 1000.0),
+                    detail: answer.detail.clone(),
+                }
+            }
+            Some(answer) => PathReport::silent(format!(
+                "no answer for {} ms",
+                now.saturating_duration_since(answer.at).as_millis()
+            )),
+            None => PathReport::silent("no answer yet"),
+        };
+        RoundReport {
+            icmp: path(Path::Icmp),
+            tcp: path(Path::Tcp),
+            sip: path(Path::Sip),
         }
     }
 }

@@ -66,9 +66,9 @@ pub struct Applied {
 }
 
 /// Brings every container to `desired`: restart policy `no` on all (a slave's services must
-/// stay down after a reboot or a dockerd restart), then start in list order or stop in reverse
-/// order, with the hooks around the action when there is one. Every container is inspected
-/// first, so that a missing one fails the pass before anything is started or stopped. A
+/// stay down after a reboot or a dockerd restart), then start them all side by side or stop
+/// them in reverse order, with the hooks around the action when there is one. Every container
+/// is inspected first, so that a missing one fails the pass before anything is started or stopped. A
 /// start counts once the container is healthy (with a health check) or still running after
 /// the settle time; the others are started meanwhile, and the containers that stopped make
 /// the pass a [`DockerError::StartFailed`] (the hook after the start is then not run).
@@ -119,9 +119,10 @@ pub async fn apply(
     Ok(applied)
 }
 
-/// Starts `names` in order, then watches those without a health check side by side until
-/// each has run for the settle time: the report waits, the services do not. Returns the
-/// actions, or every container that stopped meanwhile.
+/// Starts `names` side by side (a takeover waits for the slowest, not for the sum), then
+/// watches those without a health check side by side until each has run for the settle time:
+/// the report waits, the services do not. Returns the actions, or every container that
+/// stopped meanwhile.
 async fn start_all(
     engine: &Engine,
     settings: &MonitorSettings,
@@ -130,9 +131,14 @@ async fn start_all(
     let mut failed: Vec<StartFailure> = Vec::new();
     let mut settling = Vec::new();
     let mut started = Vec::new();
-    for name in names {
+    let names: Vec<&str> = names.collect();
+    let starts = names.iter().map(|name| async move {
         let at = Instant::now();
-        match engine.start(name, settings.start_timeout).await {
+        (at, engine.start(name, settings.start_timeout).await)
+    });
+    let outcomes = futures_util::future::join_all(starts).await;
+    for (name, (at, outcome)) in names.into_iter().zip(outcomes) {
+        match outcome {
             Ok(status) if status.health.is_some() || settings.start_settle.is_zero() => {
                 tracing::info!("started {name}");
                 started.push(format!("started {name}"));

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::probe::Cadence;
 use super::witness::{self, Witnesses};
 pub use crate::settings::SettingsError;
 use crate::settings::{EnvFile, from_env};
@@ -13,15 +14,20 @@ use crate::settings::{EnvFile, from_env};
 /// The prefix of every monitor variable (`XIVO_HA_MONITOR_INTERVAL_MS`, ...).
 pub const PREFIX: &str = "XIVO_HA_MONITOR_";
 
+/// How often the slave connects to the master's PostgreSQL port (the TCP path).
+pub const TCP_EVERY: Duration = Duration::from_secs(1);
+
 /// Settings as read from the variables; see [`MonitorSettings`] for the checked form.
 #[derive(Clone, Debug, Deserialize)]
 struct Raw {
     #[serde(default = "d_interval_ms")]
     interval_ms: u64,
-    #[serde(default = "d_down_after")]
-    down_after: u32,
-    #[serde(default = "d_up_after")]
-    up_after: u32,
+    #[serde(default = "d_sip_interval_ms")]
+    sip_interval_ms: u64,
+    #[serde(default = "d_down_after_ms")]
+    down_after_ms: u64,
+    #[serde(default = "d_up_after_ms")]
+    up_after_ms: u64,
     #[serde(default = "d_hold_down_ms")]
     hold_down_ms: u64,
     #[serde(default = "d_timeout_ms")]
@@ -57,13 +63,16 @@ struct Raw {
 }
 
 fn d_interval_ms() -> u64 {
-    1000
+    200
 }
-fn d_down_after() -> u32 {
-    3
+fn d_sip_interval_ms() -> u64 {
+    40
 }
-fn d_up_after() -> u32 {
-    5
+fn d_down_after_ms() -> u64 {
+    1200
+}
+fn d_up_after_ms() -> u64 {
+    3000
 }
 fn d_hold_down_ms() -> u64 {
     10_000
@@ -107,12 +116,15 @@ pub struct Hooks {
 /// The monitor's checked settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MonitorSettings {
-    /// Time between the starts of two probe rounds.
+    /// A round: the slave's timeline mark, ICMP echo and re-reading of ha.conf; the master's
+    /// probe round of its slave.
     pub interval: Duration,
-    /// Consecutive bad rounds before the master is declared down.
-    pub down_after: u32,
-    /// Consecutive good rounds before the master is declared up again.
-    pub up_after: u32,
+    /// Time between two SIP OPTIONS to the master (the slave's watch).
+    pub sip_interval: Duration,
+    /// SIP silent this long: the master is down.
+    pub down_after: Duration,
+    /// SIP answering this long (and the hold-down passed): the master is up again.
+    pub up_after: Duration,
     /// Minimum time in the down state before the master may be declared up again.
     pub hold_down: Duration,
     pub icmp_timeout: Duration,
@@ -122,7 +134,7 @@ pub struct MonitorSettings {
     pub pg_port: u16,
     /// The master's SIP port (UDP).
     pub sip_port: u16,
-    /// The slave's service containers, in start order (stopped in reverse order).
+    /// The slave's service containers (started side by side, stopped in reverse order).
     pub containers: Vec<String>,
     /// `docker stop` grace time before SIGKILL.
     pub stop_grace: Duration,
@@ -164,9 +176,26 @@ impl MonitorSettings {
                 "must be at least 50 (milliseconds between probe rounds)",
             ));
         }
-        for (name, value) in [("DOWN_AFTER", raw.down_after), ("UP_AFTER", raw.up_after)] {
-            if value == 0 {
-                return Err(invalid(name, "must be at least 1 round"));
+        if raw.sip_interval_ms < 10 {
+            return Err(invalid(
+                "SIP_INTERVAL_MS",
+                "must be at least 10 (milliseconds between SIP OPTIONS)",
+            ));
+        }
+        // A window must hold several probes, or one lost packet is a failover.
+        let least = 4 * raw.sip_interval_ms;
+        for (name, value) in [
+            ("DOWN_AFTER_MS", raw.down_after_ms),
+            ("UP_AFTER_MS", raw.up_after_ms),
+        ] {
+            if value < least {
+                return Err(invalid(
+                    name,
+                    &format!(
+                        "must be at least 4 SIP intervals ({least} ms with XIVO_HA_MONITOR_SIP_INTERVAL_MS={})",
+                        raw.sip_interval_ms
+                    ),
+                ));
             }
         }
         for (name, value) in [
@@ -196,8 +225,9 @@ impl MonitorSettings {
         let hook = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
         Ok(MonitorSettings {
             interval: Duration::from_millis(raw.interval_ms),
-            down_after: raw.down_after,
-            up_after: raw.up_after,
+            sip_interval: Duration::from_millis(raw.sip_interval_ms),
+            down_after: Duration::from_millis(raw.down_after_ms),
+            up_after: Duration::from_millis(raw.up_after_ms),
             hold_down: Duration::from_millis(raw.hold_down_ms),
             icmp_timeout: Duration::from_millis(raw.icmp_timeout_ms),
             tcp_timeout: Duration::from_millis(raw.tcp_timeout_ms),
@@ -217,6 +247,23 @@ impl MonitorSettings {
             witnesses,
             drain_max: Duration::from_secs(raw.drain_max_s),
         })
+    }
+
+    /// The slave's probing cadence: SIP every `sip_interval`, ICMP every round, TCP every
+    /// [`TCP_EVERY`] (a connection to PostgreSQL, kept rare).
+    pub fn cadence(&self) -> Cadence {
+        Cadence {
+            sip: self.sip_interval,
+            icmp: self.interval,
+            tcp: TCP_EVERY.max(self.interval),
+        }
+    }
+
+    /// Rounds of `interval` in `span`, at least one (the master's count-based watch of its
+    /// slave).
+    pub fn rounds_in(&self, span: Duration) -> u32 {
+        let rounds = span.as_millis().div_ceil(self.interval.as_millis().max(1));
+        u32::try_from(rounds).unwrap_or(u32::MAX).max(1)
     }
 
     /// How long one probe round may take at most: the slowest path's timeout.
@@ -339,8 +386,13 @@ mod tests {
     fn defaults_match_the_documentation() {
         let settings = load("").unwrap();
         assert_eq!(settings, MonitorSettings::default());
-        assert_eq!(settings.interval, Duration::from_secs(1));
-        assert_eq!((settings.down_after, settings.up_after), (3, 5));
+        assert_eq!(settings.interval, Duration::from_millis(200));
+        assert_eq!(settings.sip_interval, Duration::from_millis(40));
+        assert_eq!(
+            (settings.down_after, settings.up_after),
+            (Duration::from_millis(1200), Duration::from_secs(3))
+        );
+        assert_eq!(settings.rounds_in(settings.down_after), 6);
         assert_eq!(settings.hold_down, Duration::from_secs(10));
         assert_eq!((settings.pg_port, settings.sip_port), (5432, 5060));
         assert_eq!(settings.containers, vec!["asterisk", "monit"]);
@@ -367,10 +419,15 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        let error = load("XIVO_HA_MONITOR_DOWN_AFTER=0\n")
+        let error = load("XIVO_HA_MONITOR_DOWN_AFTER_MS=100\n")
             .unwrap_err()
             .to_string();
-        assert!(error.starts_with("XIVO_HA_MONITOR_DOWN_AFTER:"), "{error}");
+        assert!(
+            error.starts_with(
+                "XIVO_HA_MONITOR_DOWN_AFTER_MS: must be at least 4 SIP intervals (160 ms"
+            ),
+            "{error}"
+        );
         let error = load("XIVO_HA_MONITOR_CONTAINERS=aster isk\n")
             .unwrap_err()
             .to_string();

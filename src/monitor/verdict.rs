@@ -1,12 +1,20 @@
-//! The decision: a pure state machine that turns probe rounds into a verdict on the master (up,
-//! down, not yet known) with hysteresis. No I/O and no clock of its own: the caller passes each
-//! round's observation and the time, so that tests replay loss patterns with tokio's paused time.
+//! The decision: a pure state machine that turns the master's answers into a verdict (up, down,
+//! not yet known) with hysteresis, on TIME without an answer rather than on a count of rounds.
+//! No I/O and no clock of its own: the caller passes each answer with the instant it arrived
+//! and asks for a decision at an instant, so that tests replay loss and delay patterns with
+//! tokio's paused time.
 //!
-//! Rules: a round is good when the master's SIP answered. It is bad when nothing answered (host
-//! down) or when the host answered on ICMP or TCP but SIP did not (Asterisk dead, the case
-//! XiVO's ping never sees). ICMP silence alone never makes a round bad: one broken path is no
-//! reason for two active nodes. The master is down after `down_after` consecutive bad rounds,
-//! and up again after `up_after` consecutive good rounds once it has been down for `hold_down`.
+//! Rules: the prober sends SIP OPTIONS every few tens of milliseconds (and pings, and connects
+//! to the PostgreSQL port, less often); each path keeps when it last answered, whatever the
+//! age of the request answered (a late answer counts: delay cannot look like death). The master
+//! is down when SIP has not answered for `down_after`: "host down" when ICMP and TCP were
+//! silent too over the last half of that window, "Asterisk dead" when the host answered (the case XiVO's ping
+//! never sees). ICMP or TCP silence alone never makes it down: one broken path is no reason for
+//! two active nodes. It is up again once SIP has answered for `up_after` without a silence
+//! longer than half of `down_after`, and once it has been down for `hold_down`.
+//!
+//! [`Observation`] and [`Counters`] describe rounds: the caller's fixed slots (the monitor's
+//! interval) saying which paths answered in each, for the timeline and the counters only.
 
 use std::fmt;
 use std::time::Duration;
@@ -82,12 +90,59 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// The hysteresis.
+/// The hysteresis, in time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rules {
-    pub down_after: u32,
-    pub up_after: u32,
+    /// SIP silent this long: down.
+    pub down_after: Duration,
+    /// SIP answering this long (no silence longer than half of `down_after`): up.
+    pub up_after: Duration,
+    /// Down at least this long before up again.
     pub hold_down: Duration,
+}
+
+impl Rules {
+    /// The longest silence that still counts as answering, for the way back up.
+    pub fn gap(&self) -> Duration {
+        self.down_after / 2
+    }
+}
+
+/// A probe path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    Icmp,
+    Tcp,
+    Sip,
+}
+
+/// When each path last answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LastAnswers {
+    pub icmp: Option<Instant>,
+    pub tcp: Option<Instant>,
+    pub sip: Option<Instant>,
+}
+
+impl LastAnswers {
+    fn slot(&mut self, path: Path) -> &mut Option<Instant> {
+        match path {
+            Path::Icmp => &mut self.icmp,
+            Path::Tcp => &mut self.tcp,
+            Path::Sip => &mut self.sip,
+        }
+    }
+
+    /// Which paths answered in the `window` before `now`.
+    pub fn within(&self, now: Instant, window: Duration) -> Observation {
+        let recent =
+            |at: Option<Instant>| at.is_some_and(|at| now.saturating_duration_since(at) < window);
+        Observation {
+            icmp: recent(self.icmp),
+            tcp: recent(self.tcp),
+            sip: recent(self.sip),
+        }
+    }
 }
 
 /// A change of verdict and why.
@@ -97,7 +152,7 @@ pub struct Transition {
     pub to: Verdict,
     pub at: Instant,
     pub reason: String,
-    /// The round that completed the streak.
+    /// The paths that answered within the last `down_after`.
     pub evidence: Observation,
 }
 
@@ -122,10 +177,11 @@ pub struct Machine {
     rules: Rules,
     verdict: Verdict,
     since: Instant,
-    good_streak: u32,
-    bad_streak: u32,
-    /// Host-down rounds within the current bad streak (the rest were SIP-dead).
-    host_down_in_streak: u32,
+    /// When the watch began: silence counts from there until the first answer.
+    watching_since: Instant,
+    last: LastAnswers,
+    /// The start of the current run of SIP answers (no silence longer than [`Rules::gap`]).
+    answering_since: Option<Instant>,
     counters: Counters,
 }
 
@@ -135,9 +191,9 @@ impl Machine {
             rules,
             verdict: Verdict::Unknown,
             since: now,
-            good_streak: 0,
-            bad_streak: 0,
-            host_down_in_streak: 0,
+            watching_since: now,
+            last: LastAnswers::default(),
+            answering_since: None,
             counters: Counters::default(),
         }
     }
@@ -155,70 +211,112 @@ impl Machine {
         self.counters
     }
 
-    pub fn streaks(&self) -> (u32, u32) {
-        (self.good_streak, self.bad_streak)
+    pub fn last_answers(&self) -> LastAnswers {
+        self.last
     }
 
-    /// Takes one round's observation at `now`; returns the transition it caused, if any.
-    pub fn observe(&mut self, now: Instant, observation: Observation) -> Option<Transition> {
+    /// How long SIP has been silent at `now` (since the watch began, before any answer).
+    pub fn sip_silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last.sip.unwrap_or(self.watching_since))
+    }
+
+    /// When SIP last answered, or when the watch began.
+    pub fn sip_silent_since(&self) -> Instant {
+        self.last.sip.unwrap_or(self.watching_since)
+    }
+
+    /// `path` answered at `at` (the arrival of the answer, however old its request).
+    pub fn answered(&mut self, path: Path, at: Instant) {
+        if path == Path::Sip {
+            let continues = match (self.last.sip, self.answering_since) {
+                (Some(previous), Some(_)) => {
+                    at.saturating_duration_since(previous) <= self.rules.gap()
+                }
+                _ => false,
+            };
+            if !continues {
+                self.answering_since = Some(at);
+            }
+        }
+        let slot = self.last.slot(path);
+        if slot.is_none_or(|previous| previous < at) {
+            *slot = Some(at);
+        }
+    }
+
+    /// Counts one round (the caller's slot of time) by what answered in it.
+    pub fn count(&mut self, observation: Observation) {
         self.counters.rounds += 1;
         self.counters.icmp_silent += u64::from(!observation.icmp);
         self.counters.tcp_silent += u64::from(!observation.tcp);
-        let class = observation.class();
-        match class {
-            RoundClass::Good => {
-                self.counters.good += 1;
-                self.good_streak = self.good_streak.saturating_add(1);
-                self.bad_streak = 0;
-                self.host_down_in_streak = 0;
-            }
-            RoundClass::SipDead | RoundClass::HostDown => {
-                if class == RoundClass::SipDead {
-                    self.counters.sip_dead += 1;
-                } else {
-                    self.counters.host_down += 1;
-                    self.host_down_in_streak += 1;
-                }
-                self.bad_streak = self.bad_streak.saturating_add(1);
-                self.good_streak = 0;
-            }
+        match observation.class() {
+            RoundClass::Good => self.counters.good += 1,
+            RoundClass::SipDead => self.counters.sip_dead += 1,
+            RoundClass::HostDown => self.counters.host_down += 1,
         }
+    }
 
-        if self.verdict != Verdict::Down && self.bad_streak >= self.rules.down_after {
-            let cause = if self.host_down_in_streak == self.bad_streak {
-                "host down: no ICMP, TCP or SIP answer".to_owned()
-            } else if self.host_down_in_streak == 0 {
-                "Asterisk dead: the host answers but SIP does not".to_owned()
+    /// The earliest instant at which [`Machine::check`] could change the verdict if no answer
+    /// comes meanwhile (`None`: only an answer can change it).
+    pub fn deadline(&self) -> Option<Instant> {
+        let down = (self.verdict != Verdict::Down)
+            .then(|| self.sip_silent_since() + self.rules.down_after);
+        let up = match (self.verdict, self.answering_since) {
+            (Verdict::Up, _) | (_, None) => None,
+            (Verdict::Unknown, Some(run)) => Some(run + self.rules.up_after),
+            (Verdict::Down, Some(run)) => {
+                Some((run + self.rules.up_after).max(self.since + self.rules.hold_down))
+            }
+        };
+        match (down, up) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The decision at `now`: returns the transition it makes, if any.
+    pub fn check(&mut self, now: Instant) -> Option<Transition> {
+        let silent = self.sip_silent_for(now);
+        let window = self.rules.down_after;
+        if self.verdict != Verdict::Down && silent >= window {
+            let seen = self.last.within(now, window);
+            // The host is judged on the last half of the window: a stopped host's kernel
+            // answers a little longer than its Asterisk.
+            let host = self.last.within(now, window / 2);
+            let cause = if host.icmp || host.tcp {
+                "Asterisk dead: the host answers but SIP does not"
             } else {
-                format!(
-                    "{} rounds host down, {} rounds SIP silent on a live host",
-                    self.host_down_in_streak,
-                    self.bad_streak - self.host_down_in_streak
-                )
+                "host down: no ICMP, TCP or SIP answer"
             };
-            let reason = format!("{} consecutive bad rounds ({cause})", self.bad_streak);
+            let reason = format!("no SIP answer for {:.1} s ({cause})", silent.as_secs_f64());
+            self.answering_since = None;
             self.counters.to_down += 1;
-            return Some(self.change(Verdict::Down, now, reason, observation));
+            return Some(self.change(Verdict::Down, now, reason, seen));
         }
-
-        if self.verdict != Verdict::Up && self.good_streak >= self.rules.up_after {
-            let in_state = now.saturating_duration_since(self.since);
-            let held = self.verdict == Verdict::Unknown || in_state >= self.rules.hold_down;
-            if held {
-                let reason = match self.verdict {
-                    Verdict::Down => format!(
-                        "{} consecutive rounds with SIP answering, after {:.1} s down (hold-down {:.1} s)",
-                        self.good_streak,
-                        in_state.as_secs_f64(),
-                        self.rules.hold_down.as_secs_f64()
-                    ),
-                    _ => format!("{} consecutive rounds with SIP answering", self.good_streak),
-                };
-                self.counters.to_up += 1;
-                return Some(self.change(Verdict::Up, now, reason, observation));
-            }
+        if silent > self.rules.gap() {
+            self.answering_since = None;
         }
-        None
+        let run = self.answering_since?;
+        let answering = now.saturating_duration_since(run);
+        if self.verdict == Verdict::Up || answering < self.rules.up_after {
+            return None;
+        }
+        let in_state = now.saturating_duration_since(self.since);
+        if self.verdict == Verdict::Down && in_state < self.rules.hold_down {
+            return None;
+        }
+        let reason = match self.verdict {
+            Verdict::Down => format!(
+                "SIP answering for {:.1} s, after {:.1} s down (hold-down {:.1} s)",
+                answering.as_secs_f64(),
+                in_state.as_secs_f64(),
+                self.rules.hold_down.as_secs_f64()
+            ),
+            _ => format!("SIP answering for {:.1} s", answering.as_secs_f64()),
+        };
+        self.counters.to_up += 1;
+        let seen = self.last.within(now, window);
+        Some(self.change(Verdict::Up, now, reason, seen))
     }
 
     fn change(
@@ -247,226 +345,264 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{RngExt, SeedableRng};
 
-    const INTERVAL: Duration = Duration::from_secs(1);
+    const MS: Duration = Duration::from_millis(1);
+    /// The defaults' cadences (see `settings`): SIP every 40 ms, ICMP every 200 ms, TCP every s.
+    const SIP_EVERY: Duration = Duration::from_millis(40);
+    const ICMP_EVERY: u32 = 5;
+    const TCP_EVERY: u32 = 25;
 
     fn rules() -> Rules {
         Rules {
-            down_after: 3,
-            up_after: 5,
+            down_after: Duration::from_millis(1200),
+            up_after: Duration::from_secs(3),
             hold_down: Duration::from_secs(10),
         }
     }
 
-    const UP: Observation = Observation {
-        icmp: true,
-        tcp: true,
-        sip: true,
-    };
-    const HOST_DOWN: Observation = Observation {
-        icmp: false,
-        tcp: false,
-        sip: false,
-    };
-    const SIP_DEAD: Observation = Observation {
-        icmp: true,
-        tcp: true,
-        sip: false,
-    };
+    /// What the master does with one probe: `None` = lost (or dead), `Some(d)` = answered
+    /// `d` after it was sent.
+    type Fate = Option<Duration>;
 
-    /// Feeds one observation per interval of paused time; returns the transitions with the
-    /// round number (from 1) at which each happened.
+    /// Drives `machine` over paused time, one SIP probe every [`SIP_EVERY`] (ICMP and TCP
+    /// on their cadences), `fate` deciding each probe's answer for `(path, probe index)`; asks
+    /// for a decision at every probe and at every answer, as the monitor's loop does. Returns
+    /// the transitions with the time since the start of the replay.
     async fn replay(
         machine: &mut Machine,
-        rounds: impl IntoIterator<Item = Observation>,
-    ) -> Vec<(usize, Transition)> {
+        probes: u32,
+        mut fate: impl FnMut(Path, u32) -> Fate,
+    ) -> Vec<(Duration, Transition)> {
+        let start = Instant::now();
+        // Answers still on their way: (arrival, path).
+        let mut in_flight: Vec<(Instant, Path)> = Vec::new();
         let mut transitions = Vec::new();
-        for (index, observation) in rounds.into_iter().enumerate() {
-            tokio::time::advance(INTERVAL).await;
-            if let Some(t) = machine.observe(Instant::now(), observation) {
-                transitions.push((index + 1, t));
+        for i in 0..probes {
+            let sent = start + SIP_EVERY * i;
+            let mut paths = vec![Path::Sip];
+            if i % ICMP_EVERY == 0 {
+                paths.push(Path::Icmp);
+            }
+            if i % TCP_EVERY == 0 {
+                paths.push(Path::Tcp);
+            }
+            for path in paths {
+                if let Some(delay) = fate(path, i) {
+                    in_flight.push((sent + delay, path));
+                }
+            }
+            in_flight.sort_by_key(|(at, _)| *at);
+            let next = sent + SIP_EVERY;
+            // Every answer that arrives before the next probe, and the deadlines between.
+            loop {
+                let answer = in_flight.first().map(|(at, _)| *at).filter(|at| *at < next);
+                let deadline = machine.deadline().filter(|at| *at < next);
+                let wake = match (answer, deadline) {
+                    (Some(a), Some(d)) => a.min(d),
+                    (a, d) => match a.or(d) {
+                        Some(at) => at,
+                        None => break,
+                    },
+                };
+                tokio::time::sleep_until(wake.max(Instant::now())).await;
+                if answer == Some(wake) {
+                    let (at, path) = in_flight.remove(0);
+                    machine.answered(path, at);
+                }
+                if let Some(t) = machine.check(Instant::now()) {
+                    transitions.push((Instant::now() - start, t));
+                }
+            }
+            tokio::time::sleep_until(next).await;
+            if let Some(t) = machine.check(Instant::now()) {
+                transitions.push((Instant::now() - start, t));
             }
         }
         transitions
     }
 
+    /// Probes in `seconds` of replay.
+    fn probes(seconds: f64) -> u32 {
+        (seconds / SIP_EVERY.as_secs_f64()).round() as u32
+    }
+
+    fn alive(_: Path, _: u32) -> Fate {
+        Some(MS)
+    }
+
+    fn dead(_: Path, _: u32) -> Fate {
+        None
+    }
+
     async fn up_machine() -> Machine {
         let mut machine = Machine::new(rules(), Instant::now());
-        let t = replay(&mut machine, [UP; 5]).await;
-        assert_eq!(t.len(), 1);
-        assert_eq!(
-            (t[0].0, t[0].1.from, t[0].1.to),
-            (5, Verdict::Unknown, Verdict::Up)
-        );
+        let t = replay(&mut machine, probes(3.5), alive).await;
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!((t[0].1.from, t[0].1.to), (Verdict::Unknown, Verdict::Up));
+        assert!(t[0].0 >= Duration::from_secs(3), "{t:?}");
         machine
     }
 
     #[tokio::test(start_paused = true)]
-    async fn steady_total_loss_is_down_after_exactly_three_rounds() {
+    async fn a_dead_master_is_down_when_sip_has_been_silent_for_the_window() {
         let mut machine = up_machine().await;
-        let t = replay(&mut machine, [HOST_DOWN; 10]).await;
+        let t = replay(&mut machine, probes(5.0), dead).await;
         assert_eq!(t.len(), 1, "{t:?}");
-        assert_eq!(t[0].0, 3);
         assert_eq!(t[0].1.to, Verdict::Down);
+        // The last answer came 1 ms after the last probe of the previous replay, 40 ms before
+        // this one began: down 1.2 s after it, to the millisecond (the deadline wakes us).
+        assert_eq!(t[0].0 + SIP_EVERY - MS, rules().down_after, "{t:?}");
         assert!(t[0].1.reason.contains("host down"), "{}", t[0].1.reason);
-        assert_eq!(machine.counters().host_down, 10);
+        assert_eq!(t[0].1.evidence, Observation::default());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn steady_partial_loss_one_round_in_three_never_fails_over() {
-        let mut machine = up_machine().await;
-        let rounds = (0..300).map(|i| if i % 3 == 0 { HOST_DOWN } else { UP });
-        assert_eq!(replay(&mut machine, rounds).await, vec![]);
-        assert_eq!(machine.verdict(), Verdict::Up);
-        assert_eq!(machine.counters().host_down, 100);
+    async fn an_unknown_master_that_never_answers_is_down_after_the_window() {
+        let mut machine = Machine::new(rules(), Instant::now());
+        let t = replay(&mut machine, probes(3.0), dead).await;
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!(
+            (t[0].0, t[0].1.from, t[0].1.to),
+            (rules().down_after, Verdict::Unknown, Verdict::Down)
+        );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn bursts_shorter_than_the_threshold_are_absorbed_longer_ones_are_not() {
+    async fn asterisk_dead_on_a_live_host_is_down_in_the_same_time() {
         let mut machine = up_machine().await;
-        let mut rounds = Vec::new();
-        for _ in 0..20 {
-            rounds.extend([HOST_DOWN, HOST_DOWN, UP]);
-        }
-        assert_eq!(replay(&mut machine, rounds).await, vec![]);
-        let t = replay(&mut machine, [UP, HOST_DOWN, HOST_DOWN, HOST_DOWN, UP]).await;
-        assert_eq!(t.len(), 1);
-        assert_eq!((t[0].0, t[0].1.to), (4, Verdict::Down));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn asterisk_dead_on_a_live_host_is_down() {
-        let mut machine = up_machine().await;
-        let t = replay(&mut machine, [SIP_DEAD; 3]).await;
-        assert_eq!(t.len(), 1);
+        let sip_dead = |path: Path, _| (path != Path::Sip).then_some(MS);
+        let t = replay(&mut machine, probes(3.0), sip_dead).await;
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!(t[0].0 + SIP_EVERY - MS, rules().down_after);
         assert!(t[0].1.reason.contains("Asterisk dead"), "{}", t[0].1.reason);
-        assert_eq!(t[0].1.evidence, SIP_DEAD);
+        assert!(t[0].1.evidence.icmp && t[0].1.evidence.tcp && !t[0].1.evidence.sip);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn icmp_blocked_but_sip_answering_is_up() {
+    async fn icmp_and_tcp_blocked_but_sip_answering_is_up() {
         let mut machine = up_machine().await;
-        let no_icmp = Observation {
-            icmp: false,
-            tcp: true,
-            sip: true,
-        };
-        assert_eq!(replay(&mut machine, [no_icmp; 50]).await, vec![]);
+        let sip_only = |path: Path, _| (path == Path::Sip).then_some(MS);
+        assert_eq!(replay(&mut machine, probes(60.0), sip_only).await, vec![]);
         assert_eq!(machine.verdict(), Verdict::Up);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn failback_waits_for_the_good_streak_and_the_hold_down() {
+    async fn silences_shorter_than_the_window_are_absorbed() {
         let mut machine = up_machine().await;
-        let down = replay(&mut machine, [HOST_DOWN; 3]).await;
+        // 1.1 s of silence every 2 s, for a minute.
+        let t = replay(&mut machine, probes(60.0), |_, i| {
+            ((i % 50) >= 28).then_some(MS)
+        })
+        .await;
+        assert_eq!(t, vec![]);
+        // 1.3 s is one too many.
+        let t = replay(&mut machine, probes(3.0), |_, i| (i >= 33).then_some(MS)).await;
+        assert_eq!(t.len(), 1, "{t:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failback_waits_for_the_answering_time_and_the_hold_down() {
+        let mut machine = up_machine().await;
+        let down = replay(&mut machine, probes(1.5), dead).await;
         assert_eq!(down.len(), 1);
         let went_down = down[0].1.at;
-        // The master comes back at once: 5 good rounds are not enough before 10 s down.
-        let t = replay(&mut machine, [UP; 20]).await;
-        assert_eq!(t.len(), 1);
-        let (round, up) = &t[0];
+        // The master comes back at once: 3 s of answers are not enough before 10 s down.
+        let t = replay(&mut machine, probes(20.0), alive).await;
+        assert_eq!(t.len(), 1, "{t:?}");
+        let up = &t[0].1;
         assert_eq!(up.to, Verdict::Up);
-        assert_eq!(up.at - went_down, Duration::from_secs(10));
-        assert_eq!(*round, 10);
+        assert_eq!(up.at - went_down, rules().hold_down);
         assert!(up.reason.contains("hold-down"), "{}", up.reason);
 
-        // Down a long time: the good streak alone decides.
-        replay(&mut machine, [HOST_DOWN; 30]).await;
-        let t = replay(&mut machine, [UP; 5]).await;
-        assert_eq!((t.len(), t[0].0), (1, 5));
+        // Down a long time: the answering time alone decides.
+        replay(&mut machine, probes(30.0), dead).await;
+        let t = replay(&mut machine, probes(5.0), alive).await;
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert!(
+            t[0].0 >= rules().up_after && t[0].0 < rules().up_after + 2 * SIP_EVERY,
+            "{t:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_flapping_link_fails_over_once_and_does_not_bounce() {
         let mut machine = up_machine().await;
-        // 4 s dead, 4 s alive, for ten minutes.
-        let rounds = (0..600).map(|i| if (i / 4) % 2 == 0 { HOST_DOWN } else { UP });
-        let t = replay(&mut machine, rounds).await;
+        // 2 s dead, 2 s alive, for ten minutes: down at the first dead spell, then the answers
+        // never last the 3 s the way back asks: it stays down instead of bouncing.
+        let t = replay(&mut machine, probes(600.0), |_, i| {
+            ((i / 50) % 2 == 1).then_some(MS)
+        })
+        .await;
         assert_eq!(t.len(), 1, "{t:?}");
         assert_eq!(t[0].1.to, Verdict::Down);
-        // 3 s dead, 3 s alive: down at the first dead spell, then the good streak never
-        // reaches 5: it stays down instead of bouncing every 3 s.
-        let mut machine = up_machine().await;
-        let rounds = (0..90).map(|i| if i % 6 < 3 { HOST_DOWN } else { UP });
-        let t = replay(&mut machine, rounds).await;
-        assert_eq!(t.len(), 1, "{t:?}");
     }
 
-    /// Packet-level model of a round under random loss: the monitor retries within a round
-    /// (`SIP_ATTEMPTS` OPTIONS retransmissions, `ICMP_ATTEMPTS` pings, `TCP_ATTEMPTS` connects);
-    /// each attempt needs its request and its answer through a link that drops `loss` of the
-    /// packets each way.
-    fn lossy_round(rng: &mut StdRng, loss: f64) -> Observation {
-        use crate::monitor::probe::{ICMP_ATTEMPTS, SIP_ATTEMPTS, TCP_ATTEMPTS};
-        let mut through =
-            |attempts: u32| (0..attempts).any(|_| !rng.random_bool(loss) && !rng.random_bool(loss));
-        Observation {
-            icmp: through(ICMP_ATTEMPTS),
-            tcp: through(TCP_ATTEMPTS),
-            sip: through(SIP_ATTEMPTS),
-        }
+    /// One probe's fate through a link that drops `loss` of the packets each way.
+    fn lossy(rng: &mut StdRng, loss: f64) -> Fate {
+        (!rng.random_bool(loss) && !rng.random_bool(loss)).then_some(MS)
     }
 
     #[tokio::test(start_paused = true)]
     async fn thirty_percent_random_loss_both_ways_for_three_hours_never_flaps() {
         let mut rng = StdRng::seed_from_u64(0x0005_eed3);
         let mut machine = up_machine().await;
-        let rounds: Vec<_> = (0..3 * 3600).map(|_| lossy_round(&mut rng, 0.30)).collect();
-        let bad = rounds.iter().filter(|o| !o.sip).count();
+        let mut lost = 0u32;
+        let t = replay(&mut machine, probes(3.0 * 3600.0), |path, _| {
+            let fate = lossy(&mut rng, 0.30);
+            lost += u32::from(path == Path::Sip && fate.is_none());
+            fate
+        })
+        .await;
         assert!(
-            bad > 0,
-            "the model must lose some rounds for this test to mean anything"
+            lost > 100_000,
+            "the model loses about half the probes ({lost})"
         );
-        assert_eq!(replay(&mut machine, rounds).await, vec![]);
+        assert_eq!(t, vec![]);
         assert_eq!(machine.verdict(), Verdict::Up);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn total_loss_after_random_loss_still_fails_over_within_the_threshold() {
-        let mut rng = StdRng::seed_from_u64(7);
+    async fn answers_delayed_by_100_to_300_ms_and_reordered_never_flap() {
+        let mut rng = StdRng::seed_from_u64(42);
         let mut machine = up_machine().await;
-        let rounds: Vec<_> = (0..600).map(|_| lossy_round(&mut rng, 0.30)).collect();
-        assert_eq!(replay(&mut machine, rounds).await, vec![]);
-        let t = replay(&mut machine, (0..5).map(|_| lossy_round(&mut rng, 1.0))).await;
-        assert_eq!((t.len(), t[0].0), (1, 3));
-    }
-
-    /// A SIP answer slower than the round's timeout is no answer.
-    async fn answered_within(latency: Duration, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, tokio::time::sleep(latency))
-            .await
-            .is_ok()
+        let t = replay(&mut machine, probes(600.0), |_, _| {
+            Some(Duration::from_millis(rng.random_range(100..=300)))
+        })
+        .await;
+        assert_eq!(t, vec![]);
+        // Delay and 30 % loss together, for ten minutes more.
+        let t = replay(&mut machine, probes(600.0), |_, _| {
+            lossy(&mut rng, 0.30).map(|_| Duration::from_millis(rng.random_range(100..=300)))
+        })
+        .await;
+        assert_eq!(t, vec![]);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn slow_answers_count_as_silence_fast_enough_ones_do_not() {
-        let timeout = Duration::from_millis(900);
+    async fn total_loss_after_random_loss_still_fails_over_within_the_window() {
+        let mut rng = StdRng::seed_from_u64(7);
         let mut machine = up_machine().await;
-        // An overloaded master answering in 850 ms stays up.
-        for _ in 0..30 {
-            let sip = answered_within(Duration::from_millis(850), timeout).await;
-            let observation = Observation { sip, ..UP };
-            assert!(machine.observe(Instant::now(), observation).is_none());
-        }
-        // One answering in 1.5 s is as good as dead: down after three such rounds.
-        let mut transitions = Vec::new();
-        for round in 1..=5 {
-            let sip = answered_within(Duration::from_millis(1500), timeout).await;
-            let observation = Observation { sip, ..UP };
-            if let Some(t) = machine.observe(Instant::now(), observation) {
-                transitions.push((round, t.to));
-            }
-        }
-        assert_eq!(transitions, vec![(3, Verdict::Down)]);
+        let t = replay(&mut machine, probes(600.0), |_, _| lossy(&mut rng, 0.30)).await;
+        assert_eq!(t, vec![]);
+        let t = replay(&mut machine, probes(3.0), dead).await;
+        assert_eq!(t.len(), 1, "{t:?}");
+        // Down 1.2 s after the last answer, which came at most a few probes before the end.
+        assert!(t[0].0 <= rules().down_after, "{t:?}");
     }
 
     #[test]
     fn observations_classify_as_documented() {
-        assert_eq!(UP.class(), RoundClass::Good);
-        assert_eq!(SIP_DEAD.class(), RoundClass::SipDead);
-        assert_eq!(HOST_DOWN.class(), RoundClass::HostDown);
+        let up = Observation {
+            icmp: true,
+            tcp: true,
+            sip: true,
+        };
+        let sip_dead = Observation { sip: false, ..up };
+        assert_eq!(up.class(), RoundClass::Good);
+        assert_eq!(sip_dead.class(), RoundClass::SipDead);
+        assert_eq!(Observation::default().class(), RoundClass::HostDown);
         let tcp_only = Observation {
             tcp: true,
-            ..HOST_DOWN
+            ..Observation::default()
         };
         assert_eq!(tcp_only.class(), RoundClass::SipDead);
     }

@@ -211,16 +211,18 @@ impl Drop for Lab {
     }
 }
 
-/// Short rounds so that the suite stays fast: down after 3 × 200 ms, up after 3 good rounds
-/// and 1 s down; loopback as the witness; no alert mail.
+/// Short windows so that the suite stays fast: rounds (and pings) of 100 ms, SIP every 25 ms,
+/// down after 500 ms of SIP silence (as the former 3 rounds of 200 ms), up after 400 ms of
+/// answers and 1 s down; loopback as the witness; no alert mail.
 pub fn fast_env(containers: &[&str]) -> Vec<(&'static str, String)> {
     vec![
-        ("XIVO_HA_MONITOR_INTERVAL_MS", "200".into()),
+        ("XIVO_HA_MONITOR_INTERVAL_MS", "100".into()),
         ("XIVO_HA_MONITOR_ICMP_TIMEOUT_MS", "150".into()),
         ("XIVO_HA_MONITOR_TCP_TIMEOUT_MS", "150".into()),
         ("XIVO_HA_MONITOR_SIP_TIMEOUT_MS", "150".into()),
-        ("XIVO_HA_MONITOR_DOWN_AFTER", "3".into()),
-        ("XIVO_HA_MONITOR_UP_AFTER", "3".into()),
+        ("XIVO_HA_MONITOR_SIP_INTERVAL_MS", "25".into()),
+        ("XIVO_HA_MONITOR_DOWN_AFTER_MS", "500".into()),
+        ("XIVO_HA_MONITOR_UP_AFTER_MS", "400".into()),
         ("XIVO_HA_MONITOR_HOLD_DOWN_MS", "1000".into()),
         ("XIVO_HA_MONITOR_STOP_GRACE_S", "1".into()),
         ("XIVO_HA_MONITOR_START_TIMEOUT_S", "15".into()),

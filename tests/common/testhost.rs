@@ -115,6 +115,16 @@ impl TestHost {
         pid
     }
 
+    /// Keeps `child` (started inside the namespace) to kill on drop.
+    pub fn adopt(&mut self, child: Child) {
+        self.children.push(child);
+    }
+
+    /// The name of the test host's end of the link (inside its namespace).
+    pub fn peer_link(&self) -> &str {
+        &self.peer_link
+    }
+
     /// Cuts the link at the test host's end: it stops answering at all (as a host that lost
     /// power). Our end stays up, so the route to it stays and nothing leaves this machine.
     pub fn unplug(&self) {
