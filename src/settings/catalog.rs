@@ -496,8 +496,8 @@ pub const SETTINGS: &[Setting] = {
         value(
             DbReplic,
             "DB_REPLIC_POLL_MS",
-            "1000",
-            "How often DB Replic looks for new rows, in ms.",
+            "100",
+            "How often DB Replic looks for new rows while it finds none, in ms (an indexed read that returns nothing: cheap); while rows arrive, twice as often; after a full batch, at once.",
         ),
         value(
             DbReplic,
