@@ -1,7 +1,10 @@
 //! The source side: XiVO's event tables (`cel`, `queue_log`) in the local `asterisk` database,
-//! read incrementally by primary key `id`, in batches bounded by rows and bytes. Owns the
-//! column lists of both tables (the single description that the sinks' layouts derive from)
-//! and the queries behind the guard against ids that become visible out of order.
+//! read incrementally by primary key `id`, in batches bounded by rows and bytes, by statements
+//! prepared once per connection. A row keeps its cells in the binary form PostgreSQL sent them
+//! in: the PostgreSQL sink copies them on as they are, the Elasticsearch sink reads them in
+//! place. Owns the column lists of both tables (the single description that the sinks'
+//! layouts derive from) and the queries behind the guard against ids that become visible out
+//! of order.
 //!
 //! Why the guard: ids come from a sequence, so a transaction that took id 10 may commit after
 //! the one that took id 11. A reader that has moved its checkpoint to 11 would never see 10.

@@ -173,6 +173,40 @@ mod tests {
     }
 
     #[test]
+    fn numbers_dates_and_escaped_names_are_written_as_json() {
+        let time = chrono::NaiveDate::from_ymd_opt(2024, 1, 31)
+            .unwrap()
+            .and_hms_micro_opt(10, 0, 5, 123_400)
+            .unwrap();
+        let mut cells = vec![Cell::Text(Some("HANGUP")), Cell::Timestamp(Some(time))];
+        cells.extend(std::iter::repeat_n(Cell::Text(None), 11));
+        cells.push(Cell::Int(Some(-3)));
+        cells.extend(std::iter::repeat_n(Cell::Text(None), 7));
+        cells.push(Cell::Int(None));
+        let mut out = Vec::new();
+        let writer = BulkWriter::new("cel\"x", "node \"a\"", EventTable::Cel);
+        writer.write(&mut out, 1_234_567_890_123, cells.into_iter());
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["index"]["_index"], "cel\"x");
+        assert_eq!(
+            lines[0]["index"]["_id"],
+            document_id("node \"a\"", EventTable::Cel, 1_234_567_890_123)
+        );
+        assert_eq!(lines[1]["origin"], "node \"a\"");
+        assert_eq!(lines[1]["id"], 1_234_567_890_123_i64);
+        assert_eq!(lines[1]["eventtime"], "2024-01-31T10:00:05.123400");
+        assert_eq!(lines[1]["amaflags"], -3);
+        assert_eq!(lines[1]["call_log_id"], Value::Null);
+        let mut digits = [0; 20];
+        assert_eq!(format_i64(&mut digits, i64::MIN), b"-9223372036854775808");
+        assert_eq!(format_i64(&mut digits, 0), b"0");
+    }
+
+    #[test]
     fn templates_map_dates_and_longs() {
         let t = template_body(EventTable::Cel, "cel");
         let p = &t["template"]["mappings"]["properties"];

@@ -1,5 +1,6 @@
 //! The Elasticsearch sink: the origin claimed for this node at every start (see
-//! `dbreplic::claim`), `_bulk` with `index` actions (`_id = <origin>-<table>-<id>`), items
+//! `dbreplic::claim`), `_bulk` with `index` actions (`_id = <origin>-<table>-<id>`; a full
+//! batch in several requests, two in flight at once, see [`REQUESTS_IN_FLIGHT`]), items
 //! that failed with 429/5xx sent again (alone) after a backoff, any other item failure stops
 //! the sink, and the checkpoint moved only when every item succeeded. For the reconciliation:
 //! rows below the checkpoint by the same `_bulk` (checkpoint untouched), the digest by one
