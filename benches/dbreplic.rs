@@ -19,6 +19,10 @@
 //!    (`/proc/<pid>/schedstat`, nanoseconds), as a share of one core; and one poll's
 //!    execution time (`EXPLAIN ANALYZE`).
 //!
+//! 6. The Elasticsearch sink's own share: the bench process's CPU time per document during
+//!    step 3 (`/proc/self/stat`: DB Replic and the test server, which share the process), and
+//!    how fast DB Replic's `_bulk` writer alone serialises the backlog's rows (read first).
+//!
 //! Prints `name=value` lines, the summary last:
 //! `pg_rows_per_s=… copy_rows_per_s=… ratio_vs_copy=… es_docs_per_s=… lag_p99_ms=…` (lag: the
 //! worse sink's p99, over both windows).
@@ -39,7 +43,8 @@ use common::es_server::EsServer;
 use xivo_ha::db::DbTarget;
 use xivo_ha::dbreplic::pg::config;
 use xivo_ha::dbreplic::settings::DbReplicSettings;
-use xivo_ha::dbreplic::source::EventTable;
+use xivo_ha::dbreplic::es::config::BulkWriter;
+use xivo_ha::dbreplic::source::{EventTable, Source};
 use xivo_ha::dbreplic::{self, DbReplicError, RunOptions};
 use xivo_ha::paths::Paths;
 use xivo_ha::settings::EnvFile;
@@ -195,6 +200,39 @@ fn cpu_ns(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system, every thread) of this process so far, in seconds (USER_HZ 100).
+fn process_cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command name (which may hold spaces), from field 3 on.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// DB Replic's `_bulk` writer alone: documents per second over the backlog's rows (read
+/// first, in DB Replic's batches; only the serialisation is timed).
+async fn serialise_rate(target: &DbTarget, last: i64) -> f64 {
+    let mut source = Source::new(target.clone(), 5000, usize::MAX, Duration::ZERO);
+    let writer = BulkWriter::new("cel", ORIGIN, EventTable::Cel);
+    let (mut after, mut docs, mut spent) = (0, 0usize, Duration::ZERO);
+    let mut out = Vec::new();
+    while after < last {
+        let batch = source.read(EventTable::Cel, after).await.unwrap();
+        let started = Instant::now();
+        out.clear();
+        for row in &batch.rows {
+            writer.write(&mut out, row.id, row.cells(EventTable::Cel));
+        }
+        spent += started.elapsed();
+        docs += batch.rows.len();
+        after = batch.last_id().unwrap();
+        std::hint::black_box(&out);
+    }
+    docs as f64 / spent.as_secs_f64()
+}
+
 /// Transactions so far in the source database (each poll is one).
 async fn xacts(client: &tokio_postgres::Client) -> i64 {
     client
@@ -271,12 +309,14 @@ async fn main() {
 
     // The Elasticsearch sink alone (PostgreSQL is at its checkpoint).
     es.set_down(false);
+    let cpu_es = process_cpu_s();
     let start_es = Instant::now();
     let (stop, runner) = start(&settings, &options);
     let es_done = until(start_es, "Elasticsearch backlog", async || {
         es.max_id("cel") >= backlog_max && es.count("cel") as i64 == BACKLOG
     })
     .await;
+    let es_cpu_us = (process_cpu_s() - cpu_es) * 1e6 / BACKLOG as f64;
     let es_rate = BACKLOG as f64 / es_done.as_secs_f64();
     println!("backlog_es_s={:.2}", es_done.as_secs_f64());
 
@@ -383,6 +423,11 @@ async fn main() {
 
     stop.send(()).unwrap();
     runner.await.unwrap().unwrap();
+    println!("es_process_cpu_us_per_doc={es_cpu_us:.1}");
+    println!(
+        "es_serialise_docs_per_s={:.0}",
+        serialise_rate(&options.source, backlog_max).await
+    );
     drop(source);
     println!(
         "pg_rows_per_s={pg_rate:.0} copy_rows_per_s={copy_rate:.0} ratio_vs_copy={:.2} \

@@ -141,6 +141,14 @@ fn format_i64(buffer: &mut [u8; 20], v: i64) -> &[u8] {
 mod tests {
     use super::*;
 
+    /// Each NDJSON line of `out`, parsed.
+    fn parsed(out: Vec<u8>) -> Vec<Value> {
+        let text = String::from_utf8(out).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     #[test]
     fn bulk_lines_are_json_with_stable_ids() {
         let cells = [
@@ -161,11 +169,7 @@ mod tests {
             42,
             cells.into_iter(),
         );
-        let text = String::from_utf8(out).unwrap();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = parsed(out);
         assert_eq!(lines[0]["index"]["_id"], "xivo-a-queue_log-42");
         assert_eq!(lines[1]["id"], 42);
         assert_eq!(lines[1]["time"], "ENTERQUEUE \"x\"");
@@ -186,11 +190,7 @@ mod tests {
         let mut out = Vec::new();
         let writer = BulkWriter::new("cel\"x", "node \"a\"", EventTable::Cel);
         writer.write(&mut out, 1_234_567_890_123, cells.into_iter());
-        let text = String::from_utf8(out).unwrap();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = parsed(out);
         assert_eq!(lines[0]["index"]["_index"], "cel\"x");
         assert_eq!(
             lines[0]["index"]["_id"],
