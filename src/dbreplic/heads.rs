@@ -23,10 +23,14 @@ use super::source::{EventTable, Source};
 /// An idle task reads on its own at least this often, whatever the watch says.
 pub const IDLE_READ: Duration = Duration::from_secs(5);
 
-/// The latest heads seen (empty until the first query answers).
+/// The latest heads seen (empty until the first query answers), as one task waits on them.
 #[derive(Clone)]
 pub struct Heads {
     latest: watch::Receiver<BTreeMap<EventTable, i64>>,
+    /// The head that ended this task's last wait: it does not end the next one, so that a
+    /// head the task's read cannot reach (rows deleted since the watch saw them) makes it wait
+    /// for the watch to move instead of reading again and again.
+    woken_by: Option<i64>,
 }
 
 impl Heads {
@@ -51,7 +55,13 @@ impl Heads {
                 tokio::time::sleep(poll).await;
             }
         });
-        (Heads { latest }, task)
+        (
+            Heads {
+                latest,
+                woken_by: None,
+            },
+            task,
+        )
     }
 
     /// The head of `table`, once known.
@@ -59,11 +69,25 @@ impl Heads {
         self.latest.borrow().get(&table).copied()
     }
 
-    /// Returns once `table` has a row beyond `after`, or after `timeout`.
+    /// Returns once `table`'s head is beyond `after` (and is not the one that ended the last
+    /// wait), or after `timeout`.
     pub async fn wait_beyond(&mut self, table: EventTable, after: i64, timeout: Duration) {
-        let beyond =
-            |heads: &BTreeMap<EventTable, i64>| heads.get(&table).is_some_and(|&h| h > after);
-        let _ = tokio::time::timeout(timeout, self.latest.wait_for(beyond)).await;
+        let woken_by = self.woken_by;
+        let wakes = |heads: &BTreeMap<EventTable, i64>| {
+            heads
+                .get(&table)
+                .is_some_and(|&head| head > after && Some(head) != woken_by)
+        };
+        let woke = tokio::time::timeout(timeout, async {
+            match self.latest.wait_for(wakes).await {
+                Ok(heads) => heads.get(&table).copied(),
+                Err(_) => None,
+            }
+        })
+        .await;
+        if let Ok(Some(head)) = woke {
+            self.woken_by = Some(head);
+        }
     }
 }
 
@@ -74,7 +98,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiter_wakes_when_its_table_moves_past_its_checkpoint() {
         let (tell, latest) = watch::channel(BTreeMap::new());
-        let mut heads = Heads { latest };
+        let mut heads = Heads {
+            latest,
+            woken_by: None,
+        };
         let waiter = tokio::spawn(async move {
             let started = tokio::time::Instant::now();
             heads.wait_beyond(EventTable::Cel, 10, IDLE_READ).await;
@@ -92,9 +119,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiter_reads_on_its_own_when_the_watch_says_nothing() {
         let (_tell, latest) = watch::channel(BTreeMap::new());
-        let mut heads = Heads { latest };
+        let mut heads = Heads {
+            latest,
+            woken_by: None,
+        };
         let started = tokio::time::Instant::now();
         heads.wait_beyond(EventTable::Cel, 0, IDLE_READ).await;
         assert_eq!(started.elapsed(), IDLE_READ);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_the_read_could_not_reach_wakes_a_task_once() {
+        // The watch saw id 150, whose rows were deleted before the task read: one wake, then
+        // the task waits for the watch to move (here, for new rows) instead of spinning.
+        let (tell, latest) = watch::channel([(EventTable::Cel, 150)].into());
+        let mut heads = Heads {
+            latest,
+            woken_by: None,
+        };
+        let started = tokio::time::Instant::now();
+        heads.wait_beyond(EventTable::Cel, 100, IDLE_READ).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        let waiter = tokio::spawn(async move {
+            heads.wait_beyond(EventTable::Cel, 100, IDLE_READ).await;
+            started.elapsed()
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tell.send_replace([(EventTable::Cel, 151)].into());
+        assert_eq!(waiter.await.unwrap(), Duration::from_millis(300));
     }
 }
