@@ -502,8 +502,8 @@ pub const SETTINGS: &[Setting] = {
         value(
             DbReplic,
             "DB_REPLIC_BATCH_ROWS",
-            "5000",
-            "At most this many rows per batch.",
+            "10000",
+            "At most this many rows per batch (one transaction in the reporting database: larger batches commit less often in a backlog).",
         ),
         value(
             DbReplic,
