@@ -95,18 +95,31 @@ impl Heads {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_waiter_wakes_when_its_table_moves_past_its_checkpoint() {
-        let (tell, latest) = watch::channel(BTreeMap::new());
-        let mut heads = Heads {
+    /// A watch saying `first`, and the task side of it.
+    fn watch_saying(
+        first: BTreeMap<EventTable, i64>,
+    ) -> (watch::Sender<BTreeMap<EventTable, i64>>, Heads) {
+        let (tell, latest) = watch::channel(first);
+        let heads = Heads {
             latest,
             woken_by: None,
         };
-        let waiter = tokio::spawn(async move {
+        (tell, heads)
+    }
+
+    /// Waits in a task of its own; returns how long it waited.
+    fn wait_in_task(mut heads: Heads, after: i64) -> tokio::task::JoinHandle<Duration> {
+        tokio::spawn(async move {
             let started = tokio::time::Instant::now();
-            heads.wait_beyond(EventTable::Cel, 10, IDLE_READ).await;
+            heads.wait_beyond(EventTable::Cel, after, IDLE_READ).await;
             started.elapsed()
-        });
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_wakes_when_its_table_moves_past_its_checkpoint() {
+        let (tell, heads) = watch_saying(BTreeMap::new());
+        let waiter = wait_in_task(heads, 10);
         tokio::time::sleep(Duration::from_millis(100)).await;
         // The other table, and this one at the checkpoint: still waiting.
         tell.send_replace([(EventTable::QueueLog, 50), (EventTable::Cel, 10)].into());
@@ -118,32 +131,19 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_waiter_reads_on_its_own_when_the_watch_says_nothing() {
-        let (_tell, latest) = watch::channel(BTreeMap::new());
-        let mut heads = Heads {
-            latest,
-            woken_by: None,
-        };
-        let started = tokio::time::Instant::now();
-        heads.wait_beyond(EventTable::Cel, 0, IDLE_READ).await;
-        assert_eq!(started.elapsed(), IDLE_READ);
+        let (_tell, heads) = watch_saying(BTreeMap::new());
+        assert_eq!(wait_in_task(heads, 0).await.unwrap(), IDLE_READ);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_head_the_read_could_not_reach_wakes_a_task_once() {
         // The watch saw id 150, whose rows were deleted before the task read: one wake, then
         // the task waits for the watch to move (here, for new rows) instead of spinning.
-        let (tell, latest) = watch::channel([(EventTable::Cel, 150)].into());
-        let mut heads = Heads {
-            latest,
-            woken_by: None,
-        };
+        let (tell, mut heads) = watch_saying([(EventTable::Cel, 150)].into());
         let started = tokio::time::Instant::now();
         heads.wait_beyond(EventTable::Cel, 100, IDLE_READ).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
-        let waiter = tokio::spawn(async move {
-            heads.wait_beyond(EventTable::Cel, 100, IDLE_READ).await;
-            started.elapsed()
-        });
+        let waiter = wait_in_task(heads, 100);
         tokio::time::sleep(Duration::from_millis(300)).await;
         tell.send_replace([(EventTable::Cel, 151)].into());
         assert_eq!(waiter.await.unwrap(), Duration::from_millis(300));
