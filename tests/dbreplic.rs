@@ -246,6 +246,31 @@ async fn dropping_the_runner_mid_batch_then_restarting_resumes_from_the_checkpoi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_already_in_the_reporting_table_after_its_checkpoint_are_merged_not_refused() {
+    // A batch is copied straight into the reporting table; one that meets rows already there
+    // (a checkpoint row deleted by hand) must take the idempotent path instead of stopping.
+    let p = start_pipeline("IS_HA_SLAVE=true\nDB_REPLIC_BATCH_ROWS=500\n").await;
+    p.insert_cel(2_000).await;
+    p.insert_queue_log(200).await;
+    p.run_until_idle().await.unwrap();
+    p.reporting
+        .batch_execute(
+            "DELETE FROM dbreplic_checkpoint WHERE table_name = 'cel'; \
+             DELETE FROM cel WHERE id % 7 = 0 OR id BETWEEN 900 AND 1100",
+        )
+        .await
+        .unwrap();
+    p.insert_cel(700).await;
+    p.run_until_idle().await.unwrap();
+    p.assert_exactly_once().await;
+    assert_eq!(
+        p.pg_checkpoint("cel").await,
+        max_id(&p.source, "cel").await,
+        "the checkpoint is back at the last id"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_binary_mid_batch_and_restarting_loses_and_duplicates_nothing() {
     let p = start_loaded_pipeline(30_000, 3_000, "DB_REPLIC_BATCH_ROWS=1000\n").await;
     let es = &p.es;

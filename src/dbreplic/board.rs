@@ -2,6 +2,7 @@
 //! refresh report, kept in one [`DbReplicDoc`] saved as `dbreplic.json` for `xivo-ha status`
 //! and `/metrics`, and, for errors and recoveries, written to the log once each.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::config_tables;
@@ -9,7 +10,7 @@ use super::holes::HoleReport;
 use super::logfile::LogFile;
 use super::settings::DbReplicSettings;
 use super::sink::SinkError;
-use super::source::{EventTable, Source};
+use super::source::EventTable;
 use crate::alert::{Event, Kind};
 use crate::paths::Paths;
 use crate::status::documents::{
@@ -183,13 +184,11 @@ impl Board {
         self.log.line("WARN", error);
     }
 
-    pub(super) async fn refresh_behind(&self, source: &mut Source) {
-        for table in EventTable::ALL {
-            let Ok(max) = source.max_id(table).await else {
-                continue;
-            };
-            let now = chrono::Utc::now();
-            self.with(|doc| {
+    /// "Rows behind" of every sink, from the tables' highest ids (see [`super::heads`]).
+    pub(super) fn behind(&self, heads: &BTreeMap<EventTable, i64>) {
+        let now = chrono::Utc::now();
+        self.with(|doc| {
+            for (table, &max) in heads {
                 if let Some(sinks) = doc.tables.get_mut(table.name()) {
                     for s in sinks.values_mut() {
                         let behind = (max - s.last_id).max(0);
@@ -199,8 +198,8 @@ impl Board {
                         }
                     }
                 }
-            });
-        }
+            }
+        });
     }
 
     pub(super) fn save(&self) {

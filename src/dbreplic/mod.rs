@@ -8,9 +8,9 @@
 //! (xc_enabled flag, settings) are in [`command`].
 //!
 //! Layout, after vector's sinks and supabase/etl: [`settings`] (custom.env), [`source`]
-//! (incremental reads), [`holes`] (when a hole in the ids may be passed), [`reconcile`] (the
-//! pass that delivers rows a sink lacks below its checkpoint), [`sink`] (the trait and its
-//! delivery contract), [`pg`] and [`es`] (the two sinks), [`retry`] (the one retry table),
+//! (incremental reads), [`heads`] (the idle watch every task waits on), [`holes`] (when a
+//! hole in the ids may be passed), [`reconcile`] (the pass that delivers rows a sink lacks
+//! below its checkpoint), [`sink`] (the trait and its delivery contract), [`pg`] and [`es`] (the two sinks), [`retry`] (the one retry table),
 //! [`claim`] (which node owns the origin), [`config_tables`], [`logfile`], `board` (the status
 //! board the tasks report to, saved for `xivo-ha status`).
 
@@ -19,6 +19,7 @@ pub mod claim;
 pub mod command;
 pub mod config_tables;
 pub mod es;
+pub mod heads;
 pub mod holes;
 pub mod logfile;
 pub mod pg;
@@ -28,6 +29,7 @@ pub mod settings;
 pub mod sink;
 pub mod source;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +41,7 @@ use crate::node_id::{NodeId, NodeIdError};
 use crate::paths::Paths;
 use board::Board;
 use claim::Claimant;
+use heads::Heads;
 use logfile::{LogDirError, LogFile};
 use retry::{Decision, ErrorKind};
 use settings::DbReplicSettings;
@@ -97,8 +100,14 @@ pub async fn run(
     }
     let board = Board::new(&settings, log.clone(), options.paths.clone());
 
+    let (heads, watch) = Heads::spawn(
+        Source::new(options.source.clone(), 1, 1, Duration::ZERO),
+        settings.poll,
+    );
     let mut tasks: JoinSet<Result<(), SinkError>> = JoinSet::new();
-    let savers = spawn_deliveries(&settings, &options, &reporting, &me, &board, &mut tasks)?;
+    let savers = spawn_deliveries(
+        &settings, &options, &reporting, &me, &board, &heads, &mut tasks,
+    )?;
     if !settings.ha_slave {
         let claims = pg::service::PgService::new(reporting.clone())
             .claiming(settings.origin.clone(), me.clone());
@@ -112,10 +121,7 @@ pub async fn run(
             options.exit_when_idle,
         ));
     }
-    let reporter = tokio::spawn(report_status(
-        board.clone(),
-        Source::new(options.source.clone(), 1, 1, Duration::ZERO),
-    ));
+    let reporter = tokio::spawn(report_status(board.clone(), heads));
 
     let fatal = wait_for_tasks(&mut tasks, shutdown).await;
     tasks.shutdown().await;
@@ -124,14 +130,13 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(10), saver).await;
     }
     reporter.abort();
-    board
-        .refresh_behind(&mut Source::new(
-            options.source.clone(),
-            1,
-            1,
-            Duration::ZERO,
-        ))
-        .await;
+    watch.abort();
+    if let Ok(heads) = Source::new(options.source.clone(), 1, 1, Duration::ZERO)
+        .heads()
+        .await
+    {
+        board.behind(&heads);
+    }
     board.save();
     if let Some(claimed) = fatal.iter().find(|e| e.kind == ErrorKind::OriginClaimed) {
         return Err(refused(&log, claimed.clone()));
@@ -187,6 +192,7 @@ fn spawn_deliveries(
     reporting: &DbTarget,
     me: &Claimant,
     board: &Board,
+    heads: &Heads,
     tasks: &mut JoinSet<Result<(), SinkError>>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, DbReplicError> {
     let checkpoint_dir = options.paths.state_dir().join("dbreplic");
@@ -207,7 +213,14 @@ fn spawn_deliveries(
             me.clone(),
             table,
         );
-        tasks.spawn(drive(pg, table, source(), board.clone(), knobs));
+        tasks.spawn(drive(
+            pg,
+            table,
+            source(),
+            board.clone(),
+            heads.clone(),
+            knobs,
+        ));
         let index = match table {
             EventTable::Cel => settings.cel_index.clone(),
             EventTable::QueueLog => settings.queue_log_index.clone(),
@@ -224,7 +237,14 @@ fn spawn_deliveries(
             settings.retry_initial,
         );
         savers.extend(es.take_saver_task());
-        tasks.spawn(drive(es, table, source(), board.clone(), knobs));
+        tasks.spawn(drive(
+            es,
+            table,
+            source(),
+            board.clone(),
+            heads.clone(),
+            knobs,
+        ));
     }
     Ok(savers)
 }
@@ -285,7 +305,7 @@ impl Drive {
 }
 
 enum Step {
-    /// Nothing new: wait a poll interval.
+    /// Nothing new: wait until the idle watch sees a new row ([`heads`]).
     Idle,
     /// Nothing deliverable before a hole that may still be filled: wait a poll interval.
     Waiting,
@@ -296,13 +316,15 @@ enum Step {
 }
 
 /// Delivers `table` to `sink` forever: read after the checkpoint, write, repeat
-/// ([`Delivery::step`]); on errors, apply the retry policy ([`Delivery::failed`]) and back off.
-/// Returns only when the sink must stop (or idle, if asked).
+/// ([`Delivery::step`]); with nothing new, wait on the idle watch (`heads`); on errors, apply
+/// the retry policy ([`Delivery::failed`]) and back off. Returns only when the sink must stop
+/// (or idle, if asked).
 async fn drive<S: Sink>(
     sink: S,
     table: EventTable,
     source: Source,
     board: Board,
+    mut heads: Heads,
     knobs: Drive,
 ) -> Result<(), SinkError> {
     let mut delivery = Delivery::new(sink, table, source, board, knobs.reconcile);
@@ -315,8 +337,12 @@ async fn drive<S: Sink>(
                 attempt = 0;
                 match step {
                     Step::Idle if knobs.exit_when_idle => return Ok(()),
-                    Step::Idle | Step::Waiting => tokio::time::sleep(knobs.poll).await,
-                    Step::Some => tokio::time::sleep(knobs.poll / 10).await,
+                    Step::Idle => {
+                        let after = delivery.checkpoint.unwrap_or(0);
+                        heads.wait_beyond(table, after, heads::IDLE_READ).await;
+                    }
+                    Step::Waiting => tokio::time::sleep(knobs.poll).await,
+                    Step::Some => tokio::time::sleep(knobs.poll / 2).await,
                     Step::Full => tokio::task::yield_now().await,
                 }
             }
@@ -517,10 +543,14 @@ async fn refresh_config_tables(
     }
 }
 
-/// Saves the status document every second, with "rows behind" from the source's max ids.
-async fn report_status(board: Board, mut source: Source) {
+/// Saves the status document every second, with "rows behind" from the idle watch's heads.
+async fn report_status(board: Board, heads: Heads) {
     loop {
-        board.refresh_behind(&mut source).await;
+        let latest: BTreeMap<EventTable, i64> = EventTable::ALL
+            .iter()
+            .filter_map(|&table| Some((table, heads.get(table)?)))
+            .collect();
+        board.behind(&latest);
         board.save();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

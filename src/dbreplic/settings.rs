@@ -72,10 +72,10 @@ fn default_db_password() -> Secret {
     Secret::new(DEFAULT_REPORTING_DB_PASSWORD)
 }
 fn default_poll_ms() -> u64 {
-    1000
+    100
 }
 fn default_batch_rows() -> usize {
-    5000
+    10_000
 }
 fn default_batch_bytes() -> usize {
     5_000_000
@@ -294,8 +294,8 @@ mod tests {
         assert_eq!(s.reporting.dbname, "xivo_stats");
         assert_eq!(s.reporting.user, "asterisk");
         assert!(!s.ha_slave);
-        assert_eq!((s.batch_rows, s.batch_bytes), (5000, 5_000_000));
-        assert_eq!(s.poll, Duration::from_secs(1));
+        assert_eq!((s.batch_rows, s.batch_bytes), (10_000, 5_000_000));
+        assert_eq!(s.poll, Duration::from_millis(100));
         assert_eq!(s.reconcile, Duration::from_secs(300));
         assert_eq!(
             (s.cel_index.as_str(), s.queue_log_index.as_str()),

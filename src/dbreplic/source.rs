@@ -1,7 +1,10 @@
 //! The source side: XiVO's event tables (`cel`, `queue_log`) in the local `asterisk` database,
-//! read incrementally by primary key `id`, in batches bounded by rows and bytes. Owns the
-//! column lists of both tables (the single description that the sinks' layouts derive from)
-//! and the queries behind the guard against ids that become visible out of order.
+//! read incrementally by primary key `id`, in batches bounded by rows and bytes, by statements
+//! prepared once per connection. A row keeps its cells in the binary form PostgreSQL sent them
+//! in: the PostgreSQL sink copies them on as they are, the Elasticsearch sink reads them in
+//! place. Owns the column lists of both tables (the single description that the sinks'
+//! layouts derive from) and the queries behind the guard against ids that become visible out
+//! of order.
 //!
 //! Why the guard: ids come from a sequence, so a transaction that took id 10 may commit after
 //! the one that took id 11. A reader that has moved its checkpoint to 11 would never see 10.
@@ -10,10 +13,12 @@
 //! table's write-lock holders in `pg_locks`) and decides; this file lists the writers.
 //! The reads by id range and by id list serve the reconciliation pass ([`super::reconcile`]).
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
-use tokio_postgres::Client;
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::{Client, Statement};
 
 use super::holes::{HoleReport, Holes};
 use crate::db::{DbError, DbTarget};
@@ -96,7 +101,7 @@ impl EventTable {
 
     /// The incremental read. Casts make the row shape independent of XiVO's version (later
     /// versions made queue_log.time a timestamptz and widened columns).
-    fn select_sql(self) -> String {
+    pub fn select_sql(self) -> String {
         self.select_where("t.id > $1::bigint ORDER BY t.id LIMIT $2::bigint")
     }
 
@@ -135,29 +140,74 @@ impl std::fmt::Display for EventTable {
     }
 }
 
-/// One column value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Cell {
+/// One column value, borrowed from the row as it came from PostgreSQL (no copy).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Cell<'a> {
     Int(Option<i64>),
-    Text(Option<String>),
+    Text(Option<&'a str>),
     Timestamp(Option<NaiveDateTime>),
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// A column's value in PostgreSQL's binary format, as the source sent it: what the
+/// PostgreSQL sink copies on without decoding (the source's casts make the types those of
+/// the reporting tables).
+struct Raw<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// One source row: its id, and its columns kept in the binary form PostgreSQL sent them in,
+/// read in place ([`SourceRow::cells`], [`SourceRow::raw`]) rather than copied cell by cell.
+#[derive(Debug)]
 pub struct SourceRow {
     pub id: i64,
-    /// In the order of [`EventTable::columns`].
-    pub cells: Vec<Cell>,
+    row: tokio_postgres::Row,
 }
 
 impl SourceRow {
+    fn new(row: tokio_postgres::Row) -> SourceRow {
+        SourceRow {
+            id: row.get(0),
+            row,
+        }
+    }
+
+    /// The value of column `index` of [`EventTable::columns`] in PostgreSQL's binary format
+    /// (`None`: NULL).
+    pub fn raw(&self, index: usize) -> Option<&[u8]> {
+        self.row.get::<_, Option<Raw>>(index + 1).map(|r| r.0)
+    }
+
+    /// The columns of `table` (this row's table), in [`EventTable::columns`] order.
+    pub fn cells(&self, table: EventTable) -> impl Iterator<Item = Cell<'_>> {
+        table
+            .columns()
+            .iter()
+            .enumerate()
+            .map(|(index, (_, kind))| {
+                let at = index + 1;
+                match kind {
+                    Kind::Int => Cell::Int(self.row.get(at)),
+                    Kind::Text | Kind::DateText => Cell::Text(self.row.get(at)),
+                    Kind::Timestamp => Cell::Timestamp(self.row.get(at)),
+                }
+            })
+    }
+
     /// Rough size, for the batch byte limit.
     pub fn approx_bytes(&self) -> usize {
-        self.cells
-            .iter()
-            .map(|c| match c {
-                Cell::Text(Some(s)) => s.len() + 4,
-                _ => 8,
+        (1..self.row.len())
+            .map(|at| {
+                self.row
+                    .get::<_, Option<Raw>>(at)
+                    .map_or(4, |r| r.0.len() + 4)
             })
             .sum::<usize>()
             + 8
@@ -165,7 +215,7 @@ impl SourceRow {
 }
 
 /// Rows with consecutive (or knowingly gapped) ids, to be delivered together.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Batch {
     pub table: EventTable,
     pub rows: Vec<SourceRow>,
@@ -181,6 +231,9 @@ impl Batch {
 pub struct Source {
     target: DbTarget,
     client: Option<Client>,
+    /// The statements prepared on `client`, by SQL text: a poll is one Bind/Execute round
+    /// trip, neither parsed nor planned again.
+    statements: HashMap<String, Statement>,
     batch_rows: usize,
     batch_bytes: usize,
     holes: Holes,
@@ -212,6 +265,7 @@ impl Source {
         Source {
             target,
             client: None,
+            statements: HashMap::new(),
             batch_rows,
             batch_bytes,
             holes: Holes::new(gap_wait),
@@ -220,6 +274,7 @@ impl Source {
 
     async fn client(&mut self) -> Result<&Client, DbError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.statements.clear();
             self.client = Some(self.target.connect().await?);
         }
         Ok(self.client.as_ref().expect("connected above"))
@@ -235,7 +290,7 @@ impl Source {
         }
         let limit = self.batch_rows as i64;
         let pg_rows = self.query(&table.select_sql(), &[&after, &limit]).await?;
-        let mut rows = Self::decode(table, &pg_rows, self.batch_bytes);
+        let mut rows = Self::decode(pg_rows, self.batch_bytes);
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let prefix = self.holes.prefix(after, &ids, Instant::now());
         if prefix.list_writers {
@@ -249,7 +304,7 @@ impl Source {
     /// The rows of `table` with these ids (those that exist), in id order.
     pub async fn read_ids(&mut self, table: EventTable, ids: &[i64]) -> Result<Batch, DbError> {
         let pg_rows = self.query(&table.select_ids_sql(), &[&ids]).await?;
-        let rows = Self::decode(table, &pg_rows, usize::MAX);
+        let rows = Self::decode(pg_rows, usize::MAX);
         Ok(Batch { table, rows })
     }
 
@@ -274,7 +329,7 @@ impl Source {
         table: EventTable,
         width: i64,
         upto: i64,
-    ) -> Result<std::collections::BTreeMap<i64, (i64, f64)>, DbError> {
+    ) -> Result<BTreeMap<i64, (i64, f64)>, DbError> {
         let rows = self
             .query(&digest_sql(table.name(), ""), &[&width, &upto])
             .await?;
@@ -300,41 +355,38 @@ impl Source {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, DbError> {
-        let target = self.target.clone();
-        let client = self.client().await?;
-        match client.query(sql, params).await {
+        let result = async {
+            self.client().await.map_err(Err)?;
+            let client = self.client.as_ref().expect("connected above");
+            let statement = match self.statements.get(sql) {
+                Some(statement) => statement.clone(),
+                None => {
+                    let statement = client.prepare(sql).await.map_err(Ok)?;
+                    self.statements.insert(sql.to_owned(), statement.clone());
+                    statement
+                }
+            };
+            client.query(&statement, params).await.map_err(Ok)
+        }
+        .await;
+        match result {
             Ok(rows) => Ok(rows),
-            Err(e) => {
+            Err(Err(connect)) => Err(connect),
+            Err(Ok(e)) => {
                 if e.is_closed() {
                     self.client = None;
                 }
-                Err(target.query_error(crate::db::error_reason(&e)))
+                Err(self.target.query_error(crate::db::error_reason(&e)))
             }
         }
     }
 
-    /// Decodes rows, stopping once about `batch_bytes` are read (always at least one row).
-    fn decode(
-        table: EventTable,
-        pg_rows: &[tokio_postgres::Row],
-        batch_bytes: usize,
-    ) -> Vec<SourceRow> {
+    /// Takes rows, stopping once about `batch_bytes` are read (always at least one row).
+    fn decode(pg_rows: Vec<tokio_postgres::Row>, batch_bytes: usize) -> Vec<SourceRow> {
         let mut rows = Vec::with_capacity(pg_rows.len());
         let mut bytes = 0;
         for pg_row in pg_rows {
-            let mut cells = Vec::with_capacity(table.columns().len());
-            for (index, (_, kind)) in table.columns().iter().enumerate() {
-                let at = index + 1;
-                cells.push(match kind {
-                    Kind::Int => Cell::Int(pg_row.get(at)),
-                    Kind::Text | Kind::DateText => Cell::Text(pg_row.get(at)),
-                    Kind::Timestamp => Cell::Timestamp(pg_row.get(at)),
-                });
-            }
-            let row = SourceRow {
-                id: pg_row.get(0),
-                cells,
-            };
+            let row = SourceRow::new(pg_row);
             bytes += row.approx_bytes();
             rows.push(row);
             if bytes >= batch_bytes {
@@ -344,10 +396,20 @@ impl Source {
         rows
     }
 
-    /// The highest id in `table` (0 when empty), for "rows behind".
-    pub async fn max_id(&mut self, table: EventTable) -> Result<i64, DbError> {
-        let sql = format!("SELECT coalesce(max(id), 0)::bigint FROM {}", table.name());
-        let rows = self.query(&sql, &[]).await?;
-        Ok(rows[0].get(0))
+    /// The highest id of each event table (0 when empty), in one query (see
+    /// [`super::heads`]).
+    pub async fn heads(&mut self) -> Result<BTreeMap<EventTable, i64>, DbError> {
+        let heads: Vec<String> = EventTable::ALL
+            .iter()
+            .map(|t| format!("(SELECT coalesce(max(id), 0) FROM {t})::bigint"))
+            .collect();
+        let rows = self
+            .query(&format!("SELECT {}", heads.join(", ")), &[])
+            .await?;
+        Ok(EventTable::ALL
+            .iter()
+            .enumerate()
+            .map(|(at, &table)| (table, rows[0].get(at)))
+            .collect())
     }
 }

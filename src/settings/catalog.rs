@@ -508,14 +508,14 @@ pub const SETTINGS: &[Setting] = {
         value(
             DbReplic,
             "DB_REPLIC_POLL_MS",
-            "1000",
-            "How often DB Replic looks for new rows, in ms.",
+            "100",
+            "How often DB Replic looks for new rows while it finds none, in ms (an indexed read that returns nothing: cheap); while rows arrive, twice as often; after a full batch, at once.",
         ),
         value(
             DbReplic,
             "DB_REPLIC_BATCH_ROWS",
-            "5000",
-            "At most this many rows per batch.",
+            "10000",
+            "At most this many rows per batch (one transaction in the reporting database: larger batches commit less often in a backlog).",
         ),
         value(
             DbReplic,

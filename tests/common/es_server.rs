@@ -337,6 +337,14 @@ async fn get_document(
     }
 }
 
+/// What the server reads of a `_bulk` document: its `id` (for lag measurements). The rest is
+/// only checked to be a JSON object, without building it (the sources are stored as sent).
+#[derive(serde::Deserialize)]
+struct DocumentHead {
+    #[serde(default)]
+    id: Option<Value>,
+}
+
 async fn bulk(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
     handle_bulk(inner, None, body).await
 }
@@ -383,11 +391,10 @@ async fn handle_bulk(inner: Arc<Inner>, default_index: Option<String>, body: Byt
             "The bulk request must be terminated by a newline [\\n]",
         );
     }
+    // Parsed before the lock is taken, so that concurrent requests parse side by side, as a
+    // real cluster's nodes do.
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let mut items = Vec::new();
-    let mut errors = false;
-    let mut position = 0usize;
-    let mut indices = inner.indices.lock().unwrap();
+    let mut actions = Vec::new();
     while let Some(action_line) = lines.next() {
         let Ok(action) = serde_json::from_str::<Value>(action_line) else {
             return error(400, "x_content_parse_exception", "malformed action line");
@@ -409,7 +416,7 @@ async fn handle_bulk(inner: Arc<Inner>, default_index: Option<String>, body: Byt
                 "the bulk request must end with a source line",
             );
         };
-        let Ok(source) = serde_json::from_str::<Value>(source_line) else {
+        let Ok(source) = serde_json::from_str::<DocumentHead>(source_line) else {
             return error(400, "x_content_parse_exception", "malformed source line");
         };
         let index = meta
@@ -424,8 +431,14 @@ async fn handle_bulk(inner: Arc<Inner>, default_index: Option<String>, body: Byt
                 "index and _id are required by the test server",
             );
         };
+        let number = source.id.as_ref().and_then(Value::as_i64);
+        actions.push((op.clone(), index, id.to_owned(), number, source_line));
+    }
+    let mut items = Vec::new();
+    let mut errors = false;
+    let mut indices = inner.indices.lock().unwrap();
+    for (position, (op, index, id, number, source_line)) in actions.into_iter().enumerate() {
         let failing = item_fault.filter(|(_, every)| position.is_multiple_of(*every));
-        position += 1;
         if let Some((status, _)) = failing {
             errors = true;
             inner.failed_items.fetch_add(1, Ordering::SeqCst);
@@ -436,7 +449,7 @@ async fn handle_bulk(inner: Arc<Inner>, default_index: Option<String>, body: Byt
             continue;
         }
         let stored = indices.entry(index.clone()).or_default();
-        if op == "create" && stored.docs.contains_key(id) {
+        if op == "create" && stored.docs.contains_key(&id) {
             errors = true;
             items.push(json!({op: {
                 "_index": index, "_id": id, "status": 409,
@@ -444,11 +457,11 @@ async fn handle_bulk(inner: Arc<Inner>, default_index: Option<String>, body: Byt
             }}));
             continue;
         }
-        if let Some(n) = source.get("id").and_then(Value::as_i64) {
+        if let Some(n) = number {
             stored.max_id = stored.max_id.max(n);
         }
         let doc = inner.keep_sources.then(|| source_line.into());
-        let created = stored.docs.insert(id.to_owned(), doc).is_none();
+        let created = stored.docs.insert(id.clone(), doc).is_none();
         inner.index_ops.fetch_add(1, Ordering::SeqCst);
         items.push(json!({op: {
             "_index": index, "_id": id, "_version": 1,

@@ -35,11 +35,17 @@ pub struct BulkItem {
     pub error: Option<Value>,
 }
 
+/// An item of a `_bulk` answer: the result of its `index` action (other fields skipped).
+#[derive(Debug, Deserialize)]
+struct BulkResult {
+    index: Option<BulkItem>,
+}
+
 #[derive(Debug, Deserialize)]
 struct BulkAnswer {
     #[serde(default)]
     errors: bool,
-    items: Vec<std::collections::HashMap<String, BulkItem>>,
+    items: Vec<BulkResult>,
 }
 
 impl EsService {
@@ -283,8 +289,8 @@ impl EsService {
         let items: Vec<BulkItem> = answer
             .items
             .into_iter()
-            .map(|mut item| {
-                item.remove("index").unwrap_or(BulkItem {
+            .map(|item| {
+                item.index.unwrap_or(BulkItem {
                     status: 500,
                     error: Some(Value::String("no `index` result for this item".into())),
                 })

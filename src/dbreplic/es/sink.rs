@@ -1,5 +1,6 @@
 //! The Elasticsearch sink: the origin claimed for this node at every start (see
-//! `dbreplic::claim`), `_bulk` with `index` actions (`_id = <origin>-<table>-<id>`), items
+//! `dbreplic::claim`), `_bulk` with `index` actions (`_id = <origin>-<table>-<id>`; a full
+//! batch in several requests, two in flight at once, see [`REQUESTS_IN_FLIGHT`]), items
 //! that failed with 429/5xx sent again (alone) after a backoff, any other item failure stops
 //! the sink, and the checkpoint moved only when every item succeeded. For the reconciliation:
 //! rows below the checkpoint by the same `_bulk` (checkpoint untouched), the digest by one
@@ -23,16 +24,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::config;
 use super::retry::classify_item;
-use super::service::EsService;
+use super::service::{BulkItem, EsService};
 use crate::dbreplic::claim::Claimant;
 use crate::dbreplic::retry::{self, Decision, ErrorKind};
 use crate::dbreplic::sink::{Digest, Report, Sink, SinkError};
 use crate::dbreplic::source::{Batch, EventTable};
 use crate::fsutil;
+
+/// A batch's `_bulk` requests hold at least this many rows...
+const REQUEST_ROWS: usize = 500;
+/// ...and a full batch makes this many of them...
+const REQUESTS_PER_BATCH: usize = 4;
+/// ...of which this many are sent at once.
+const REQUESTS_IN_FLIGHT: usize = 2;
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct CheckpointFile {
@@ -48,6 +57,7 @@ pub struct EsSink {
     me: Claimant,
     table: EventTable,
     index: String,
+    bulk: config::BulkWriter,
     checkpoint_path: PathBuf,
     retry_initial: Duration,
     templates_done: bool,
@@ -101,6 +111,7 @@ impl EsSink {
             latest,
             save_error.clone(),
         ));
+        let bulk = config::BulkWriter::new(&index, &origin, table);
         EsSink {
             service,
             origin,
@@ -110,6 +121,7 @@ impl EsSink {
             saver_task: Some(saver_task),
             checkpoint_path,
             table,
+            bulk,
             index,
             retry_initial,
             templates_done: false,
@@ -228,23 +240,40 @@ impl Sink for EsSink {
 }
 
 impl EsSink {
+    /// The rows `rows` of `batch` in `_bulk` requests of at least [`REQUEST_ROWS`] rows (a
+    /// batch makes up to [`REQUESTS_PER_BATCH`]), [`REQUESTS_IN_FLIGHT`] at a time, so that one
+    /// request is serialised while the cluster indexes another; the items' results in `rows`
+    /// order.
+    async fn send(&self, batch: &Batch, rows: &[usize]) -> Result<Vec<BulkItem>, SinkError> {
+        let size = rows.len().div_ceil(REQUESTS_PER_BATCH).max(REQUEST_ROWS);
+        let requests: Vec<_> = rows
+            .chunks(size)
+            .map(|chunk| self.request(batch, chunk))
+            .collect();
+        let answers: Vec<Vec<BulkItem>> = futures_util::stream::iter(requests)
+            .buffered(REQUESTS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// One `_bulk` request of the rows `rows` of `batch`.
+    async fn request(&self, batch: &Batch, rows: &[usize]) -> Result<Vec<BulkItem>, SinkError> {
+        let mut body = Vec::with_capacity(rows.len() * 640);
+        for &i in rows {
+            let row = &batch.rows[i];
+            self.bulk.write(&mut body, row.id, row.cells(batch.table));
+        }
+        self.service.bulk(Bytes::from(body), rows.len()).await
+    }
+
     /// Every row of `batch` indexed (failed items retried), checkpoint untouched.
     async fn store(&mut self, batch: &Batch, report: Report<'_>) -> Result<(), SinkError> {
         let table = batch.table;
         let mut pending: Vec<usize> = (0..batch.rows.len()).collect();
         let mut attempt = 0;
         loop {
-            let mut body = Vec::with_capacity(pending.len() * 512);
-            for &i in &pending {
-                config::write_bulk_item(
-                    &mut body,
-                    &self.index,
-                    &self.origin,
-                    table,
-                    &batch.rows[i],
-                );
-            }
-            let items = self.service.bulk(Bytes::from(body), pending.len()).await?;
+            let items = self.send(batch, &pending).await?;
             let mut failed = Vec::new();
             let mut first_failure = None;
             for (&row, item) in pending.iter().zip(&items) {

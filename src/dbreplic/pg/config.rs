@@ -13,7 +13,6 @@
 //! ```
 
 use crate::dbreplic::source::{EventTable, Kind};
-use tokio_postgres::types::Type;
 
 pub const CHECKPOINT_TABLE: &str = "dbreplic_checkpoint";
 pub const CLAIM_TABLE: &str = "dbreplic_origin_claim";
@@ -24,17 +23,6 @@ fn pg_type(kind: Kind) -> &'static str {
         Kind::Text | Kind::DateText => "text",
         Kind::Timestamp => "timestamp",
     }
-}
-
-/// The wire types of the binary COPY, in [`copy_columns`] order.
-pub fn copy_types(table: EventTable) -> Vec<Type> {
-    let mut types = vec![Type::TEXT, Type::INT8];
-    types.extend(table.columns().iter().map(|(_, kind)| match kind {
-        Kind::Int => Type::INT8,
-        Kind::Text | Kind::DateText => Type::TEXT,
-        Kind::Timestamp => Type::TIMESTAMP,
-    }));
-    types
 }
 
 /// `origin, id, <columns>`, quoted.
