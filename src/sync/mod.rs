@@ -102,7 +102,8 @@ pub enum SyncError {
     #[error("another sync is running (lock {} held): wait for it, the next run tries again", path.display())]
     Busy { path: PathBuf },
     #[error(
-        "the sync to {remote} is held: the last copy-back failed ({copy_back_error}) and XIVO_HA_SYNC_DIRS includes {dir}, which overlaps {back_dir} that the copy-back brings home: its --delete-after would remove on the slave what the slave made while it served; run `xivo-ha sync --back` until it succeeds, then sync again"
+        "the sync to {remote} is held: the last copy-back failed ({copy_back_error}) and XIVO_HA_SYNC_DIRS includes {dir}, {}: its --delete-after would remove on the slave what the slave made while it served; run `xivo-ha sync --back` until it succeeds, then sync again",
+        brought_home(dir, back_dir)
     )]
     HeldForCopyBack {
         remote: String,
@@ -545,6 +546,16 @@ fn considered(since: Option<chrono::DateTime<Utc>>) -> String {
     }
 }
 
+/// `which the copy-back brings home`, or, for a parent or a child of a back directory, which
+/// one it overlaps.
+fn brought_home(dir: &str, back_dir: &str) -> String {
+    if dir == back_dir {
+        "which the copy-back brings home".to_owned()
+    } else {
+        format!("which overlaps {back_dir} that the copy-back brings home")
+    }
+}
+
 /// Whether the sync to `remote` must wait for a copy-back: when the last copy-back on record
 /// failed (each run replaces the record, so none succeeded since) and a directory it brings
 /// home is also mirrored to the slave, the sync's `--delete-after` would delete there what
@@ -846,6 +857,16 @@ mod tests {
         );
         // A copy-back that succeeded since, or none on record: nothing to wait for.
         copy_back_hold(Some(&copy_back_record(true)), &settings, remote).unwrap();
+        settings.dirs = vec!["/var/spool/asterisk/monitor".into()];
+        let error = copy_back_hold(Some(&failed), &settings, remote)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(
+                "XIVO_HA_SYNC_DIRS includes /var/spool/asterisk/monitor, which the copy-back brings home: "
+            ),
+            "{error}"
+        );
         copy_back_hold(None, &settings, remote).unwrap();
     }
 
