@@ -13,6 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::files::{read, set_mtime, snapshot, write};
+use common::smtp::start_smtp_server;
 use common::sshd::{Sshd, keygen, start_sshd_on, start_sshd_on_with_password};
 use common::testhost::TestHost;
 use common::{
@@ -696,6 +697,102 @@ async fn the_hourly_copy_back_leaves_alone_what_the_sync_mirrored() {
     let report = xivo_ha::sync::copy_back(&ctx).await.unwrap().unwrap();
     assert_eq!(report.files_transferred, 0, "{report:?}");
     assert!(!pair.m(&message).exists());
+}
+
+/// With the spool also mirrored (XIVO_HA_SYNC_DIRS listing it), a copy-back that failed holds
+/// the sync to the slave, by hand and from the monitor: its `--delete-after` would delete on the
+/// slave the message it made while it served, not yet home. One line says so and how to get out;
+/// nothing is changed on the slave. With the default lists a failed copy-back holds nothing; once
+/// a copy-back succeeds, the sync runs.
+#[tokio::test]
+async fn a_failed_copy_back_holds_the_sync_when_the_spool_is_mirrored() {
+    let mut pair = Pair::with_key();
+    let smtp = start_smtp_server();
+    let ctx = xivo_ha::context::Context::new(pair.master.path(), "", None);
+    write(&pair.m("etc/xivo/asterisk/a.conf"), "a");
+    // The slave unreachable at the copy-back, back for the sync: the default lists do not
+    // overlap, nothing held.
+    pair.sshd.stop();
+    let back = pair.run(&["sync", "--back"]);
+    assert_eq!(back.status.code(), Some(1), "{}", stderr(&back));
+    pair.sshd.start();
+    assert_success(&pair.run(&["sync"]));
+    assert_eq!(read(&pair.s("etc/xivo/asterisk/a.conf")), "a");
+
+    let env = pair.m("etc/docker/xivo/custom.env");
+    let mut text = read(&env);
+    text.push_str("XIVO_HA_SYNC_DIRS=/etc/xivo/asterisk /var/spool/asterisk/voicemail\n");
+    text.push_str(&format!(
+        "XIVO_HA_ALERT_SMTP={}\nXIVO_HA_ALERT_TO=root@localhost\nXIVO_HA_ALERT_FROM=xivo-ha@xivo1.test\n",
+        smtp.address()
+    ));
+    write(&env, &text);
+    let made = "var/spool/asterisk/voicemail/default/1000/INBOX/msg0000.txt";
+    write(&pair.s(made), "left on the slave while it served");
+    // The master's own spool, which the sync mirrors.
+    let own = "var/spool/asterisk/voicemail/default/1001/INBOX/msg0000.txt";
+    write(&pair.m(own), "left on the master");
+    write(&pair.m("etc/xivo/asterisk/b.conf"), "b");
+    pair.sshd.stop();
+    let back = pair.run(&["sync", "--back"]);
+    assert_eq!(back.status.code(), Some(1), "{}", stderr(&back));
+    pair.sshd.start();
+    let slave_before = snapshot(pair.slave.path());
+
+    let output = pair.run(&["sync"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{}", stderr(&output));
+    let remote = format!("root@{}", pair.ip());
+    assert!(
+        errors[0].starts_with(&format!(
+            "xivo-ha: error: the sync to {remote} is held: the last copy-back failed (listing the files to copy back from {remote} failed: "
+        )) && errors[0].contains(
+            "XIVO_HA_SYNC_DIRS includes /var/spool/asterisk/voicemail, which the copy-back brings home: its --delete-after would remove on the slave"
+        ) && errors[0].ends_with("run `xivo-ha sync --back` until it succeeds, then sync again"),
+        "{}",
+        errors[0]
+    );
+    // Mailed as any failure of the sync.
+    let mail = smtp.wait_messages(1, Duration::from_secs(30));
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert!(
+        mail[0].subject().contains("File sync to the slave failed")
+            && mail[0]
+                .body()
+                .contains("is held: the last copy-back failed"),
+        "{}",
+        mail[0].text
+    );
+    let error = xivo_ha::sync::run_hourly(&ctx)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with(&format!("the sync to {remote} is held")),
+        "{error}"
+    );
+    assert_eq!(snapshot(pair.slave.path()), slave_before);
+    assert!(!pair.m(made).exists());
+    let state: serde_json::Value =
+        serde_json::from_str(&read(&pair.m("var/lib/xivo-ha/sync.json"))).unwrap();
+    assert_eq!(state["ok"], false);
+    let status = stdout(&pair.run(&["status"]));
+    assert!(
+        status.contains(&format!(
+            "to {}: failed: the sync to {remote} is held",
+            pair.ip()
+        )),
+        "{status}"
+    );
+
+    // The copy-back brings the message home; the sync then runs and the message stays.
+    assert_success(&pair.run(&["sync", "--back"]));
+    assert_eq!(read(&pair.m(made)), "left on the slave while it served");
+    assert_success(&pair.run(&["sync"]));
+    assert_eq!(read(&pair.s(made)), "left on the slave while it served");
+    assert_eq!(read(&pair.s("etc/xivo/asterisk/b.conf")), "b");
+    assert_eq!(read(&pair.s(own)), "left on the master");
 }
 
 #[test]

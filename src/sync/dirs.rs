@@ -1,6 +1,7 @@
 //! The directory lists of the file sync: what the master pushes to the slave every hour (XiVO's
 //! `xivo-sync` list) and what `sync --back` brings back from the slave after a failback, with
-//! the checks that keep a configured list from ever mirroring (and deleting) too much.
+//! the checks that keep a configured list from ever mirroring (and deleting) too much, and
+//! whether the two lists overlap ([`overlap`]).
 
 /// What the master mirrors to the slave, as XiVO's `xivo-sync` does: the dial plan and Asterisk
 /// files that the web interface does not keep in the database, music on hold, certificates and
@@ -57,6 +58,21 @@ fn check(dir: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The first directory of `forward` (`XIVO_HA_SYNC_DIRS`) that is one of `back`
+/// (`XIVO_HA_SYNC_BACK_DIRS`), holds one or lies inside one, with that back directory: there
+/// the forward sync's `--delete-after` reaches what the copy-back brings home. Whole path
+/// segments are compared (`/a/b` does not hold `/a/bc`).
+pub fn overlap<'a>(forward: &'a [String], back: &'a [String]) -> Option<(&'a str, &'a str)> {
+    use std::path::Path;
+    forward.iter().find_map(|dir| {
+        back.iter()
+            .find(|back_dir| {
+                Path::new(dir).starts_with(back_dir) || Path::new(back_dir).starts_with(dir)
+            })
+            .map(|back_dir| (dir.as_str(), back_dir.as_str()))
+    })
+}
+
 /// The defaults as owned strings.
 pub fn defaults(list: &[&str]) -> Vec<String> {
     list.iter().map(|dir| (*dir).to_owned()).collect()
@@ -79,6 +95,53 @@ mod tests {
             parse_list(" /etc/a, /var/b/\n/var/c ").unwrap(),
             vec!["/etc/a", "/var/b", "/var/c"]
         );
+    }
+
+    #[test]
+    fn the_default_lists_do_not_overlap() {
+        assert_eq!(overlap(&defaults(SYNC_DIRS), &defaults(BACK_DIRS)), None);
+    }
+
+    #[test]
+    fn a_forward_dir_overlaps_the_same_dir_a_parent_or_a_child() {
+        let back = defaults(BACK_DIRS);
+        let list = |dirs: &[&str]| defaults(dirs);
+        for (forward, expected) in [
+            (
+                "/var/spool/asterisk/voicemail",
+                "/var/spool/asterisk/voicemail",
+            ),
+            ("/var/spool/asterisk", "/var/spool/asterisk/voicemail"),
+            ("/var", "/var/spool/asterisk/voicemail"),
+            (
+                "/var/spool/asterisk/monitor/2026",
+                "/var/spool/asterisk/monitor",
+            ),
+            (
+                "/var/spool/asterisk/voicemail/default/1000",
+                "/var/spool/asterisk/voicemail",
+            ),
+        ] {
+            let forward = list(&["/etc/xivo/asterisk", forward]);
+            assert_eq!(
+                overlap(&forward, &back),
+                Some((forward[1].as_str(), expected)),
+                "{forward:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_shared_prefix_that_is_not_a_whole_segment_is_no_overlap() {
+        let back = defaults(BACK_DIRS);
+        for forward in [
+            "/var/spool/asterisk/voice",
+            "/var/spool/asterisk/voicemail-old",
+            "/var/spool/asterisk/monitoring",
+            "/var/spool/asterisk/outgoing",
+        ] {
+            assert_eq!(overlap(&defaults(&[forward]), &back), None, "{forward}");
+        }
     }
 
     #[test]

@@ -101,6 +101,16 @@ pub enum SyncError {
     UnquotablePath(String),
     #[error("another sync is running (lock {} held): wait for it, the next run tries again", path.display())]
     Busy { path: PathBuf },
+    #[error(
+        "the sync to {remote} is held: the last copy-back failed ({copy_back_error}) and XIVO_HA_SYNC_DIRS includes {dir}, {}: its --delete-after would remove on the slave what the slave made while it served; run `xivo-ha sync --back` until it succeeds, then sync again",
+        brought_home(dir, back_dir)
+    )]
+    HeldForCopyBack {
+        remote: String,
+        copy_back_error: String,
+        dir: String,
+        back_dir: String,
+    },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -536,6 +546,42 @@ fn considered(since: Option<chrono::DateTime<Utc>>) -> String {
     }
 }
 
+/// `which the copy-back brings home`, or, for a parent or a child of a back directory, which
+/// one it overlaps.
+fn brought_home(dir: &str, back_dir: &str) -> String {
+    if dir == back_dir {
+        "which the copy-back brings home".to_owned()
+    } else {
+        format!("which overlaps {back_dir} that the copy-back brings home")
+    }
+}
+
+/// Whether the sync to `remote` must wait for a copy-back: when the last copy-back on record
+/// failed (each run replaces the record, so none succeeded since) and a directory it brings
+/// home is also mirrored to the slave, the sync's `--delete-after` would delete there what
+/// the slave made while it served before it is home. With no copy-back on record, or lists
+/// that do not overlap (the defaults), nothing is held.
+fn copy_back_hold(
+    last_copy_back: Option<&SyncDoc>,
+    settings: &SyncSettings,
+    remote: &str,
+) -> Result<(), SyncError> {
+    let Some(failed) = last_copy_back.filter(|doc| !doc.ok) else {
+        return Ok(());
+    };
+    let Some((dir, back_dir)) = dirs::overlap(&settings.dirs, &settings.back_dirs) else {
+        return Ok(());
+    };
+    Err(SyncError::HeldForCopyBack {
+        remote: remote.to_owned(),
+        copy_back_error: crate::replication::one_line(
+            failed.error.as_deref().unwrap_or("no reason recorded"),
+        ),
+        dir: dir.to_owned(),
+        back_dir: back_dir.to_owned(),
+    })
+}
+
 /// Takes the sync lock (flock, released when the guard drops or the process dies).
 fn lock(ctx: &Context) -> Result<nix::fcntl::Flock<std::fs::File>, SyncError> {
     let path = ctx.paths.state_dir().join("sync.lock");
@@ -565,6 +611,11 @@ async fn run_locked(
 ) -> Result<SyncReport, SyncError> {
     let settings = SyncSettings::load(ctx)?;
     let target = settings.target(ctx, slave);
+    if direction == Direction::ToSlave {
+        // Read under the lock that the copy-back also takes: its record is final.
+        let last_copy_back = store::load::<SyncDoc>(&ctx.paths, Component::SyncBack);
+        copy_back_hold(last_copy_back.as_ref(), &settings, &target.destination())?;
+    }
     let key = ctx.paths.under(KEY_PATH);
     if !key.exists() {
         return Err(SyncError::NoKey { path: key });
@@ -770,6 +821,53 @@ mod tests {
             ),
             "{mail}"
         );
+    }
+
+    fn copy_back_record(ok: bool) -> SyncDoc {
+        SyncDoc {
+            summary: String::new(),
+            started_at: Utc::now(),
+            seconds: 1.0,
+            ok,
+            error: (!ok).then(|| "copy back from root@192.0.2.20 failed:\n  find: denied".into()),
+            last_success_at: None,
+            details: SyncDetails::default(),
+        }
+    }
+
+    #[test]
+    fn a_failed_copy_back_holds_the_sync_only_when_the_lists_overlap() {
+        let remote = "root@192.0.2.20";
+        let mut settings = settings_from("").unwrap();
+        let failed = copy_back_record(false);
+        // The default lists: nothing the sync deletes is the copy-back's.
+        copy_back_hold(Some(&failed), &settings, remote).unwrap();
+
+        settings.dirs.push("/var/spool/asterisk".into());
+        let error = copy_back_hold(Some(&failed), &settings, remote)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "the sync to root@192.0.2.20 is held: the last copy-back failed (copy back from \
+             root@192.0.2.20 failed: find: denied) and XIVO_HA_SYNC_DIRS includes \
+             /var/spool/asterisk, which overlaps /var/spool/asterisk/voicemail that the \
+             copy-back brings home: its --delete-after would remove on the slave what the slave \
+             made while it served; run `xivo-ha sync --back` until it succeeds, then sync again"
+        );
+        // A copy-back that succeeded since, or none on record: nothing to wait for.
+        copy_back_hold(Some(&copy_back_record(true)), &settings, remote).unwrap();
+        settings.dirs = vec!["/var/spool/asterisk/monitor".into()];
+        let error = copy_back_hold(Some(&failed), &settings, remote)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(
+                "XIVO_HA_SYNC_DIRS includes /var/spool/asterisk/monitor, which the copy-back brings home: "
+            ),
+            "{error}"
+        );
+        copy_back_hold(None, &settings, remote).unwrap();
     }
 
     #[test]
