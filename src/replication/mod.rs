@@ -37,7 +37,7 @@ pub mod tables;
 pub mod target;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -57,6 +57,9 @@ use merge::{MergeList, Resolved};
 use progress::{Progress, human_bytes};
 pub use tables::EXCLUDED_TABLES;
 pub use target::SlaveDbSettings;
+
+/// How long a run waits for the master lock held by a run that has just ended.
+const LOCK_GRACE: Duration = Duration::from_secs(2);
 
 /// The advisory lock key that serialises replications, taken on both the master and the slave
 /// database ("xivohaRp" in ASCII).
@@ -582,11 +585,21 @@ impl Sides<'_> {
     async fn connect(&self) -> Result<(Client, Client), ReplicationError> {
         let (master, slave) = tokio::join!(self.source.connect(), self.target.connect());
         let master = master?;
-        let locked: bool = master
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-            .await
-            .map_err(|e| self.on_master(e))?
-            .get(0);
+        // A run that has just ended frees the lock only once the server has seen its
+        // connection close, a moment after its client was dropped: wait that moment before
+        // saying another replication is running.
+        let deadline = Instant::now() + LOCK_GRACE;
+        let locked = loop {
+            let locked: bool = master
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+                .await
+                .map_err(|e| self.on_master(e))?
+                .get(0);
+            if locked || Instant::now() >= deadline {
+                break locked;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         if !locked {
             return Err(ReplicationError::Busy {
                 side: "master".into(),
