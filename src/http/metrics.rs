@@ -360,6 +360,12 @@ mod tests {
         text.lines().find(|l| l.starts_with(prefix))
     }
 
+    /// The value of the unlabelled metric `name`.
+    fn value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+    }
+
     fn monitor(verdict: Verdict) -> MonitorDoc {
         MonitorDoc {
             verdict: Some(verdict),
@@ -510,81 +516,34 @@ mod tests {
             &Heartbeat::new(std::time::Duration::from_secs(5)),
             now,
         );
-        assert_eq!(
-            line(&text, "xivo_ha_master_up "),
-            Some("xivo_ha_master_up 0"),
-            "{text}"
-        );
-        assert_eq!(
-            line(&text, "xivo_ha_failovers_total"),
-            Some("xivo_ha_failovers_total 2")
-        );
-        assert_eq!(line(&text, "xivo_ha_isolated "), Some("xivo_ha_isolated 1"));
-        assert_eq!(
-            line(&text, "xivo_ha_copy_back_files "),
-            Some("xivo_ha_copy_back_files 2")
-        );
-        assert_eq!(
-            line(&text, "xivo_ha_copy_back_bytes "),
-            Some("xivo_ha_copy_back_bytes 30")
-        );
-        assert!(
-            text.contains("xivo_ha_last_run_duration_seconds{job=\"sync-back\"} 0.5"),
-            "{text}"
-        );
-        assert_eq!(
-            line(&text, "xivo_ha_replication_merged_back "),
-            Some("xivo_ha_replication_merged_back 2")
-        );
-        assert_eq!(
-            line(&text, "xivo_ha_replication_merge_conflicts "),
-            Some("xivo_ha_replication_merge_conflicts 0")
-        );
-        assert_eq!(
-            line(&text, "xivo_ha_replication_slave_tables_overwritten "),
-            Some("xivo_ha_replication_slave_tables_overwritten 1")
-        );
-        assert_eq!(line(&text, "xivo_ha_draining "), Some("xivo_ha_draining 1"));
-        assert_eq!(
-            line(&text, "xivo_ha_drain_active_calls "),
-            Some("xivo_ha_drain_active_calls 3")
-        );
-        assert_eq!(
-            line(&text, "xivo_ha_verdict_changes_total"),
-            Some("xivo_ha_verdict_changes_total 3")
-        );
-        assert_eq!(
-            line(&text, "xivo_ha_docker_api_errors_total"),
-            Some("xivo_ha_docker_api_errors_total 5")
-        );
-        assert_eq!(
-            line(&text, "xivo_ha_service_start_failures_total"),
-            Some("xivo_ha_service_start_failures_total 2")
-        );
-        assert_eq!(
-            line(&text, "xivo_ha_config_error "),
-            Some("xivo_ha_config_error 0")
-        );
-        assert!(
-            text.contains("xivo_ha_probe_rounds_total{result=\"host_down\"} 4"),
-            "{text}"
-        );
-        assert!(
-            text.contains("xivo_ha_last_success_age_seconds{job=\"replication\"} 3600.0"),
-            "{text}"
-        );
-        assert!(
-            text.contains("xivo_ha_last_success_age_seconds{job=\"sync\"} 60.0"),
-            "{text}"
-        );
-        assert!(
-            text.contains("xivo_ha_last_run_duration_seconds{job=\"sync\"} 2.5"),
-            "{text}"
-        );
-        assert!(
-            text.contains("xivo_ha_dbreplic_rows_behind{table=\"cel\",sink=\"elasticsearch\"} 5"),
-            "{text}"
-        );
+        for (name, want) in [
+            ("xivo_ha_master_up", "0"),
+            ("xivo_ha_failovers_total", "2"),
+            ("xivo_ha_isolated", "1"),
+            ("xivo_ha_copy_back_files", "2"),
+            ("xivo_ha_copy_back_bytes", "30"),
+            ("xivo_ha_replication_merged_back", "2"),
+            ("xivo_ha_replication_merge_conflicts", "0"),
+            ("xivo_ha_replication_slave_tables_overwritten", "1"),
+            ("xivo_ha_draining", "1"),
+            ("xivo_ha_drain_active_calls", "3"),
+            ("xivo_ha_verdict_changes_total", "3"),
+            ("xivo_ha_docker_api_errors_total", "5"),
+            ("xivo_ha_service_start_failures_total", "2"),
+            ("xivo_ha_config_error", "0"),
+        ] {
+            assert_eq!(value(&text, name), Some(want), "{name}: {text}");
+        }
+        for want in [
+            "xivo_ha_last_run_duration_seconds{job=\"sync-back\"} 0.5",
+            "xivo_ha_probe_rounds_total{result=\"host_down\"} 4",
+            "xivo_ha_last_success_age_seconds{job=\"replication\"} 3600.0",
+            "xivo_ha_last_success_age_seconds{job=\"sync\"} 60.0",
+            "xivo_ha_last_run_duration_seconds{job=\"sync\"} 2.5",
+            "xivo_ha_dbreplic_rows_behind{table=\"cel\",sink=\"elasticsearch\"} 5",
+        ] {
+            assert!(text.contains(want), "{want}: {text}");
+        }
         assert!(
             text.contains(
                 "xivo_ha_dbreplic_last_delivered_id{table=\"cel\",sink=\"postgresql\"} 42"

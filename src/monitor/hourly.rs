@@ -627,6 +627,12 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// Asserts the jobs started since `t0`: each name with its start, in seconds after `t0`.
+    fn assert_starts(log: &Log, t0: NaiveDateTime, want: &[(&str, i64)]) {
+        let want: Vec<(String, i64)> = want.iter().map(|(n, t)| ((*n).to_owned(), *t)).collect();
+        assert_eq!(starts_since(log, t0), want);
+    }
+
     fn test_job(
         name: &'static str,
         clock: Arc<PausedClock>,
@@ -967,15 +973,11 @@ pub(crate) mod tests {
             failbacks: 0,
         });
         tokio::time::sleep(Duration::from_secs(150)).await;
-        let got = starts_since(&log, standby_at);
         // At once the copy-back alone; then the interval runs, one interval after it.
-        assert_eq!(
-            got,
-            [
-                ("copy-back".to_owned(), 0),
-                ("replication".to_owned(), 60),
-                ("replication".to_owned(), 120)
-            ]
+        assert_starts(
+            &log,
+            standby_at,
+            &[("copy-back", 0), ("replication", 60), ("replication", 120)],
         );
         running.stop().await;
     }
@@ -1031,14 +1033,10 @@ pub(crate) mod tests {
             failbacks: 1,
         });
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let got = starts_since(&log, failback_at);
-        assert_eq!(
-            got,
-            [
-                ("merge-back".to_owned(), 0),
-                ("replication".to_owned(), 1),
-                ("sync".to_owned(), 2)
-            ]
+        assert_starts(
+            &log,
+            failback_at,
+            &[("merge-back", 0), ("replication", 1), ("sync", 2)],
         );
         assert_eq!(status.lock().unwrap().held, None);
         // Then the usual cadence: the replication alone, one interval after the failback run.
