@@ -1064,7 +1064,8 @@ impl std::io::Write for LogBuffer {
 }
 
 /// A state directory that cannot be written fails every round (five a second): one warning,
-/// then at most one every 10 minutes. Half an hour of rounds in paused time.
+/// then at most one every 10 minutes; so does reading the maintenance file there. Half an hour
+/// of rounds in paused time.
 #[tokio::test(start_paused = true)]
 async fn an_unwritable_state_directory_is_warned_about_once_per_ten_minutes() {
     let root = tempfile::tempdir().unwrap();
@@ -1090,4 +1091,12 @@ async fn an_unwritable_state_directory_is_warned_about_once_per_ten_minutes() {
     // At 0, 10 and 20 minutes; the last two count the rounds left quiet.
     assert_eq!(warnings.len(), 3, "{text}");
     assert!(warnings[1].contains("2999 more times"), "{text}");
+    // The maintenance file is read at start, then each round: 3000 reads in 10 minutes.
+    let unreadable: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("WARN") && line.contains("maintenance.json"))
+        .collect();
+    assert_eq!(unreadable.len(), 3, "{text}");
+    assert!(unreadable[0].contains("cannot read"), "{text}");
+    assert!(unreadable[1].contains("3000 more times"), "{text}");
 }
