@@ -443,12 +443,10 @@ impl Monitor {
             if !round && !changed && !peer_round {
                 continue;
             }
-            if let (
-                true,
-                Role::Master(MasterRun {
+            if peer_round
+                && let Role::Master(MasterRun {
                     peer: Some(peer), ..
-                }),
-            ) = (peer_round, &mut node.role)
+                }) = &mut node.role
             {
                 let report = tokio::select! {
                     _ = &mut shutdown => break,
