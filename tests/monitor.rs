@@ -1064,7 +1064,8 @@ impl std::io::Write for LogBuffer {
 }
 
 /// A state directory that cannot be written fails every round (five a second): one warning,
-/// then at most one every 10 minutes. Half an hour of rounds in paused time.
+/// then at most one every 10 minutes; so does reading the maintenance file there. Half an hour
+/// of rounds in paused time.
 #[tokio::test(start_paused = true)]
 async fn an_unwritable_state_directory_is_warned_about_once_per_ten_minutes() {
     let root = tempfile::tempdir().unwrap();
@@ -1083,11 +1084,18 @@ async fn an_unwritable_state_directory_is_warned_about_once_per_ten_minutes() {
     tokio::time::sleep(Duration::from_secs(30 * 60 - 1)).await;
     monitor.stop().await;
     let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
-    let warnings: Vec<&str> = text
-        .lines()
-        .filter(|line| line.contains("WARN") && line.contains("cannot create directory"))
-        .collect();
+    let warned = |about: &str| -> Vec<&str> {
+        text.lines()
+            .filter(|line| line.contains("WARN") && line.contains(about))
+            .collect()
+    };
+    let warnings = warned("cannot create directory");
     // At 0, 10 and 20 minutes; the last two count the rounds left quiet.
     assert_eq!(warnings.len(), 3, "{text}");
     assert!(warnings[1].contains("2999 more times"), "{text}");
+    // The maintenance file is read at start, then each round: 3000 reads in 10 minutes.
+    let unreadable = warned("maintenance.json");
+    assert_eq!(unreadable.len(), 3, "{text}");
+    assert!(unreadable[0].contains("cannot read"), "{text}");
+    assert!(unreadable[1].contains("3000 more times"), "{text}");
 }

@@ -44,9 +44,20 @@ pub fn load(paths: &Paths) -> Option<MaintenanceDoc> {
     store::load(paths, Component::Maintenance)
 }
 
+/// The file as it is now, or the warning [`load`] would log (for the monitor, which reads it
+/// every round and throttles that warning).
+pub fn read(paths: &Paths) -> Result<Option<MaintenanceDoc>, String> {
+    store::read(paths, Component::Maintenance)
+}
+
 /// On at `now`: the file is there and its deadline not passed.
 pub fn is_on(paths: &Paths, now: DateTime<Utc>) -> Option<MaintenanceDoc> {
-    match phase(load(paths), now) {
+    on_at(load(paths), now)
+}
+
+/// `doc` (the file, if present) if it is on at `now`.
+pub fn on_at(doc: Option<MaintenanceDoc>, now: DateTime<Utc>) -> Option<MaintenanceDoc> {
+    match phase(doc, now) {
         Phase::On(doc) => Some(doc),
         Phase::Off | Phase::Expired(_) => None,
     }

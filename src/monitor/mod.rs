@@ -4,7 +4,7 @@
 //! noted as it arrives), decides on time without an answer with the hysteresis of [`verdict`]
 //! (waking at the verdict's deadline, not at a round's end), asks the witnesses from the first
 //! suspect moment ([`isolation`]) and has the [`services`] keeper start or stop the slave's
-//! containers; on a master it probes the slave every round
+//! containers; on a master it probes the slave once a second, on its own cadence
 //! ([`peer`]: standby or active) and hosts the [`hourly`] job runner, which that gates; when HA
 //! is disabled it idles. Its state goes to `/var/lib/xivo-ha/monitor.json` for `status`.
 //!
@@ -197,19 +197,36 @@ impl SlaveRun {
     }
 }
 
-/// The slave's next event, or never on another role.
-async fn slave_event(role: &mut Role) -> SlaveEvent {
+/// What woke the loop besides its round, as the role says.
+enum RoleEvent {
+    Slave(SlaveEvent),
+    /// A master's round of its slave is due ([`peer::ROUND_EVERY`]).
+    PeerRound,
+}
+
+/// The slave's next event, the master's next round of its slave, or never on another role.
+async fn role_event(role: &mut Role) -> RoleEvent {
     match role {
         Role::Slave {
             probing: Some(probing),
             ..
-        } => probing.next_event().await,
+        } => RoleEvent::Slave(probing.next_event().await),
+        Role::Master(MasterRun {
+            peer: Some(peer), ..
+        }) => {
+            peer.ticker.tick().await;
+            RoleEvent::PeerRound
+        }
         _ => std::future::pending().await,
     }
 }
 
 /// Transitions the monitor's document keeps (the dashboard lists them).
 pub const TRANSITIONS_KEPT: usize = 20;
+
+/// A warning that every round would repeat (an unwritable state directory, an unreadable
+/// maintenance file) is logged once, then at most once per this.
+const WARN_EVERY: Duration = Duration::from_secs(600);
 
 impl SlaveRun {
     /// Keeps `record` as the latest transition, forgetting the oldest beyond the bound.
@@ -238,6 +255,8 @@ struct MasterRun {
 /// The master's probing of its slave and the gate it holds the job runner to.
 struct PeerRun {
     prober: Prober,
+    /// One round every [`peer::ROUND_EVERY`], whatever the monitor's round.
+    ticker: tokio::time::Interval,
     watch: PeerWatch,
     gate: watch::Sender<Gate>,
 }
@@ -268,6 +287,8 @@ struct Node {
     refused: Option<String>,
     /// Maintenance mode, while it is on: the services and the hourly jobs are left alone.
     maintenance: Option<MaintenanceDoc>,
+    /// The maintenance file could not be read (warned once, then every [`WARN_EVERY`]).
+    maintenance_unreadable: Throttle,
 }
 
 /// The long-running monitor.
@@ -356,10 +377,11 @@ impl Monitor {
     }
 
     /// [`Monitor::run`] after [`Monitor::preflight`] passed. Each round: re-read ha.conf
-    /// ([`Monitor::reread_ha`], which changes the role), on a slave mark the round for the
-    /// timeline, on a master probe the slave, then save the state when it changed. Between
-    /// rounds, a slave's loop wakes at each answer of its pipeline, each witness round and the
-    /// verdict's deadline, and decides then ([`Monitor::decide`]).
+    /// ([`Monitor::reread_ha`], which changes the role) and the maintenance file, on a slave
+    /// mark the round for the timeline, then save the state when it changed. Between rounds, a
+    /// slave's loop wakes at each answer of its pipeline, each witness round and the verdict's
+    /// deadline, and decides then ([`Monitor::decide`]); a master's loop wakes every
+    /// [`peer::ROUND_EVERY`] to probe its slave.
     pub async fn run_checked(
         self,
         checked: Checked,
@@ -369,19 +391,24 @@ impl Monitor {
         let mut node = self.start(checked);
         let mut last_saved: Option<(Instant, String)> = None;
         // An unwritable state directory fails every round: say so once, then every 10 min.
-        let mut save_failed = Throttle::new(Duration::from_secs(600));
+        let mut save_failed = Throttle::new(WARN_EVERY);
 
         tokio::pin!(shutdown);
         let mut ticker = tokio::time::interval(self.settings.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let mut changed = false;
+            let mut peer_round = false;
             let round = tokio::select! {
                 _ = &mut shutdown => break,
                 _ = ticker.tick() => true,
-                event = slave_event(&mut node.role) => {
-                    if let Role::Slave { probing: Some(probing), .. } = &mut node.role {
-                        probing.note(event);
+                event = role_event(&mut node.role) => {
+                    match (event, &mut node.role) {
+                        (RoleEvent::Slave(event), Role::Slave { probing: Some(probing), .. }) => {
+                            probing.note(event);
+                        }
+                        (RoleEvent::PeerRound, _) => peer_round = true,
+                        (RoleEvent::Slave(_), _) => {}
                     }
                     false
                 }
@@ -413,12 +440,13 @@ impl Monitor {
                 changed |= self.decide(probing, keeper, hold);
                 probing.ask_witnesses(&self.settings, now);
             }
-            if !round && !changed {
+            if !round && !changed && !peer_round {
                 continue;
             }
-            if let Role::Master(MasterRun {
-                peer: Some(peer), ..
-            }) = &mut node.role
+            if peer_round
+                && let Role::Master(MasterRun {
+                    peer: Some(peer), ..
+                }) = &mut node.role
             {
                 let report = tokio::select! {
                     _ = &mut shutdown => break,
@@ -465,7 +493,11 @@ impl Monitor {
                 _ => format!(", peer {}", ha.remote_address),
             }
         );
-        let maintenance = maintenance::is_on(&self.ctx.paths, Utc::now());
+        let mut maintenance_unreadable = Throttle::new(WARN_EVERY);
+        let maintenance = maintenance::on_at(
+            read_maintenance(&self.ctx.paths, &mut maintenance_unreadable),
+            Utc::now(),
+        );
         if let Some(m) = &maintenance {
             tracing::info!(
                 "maintenance mode on ({}): services and hourly jobs left alone",
@@ -487,6 +519,7 @@ impl Monitor {
             config_error: None,
             refused,
             maintenance,
+            maintenance_unreadable,
         }
     }
 
@@ -581,7 +614,8 @@ impl Monitor {
     /// follow the verdict again.
     fn watch_maintenance(&self, node: &mut Node) {
         let paths = &self.ctx.paths;
-        let current = match maintenance::phase(maintenance::load(paths), Utc::now()) {
+        let doc = read_maintenance(paths, &mut node.maintenance_unreadable);
+        let current = match maintenance::phase(doc, Utc::now()) {
             Phase::Off => None,
             Phase::On(doc) => Some(doc),
             Phase::Expired(doc) => {
@@ -880,16 +914,19 @@ impl Monitor {
             jobs.clone(),
         ));
         let peer = slave.map(|ip| {
-            tracing::info!("master: probing the slave {ip} (SIP answers while it serves)");
+            tracing::info!(
+                "master: probing the slave {ip} every {:?} (SIP answers while it serves)",
+                peer::ROUND_EVERY
+            );
+            let mut ticker = tokio::time::interval(peer::ROUND_EVERY);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
             Box::new(PeerRun {
                 prober: Prober::new(ip, ProbeSettings::from(&self.settings)),
+                ticker,
                 // Quick to see a failover (the slave's own `down_after`), slower to see its end.
                 watch: PeerWatch::new(
                     ip,
-                    PeerRules {
-                        active_after: self.settings.rounds_in(self.settings.down_after),
-                        standby_after: self.settings.rounds_in(self.settings.up_after),
-                    },
+                    PeerRules::spanning(self.settings.down_after, self.settings.up_after),
                 ),
                 gate,
             })
@@ -973,6 +1010,24 @@ impl Monitor {
             ));
         }
         state
+    }
+}
+
+/// The maintenance file as it is now; an unreadable one counts as none, with a warning through
+/// `unreadable` (the loop reads it every round).
+fn read_maintenance(
+    paths: &crate::paths::Paths,
+    unreadable: &mut Throttle,
+) -> Option<MaintenanceDoc> {
+    match maintenance::read(paths) {
+        Ok(doc) => {
+            unreadable.clear();
+            doc
+        }
+        Err(warning) => {
+            unreadable.warn(warning);
+            None
+        }
     }
 }
 
@@ -1241,6 +1296,37 @@ mod tests {
             let _ = stopped.await;
         }));
         (runs, stop, task)
+    }
+
+    /// The master's rounds of its slave come every second, whatever the monitor's round.
+    #[tokio::test(start_paused = true)]
+    async fn a_masters_rounds_of_its_slave_are_a_second_apart_whatever_the_round() {
+        let dir = tempfile::tempdir().unwrap();
+        for interval_ms in [50, 200, 5000] {
+            let settings = MonitorSettings {
+                interval: Duration::from_millis(interval_ms),
+                ..MonitorSettings::default()
+            };
+            let monitor =
+                Monitor::new(Context::new(dir.path(), "", None), settings).with_jobs(Vec::new());
+            // Loopback, and never probed here: only the rounds' times are awaited.
+            let mut role = Role::Master(monitor.start_master(Some([127, 0, 0, 1].into())));
+            let start = Instant::now();
+            let mut rounds = Vec::new();
+            for _ in 0..4 {
+                assert!(matches!(role_event(&mut role).await, RoleEvent::PeerRound));
+                rounds.push(start.elapsed());
+            }
+            let secs = Duration::from_secs;
+            assert_eq!(
+                rounds,
+                [secs(0), secs(1), secs(2), secs(3)],
+                "{interval_ms} ms"
+            );
+            if let Role::Master(run) = role {
+                run.cancel.cancel();
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,6 +1,7 @@
 //! What the slave is doing, seen from the master: a pure state machine over the master's probe
-//! rounds of its slave (the same [`Prober`](super::probe::Prober) rounds a slave runs against
-//! its master). The slave's Asterisk answers SIP only while the slave serves, so:
+//! rounds of its slave (one [`Prober`](super::probe::Prober) round of ICMP, TCP and SIP every
+//! [`ROUND_EVERY`], whatever the slave's own cadence). The slave's Asterisk answers SIP only
+//! while the slave serves, so:
 //! - a round where SIP answered counts towards `active` (a failover is in progress);
 //! - a round where the host answered (ICMP or TCP) but SIP did not counts towards `standby`;
 //! - a round where nothing answered (slave down, network cut) counts towards neither and breaks
@@ -8,12 +9,14 @@
 //!   from an active slave never takes it for standby.
 //!
 //! The slave is `active` after `active_after` consecutive answering rounds and `standby` after
-//! `standby_after` consecutive silent rounds on a live host. `active` → `standby` is the
+//! `standby_after` consecutive silent rounds on a live host ([`PeerRules::spanning`]: as many
+//! rounds as the slave's `XIVO_HA_MONITOR_DOWN_AFTER_MS` and `_UP_AFTER_MS` hold). `active` → `standby` is the
 //! failback: the master counts it, and its job runner acts on it. No I/O and no clock: the
 //! caller passes each round's observation and time.
 
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -43,11 +46,31 @@ impl fmt::Display for PeerState {
     }
 }
 
+/// Time between the starts of two of the master's rounds of its slave: telling standby from
+/// active needs no 200 ms rounds, and each round connects to the slave's PostgreSQL.
+pub const ROUND_EVERY: Duration = Duration::from_secs(1);
+
 /// The hysteresis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerRules {
     pub active_after: u32,
     pub standby_after: u32,
+}
+
+impl PeerRules {
+    /// `active` once SIP answered for `active` (the slave's own failover decision,
+    /// `XIVO_HA_MONITOR_DOWN_AFTER_MS`) and `standby` once it was silent for `standby`
+    /// (`XIVO_HA_MONITOR_UP_AFTER_MS`), in rounds of [`ROUND_EVERY`] rounded up, at least one.
+    pub fn spanning(active: Duration, standby: Duration) -> PeerRules {
+        let rounds = |span: Duration| {
+            let rounds = span.as_millis().div_ceil(ROUND_EVERY.as_millis());
+            u32::try_from(rounds).unwrap_or(u32::MAX).max(1)
+        };
+        PeerRules {
+            active_after: rounds(active),
+            standby_after: rounds(standby),
+        }
+    }
 }
 
 /// What the master knows of its slave, for its state document (`peer` in `monitor.json`).
@@ -174,7 +197,8 @@ mod tests {
         }
     }
 
-    /// Feeds `rounds` one second apart from `start`; returns the changes with their round index.
+    /// Feeds `rounds` [`ROUND_EVERY`] apart from `start`; returns the changes with their round
+    /// index.
     fn feed(watch: &mut PeerWatch, start: i64, rounds: &[Observation]) -> Vec<(i64, PeerChange)> {
         let t0: DateTime<Utc> = "2026-11-25T10:00:00Z".parse().unwrap();
         rounds
@@ -182,11 +206,33 @@ mod tests {
             .enumerate()
             .filter_map(|(i, o)| {
                 let at = start + i as i64;
-                watch
-                    .observe(t0 + chrono::Duration::seconds(at), *o)
-                    .map(|c| (at, c))
+                let every = chrono::Duration::from_std(ROUND_EVERY).unwrap();
+                watch.observe(t0 + every * at as i32, *o).map(|c| (at, c))
             })
             .collect()
+    }
+
+    #[test]
+    fn the_rules_are_the_slaves_windows_in_rounds_of_a_second() {
+        let ms = Duration::from_millis;
+        // The defaults: 1.2 s of answers, 3 s of silence.
+        assert_eq!(
+            PeerRules::spanning(ms(1200), ms(3000)),
+            PeerRules {
+                active_after: 2,
+                standby_after: 3
+            }
+        );
+        // The windows of 3 and 5 rounds of a second, before they were times.
+        assert_eq!(PeerRules::spanning(ms(3000), ms(5000)), RULES);
+        // Shorter than a round: one round.
+        assert_eq!(
+            PeerRules::spanning(ms(400), ms(600)),
+            PeerRules {
+                active_after: 1,
+                standby_after: 1
+            }
+        );
     }
 
     #[test]

@@ -116,8 +116,9 @@ pub struct Hooks {
 /// The monitor's checked settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MonitorSettings {
-    /// A round: the slave's timeline mark, ICMP echo and re-reading of ha.conf; the master's
-    /// probe round of its slave.
+    /// A round: the slave's timeline mark, ICMP echo and re-reading of ha.conf (and the
+    /// maintenance file), on either role. The master's probe round of its slave has its own
+    /// cadence ([`super::peer::ROUND_EVERY`]).
     pub interval: Duration,
     /// Time between two SIP OPTIONS to the master (the slave's watch).
     pub sip_interval: Duration,
@@ -259,13 +260,6 @@ impl MonitorSettings {
         }
     }
 
-    /// Rounds of `interval` in `span`, at least one (the master's count-based watch of its
-    /// slave).
-    pub fn rounds_in(&self, span: Duration) -> u32 {
-        let rounds = span.as_millis().div_ceil(self.interval.as_millis().max(1));
-        u32::try_from(rounds).unwrap_or(u32::MAX).max(1)
-    }
-
     /// How long one probe round may take at most: the slowest path's timeout.
     pub fn round_timeout(&self) -> Duration {
         self.icmp_timeout
@@ -392,7 +386,6 @@ mod tests {
             (settings.down_after, settings.up_after),
             (Duration::from_millis(1200), Duration::from_secs(3))
         );
-        assert_eq!(settings.rounds_in(settings.down_after), 6);
         assert_eq!(settings.hold_down, Duration::from_secs(10));
         assert_eq!((settings.pg_port, settings.sip_port), (5432, 5060));
         assert_eq!(settings.containers, vec!["asterisk", "monit"]);

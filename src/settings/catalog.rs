@@ -207,7 +207,7 @@ pub const SETTINGS: &[Setting] = {
             Monitor,
             "XIVO_HA_MONITOR_INTERVAL_MS",
             "200",
-            "A round, in ms: the slave pings its master and re-reads ha.conf every round (one mark of the dashboard's timeline); the master probes its slave every round.",
+            "A round, in ms: the monitor re-reads ha.conf and the maintenance file every round, and the slave pings its master (one mark of the dashboard's timeline). The master probes its slave once a second whatever this is.",
         ),
         value(
             Monitor,
@@ -219,13 +219,13 @@ pub const SETTINGS: &[Setting] = {
             Monitor,
             "XIVO_HA_MONITOR_DOWN_AFTER_MS",
             "1200",
-            "The master is down when its SIP has not answered for this long, in ms (host down when ICMP and TCP were silent too, Asterisk dead otherwise).",
+            "The master is down when its SIP has not answered for this long, in ms (host down when ICMP and TCP were silent too, Asterisk dead otherwise). A master sees its slave active after as many rounds of a second with SIP answering (rounded up).",
         ),
         value(
             Monitor,
             "XIVO_HA_MONITOR_UP_AFTER_MS",
             "3000",
-            "The master is up again once its SIP has answered for this long, in ms, and the hold-down has passed.",
+            "The master is up again once its SIP has answered for this long, in ms, and the hold-down has passed. A master sees its slave standby after as many rounds of a second with its host answering and SIP silent (rounded up).",
         ),
         value(
             Monitor,

@@ -32,24 +32,25 @@ pub fn remove(paths: &Paths, component: Component) -> Result<bool, FileError> {
 /// e.g. written by an older version in another shape, which is reported as a warning: a state
 /// file never stops a command).
 pub fn load<T: DeserializeOwned>(paths: &Paths, component: Component) -> Option<T> {
+    read(paths, component).unwrap_or_else(|warning| {
+        tracing::warn!("{warning}");
+        None
+    })
+}
+
+/// [`load`] without the warning: `Err` is what it would log (for a caller that reads every
+/// round and logs it less often).
+pub fn read<T: DeserializeOwned>(paths: &Paths, component: Component) -> Result<Option<T>, String> {
     let path = paths.state_dir().join(component.file_name());
-    let bytes = match fsutil::read_optional(&path) {
-        Ok(bytes) => bytes?,
-        Err(e) => {
-            tracing::warn!("{e}");
-            return None;
-        }
+    let Some(bytes) = fsutil::read_optional(&path).map_err(|e| e.to_string())? else {
+        return Ok(None);
     };
-    match serde_json::from_slice(&bytes) {
-        Ok(doc) => Some(doc),
-        Err(e) => {
-            tracing::warn!(
-                "ignoring {}: {e} (one left by another version is replaced at {component}'s next run)",
-                path.display()
-            );
-            None
-        }
-    }
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        format!(
+            "ignoring {}: {e} (one left by another version is replaced at {component}'s next run)",
+            path.display()
+        )
+    })
 }
 
 /// When `component` last succeeded: `this_run` when the run being recorded succeeded, else the
