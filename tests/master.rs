@@ -342,7 +342,6 @@ impl CopyBackPair {
                  XIVO_HA_MONITOR_INTERVAL_MS=200\nXIVO_HA_MONITOR_SIP_TIMEOUT_MS=150\n\
                  XIVO_HA_MONITOR_TCP_TIMEOUT_MS=150\nXIVO_HA_MONITOR_ICMP_TIMEOUT_MS=150\n\
                  XIVO_HA_MONITOR_PG_PORT={port}\n\
-                 XIVO_HA_MONITOR_DOWN_AFTER=2\nXIVO_HA_MONITOR_UP_AFTER=3\n\
                  XIVO_HA_HTTP_LISTEN=127.0.0.1:{http_port}\n\
                  XIVO_HA_SSH_PORT={port}\nXIVO_HA_SSH_CONNECT_TIMEOUT=5\n\
                  XIVO_HA_SYNC_REMOTE_ROOT={remote}\n\

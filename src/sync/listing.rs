@@ -18,7 +18,7 @@ use crate::status::documents::SlaveListing;
 /// file clock (a file made just after `date` ran may be stamped a few milliseconds before), and
 /// a slave clock that NTP steps back by a fraction of a second. It stays below the time between
 /// a slave's last message and the master's copy-back at a failback (the slave's SIP silent for
-/// `XIVO_HA_MONITOR_UP_AFTER` rounds), so a message deleted on the master after that copy-back
+/// `XIVO_HA_MONITOR_UP_AFTER_MS`, 3 s by default), so a message deleted on the master after that copy-back
 /// does not come back.
 pub const MARGIN: TimeDelta = TimeDelta::seconds(2);
 
