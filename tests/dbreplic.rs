@@ -13,14 +13,6 @@ use common::dbreplic::*;
 use common::es_server::Fault;
 use common::*;
 
-/// A pipeline (HA mode, `extra` settings) whose source has `cel` and `queue_log` rows.
-async fn start_loaded_pipeline(cel: i64, queue_log: i64, extra: &str) -> Pipeline {
-    let p = start_pipeline(&format!("IS_HA_SLAVE=true\n{extra}")).await;
-    p.insert_cel(cel).await;
-    p.insert_queue_log(queue_log).await;
-    p
-}
-
 /// The first user's first name in `db`.
 async fn first_user(db: &tokio_postgres::Client) -> String {
     db.query_one(
@@ -253,9 +245,7 @@ async fn dropping_the_runner_mid_batch_then_restarting_resumes_from_the_checkpoi
 async fn rows_already_in_the_reporting_table_after_its_checkpoint_are_merged_not_refused() {
     // A batch is copied straight into the reporting table; one that meets rows already there
     // (a checkpoint row deleted by hand) must take the idempotent path instead of stopping.
-    let p = start_pipeline("IS_HA_SLAVE=true\nDB_REPLIC_BATCH_ROWS=500\n").await;
-    p.insert_cel(2_000).await;
-    p.insert_queue_log(200).await;
+    let p = start_loaded_pipeline(2_000, 200, "DB_REPLIC_BATCH_ROWS=500\n").await;
     p.run_until_idle().await.unwrap();
     p.reporting
         .batch_execute(

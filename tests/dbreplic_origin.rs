@@ -104,9 +104,7 @@ async fn other_node_with_rows(p: &Pipeline, extra_env: &str) -> OtherNode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_node_with_the_same_origin_is_refused_and_writes_nothing() {
-    let p = start_pipeline("IS_HA_SLAVE=true\n").await;
-    p.insert_cel(300).await;
-    p.insert_queue_log(40).await;
+    let p = start_loaded_pipeline(300, 40, "").await;
     p.run_until_idle().await.unwrap();
     p.assert_exactly_once().await;
     let before = sinks(&p).await;

@@ -120,6 +120,7 @@ fn check_address(address: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::env_file::refusal;
 
     fn load(text: &str) -> Result<AlertSettings, SettingsError> {
         AlertSettings::load(&EnvFile::for_test(text))
@@ -158,16 +159,14 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        let error = load("XIVO_HA_ALERT_SMTP=127.0.0.1:smtp\n")
-            .unwrap_err()
-            .to_string();
+        let error = refusal(load("XIVO_HA_ALERT_SMTP=127.0.0.1:smtp\n"));
         assert!(error.starts_with("XIVO_HA_ALERT_SMTP:"), "{error}");
-        let error = load("XIVO_HA_ALERT_TO=root\n").unwrap_err().to_string();
+        let error = refusal(load("XIVO_HA_ALERT_TO=root\n"));
         assert!(
             error.starts_with("XIVO_HA_ALERT_TO:") && error.contains("`root`"),
             "{error}"
         );
-        let error = load("XIVO_HA_ALERT_TO=,\n").unwrap_err().to_string();
+        let error = refusal(load("XIVO_HA_ALERT_TO=,\n"));
         assert!(error.contains("lists no recipient"), "{error}");
     }
 }

@@ -342,6 +342,7 @@ pub fn parse_containers(list: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::env_file::refusal;
 
     fn load(text: &str) -> Result<MonitorSettings, SettingsError> {
         MonitorSettings::load(&EnvFile::for_test(text))
@@ -412,36 +413,26 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        let error = load("XIVO_HA_MONITOR_DOWN_AFTER_MS=100\n")
-            .unwrap_err()
-            .to_string();
+        let error = refusal(load("XIVO_HA_MONITOR_DOWN_AFTER_MS=100\n"));
         assert!(
             error.starts_with(
                 "XIVO_HA_MONITOR_DOWN_AFTER_MS: must be at least 4 SIP intervals (160 ms"
             ),
             "{error}"
         );
-        let error = load("XIVO_HA_MONITOR_CONTAINERS=aster isk\n")
-            .unwrap_err()
-            .to_string();
+        let error = refusal(load("XIVO_HA_MONITOR_CONTAINERS=aster isk\n"));
         assert!(
             error.contains("XIVO_HA_MONITOR_CONTAINERS") && error.contains("aster isk"),
             "{error}"
         );
-        let error = load("XIVO_HA_MONITOR_CONTAINERS=,\n")
-            .unwrap_err()
-            .to_string();
+        let error = refusal(load("XIVO_HA_MONITOR_CONTAINERS=,\n"));
         assert!(error.contains("lists no container"), "{error}");
-        let error = load("XIVO_HA_MONITOR_WITNESSES=router\n")
-            .unwrap_err()
-            .to_string();
+        let error = refusal(load("XIVO_HA_MONITOR_WITNESSES=router\n"));
         assert!(
             error.starts_with("XIVO_HA_MONITOR_WITNESSES: `router`"),
             "{error}"
         );
-        let error = load("XIVO_HA_MONITOR_SIP_PORT=sip\n")
-            .unwrap_err()
-            .to_string();
+        let error = refusal(load("XIVO_HA_MONITOR_SIP_PORT=sip\n"));
         assert!(error.contains("XIVO_HA_MONITOR_SIP_PORT"), "{error}");
     }
 }

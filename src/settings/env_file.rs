@@ -272,6 +272,13 @@ fn describe_envy_error(prefix: &str, file: &EnvFile, error: envy::Error) -> Conf
     }
 }
 
+/// The one-line error a settings reader gives for a refused test file (the readers' unit
+/// tests).
+#[cfg(test)]
+pub(crate) fn refusal<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<T, E>) -> String {
+    result.unwrap_err().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -769,6 +769,7 @@ async fn list_to_bring_back(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::env_file::refusal;
 
     #[test]
     fn the_variables_and_defaults_are_the_catalogs() {
@@ -844,9 +845,7 @@ mod tests {
         copy_back_hold(Some(&failed), &settings, remote).unwrap();
 
         settings.dirs.push("/var/spool/asterisk".into());
-        let error = copy_back_hold(Some(&failed), &settings, remote)
-            .unwrap_err()
-            .to_string();
+        let error = refusal(copy_back_hold(Some(&failed), &settings, remote));
         assert_eq!(
             error,
             "the sync to root@192.0.2.20 is held: the last copy-back failed (copy back from \
@@ -858,9 +857,7 @@ mod tests {
         // A copy-back that succeeded since, or none on record: nothing to wait for.
         copy_back_hold(Some(&copy_back_record(true)), &settings, remote).unwrap();
         settings.dirs = vec!["/var/spool/asterisk/monitor".into()];
-        let error = copy_back_hold(Some(&failed), &settings, remote)
-            .unwrap_err()
-            .to_string();
+        let error = refusal(copy_back_hold(Some(&failed), &settings, remote));
         assert!(
             error.contains(
                 "XIVO_HA_SYNC_DIRS includes /var/spool/asterisk/monitor, which the copy-back brings home: "
@@ -872,17 +869,11 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_variable() {
-        let error = settings_from("XIVO_HA_SYNC_DIRS=/\n")
-            .unwrap_err()
-            .to_string();
+        let error = refusal(settings_from("XIVO_HA_SYNC_DIRS=/\n"));
         assert!(error.starts_with("XIVO_HA_SYNC_DIRS:"), "{error}");
-        let error = settings_from("XIVO_HA_SSH_PORT=ssh\n")
-            .unwrap_err()
-            .to_string();
+        let error = refusal(settings_from("XIVO_HA_SSH_PORT=ssh\n"));
         assert!(error.contains("XIVO_HA_SSH_PORT"), "{error}");
-        let error = settings_from("XIVO_HA_SYNC_REMOTE_ROOT=srv\n")
-            .unwrap_err()
-            .to_string();
+        let error = refusal(settings_from("XIVO_HA_SYNC_REMOTE_ROOT=srv\n"));
         assert!(error.starts_with("XIVO_HA_SYNC_REMOTE_ROOT"), "{error}");
     }
 }

@@ -84,6 +84,14 @@ pub async fn start_pipeline(extra_env: &str) -> Pipeline {
     start(pg_port(), name, Some(reporting), extra_env).await
 }
 
+/// A pipeline (HA mode, `extra` settings) whose source has `cel` and `queue_log` rows.
+pub async fn start_loaded_pipeline(cel: i64, queue_log: i64, extra: &str) -> Pipeline {
+    let p = start_pipeline(&format!("IS_HA_SLAVE=true\n{extra}")).await;
+    p.insert_cel(cel).await;
+    p.insert_queue_log(queue_log).await;
+    p
+}
+
 /// The same with the reporting database `dbname` on 127.0.0.1:`port` (a cluster the test
 /// stops and restarts).
 pub async fn start_pipeline_reporting_at(port: u16, dbname: &str, extra_env: &str) -> Pipeline {
