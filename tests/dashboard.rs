@@ -289,7 +289,7 @@ async fn a_page_for_each_state_renders_in_the_browser() {
     }
     let (base, stop) = serve(r, rounds).await;
     let down = json!({"from": "up", "to": "down", "at": ago(57),
-        "reason": "3 consecutive bad rounds (host down)", "evidence": "icmp no answer; tcp no answer; sip no answer"});
+        "reason": "no SIP answer for 1.2 s (host down)", "evidence": "icmp no answer; tcp no answer; sip no answer"});
     let up = json!({"from": "unknown", "to": "up", "at": ago(300), "reason": "3 good rounds",
         "evidence": "sip 200 OK in 1 ms"});
     let services = |desired: &str| {

@@ -519,7 +519,7 @@ mod tests {
             from: Verdict::Up,
             to: Verdict::Down,
             at: at("2026-11-25T10:04:12Z"),
-            reason: "3 consecutive bad rounds (host down)".into(),
+            reason: "no SIP answer for 1.2 s (host down)".into(),
             evidence: "icmp timeout; tcp timeout; sip timeout".into(),
         };
         let up = TransitionRecord {
@@ -813,7 +813,7 @@ mod tests {
         );
         assert_eq!(
             headline_of(&html),
-            "SERVING: the master is down since 10:04:12 (3 consecutive bad rounds (host down))"
+            "SERVING: the master is down since 10:04:12 (no SIP answer for 1.2 s (host down))"
         );
         assert!(html.contains("data-tone=\"bad\""));
         for path in ["icmp", "tcp", "sip"] {

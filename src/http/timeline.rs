@@ -277,7 +277,7 @@ mod tests {
             from: Verdict::Up,
             to: Verdict::Down,
             at: at(t),
-            reason: "3 consecutive bad rounds".into(),
+            reason: "no SIP answer for 1.2 s (host down)".into(),
             evidence: String::new(),
         }
     }
